@@ -1,0 +1,19 @@
+//! Pure core of the sticky-session filter (DESIGN section 2): the state schema shared with the
+//! control service, the cookie codec and key ring, the policy model, and the stickiness
+//! decisions. No I/O and no proxy-wasm calls: time and nonces come from the caller.
+
+pub mod codec;
+pub mod cookies;
+pub mod error;
+pub mod listener;
+pub mod state;
+
+#[cfg(test)]
+mod testing;
+#[cfg(test)]
+mod tests;
+
+pub use codec::{Binding, KeyRing, PolicyKind};
+pub use error::{Rejection, StateError};
+pub use listener::{CookieStatus, Listener, RequestDecision, ResponseDecision, ResponseOutcome, Target, TargetIndex};
+pub use state::{CookieSettings, FilterState, KeyRingState, KeyState, PolicyState, SameSite, TargetState};

@@ -1,0 +1,383 @@
+//! A listener's compiled state and the stickiness decisions of DESIGN section 2.
+//!
+//! [`Listener::compile`] validates a [`FilterState`] once and builds the lookup maps a request
+//! needs; [`Listener::on_request`] and [`Listener::on_response`] are then pure functions of the
+//! headers, the clock and (for new cookies) a nonce.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+use crate::codec::{Binding, CookieContent, KeyRing, MAX_TARGET_ID_LEN, PolicyKind, open_buffer};
+use crate::cookies::{self, AppCookieChange, Lifetime};
+use crate::error::{Rejection, StateError};
+use crate::state::{CookieSettings, FilterState, PolicyState, SameSite};
+
+/// At most this many stickiness cookies of one request are tried (bounds the work a client can
+/// cause with a header full of them).
+const MAX_COOKIE_ATTEMPTS: usize = 4;
+
+/// Index of a target in the listener's target list.
+pub type TargetIndex = usize;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub id: Box<str>,
+    pub address: Box<str>,
+    pub healthy: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Policy {
+    LbCookie {
+        /// 0: browser-session cookie.
+        period: u64,
+    },
+    AppCookie {
+        app_cookie_name: String,
+        duration: Option<u64>,
+    },
+}
+
+impl Policy {
+    fn kind(&self) -> PolicyKind {
+        match self {
+            Policy::LbCookie { .. } => PolicyKind::LbCookie,
+            Policy::AppCookie { .. } => PolicyKind::AppCookie,
+        }
+    }
+
+    /// The longest a cookie may live under this policy, counted from its issue time.
+    fn max_age(&self) -> Option<u64> {
+        match self {
+            Policy::LbCookie { period: 0 } => None,
+            Policy::LbCookie { period } => Some(*period),
+            Policy::AppCookie { duration, .. } => duration.filter(|d| *d > 0),
+        }
+    }
+}
+
+/// A validated state, ready to decide requests. Built once per state change.
+#[derive(Debug)]
+pub struct Listener {
+    version: u64,
+    policy: Option<(Policy, Binding)>,
+    cookie: CookieSettings,
+    targets: Vec<Target>,
+    by_id: HashMap<Box<[u8]>, TargetIndex>,
+    by_address: HashMap<Box<str>, TargetIndex>,
+    keys: KeyRing,
+}
+
+/// What a request's stickiness cookie turned out to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CookieStatus {
+    /// No stickiness cookie, or none needed (app policy without the app cookie, or no policy).
+    Absent,
+    /// Valid: the request is pinned to `target`.
+    Valid { target: TargetIndex, issued_at: u64, expires_at: u64 },
+    /// Not honoured. When the cookie was authentic but its target is gone, `expires_at` keeps
+    /// its sealed expiry, so a rewritten cookie keeps the session's lifetime.
+    Rejected { reason: Rejection, expires_at: Option<u64> },
+}
+
+/// The request half of a decision, carried to the response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestDecision {
+    /// The target to route to, if the request is pinned.
+    pub pinned: Option<TargetIndex>,
+    pub cookie: CookieStatus,
+    /// The application cookie of an app-cookie policy was present (and not empty).
+    pub app_cookie_present: bool,
+}
+
+impl RequestDecision {
+    /// Decision for a request when no policy applies.
+    pub const UNPINNED: RequestDecision = RequestDecision { pinned: None, cookie: CookieStatus::Absent, app_cookie_present: false };
+}
+
+/// What the response half did; each has its own counter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResponseOutcome {
+    /// Nothing to set (no policy, a valid cookie that needs no refresh, app cookie not set).
+    Unchanged,
+    /// A session started: a new cookie names the target that answered.
+    Assigned,
+    /// The cookie's expiry slid forward (LB cookie), or followed a re-set app cookie.
+    Refreshed,
+    /// The cookie's target was gone (deregistered or unhealthy): the new cookie names the new target.
+    Repinned,
+    /// The application deleted its cookie: the stickiness cookie is deleted too.
+    Deleted,
+    /// The answering upstream is not a registered target (or there was none): nothing issued.
+    UnknownUpstream,
+    /// The answering upstream is registered but unhealthy: nothing issued.
+    UnhealthyUpstream,
+    /// No nonce could be drawn: nothing issued.
+    NoNonce,
+}
+
+/// The response half of a decision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResponseDecision {
+    pub outcome: ResponseOutcome,
+    /// A `Set-Cookie` value to add to the response.
+    pub set_cookie: Option<String>,
+}
+
+impl ResponseDecision {
+    fn nothing(outcome: ResponseOutcome) -> Self {
+        Self { outcome, set_cookie: None }
+    }
+}
+
+impl Listener {
+    /// Parses and validates a JSON state.
+    pub fn from_json(json: &[u8]) -> Result<Self, StateError> {
+        let state: FilterState = serde_json::from_slice(json).map_err(|e| StateError::Json(e.to_string()))?;
+        Self::compile(&state)
+    }
+
+    /// Validates a state and builds its lookup structures.
+    pub fn compile(state: &FilterState) -> Result<Self, StateError> {
+        let cookie = state.cookie.clone();
+        if !cookies::is_cookie_name(&cookie.name) {
+            return Err(StateError::CookieName(cookie.name));
+        }
+        if !cookies::is_cookie_path(&cookie.path) {
+            return Err(StateError::CookiePath(cookie.path));
+        }
+        if cookie.same_site == SameSite::None && !cookie.secure {
+            return Err(StateError::SameSiteNoneWithoutSecure);
+        }
+        let policy = match &state.policy {
+            None => None,
+            Some(PolicyState::LbCookie { expiration_period }) => Some(Policy::LbCookie { period: *expiration_period }),
+            Some(PolicyState::AppCookie { app_cookie_name, duration_seconds }) => {
+                if !cookies::is_cookie_name(app_cookie_name) {
+                    return Err(StateError::CookieName(app_cookie_name.clone()));
+                }
+                if *app_cookie_name == cookie.name {
+                    return Err(StateError::CookieNameClash(cookie.name));
+                }
+                Some(Policy::AppCookie { app_cookie_name: app_cookie_name.clone(), duration: *duration_seconds })
+            }
+        };
+        let policy = match policy {
+            Some(policy) => {
+                let binding = Binding::new(policy.kind(), state.listener_port, &state.load_balancer)?;
+                Some((policy, binding))
+            }
+            // Still validate the name, so a state is refused the same way with or without a policy.
+            None => Binding::new(PolicyKind::LbCookie, state.listener_port, &state.load_balancer).map(|_| None)?,
+        };
+        let keys = KeyRing::from_state(&state.keys)?;
+
+        let mut targets = Vec::with_capacity(state.targets.len());
+        let mut by_id = HashMap::with_capacity(state.targets.len());
+        let mut by_address = HashMap::with_capacity(state.targets.len());
+        for (index, target) in state.targets.iter().enumerate() {
+            let id_ok = !target.id.is_empty()
+                && target.id.len() <= MAX_TARGET_ID_LEN
+                && target.id.bytes().all(|b| b.is_ascii_graphic());
+            if !id_ok {
+                return Err(StateError::TargetId(target.id.clone()));
+            }
+            let address: SocketAddr = target.address.parse().map_err(|_| StateError::TargetAddress {
+                id: target.id.clone(),
+                address: target.address.clone(),
+            })?;
+            // Canonical form, as Envoy prints `upstream.address`.
+            let address: Box<str> = address.to_string().into();
+            if by_id.insert(Box::<[u8]>::from(target.id.as_bytes()), index).is_some() {
+                return Err(StateError::DuplicateTargetId(target.id.clone()));
+            }
+            if by_address.insert(address.clone(), index).is_some() {
+                return Err(StateError::DuplicateTargetAddress(target.address.clone()));
+            }
+            targets.push(Target { id: target.id.as_str().into(), address, healthy: target.healthy });
+        }
+        Ok(Self { version: state.version, policy, cookie, targets, by_id, by_address, keys })
+    }
+
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    pub fn has_policy(&self) -> bool {
+        self.policy.is_some()
+    }
+
+    /// True when the response's `Set-Cookie` headers matter (app-cookie policy).
+    pub fn reads_response_cookies(&self) -> bool {
+        matches!(self.policy, Some((Policy::AppCookie { .. }, _)))
+    }
+
+    pub fn target(&self, index: TargetIndex) -> Option<&Target> {
+        self.targets.get(index)
+    }
+
+    pub fn targets(&self) -> &[Target] {
+        &self.targets
+    }
+
+    pub fn cookie_settings(&self) -> &CookieSettings {
+        &self.cookie
+    }
+
+    /// Decides a request from its `Cookie` header.
+    pub fn on_request(&self, cookie_header: Option<&[u8]>, now: u64) -> RequestDecision {
+        let (Some((policy, binding)), Some(header)) = (&self.policy, cookie_header) else {
+            return RequestDecision::UNPINNED;
+        };
+        let app_cookie_present = match policy {
+            Policy::LbCookie { .. } => false,
+            Policy::AppCookie { app_cookie_name, .. } => {
+                let present = cookies::request_cookies(header).any(|(n, v)| n == app_cookie_name.as_bytes() && !v.is_empty());
+                if !present {
+                    // Without the app cookie nothing is sticky: no need to open anything.
+                    return RequestDecision::UNPINNED;
+                }
+                present
+            }
+        };
+        let mut status = CookieStatus::Absent;
+        let ours = cookies::request_cookies(header).filter(|(n, _)| *n == self.cookie.name.as_bytes());
+        for (_, value) in ours.take(MAX_COOKIE_ATTEMPTS) {
+            let candidate = self.check_cookie(policy, binding, value, now);
+            if let CookieStatus::Valid { target, .. } = candidate {
+                return RequestDecision { pinned: Some(target), cookie: candidate, app_cookie_present };
+            }
+            status = match (status, candidate) {
+                // Keep the most telling rejection: an authentic cookie whose target is gone.
+                (CookieStatus::Rejected { expires_at: Some(_), .. }, _) => status,
+                _ => candidate,
+            };
+        }
+        RequestDecision { pinned: None, cookie: status, app_cookie_present }
+    }
+
+    fn check_cookie(&self, policy: &Policy, binding: &Binding, value: &[u8], now: u64) -> CookieStatus {
+        let mut buf = open_buffer();
+        let opened = match self.keys.open(binding, value, &mut buf) {
+            Ok(opened) => opened,
+            Err(reason) => return CookieStatus::Rejected { reason, expires_at: None },
+        };
+        let expired_by_seal = opened.expires_at != 0 && now >= opened.expires_at;
+        let expired_by_policy = policy.max_age().is_some_and(|age| now >= opened.issued_at.saturating_add(age));
+        if expired_by_seal || expired_by_policy {
+            return CookieStatus::Rejected { reason: Rejection::Expired, expires_at: None };
+        }
+        let gone = |reason| CookieStatus::Rejected { reason, expires_at: Some(opened.expires_at) };
+        match self.by_id.get(opened.target_id) {
+            None => gone(Rejection::UnknownTarget),
+            Some(&index) if !self.targets[index].healthy => gone(Rejection::UnhealthyTarget),
+            Some(&index) => CookieStatus::Valid { target: index, issued_at: opened.issued_at, expires_at: opened.expires_at },
+        }
+    }
+
+    /// Decides what the response sets, knowing which upstream answered (`ip:port`, as Envoy's
+    /// `upstream.address`) and the response's `Set-Cookie` values (read only for app cookies).
+    pub fn on_response<'h>(
+        &self,
+        request: &RequestDecision,
+        upstream: Option<&[u8]>,
+        set_cookies: impl IntoIterator<Item = &'h [u8]>,
+        now: u64,
+        nonce: impl FnOnce() -> Option<[u8; 12]>,
+    ) -> ResponseDecision {
+        let Some((policy, binding)) = &self.policy else {
+            return ResponseDecision::nothing(ResponseOutcome::Unchanged);
+        };
+        let answered = upstream
+            .and_then(|a| std::str::from_utf8(a).ok())
+            .and_then(|a| self.by_address.get(a))
+            .copied();
+        match policy {
+            Policy::LbCookie { period } => {
+                let reason = match request.cookie {
+                    CookieStatus::Valid { target, issued_at, .. } if Some(target) == answered => {
+                        let due = *period > 0 && now.saturating_sub(issued_at) >= period / 4;
+                        if !due {
+                            return ResponseDecision::nothing(ResponseOutcome::Unchanged);
+                        }
+                        ResponseOutcome::Refreshed
+                    }
+                    // The pinned target did not answer (Envoy could not route to it): move the session.
+                    CookieStatus::Valid { .. } => ResponseOutcome::Repinned,
+                    CookieStatus::Rejected { reason, .. } if reason.is_target_gone() => ResponseOutcome::Repinned,
+                    CookieStatus::Rejected { .. } | CookieStatus::Absent => ResponseOutcome::Assigned,
+                };
+                let until = (*period > 0).then(|| now.saturating_add(*period));
+                self.issue(binding, answered, now, until, reason, nonce)
+            }
+            Policy::AppCookie { app_cookie_name, duration } => {
+                let change = set_cookies
+                    .into_iter()
+                    .filter_map(|h| cookies::app_cookie_change(h, app_cookie_name, now))
+                    .last();
+                let pinned_here = matches!(request.cookie, CookieStatus::Valid { target, .. } if Some(target) == answered);
+                let gone_expiry = match request.cookie {
+                    CookieStatus::Rejected { expires_at: Some(at), .. } => Some(at),
+                    CookieStatus::Valid { expires_at, .. } if !pinned_here => Some(expires_at),
+                    _ => None,
+                };
+                let explicit = duration.filter(|d| *d > 0).map(|d| now.saturating_add(d));
+                match change {
+                    Some(AppCookieChange::Deleted) => ResponseDecision {
+                        outcome: ResponseOutcome::Deleted,
+                        set_cookie: Some(cookies::delete_cookie(&self.cookie)),
+                    },
+                    Some(AppCookieChange::Set(lifetime)) => {
+                        let until = explicit.or(match lifetime {
+                            Lifetime::Session => None,
+                            Lifetime::Until(at) => Some(at),
+                        });
+                        let reason = if pinned_here {
+                            ResponseOutcome::Refreshed
+                        } else if request.app_cookie_present && gone_expiry.is_some() {
+                            ResponseOutcome::Repinned
+                        } else {
+                            ResponseOutcome::Assigned
+                        };
+                        self.issue(binding, answered, now, until, reason, nonce)
+                    }
+                    // Failover: the session moves to the target that answered, even though the
+                    // app did not set its cookie again. The sealed expiry is kept.
+                    None => match gone_expiry {
+                        Some(expires_at) if request.app_cookie_present => {
+                            let until = (expires_at != 0).then_some(expires_at);
+                            self.issue(binding, answered, now, until, ResponseOutcome::Repinned, nonce)
+                        }
+                        _ => ResponseDecision::nothing(ResponseOutcome::Unchanged),
+                    },
+                }
+            }
+        }
+    }
+
+    fn issue(
+        &self,
+        binding: &Binding,
+        answered: Option<TargetIndex>,
+        now: u64,
+        until: Option<u64>,
+        outcome: ResponseOutcome,
+        nonce: impl FnOnce() -> Option<[u8; 12]>,
+    ) -> ResponseDecision {
+        let Some(target) = answered.and_then(|i| self.targets.get(i)) else {
+            return ResponseDecision::nothing(ResponseOutcome::UnknownUpstream);
+        };
+        if !target.healthy {
+            return ResponseDecision::nothing(ResponseOutcome::UnhealthyUpstream);
+        }
+        let Some(nonce) = nonce() else {
+            return ResponseDecision::nothing(ResponseOutcome::NoNonce);
+        };
+        let content = CookieContent { target_id: &target.id, issued_at: now, expires_at: until.unwrap_or(0) };
+        match self.keys.seal(binding, &content, nonce) {
+            Ok(value) => ResponseDecision { outcome, set_cookie: Some(cookies::set_cookie(&self.cookie, &value, now, until)) },
+            // Unreachable for validated target ids; never a reason to fail the response.
+            Err(_) => ResponseDecision::nothing(ResponseOutcome::UnknownUpstream),
+        }
+    }
+}

@@ -1,0 +1,124 @@
+//! The filter's state: the one schema shared by the filter (which reads it) and the control
+//! service (which serves it). Serialised as JSON. Validation happens once, when the state is
+//! compiled into [`crate::Listener`]; nothing here is trusted before that.
+
+use serde::{Deserialize, Serialize};
+
+/// Everything a filter needs to make stickiness decisions for one listener.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilterState {
+    /// Monotonic version of this state; a newer state has a larger version.
+    pub version: u64,
+    /// Name of the load balancer the listener belongs to (bound into every cookie).
+    pub load_balancer: String,
+    /// The listener's load balancer port (bound into every cookie).
+    pub listener_port: u16,
+    /// The stickiness policy set on the listener, if any.
+    #[serde(default)]
+    pub policy: Option<PolicyState>,
+    /// Attributes of the stickiness cookie the filter issues.
+    #[serde(default)]
+    pub cookie: CookieSettings,
+    /// Registered targets with their health.
+    #[serde(default)]
+    pub targets: Vec<TargetState>,
+    /// Keys sealing and opening stickiness cookies.
+    pub keys: KeyRingState,
+}
+
+/// A stickiness policy, as set on a listener.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum PolicyState {
+    /// Duration-based stickiness (CreateLBCookieStickinessPolicy).
+    LbCookie {
+        /// CookieExpirationPeriod in seconds; 0 means a browser-session cookie.
+        #[serde(default)]
+        expiration_period: u64,
+    },
+    /// Application-based stickiness (CreateAppCookieStickinessPolicy).
+    AppCookie {
+        /// Name of the application's cookie (e.g. Flask's `session`).
+        app_cookie_name: String,
+        /// Explicit lifetime of the stickiness cookie; when absent it follows the app cookie.
+        #[serde(default)]
+        duration_seconds: Option<u64>,
+    },
+}
+
+/// A registered target. `id` is opaque (an instance id): cookies carry it, never the address.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetState {
+    pub id: String,
+    /// `ip:port`, exactly as the Envoy cluster knows the endpoint.
+    pub address: String,
+    pub healthy: bool,
+}
+
+/// Attributes of the stickiness cookie.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CookieSettings {
+    /// Cookie name; classic ELB's is `AWSELB`.
+    pub name: String,
+    pub path: String,
+    pub secure: bool,
+    pub http_only: bool,
+    pub same_site: SameSite,
+}
+
+impl Default for CookieSettings {
+    fn default() -> Self {
+        Self {
+            name: "AWSELB".to_owned(),
+            path: "/".to_owned(),
+            secure: false,
+            http_only: true,
+            same_site: SameSite::Lax,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SameSite {
+    Strict,
+    Lax,
+    None,
+}
+
+/// The key ring as delivered: the active key seals, every listed key opens.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyRingState {
+    /// Id of the key new cookies are sealed with.
+    pub active: u16,
+    pub keys: Vec<KeyState>,
+}
+
+/// One AES-256-GCM key. `secret` is 32 bytes, base64url without padding.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyState {
+    pub id: u16,
+    pub secret: String,
+}
+
+/// Key material never appears in logs, even in debug output.
+impl std::fmt::Debug for KeyState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyState")
+            .field("id", &self.id)
+            .field("secret", &"<redacted>")
+            .finish()
+    }
+}
+
+impl KeyState {
+    /// Wraps 32 bytes of key material in its wire form.
+    pub fn from_secret(id: u16, secret: &[u8; 32]) -> Self {
+        use base64::Engine;
+        Self { id, secret: base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret) }
+    }
+}
