@@ -2,8 +2,7 @@
 //! stickiness cookie's `Set-Cookie`. Request parsing works on raw bytes and allocates nothing:
 //! it runs on every request, and the header may hold anything a client sends.
 
-use cookie::{Cookie, Expiration};
-use time::{Duration, OffsetDateTime};
+use std::time::UNIX_EPOCH;
 
 use crate::state::{CookieSettings, SameSite};
 
@@ -56,68 +55,88 @@ pub enum AppCookieChange {
 }
 
 /// Reads one `Set-Cookie` value: `Some` if it sets or deletes the cookie `name`.
-/// `Max-Age` wins over `Expires` (RFC 6265 5.3); a non-positive `Max-Age` or a past `Expires`
-/// deletes the cookie.
+/// Follows RFC 6265 section 5.2: `Max-Age` wins over `Expires`; a non-positive `Max-Age` or a
+/// past `Expires` deletes the cookie; an attribute that does not parse is ignored.
 pub fn app_cookie_change(set_cookie: &[u8], name: &str, now: u64) -> Option<AppCookieChange> {
-    let text = std::str::from_utf8(set_cookie).ok()?;
-    let cookie = Cookie::parse(text).ok()?;
-    if cookie.name() != name {
+    let mut parts = set_cookie.split(|&b| b == b';');
+    let pair = parts.next()?;
+    let eq = pair.iter().position(|&b| b == b'=')?;
+    if trim(&pair[..eq]) != name.as_bytes() {
         return None;
     }
-    let now_i = i64::try_from(now).unwrap_or(i64::MAX);
-    if let Some(max_age) = cookie.max_age() {
-        let secs = max_age.whole_seconds();
-        if secs <= 0 {
-            return Some(AppCookieChange::Deleted);
+    let mut max_age: Option<i64> = None;
+    let mut expires: Option<u64> = None;
+    for attribute in parts {
+        let (key, value) = match attribute.iter().position(|&b| b == b'=') {
+            Some(eq) => (trim(&attribute[..eq]), trim(&attribute[eq + 1..])),
+            None => (trim(attribute), &b""[..]),
+        };
+        if key.eq_ignore_ascii_case(b"max-age") {
+            max_age = parse_max_age(value).or(max_age);
+        } else if key.eq_ignore_ascii_case(b"expires") {
+            expires = parse_cookie_date(value).or(expires);
         }
-        return Some(AppCookieChange::Set(Lifetime::Until(now.saturating_add(secs.unsigned_abs()))));
     }
-    match cookie.expires() {
-        Some(Expiration::DateTime(at)) => {
-            let at = at.unix_timestamp();
-            if at <= now_i {
-                Some(AppCookieChange::Deleted)
-            } else {
-                Some(AppCookieChange::Set(Lifetime::Until(at.unsigned_abs())))
-            }
-        }
-        Some(Expiration::Session) | None => Some(AppCookieChange::Set(Lifetime::Session)),
+    let until = match (max_age, expires) {
+        (Some(secs), _) if secs <= 0 => return Some(AppCookieChange::Deleted),
+        (Some(secs), _) => now.saturating_add(secs.unsigned_abs()),
+        (None, Some(at)) if at <= now => return Some(AppCookieChange::Deleted),
+        (None, Some(at)) => at,
+        (None, None) => return Some(AppCookieChange::Set(Lifetime::Session)),
+    };
+    Some(AppCookieChange::Set(Lifetime::Until(until)))
+}
+
+/// `Max-Age` delta-seconds, optionally negative; saturates instead of overflowing.
+fn parse_max_age(value: &[u8]) -> Option<i64> {
+    let (negative, digits) = match value.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        _ => (false, value),
+    };
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
     }
+    let magnitude = digits.iter().fold(0i64, |acc, d| acc.saturating_mul(10).saturating_add(i64::from(d - b'0')));
+    Some(if negative { -magnitude } else { magnitude })
+}
+
+/// An `Expires` date as Unix seconds: the three HTTP date forms, and the Netscape form
+/// `Wed, 21-Oct-2015 07:28:00 GMT` that many frameworks still send.
+fn parse_cookie_date(value: &[u8]) -> Option<u64> {
+    let text = std::str::from_utf8(value).ok()?;
+    let parsed = httpdate::parse_http_date(text).or_else(|_| httpdate::parse_http_date(&text.replace('-', " ")));
+    // Dates before 1970 are in the past: 0 deletes the cookie.
+    Some(parsed.ok()?.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()))
 }
 
 /// Builds the `Set-Cookie` value for the stickiness cookie. `until` mirrors the expiry sealed in
 /// the value into `Max-Age` and `Expires`; `None` makes a browser-session cookie.
 pub fn set_cookie(settings: &CookieSettings, value: &str, now: u64, until: Option<u64>) -> String {
-    let mut cookie = base_cookie(settings, value);
-    if let Some(until) = until {
-        let max_age = until.saturating_sub(now);
-        cookie.set_max_age(Duration::seconds(i64::try_from(max_age).unwrap_or(i64::MAX)));
-        if let Ok(at) = OffsetDateTime::from_unix_timestamp(i64::try_from(until).unwrap_or(i64::MAX)) {
-            cookie.set_expires(at);
-        }
-    }
-    cookie.to_string()
+    let expiry = until.map(|until| (until.saturating_sub(now), until));
+    format_cookie(settings, value, expiry)
 }
 
 /// Builds the `Set-Cookie` value that deletes the stickiness cookie.
 pub fn delete_cookie(settings: &CookieSettings) -> String {
-    let mut cookie = base_cookie(settings, "");
-    cookie.set_max_age(Duration::ZERO);
-    cookie.set_expires(OffsetDateTime::UNIX_EPOCH);
-    cookie.to_string()
+    format_cookie(settings, "", Some((0, 0)))
 }
 
-fn base_cookie<'a>(settings: &'a CookieSettings, value: &'a str) -> Cookie<'a> {
-    let mut cookie = Cookie::new(settings.name.as_str(), value);
-    cookie.set_path(settings.path.as_str());
-    cookie.set_http_only(settings.http_only);
-    if settings.secure {
-        cookie.set_secure(true);
+fn format_cookie(settings: &CookieSettings, value: &str, expiry: Option<(u64, u64)>) -> String {
+    let mut cookie = format!("{}={}; Path={}", settings.name, value, settings.path);
+    if let Some((max_age, until)) = expiry {
+        let at = UNIX_EPOCH + std::time::Duration::from_secs(until);
+        cookie.push_str(&format!("; Max-Age={max_age}; Expires={}", httpdate::fmt_http_date(at)));
     }
-    cookie.set_same_site(match settings.same_site {
-        SameSite::Strict => cookie::SameSite::Strict,
-        SameSite::Lax => cookie::SameSite::Lax,
-        SameSite::None => cookie::SameSite::None,
+    if settings.http_only {
+        cookie.push_str("; HttpOnly");
+    }
+    if settings.secure {
+        cookie.push_str("; Secure");
+    }
+    cookie.push_str(match settings.same_site {
+        SameSite::Strict => "; SameSite=Strict",
+        SameSite::Lax => "; SameSite=Lax",
+        SameSite::None => "; SameSite=None",
     });
     cookie
 }
@@ -160,7 +179,7 @@ mod tests {
     #[test]
     fn app_cookie_lifetime_is_read_like_a_browser() {
         let now = 1_700_000_000;
-        let cases: [(&[u8], Option<AppCookieChange>); 9] = [
+        let cases: [(&[u8], Option<AppCookieChange>); 13] = [
             (b"session=abc; HttpOnly; Path=/", Some(AppCookieChange::Set(Lifetime::Session))),
             (b"session=abc; Max-Age=600; Path=/", Some(AppCookieChange::Set(Lifetime::Until(now + 600)))),
             (
@@ -171,6 +190,10 @@ mod tests {
             (b"session=; Expires=Thu, 01 Jan 1970 00:00:00 GMT; Max-Age=0; Path=/", Some(AppCookieChange::Deleted)),
             (b"session=; Expires=Thu, 01 Jan 1970 00:00:00 GMT", Some(AppCookieChange::Deleted)),
             (b"session=x; Max-Age=-1", Some(AppCookieChange::Deleted)),
+            (b"session=x; expires=Thu, 16-Nov-2023 22:23:20 GMT", Some(AppCookieChange::Set(Lifetime::Until(1_700_173_400)))),
+            (b"session=x; Max-Age=soon; Expires=never", Some(AppCookieChange::Set(Lifetime::Session))),
+            (b" session =x", Some(AppCookieChange::Set(Lifetime::Session))),
+            (b"session", None),
             (b"other=abc; Max-Age=600", None),
             (b"\xff\xfe", None),
         ];

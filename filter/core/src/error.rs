@@ -60,21 +60,21 @@ pub enum StateError {
     Json(String),
     #[error("load balancer name must be 1 to 64 bytes")]
     LoadBalancerName,
-    #[error("cookie name {0:?} is not an RFC 6265 token")]
+    #[error("cookie name `{0}` is not an RFC 6265 token")]
     CookieName(String),
-    #[error("cookie path {0:?} must start with '/' and hold no ';', control or non-ASCII characters")]
+    #[error("cookie path `{0}` must start with '/' and hold no ';', control or non-ASCII characters")]
     CookiePath(String),
     #[error("SameSite=None requires the Secure attribute")]
     SameSiteNoneWithoutSecure,
-    #[error("app cookie name equals the stickiness cookie name {0:?}")]
+    #[error("app cookie name equals the stickiness cookie name `{0}`")]
     CookieNameClash(String),
-    #[error("target id {0:?} must be 1 to 64 visible ASCII characters")]
+    #[error("target id `{0}` must be 1 to 64 visible ASCII characters")]
     TargetId(String),
-    #[error("target {id:?} has address {address:?}, which is not ip:port")]
+    #[error("target `{id}` has address `{address}`, which is not ip:port")]
     TargetAddress { id: String, address: String },
-    #[error("target id {0:?} is listed twice")]
+    #[error("target id `{0}` is listed twice")]
     DuplicateTargetId(String),
-    #[error("target address {0:?} is listed twice")]
+    #[error("target address `{0}` is listed twice")]
     DuplicateTargetAddress(String),
     #[error("key {0} has no 32-byte base64url secret")]
     KeySecret(u16),

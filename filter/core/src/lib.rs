@@ -6,6 +6,7 @@ pub mod codec;
 pub mod cookies;
 pub mod error;
 pub mod listener;
+pub mod plugin;
 pub mod state;
 
 #[cfg(test)]
@@ -16,4 +17,5 @@ mod tests;
 pub use codec::{Binding, KeyRing, PolicyKind};
 pub use error::{Rejection, StateError};
 pub use listener::{CookieStatus, Listener, RequestDecision, ResponseDecision, ResponseOutcome, Target, TargetIndex};
+pub use plugin::{PluginConfig, PluginConfigError};
 pub use state::{CookieSettings, FilterState, KeyRingState, KeyState, PolicyState, SameSite, TargetState};

@@ -4,7 +4,6 @@
 //! needs; [`Listener::on_request`] and [`Listener::on_response`] are then pure functions of the
 //! headers, the clock and (for new cookies) a nonce.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 
 use crate::codec::{Binding, CookieContent, KeyRing, MAX_TARGET_ID_LEN, PolicyKind, open_buffer};
@@ -56,6 +55,25 @@ impl Policy {
     }
 }
 
+/// Keys to target indices, sorted by key.
+#[derive(Debug)]
+struct SortedIndex(Vec<(Box<[u8]>, TargetIndex)>);
+
+impl SortedIndex {
+    /// Sorts the entries; a key listed twice is refused with the index of its second target.
+    fn new(mut entries: Vec<(Box<[u8]>, TargetIndex)>) -> Result<Self, TargetIndex> {
+        entries.sort_unstable();
+        match entries.windows(2).find(|pair| pair[0].0 == pair[1].0) {
+            Some(pair) => Err(pair[0].1.max(pair[1].1)),
+            None => Ok(Self(entries)),
+        }
+    }
+
+    fn get(&self, key: &[u8]) -> Option<TargetIndex> {
+        self.0.binary_search_by(|(k, _)| (**k).cmp(key)).ok().map(|i| self.0[i].1)
+    }
+}
+
 /// A validated state, ready to decide requests. Built once per state change.
 #[derive(Debug)]
 pub struct Listener {
@@ -63,8 +81,9 @@ pub struct Listener {
     policy: Option<(Policy, Binding)>,
     cookie: CookieSettings,
     targets: Vec<Target>,
-    by_id: HashMap<Box<[u8]>, TargetIndex>,
-    by_address: HashMap<Box<str>, TargetIndex>,
+    /// Sorted lookup tables: a binary search costs no hashing and keeps the artifact small.
+    by_id: SortedIndex,
+    by_address: SortedIndex,
     keys: KeyRing,
 }
 
@@ -173,8 +192,8 @@ impl Listener {
         let keys = KeyRing::from_state(&state.keys)?;
 
         let mut targets = Vec::with_capacity(state.targets.len());
-        let mut by_id = HashMap::with_capacity(state.targets.len());
-        let mut by_address = HashMap::with_capacity(state.targets.len());
+        let mut by_id = Vec::with_capacity(state.targets.len());
+        let mut by_address = Vec::with_capacity(state.targets.len());
         for (index, target) in state.targets.iter().enumerate() {
             let id_ok = !target.id.is_empty()
                 && target.id.len() <= MAX_TARGET_ID_LEN
@@ -188,14 +207,13 @@ impl Listener {
             })?;
             // Canonical form, as Envoy prints `upstream.address`.
             let address: Box<str> = address.to_string().into();
-            if by_id.insert(Box::<[u8]>::from(target.id.as_bytes()), index).is_some() {
-                return Err(StateError::DuplicateTargetId(target.id.clone()));
-            }
-            if by_address.insert(address.clone(), index).is_some() {
-                return Err(StateError::DuplicateTargetAddress(target.address.clone()));
-            }
+            by_id.push((Box::<[u8]>::from(target.id.as_bytes()), index));
+            by_address.push((Box::<[u8]>::from(address.as_bytes()), index));
             targets.push(Target { id: target.id.as_str().into(), address, healthy: target.healthy });
         }
+        let by_id = SortedIndex::new(by_id).map_err(|i| StateError::DuplicateTargetId(state.targets[i].id.clone()))?;
+        let by_address =
+            SortedIndex::new(by_address).map_err(|i| StateError::DuplicateTargetAddress(state.targets[i].address.clone()))?;
         Ok(Self { version: state.version, policy, cookie, targets, by_id, by_address, keys })
     }
 
@@ -270,8 +288,8 @@ impl Listener {
         let gone = |reason| CookieStatus::Rejected { reason, expires_at: Some(opened.expires_at) };
         match self.by_id.get(opened.target_id) {
             None => gone(Rejection::UnknownTarget),
-            Some(&index) if !self.targets[index].healthy => gone(Rejection::UnhealthyTarget),
-            Some(&index) => CookieStatus::Valid { target: index, issued_at: opened.issued_at, expires_at: opened.expires_at },
+            Some(index) if !self.targets[index].healthy => gone(Rejection::UnhealthyTarget),
+            Some(index) => CookieStatus::Valid { target: index, issued_at: opened.issued_at, expires_at: opened.expires_at },
         }
     }
 
@@ -288,10 +306,7 @@ impl Listener {
         let Some((policy, binding)) = &self.policy else {
             return ResponseDecision::nothing(ResponseOutcome::Unchanged);
         };
-        let answered = upstream
-            .and_then(|a| std::str::from_utf8(a).ok())
-            .and_then(|a| self.by_address.get(a))
-            .copied();
+        let answered = upstream.and_then(|a| self.by_address.get(a));
         match policy {
             Policy::LbCookie { period } => {
                 let reason = match request.cookie {
