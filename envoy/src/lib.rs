@@ -1,0 +1,285 @@
+//! Envoy for the sticky filter: finding (or explaining how to install) the Envoy binary,
+//! building the filter's `.wasm`, rendering the bootstrap (`envoy/bootstrap.yaml`) and running
+//! Envoy as a child process. Used by the demo launcher, the end-to-end tests and benchmarks.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use sticky_core::{FilterState, KeyRingState, KeyState, PluginConfig};
+
+/// The bootstrap template; see the comments in the file.
+pub const BOOTSTRAP_TEMPLATE: &str = include_str!("../bootstrap.yaml");
+/// The wasm target the filter is built for.
+pub const WASM_TARGET: &str = "wasm32-wasip1";
+/// The cargo profile of the filter's artifact.
+pub const WASM_PROFILE: &str = "wasm";
+
+#[derive(Debug, thiserror::Error)]
+pub enum EnvoyError {
+    #[error("envoy binary not found ({0}); install it with: envoy/install-envoy.sh (or set ENVOY_BIN)")]
+    EnvoyMissing(String),
+    #[error("building the filter failed; run it yourself to see why: {command}\n{stderr}")]
+    Build { command: String, stderr: String },
+    #[error("envoy exited during start-up ({status}); its log {log}:\n{tail}")]
+    Exited { status: String, log: String, tail: String },
+    #[error("envoy was not ready within {0:?}; its log: {1}")]
+    NotReady(Duration, String),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// The repository root (this crate lives in `envoy/`).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
+}
+
+/// The Envoy binary: `$ENVOY_BIN`, else the one `envoy/install-envoy.sh` put in `.venv`.
+pub fn envoy_binary() -> Result<PathBuf, EnvoyError> {
+    if let Some(bin) = std::env::var_os("ENVOY_BIN") {
+        let bin = PathBuf::from(bin);
+        return if bin.is_file() { Ok(bin) } else { Err(EnvoyError::EnvoyMissing(format!("ENVOY_BIN={}", bin.display()))) };
+    }
+    let venv = std::env::var_os("STICKY_VENV").map_or_else(|| workspace_root().join(".venv"), PathBuf::from);
+    let lib = venv.join("lib");
+    let found = std::fs::read_dir(&lib).ok().and_then(|entries| {
+        entries
+            .filter_map(Result::ok)
+            .map(|e| e.path().join("site-packages/envoy/_bin/envoy"))
+            .find(|p| p.is_file())
+    });
+    found.ok_or_else(|| EnvoyError::EnvoyMissing(format!("nothing under {}", lib.display())))
+}
+
+/// Builds the filter for `wasm32-wasip1` once per process and returns the `.wasm` path.
+pub fn build_filter() -> Result<PathBuf, EnvoyError> {
+    static BUILT: OnceLock<Result<PathBuf, (String, String)>> = OnceLock::new();
+    let result = BUILT.get_or_init(|| {
+        let root = workspace_root();
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+        let args = ["build", "--quiet", "-p", "sticky-filter", "--target", WASM_TARGET, "--profile", WASM_PROFILE];
+        let command = format!("(cd {} && {cargo} {})", root.display(), args.join(" "));
+        let output = Command::new(&cargo).args(args).current_dir(&root).output();
+        match output {
+            Ok(out) if out.status.success() => Ok(filter_artifact()),
+            Ok(out) => Err((command, String::from_utf8_lossy(&out.stderr).into_owned())),
+            Err(e) => Err((command, e.to_string())),
+        }
+    });
+    result
+        .clone()
+        .map_err(|(command, stderr)| EnvoyError::Build { command, stderr })
+}
+
+/// Where the filter's release artifact is.
+pub fn filter_artifact() -> PathBuf {
+    let target_dir = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| workspace_root().join("target"), PathBuf::from);
+    target_dir.join(WASM_TARGET).join(WASM_PROFILE).join("sticky_filter.wasm")
+}
+
+/// A free TCP port on 127.0.0.1 (free when asked; the caller binds it soon after).
+pub fn free_port() -> Result<u16, EnvoyError> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// A key ring of one fresh random key.
+pub fn random_key_ring(id: u16) -> Result<KeyRingState, EnvoyError> {
+    let mut secret = [0u8; 32];
+    getrandom::fill(&mut secret).map_err(|e| std::io::Error::other(e.to_string()))?;
+    Ok(KeyRingState { active: id, keys: vec![KeyState::from_secret(id, &secret)] })
+}
+
+/// The HTTP filters in front of the router.
+#[derive(Debug, Clone)]
+pub enum HttpFilters {
+    /// The router alone (Envoy without the filter).
+    RouterOnly,
+    /// The sticky filter with this plugin configuration, then the router.
+    Sticky { wasm: PathBuf, config: PluginConfig },
+}
+
+/// Everything the bootstrap template needs.
+#[derive(Debug, Clone)]
+pub struct Bootstrap {
+    pub node_id: String,
+    pub admin_port: u16,
+    pub listen_port: u16,
+    pub routing_header: String,
+    pub endpoints: Vec<SocketAddr>,
+    pub filters: HttpFilters,
+}
+
+impl Bootstrap {
+    /// A bootstrap for the sticky filter serving `state`'s targets, on fresh ports.
+    pub fn sticky(wasm: PathBuf, state: FilterState) -> Result<Self, EnvoyError> {
+        let endpoints = state.targets.iter().filter_map(|t| t.address.parse().ok()).collect();
+        let config = PluginConfig::new(Some(state));
+        Ok(Self {
+            node_id: "sticky-bouncer".to_owned(),
+            admin_port: free_port()?,
+            listen_port: free_port()?,
+            routing_header: config.routing_header.clone(),
+            endpoints,
+            filters: HttpFilters::Sticky { wasm, config },
+        })
+    }
+
+    /// Renders `envoy/bootstrap.yaml`: every `${NAME}` becomes a JSON value.
+    pub fn render(&self) -> String {
+        let router = json!({
+            "name": "envoy.filters.http.router",
+            "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}
+        });
+        let filters = match &self.filters {
+            HttpFilters::RouterOnly => json!([router]),
+            HttpFilters::Sticky { wasm, config } => json!([
+                {
+                    "name": "envoy.filters.http.wasm",
+                    "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+                        "config": {
+                            "name": "sticky",
+                            "root_id": "sticky",
+                            // A VM that panicked is replaced on the next request instead of failing every request.
+                            "failure_policy": "FAIL_RELOAD",
+                            "configuration": {
+                                "@type": "type.googleapis.com/google.protobuf.StringValue",
+                                "value": config.to_json()
+                            },
+                            "vm_config": {
+                                "vm_id": "sticky",
+                                "runtime": "envoy.wasm.runtime.v8",
+                                "code": {"local": {"filename": wasm.display().to_string()}}
+                            }
+                        }
+                    }
+                },
+                router
+            ]),
+        };
+        let endpoints: Vec<_> = self
+            .endpoints
+            .iter()
+            .map(|a| json!({"endpoint": {"address": {"socket_address": {"address": a.ip().to_string(), "port_value": a.port()}}}}))
+            .collect();
+        let values = [
+            ("NODE_ID", json!(self.node_id)),
+            ("ADMIN_PORT", json!(self.admin_port)),
+            ("LISTEN_PORT", json!(self.listen_port)),
+            ("ROUTING_HEADER", json!(self.routing_header)),
+            ("HTTP_FILTERS", filters),
+            ("ENDPOINTS", json!(endpoints)),
+        ];
+        values
+            .iter()
+            .fold(BOOTSTRAP_TEMPLATE.to_owned(), |text, (name, value)| text.replace(&format!("${{{name}}}"), &value.to_string()))
+    }
+}
+
+/// A running Envoy; killed when dropped.
+pub struct EnvoyProcess {
+    child: Child,
+    pub admin_port: u16,
+    pub listen_port: u16,
+    pub log: PathBuf,
+}
+
+impl EnvoyProcess {
+    /// Writes the bootstrap into `dir`, starts Envoy with `concurrency` workers and waits until
+    /// its admin endpoint reports it ready.
+    pub fn start(bootstrap: &Bootstrap, dir: &Path, concurrency: u32) -> Result<Self, EnvoyError> {
+        let binary = envoy_binary()?;
+        std::fs::create_dir_all(dir)?;
+        let config = dir.join("envoy.yaml");
+        std::fs::write(&config, bootstrap.render())?;
+        let log = dir.join("envoy.log");
+        let log_file = std::fs::File::create(&log)?;
+        let child = Command::new(binary)
+            .arg("-c")
+            .arg(&config)
+            .args(["--concurrency", &concurrency.to_string(), "--disable-hot-restart", "--log-level", "warn"])
+            .arg("--log-path")
+            .arg(&log)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()?;
+        let mut envoy = Self { child, admin_port: bootstrap.admin_port, listen_port: bootstrap.listen_port, log };
+        envoy.wait_ready(Duration::from_secs(60))?;
+        Ok(envoy)
+    }
+
+    fn wait_ready(&mut self, limit: Duration) -> Result<(), EnvoyError> {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if let Some(status) = self.child.try_wait()? {
+                return Err(EnvoyError::Exited { status: status.to_string(), log: self.log.display().to_string(), tail: self.log_tail() });
+            }
+            let ready = self.admin_get("/ready").is_ok_and(|body| body.trim() == "LIVE");
+            if ready && std::net::TcpStream::connect(("127.0.0.1", self.listen_port)).is_ok() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Err(EnvoyError::NotReady(limit, self.log.display().to_string()))
+    }
+
+    /// The last lines of Envoy's log.
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(30)..].iter().fold(String::new(), |mut out, line| {
+            let _ = writeln!(out, "{line}");
+            out
+        })
+    }
+
+    /// GET on the admin endpoint.
+    pub fn admin_get(&self, path: &str) -> Result<String, EnvoyError> {
+        ureq::get(&format!("http://127.0.0.1:{}{path}", self.admin_port))
+            .timeout(Duration::from_secs(5))
+            .call()
+            .map_err(|e| std::io::Error::other(e.to_string()))?
+            .into_string()
+            .map_err(EnvoyError::Io)
+    }
+
+    /// Counters whose name contains `filter`, from the admin `/stats` endpoint.
+    pub fn counters(&self, filter: &str) -> Result<HashMap<String, u64>, EnvoyError> {
+        let text = self.admin_get(&format!("/stats?filter={filter}"))?;
+        Ok(text
+            .lines()
+            .filter_map(|line| {
+                let (name, value) = line.split_once(": ")?;
+                Some((name.to_owned(), value.trim().parse().ok()?))
+            })
+            .collect())
+    }
+
+    /// The filter's counter `sticky.<name>` (0 if not yet defined).
+    pub fn sticky_counter(&self, name: &str) -> Result<u64, EnvoyError> {
+        let counters = self.counters("^wasmcustom\\.sticky\\.")?;
+        Ok(counters.get(&format!("wasmcustom.sticky.{name}")).copied().unwrap_or(0))
+    }
+
+    /// The listener's base URL.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.listen_port)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for EnvoyProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
