@@ -36,14 +36,21 @@ pub enum EnvoyError {
 
 /// The repository root (this crate lives in `envoy/`).
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
 }
 
 /// The Envoy binary: `$ENVOY_BIN`, else the one `envoy/install-envoy.sh` put in `.venv`.
 pub fn envoy_binary() -> Result<PathBuf, EnvoyError> {
     if let Some(bin) = std::env::var_os("ENVOY_BIN") {
         let bin = PathBuf::from(bin);
-        return if bin.is_file() { Ok(bin) } else { Err(EnvoyError::EnvoyMissing(format!("ENVOY_BIN={}", bin.display()))) };
+        return if bin.is_file() {
+            Ok(bin)
+        } else {
+            Err(EnvoyError::EnvoyMissing(format!("ENVOY_BIN={}", bin.display())))
+        };
     }
     let venv = std::env::var_os("STICKY_VENV").map_or_else(|| workspace_root().join(".venv"), PathBuf::from);
     let lib = venv.join("lib");
@@ -62,7 +69,16 @@ pub fn build_filter() -> Result<PathBuf, EnvoyError> {
     let result = BUILT.get_or_init(|| {
         let root = workspace_root();
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-        let args = ["build", "--quiet", "-p", "sticky-filter", "--target", WASM_TARGET, "--profile", WASM_PROFILE];
+        let args = [
+            "build",
+            "--quiet",
+            "-p",
+            "sticky-filter",
+            "--target",
+            WASM_TARGET,
+            "--profile",
+            WASM_PROFILE,
+        ];
         let command = format!("(cd {} && {cargo} {})", root.display(), args.join(" "));
         let output = Command::new(&cargo).args(args).current_dir(&root).output();
         match output {
@@ -78,8 +94,12 @@ pub fn build_filter() -> Result<PathBuf, EnvoyError> {
 
 /// Where the filter's release artifact is.
 pub fn filter_artifact() -> PathBuf {
-    let target_dir = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| workspace_root().join("target"), PathBuf::from);
-    target_dir.join(WASM_TARGET).join(WASM_PROFILE).join("sticky_filter.wasm")
+    let target_dir =
+        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| workspace_root().join("target"), PathBuf::from);
+    target_dir
+        .join(WASM_TARGET)
+        .join(WASM_PROFILE)
+        .join("sticky_filter.wasm")
 }
 
 /// A free TCP port on 127.0.0.1 (free when asked; the caller binds it soon after).
@@ -91,7 +111,10 @@ pub fn free_port() -> Result<u16, EnvoyError> {
 pub fn random_key_ring(id: u16) -> Result<KeyRingState, EnvoyError> {
     let mut secret = [0u8; 32];
     getrandom::fill(&mut secret).map_err(|e| std::io::Error::other(e.to_string()))?;
-    Ok(KeyRingState { active: id, keys: vec![KeyState::from_secret(id, &secret)] })
+    Ok(KeyRingState {
+        active: id,
+        keys: vec![KeyState::from_secret(id, &secret)],
+    })
 }
 
 /// The HTTP filters in front of the router.
@@ -100,7 +123,7 @@ pub enum HttpFilters {
     /// The router alone (Envoy without the filter).
     RouterOnly,
     /// The sticky filter with this plugin configuration, then the router.
-    Sticky { wasm: PathBuf, config: PluginConfig },
+    Sticky { wasm: PathBuf, config: Box<PluginConfig> },
 }
 
 /// Everything the bootstrap template needs.
@@ -125,7 +148,10 @@ impl Bootstrap {
             listen_port: free_port()?,
             routing_header: config.routing_header.clone(),
             endpoints,
-            filters: HttpFilters::Sticky { wasm, config },
+            filters: HttpFilters::Sticky {
+                wasm,
+                config: Box::new(config),
+            },
         })
     }
 
@@ -177,7 +203,9 @@ impl Bootstrap {
         ];
         values
             .iter()
-            .fold(BOOTSTRAP_TEMPLATE.to_owned(), |text, (name, value)| text.replace(&format!("${{{name}}}"), &value.to_string()))
+            .fold(BOOTSTRAP_TEMPLATE.to_owned(), |text, (name, value)| {
+                text.replace(&format!("${{{name}}}"), &value.to_string())
+            })
     }
 }
 
@@ -202,14 +230,25 @@ impl EnvoyProcess {
         let child = Command::new(binary)
             .arg("-c")
             .arg(&config)
-            .args(["--concurrency", &concurrency.to_string(), "--disable-hot-restart", "--log-level", "warn"])
+            .args([
+                "--concurrency",
+                &concurrency.to_string(),
+                "--disable-hot-restart",
+                "--log-level",
+                "warn",
+            ])
             .arg("--log-path")
             .arg(&log)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log_file)
             .spawn()?;
-        let mut envoy = Self { child, admin_port: bootstrap.admin_port, listen_port: bootstrap.listen_port, log };
+        let mut envoy = Self {
+            child,
+            admin_port: bootstrap.admin_port,
+            listen_port: bootstrap.listen_port,
+            log,
+        };
         envoy.wait_ready(Duration::from_secs(60))?;
         Ok(envoy)
     }
@@ -218,7 +257,11 @@ impl EnvoyProcess {
         let start = Instant::now();
         while start.elapsed() < limit {
             if let Some(status) = self.child.try_wait()? {
-                return Err(EnvoyError::Exited { status: status.to_string(), log: self.log.display().to_string(), tail: self.log_tail() });
+                return Err(EnvoyError::Exited {
+                    status: status.to_string(),
+                    log: self.log.display().to_string(),
+                    tail: self.log_tail(),
+                });
             }
             let ready = self.admin_get("/ready").is_ok_and(|body| body.trim() == "LIVE");
             if ready && std::net::TcpStream::connect(("127.0.0.1", self.listen_port)).is_ok() {
@@ -233,10 +276,12 @@ impl EnvoyProcess {
     pub fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(30)..].iter().fold(String::new(), |mut out, line| {
-            let _ = writeln!(out, "{line}");
-            out
-        })
+        lines[lines.len().saturating_sub(30)..]
+            .iter()
+            .fold(String::new(), |mut out, line| {
+                let _ = writeln!(out, "{line}");
+                out
+            })
     }
 
     /// GET on the admin endpoint.

@@ -18,7 +18,6 @@ use sticky_core::{Listener, PluginConfig, RequestDecision};
 
 use crate::metrics::Metrics;
 
-#[cfg(target_arch = "wasm32")]
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
     // No panic hook of our own: std's default one already writes the message to stderr
@@ -64,7 +63,11 @@ impl RootContext for StickyRoot {
         if let Some(listener) = &listener {
             log(
                 LogLevel::Info,
-                &format!("sticky: state version {} with {} targets", listener.version(), listener.targets().len()),
+                &format!(
+                    "sticky: state version {} with {} targets",
+                    listener.version(),
+                    listener.targets().len()
+                ),
             );
         }
         self.runtime = Some(Rc::new(Runtime {
@@ -77,7 +80,12 @@ impl RootContext for StickyRoot {
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
         let runtime = self.runtime.clone()?;
-        Some(Box::new(StickyHttp { runtime, listener: None, decision: RequestDecision::UNPINNED, now: 0 }))
+        Some(Box::new(StickyHttp {
+            runtime,
+            listener: None,
+            decision: RequestDecision::UNPINNED,
+            now: 0,
+        }))
     }
 
     fn get_type(&self) -> Option<ContextType> {
@@ -107,7 +115,9 @@ impl HttpContext for StickyHttp {
             return Action::Continue;
         };
         self.now = now_secs();
-        let cookie = hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, "cookie").ok().flatten();
+        let cookie = hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, "cookie")
+            .ok()
+            .flatten();
         self.decision = listener.on_request(cookie.as_deref(), self.now);
         runtime.metrics.count_request(&self.decision);
         match self.decision.pinned.and_then(|i| listener.target(i)) {

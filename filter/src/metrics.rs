@@ -53,7 +53,11 @@ impl Metrics {
         match decision.cookie {
             CookieStatus::Valid { .. } => self.pinned.increment(),
             CookieStatus::Rejected { reason, .. } => {
-                if let Some(counter) = Rejection::ALL.iter().position(|r| *r == reason).and_then(|i| self.rejected.get(i)) {
+                if let Some(counter) = Rejection::ALL
+                    .iter()
+                    .position(|r| *r == reason)
+                    .and_then(|i| self.rejected.get(i))
+                {
                     counter.increment();
                 }
             }

@@ -56,7 +56,11 @@ pub fn app(id: &str) -> Router {
 }
 
 async fn echo(State(state): State<AppState>, uri: Uri, headers: HeaderMap) -> axum::Json<Echo> {
-    let text = |name: &str| headers.get(name).map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    let text = |name: &str| {
+        headers
+            .get(name)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+    };
     axum::Json(Echo {
         target: state.id,
         path: uri.path().to_owned(),
@@ -72,18 +76,33 @@ async fn login(State(state): State<AppState>, Query(query): Query<HashMap<String
     }
     // Shaped like Flask's itsdangerous token: payload.timestamp.signature.
     let payload = URL_SAFE_NO_PAD.encode(format!("{{\"user\":\"demo\",\"target\":\"{}\"}}", state.id));
-    let value = format!("{payload}.{}.{}", URL_SAFE_NO_PAD.encode(&random[..6]), URL_SAFE_NO_PAD.encode(&random[6..]));
+    let value = format!(
+        "{payload}.{}.{}",
+        URL_SAFE_NO_PAD.encode(&random[..6]),
+        URL_SAFE_NO_PAD.encode(&random[6..])
+    );
     let mut cookie = format!("{APP_COOKIE}={value}; HttpOnly; Path=/");
     if query.get("permanent").is_some_and(|v| v == "1") {
         let expires = SystemTime::now() + Duration::from_secs(31 * 86_400);
-        cookie = format!("{APP_COOKIE}={value}; Expires={}; HttpOnly; Path=/", httpdate::fmt_http_date(expires));
+        cookie = format!(
+            "{APP_COOKIE}={value}; Expires={}; HttpOnly; Path=/",
+            httpdate::fmt_http_date(expires)
+        );
     }
-    ([(header::SET_COOKIE, cookie)], axum::Json(serde_json::json!({"target": state.id, "login": true}))).into_response()
+    (
+        [(header::SET_COOKIE, cookie)],
+        axum::Json(serde_json::json!({"target": state.id, "login": true})),
+    )
+        .into_response()
 }
 
 async fn logout(State(state): State<AppState>) -> Response {
     let cookie = format!("{APP_COOKIE}=; Expires=Thu, 01 Jan 1970 00:00:00 GMT; Max-Age=0; HttpOnly; Path=/");
-    ([(header::SET_COOKIE, cookie)], axum::Json(serde_json::json!({"target": state.id, "logout": true}))).into_response()
+    (
+        [(header::SET_COOKIE, cookie)],
+        axum::Json(serde_json::json!({"target": state.id, "logout": true})),
+    )
+        .into_response()
 }
 
 /// Serves target `id` on `listener` until `shutdown` fires.
@@ -110,12 +129,22 @@ struct RunningTarget {
 impl DemoTargets {
     /// Starts one target per id, on the given ports (0: any free port).
     pub fn start(targets: &[(&str, u16)]) -> anyhow::Result<Self> {
-        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-        let mut set = Self { runtime, targets: Vec::new() };
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?;
+        let mut set = Self {
+            runtime,
+            targets: Vec::new(),
+        };
         for (id, port) in targets {
             let address = SocketAddr::from(([127, 0, 0, 1], *port));
             let (address, stop) = set.spawn(id, address)?;
-            set.targets.push(RunningTarget { id: (*id).to_owned(), address, stop: Some(stop) });
+            set.targets.push(RunningTarget {
+                id: (*id).to_owned(),
+                address,
+                stop: Some(stop),
+            });
         }
         Ok(set)
     }
@@ -138,7 +167,10 @@ impl DemoTargets {
 
     /// The id of the target listening on `address`.
     pub fn id_of(&self, address: SocketAddr) -> Option<&str> {
-        self.targets.iter().find(|t| t.address == address).map(|t| t.id.as_str())
+        self.targets
+            .iter()
+            .find(|t| t.address == address)
+            .map(|t| t.id.as_str())
     }
 
     /// Stops target `id` (it refuses connections afterwards).
@@ -150,7 +182,11 @@ impl DemoTargets {
 
     /// Starts target `id` again on its address.
     pub fn restart(&mut self, id: &str) -> anyhow::Result<()> {
-        let index = self.targets.iter().position(|t| t.id == id).ok_or_else(|| anyhow::anyhow!("no target {id}"))?;
+        let index = self
+            .targets
+            .iter()
+            .position(|t| t.id == id)
+            .ok_or_else(|| anyhow::anyhow!("no target {id}"))?;
         let (_, stop) = self.spawn(id, self.targets[index].address)?;
         self.targets[index].stop = Some(stop);
         Ok(())

@@ -1,1 +1,191 @@
-//! Helpers for the end-to-end tests.
+//! Helpers for the end-to-end tests: a stack of real demo targets behind a real Envoy running
+//! the filter, and an HTTP client that keeps no cookies of its own (the tests choose exactly
+//! what each request carries).
+
+use std::collections::HashSet;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use sticky_core::{CookieSettings, FilterState, PolicyState, TargetState};
+use sticky_envoy::{Bootstrap, EnvoyProcess, build_filter, random_key_ring};
+use sticky_testbed::{DemoTargets, Echo};
+
+pub const LOAD_BALANCER: &str = "terraform-balancer";
+pub const STICKY_COOKIE: &str = "AWSELB";
+pub const TARGET_IDS: [&str; 3] = ["i-target1", "i-target2", "i-target3"];
+
+/// Three demo targets and an Envoy with the filter in front of them.
+pub struct Stack {
+    pub targets: DemoTargets,
+    pub envoy: EnvoyProcess,
+    pub state: FilterState,
+    agent: ureq::Agent,
+    _dir: tempfile::TempDir,
+}
+
+/// One response, as the tests look at it.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: u16,
+    pub set_cookies: Vec<String>,
+    pub body: String,
+}
+
+impl Reply {
+    /// The demo target's echo (every path but /login, /logout, /health).
+    pub fn echo(&self) -> Echo {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not an echo ({e}): {}", self.body))
+    }
+
+    /// The target that answered (from the demo target's JSON).
+    pub fn target(&self) -> String {
+        let value: serde_json::Value =
+            serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body));
+        value["target"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no target in {}", self.body))
+            .to_owned()
+    }
+
+    /// The `Set-Cookie` header for cookie `name`, if the response has one.
+    pub fn set_cookie(&self, name: &str) -> Option<&str> {
+        self.set_cookies
+            .iter()
+            .map(String::as_str)
+            .find(|c| c.starts_with(&format!("{name}=")))
+    }
+
+    /// The value the response sets for cookie `name`.
+    pub fn cookie_value(&self, name: &str) -> Option<String> {
+        let header = self.set_cookie(name)?;
+        let pair = header.split(';').next()?;
+        Some(pair[name.len() + 1..].to_owned())
+    }
+
+    /// The stickiness cookie's new value, if one was issued.
+    pub fn sticky_cookie(&self) -> Option<String> {
+        self.cookie_value(STICKY_COOKIE)
+    }
+}
+
+impl Stack {
+    /// Starts the stack with `policy` on the listener.
+    pub fn start(policy: Option<PolicyState>) -> Self {
+        Self::start_with(policy, |_| {})
+    }
+
+    /// Starts the stack after `adjust` has had a look at the state.
+    pub fn start_with(policy: Option<PolicyState>, adjust: impl FnOnce(&mut FilterState)) -> Self {
+        let specs: Vec<(&str, u16)> = TARGET_IDS.iter().map(|id| (*id, 0)).collect();
+        let targets = DemoTargets::start(&specs).expect("start demo targets");
+        let mut state = FilterState {
+            version: 1,
+            load_balancer: LOAD_BALANCER.to_owned(),
+            listener_port: 80,
+            policy,
+            cookie: CookieSettings::default(),
+            targets: targets
+                .addresses()
+                .into_iter()
+                .map(|(id, address)| TargetState {
+                    id,
+                    address: address.to_string(),
+                    healthy: true,
+                })
+                .collect(),
+            keys: random_key_ring(1).expect("key ring"),
+        };
+        adjust(&mut state);
+        let wasm = build_filter().unwrap_or_else(|e| panic!("{e}"));
+        let bootstrap = Bootstrap::sticky(wasm, state.clone()).expect("bootstrap");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let envoy = EnvoyProcess::start(&bootstrap, dir.path(), 1).unwrap_or_else(|e| panic!("{e}"));
+        let agent = ureq::AgentBuilder::new()
+            .timeout(Duration::from_secs(10))
+            .redirects(0)
+            .build();
+        Self {
+            targets,
+            envoy,
+            state,
+            agent,
+            _dir: dir,
+        }
+    }
+
+    /// GET `path` with exactly these cookies and extra headers.
+    pub fn get(&self, path: &str, cookies: &[(&str, &str)], headers: &[(&str, &str)]) -> Reply {
+        let mut request = self.agent.get(&format!("{}{path}", self.envoy.url()));
+        if !cookies.is_empty() {
+            let cookie = cookies
+                .iter()
+                .map(|(n, v)| format!("{n}={v}"))
+                .collect::<Vec<_>>()
+                .join("; ");
+            request = request.set("Cookie", &cookie);
+        }
+        for (name, value) in headers {
+            request = request.set(name, value);
+        }
+        let response = match request.call() {
+            Ok(response) => response,
+            Err(ureq::Error::Status(_, response)) => response,
+            Err(e) => panic!("GET {path}: {e}\nenvoy log:\n{}", self.envoy.log_tail()),
+        };
+        let status = response.status();
+        let set_cookies = response.all("set-cookie").into_iter().map(str::to_owned).collect();
+        let body = response.into_string().unwrap_or_default();
+        Reply {
+            status,
+            set_cookies,
+            body,
+        }
+    }
+
+    /// Sends raw bytes as one HTTP/1.1 request and returns the status code Envoy answered
+    /// (0 if the connection closed without a status line).
+    pub fn raw_request(&self, request: &[u8]) -> u16 {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.envoy.listen_port)).expect("connect");
+        stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+        stream.write_all(request).expect("write");
+        let mut response = Vec::new();
+        let _ = stream.read_to_end(&mut response);
+        let text = String::from_utf8_lossy(&response);
+        text.split_whitespace()
+            .nth(1)
+            .and_then(|code| code.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// `ip:port` of target `id`.
+    pub fn address_of(&self, id: &str) -> String {
+        self.targets
+            .addresses()
+            .into_iter()
+            .find(|(t, _)| t == id)
+            .map(|(_, a)| a.to_string())
+            .unwrap_or_else(|| panic!("no target {id}"))
+    }
+
+    /// The targets that answered `n` requests without any cookie.
+    pub fn spread(&self, n: usize, cookies: &[(&str, &str)], headers: &[(&str, &str)]) -> HashSet<String> {
+        (0..n).map(|_| self.get("/", cookies, headers).target()).collect()
+    }
+
+    /// The filter's counter `sticky.<name>`.
+    pub fn counter(&self, name: &str) -> u64 {
+        self.envoy.sticky_counter(name).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Envoy's log, for checking the filter never panicked.
+    pub fn envoy_log(&self) -> String {
+        std::fs::read_to_string(&self.envoy.log).unwrap_or_default()
+    }
+
+    /// Path of the `.wasm` under test.
+    pub fn wasm() -> PathBuf {
+        build_filter().unwrap_or_else(|e| panic!("{e}"))
+    }
+}

@@ -54,12 +54,20 @@ struct Args {
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let ids: Vec<String> = (1..=args.targets).map(|n| format!("i-demo{n}")).collect();
-    let specs: Vec<(&str, u16)> =
-        ids.iter().zip(args.target_port..).map(|(id, port)| (id.as_str(), port)).collect();
+    let specs: Vec<(&str, u16)> = ids
+        .iter()
+        .zip(args.target_port..)
+        .map(|(id, port)| (id.as_str(), port))
+        .collect();
     let targets = DemoTargets::start(&specs)?;
     let policy = match args.policy {
-        Policy::Lb => Some(PolicyState::LbCookie { expiration_period: args.duration }),
-        Policy::App => Some(PolicyState::AppCookie { app_cookie_name: args.app_cookie.clone(), duration_seconds: None }),
+        Policy::Lb => Some(PolicyState::LbCookie {
+            expiration_period: args.duration,
+        }),
+        Policy::App => Some(PolicyState::AppCookie {
+            app_cookie_name: args.app_cookie.clone(),
+            duration_seconds: None,
+        }),
         Policy::None => None,
     };
     let state = FilterState {
@@ -71,7 +79,11 @@ fn main() -> anyhow::Result<()> {
         targets: targets
             .addresses()
             .into_iter()
-            .map(|(id, address)| TargetState { id, address: address.to_string(), healthy: true })
+            .map(|(id, address)| TargetState {
+                id,
+                address: address.to_string(),
+                healthy: true,
+            })
             .collect(),
         keys: random_key_ring(1)?,
     };
@@ -85,13 +97,23 @@ fn main() -> anyhow::Result<()> {
     for (id, address) in targets.addresses() {
         println!("  target {id:<9} http://{address}");
     }
-    println!("  envoy admin     http://127.0.0.1:{}   (filter counters: /stats?filter=sticky)", envoy.admin_port);
+    println!(
+        "  envoy admin     http://127.0.0.1:{}   (filter counters: /stats?filter=sticky)",
+        envoy.admin_port
+    );
     println!("  bootstrap       {}", args.dir.join("envoy.yaml").display());
     println!();
-    println!("Point a browser at {}/ and reload: the answering target stays the same.", envoy.url());
+    println!(
+        "Point a browser at {}/ and reload: the answering target stays the same.",
+        envoy.url()
+    );
     match args.policy {
         Policy::Lb => println!("Policy: LB cookie, {} s (cookie AWSELB).", args.duration),
-        Policy::App => println!("Policy: app cookie `{}`: open {}/login to start a session.", args.app_cookie, envoy.url()),
+        Policy::App => println!(
+            "Policy: app cookie `{}`: open {}/login to start a session.",
+            args.app_cookie,
+            envoy.url()
+        ),
         Policy::None => println!("Policy: none (requests are balanced one by one)."),
     }
     println!("Or: curl -si {}/ | grep -i -e set-cookie -e target", envoy.url());

@@ -143,7 +143,12 @@ impl KeyRing {
     }
 
     /// Seals `content` under the active key with the caller's fresh 96-bit nonce.
-    pub fn seal(&self, binding: &Binding, content: &CookieContent<'_>, nonce: [u8; NONCE_LEN]) -> Result<String, Rejection> {
+    pub fn seal(
+        &self,
+        binding: &Binding,
+        content: &CookieContent<'_>,
+        nonce: [u8; NONCE_LEN],
+    ) -> Result<String, Rejection> {
         let target = content.target_id.as_bytes();
         if target.is_empty() || target.len() > MAX_TARGET_ID_LEN {
             return Err(Rejection::Malformed);
@@ -161,18 +166,29 @@ impl KeyRing {
         let (aad, aad_len) = binding.aad(&header);
         let tag = key
             .cipher
-            .encrypt_in_place_detached(Nonce::from_slice(&nonce), &aad[..aad_len], &mut sealed[body_start..body_end])
+            .encrypt_in_place_detached(
+                Nonce::from_slice(&nonce),
+                &aad[..aad_len],
+                &mut sealed[body_start..body_end],
+            )
             .map_err(|_| Rejection::Malformed)?;
         sealed[body_end..body_end + TAG_LEN].copy_from_slice(&tag);
         Ok(URL_SAFE_NO_PAD.encode(&sealed[..body_end + TAG_LEN]))
     }
 
     /// Opens a cookie value. Never panics, whatever the bytes.
-    pub fn open<'b>(&self, binding: &Binding, value: &[u8], buf: &'b mut OpenBuffer) -> Result<OpenedCookie<'b>, Rejection> {
+    pub fn open<'b>(
+        &self,
+        binding: &Binding,
+        value: &[u8],
+        buf: &'b mut OpenBuffer,
+    ) -> Result<OpenedCookie<'b>, Rejection> {
         if value.len() > MAX_COOKIE_VALUE_LEN {
             return Err(Rejection::Malformed);
         }
-        let len = URL_SAFE_NO_PAD.decode_slice(value, &mut buf[..]).map_err(|_| Rejection::Malformed)?;
+        let len = URL_SAFE_NO_PAD
+            .decode_slice(value, &mut buf[..])
+            .map_err(|_| Rejection::Malformed)?;
         if len < MIN_SEALED_LEN {
             return Err(Rejection::Malformed);
         }
@@ -226,7 +242,11 @@ mod tests {
     }
 
     fn sealed(ring: &KeyRing, target: &str) -> String {
-        let content = CookieContent { target_id: target, issued_at: 1_700_000_000, expires_at: 1_700_000_600 };
+        let content = CookieContent {
+            target_id: target,
+            issued_at: 1_700_000_000,
+            expires_at: 1_700_000_600,
+        };
         ring.seal(&binding(), &content, [7; 12]).unwrap()
     }
 
@@ -241,7 +261,10 @@ mod tests {
         let ring = key_ring(&[(1, 11)], 1);
         let value = sealed(&ring, "i-0123456789abcdef0");
         let opened = open_with(&ring, &binding(), value.as_bytes()).unwrap();
-        assert_eq!(opened, (1, 1_700_000_000, 1_700_000_600, b"i-0123456789abcdef0".to_vec()));
+        assert_eq!(
+            opened,
+            (1, 1_700_000_000, 1_700_000_600, b"i-0123456789abcdef0".to_vec())
+        );
     }
 
     #[test]
@@ -256,7 +279,12 @@ mod tests {
     fn value_is_base64url_without_padding() {
         let ring = key_ring(&[(1, 11)], 1);
         let value = sealed(&ring, "t1");
-        assert!(value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'), "{value}");
+        assert!(
+            value
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
+            "{value}"
+        );
     }
 
     #[test]
@@ -281,7 +309,11 @@ mod tests {
                 1 | 2 => Rejection::UnknownKey,
                 _ => Rejection::Forged,
             };
-            assert_eq!(open_with(&ring, &binding(), value.as_bytes()).unwrap_err(), expected, "byte {index}");
+            assert_eq!(
+                open_with(&ring, &binding(), value.as_bytes()).unwrap_err(),
+                expected,
+                "byte {index}"
+            );
         }
     }
 
@@ -291,7 +323,10 @@ mod tests {
         let mut raw = URL_SAFE_NO_PAD.decode(sealed(&ring, "i-1")).unwrap();
         raw[2] = 3;
         let value = URL_SAFE_NO_PAD.encode(&raw);
-        assert_eq!(open_with(&ring, &binding(), value.as_bytes()).unwrap_err(), Rejection::Forged);
+        assert_eq!(
+            open_with(&ring, &binding(), value.as_bytes()).unwrap_err(),
+            Rejection::Forged
+        );
     }
 
     #[test]
@@ -300,7 +335,10 @@ mod tests {
         let value = sealed(&ring, "i-1");
         for len in 0..value.len() {
             let err = open_with(&ring, &binding(), &value.as_bytes()[..len]).unwrap_err();
-            assert!(matches!(err, Rejection::Malformed | Rejection::Forged), "len {len}: {err:?}");
+            assert!(
+                matches!(err, Rejection::Malformed | Rejection::Forged),
+                "len {len}: {err:?}"
+            );
         }
     }
 
@@ -313,7 +351,10 @@ mod tests {
             Binding::new(PolicyKind::LbCookie, 8080, "terraform-balancer").unwrap(),
             Binding::new(PolicyKind::AppCookie, 80, "terraform-balancer").unwrap(),
         ] {
-            assert_eq!(open_with(&ring, &other, value.as_bytes()).unwrap_err(), Rejection::Forged);
+            assert_eq!(
+                open_with(&ring, &other, value.as_bytes()).unwrap_err(),
+                Rejection::Forged
+            );
         }
     }
 
@@ -324,18 +365,39 @@ mod tests {
         let other_secret = key_ring(&[(1, 99)], 1);
         let dropped = key_ring(&[(2, 22)], 2);
         let value = sealed(&old, "i-1");
-        assert!(open_with(&rotated, &binding(), value.as_bytes()).is_ok(), "retired key still opens");
-        assert_eq!(open_with(&other_secret, &binding(), value.as_bytes()).unwrap_err(), Rejection::Forged);
-        assert_eq!(open_with(&dropped, &binding(), value.as_bytes()).unwrap_err(), Rejection::UnknownKey);
+        assert!(
+            open_with(&rotated, &binding(), value.as_bytes()).is_ok(),
+            "retired key still opens"
+        );
+        assert_eq!(
+            open_with(&other_secret, &binding(), value.as_bytes()).unwrap_err(),
+            Rejection::Forged
+        );
+        assert_eq!(
+            open_with(&dropped, &binding(), value.as_bytes()).unwrap_err(),
+            Rejection::UnknownKey
+        );
         let new_value = sealed(&rotated, "i-1");
-        assert_eq!(open_with(&rotated, &binding(), new_value.as_bytes()).unwrap().0, 2, "active key seals");
+        assert_eq!(
+            open_with(&rotated, &binding(), new_value.as_bytes()).unwrap().0,
+            2,
+            "active key seals"
+        );
     }
 
     #[test]
     fn oversized_and_non_base64_values_are_malformed() {
         let ring = key_ring(&[(1, 11)], 1);
-        for value in ["A".repeat(MAX_COOKIE_VALUE_LEN + 1), "not base64!".to_owned(), "é".repeat(40), String::new()] {
-            assert_eq!(open_with(&ring, &binding(), value.as_bytes()).unwrap_err(), Rejection::Malformed);
+        for value in [
+            "A".repeat(MAX_COOKIE_VALUE_LEN + 1),
+            "not base64!".to_owned(),
+            "é".repeat(40),
+            String::new(),
+        ] {
+            assert_eq!(
+                open_with(&ring, &binding(), value.as_bytes()).unwrap_err(),
+                Rejection::Malformed
+            );
         }
     }
 
@@ -345,12 +407,30 @@ mod tests {
         let good = ring_state(&[(1, 11)], 1);
         assert!(KeyRing::from_state(&good).is_ok());
         let missing_active = ring_state(&[(1, 11)], 2);
-        assert_eq!(KeyRing::from_state(&missing_active).unwrap_err(), StateError::ActiveKeyMissing(2));
+        assert_eq!(
+            KeyRing::from_state(&missing_active).unwrap_err(),
+            StateError::ActiveKeyMissing(2)
+        );
         let duplicate = ring_state(&[(1, 11), (1, 12)], 1);
-        assert_eq!(KeyRing::from_state(&duplicate).unwrap_err(), StateError::DuplicateKeyId(1));
-        let short = KeyRingState { active: 1, keys: vec![KeyState { id: 1, secret: URL_SAFE_NO_PAD.encode([0u8; 16]) }] };
+        assert_eq!(
+            KeyRing::from_state(&duplicate).unwrap_err(),
+            StateError::DuplicateKeyId(1)
+        );
+        let short = KeyRingState {
+            active: 1,
+            keys: vec![KeyState {
+                id: 1,
+                secret: URL_SAFE_NO_PAD.encode([0u8; 16]),
+            }],
+        };
         assert_eq!(KeyRing::from_state(&short).unwrap_err(), StateError::KeySecret(1));
-        let garbage = KeyRingState { active: 1, keys: vec![KeyState { id: 1, secret: "***".into() }] };
+        let garbage = KeyRingState {
+            active: 1,
+            keys: vec![KeyState {
+                id: 1,
+                secret: "***".into(),
+            }],
+        };
         assert_eq!(KeyRing::from_state(&garbage).unwrap_err(), StateError::KeySecret(1));
     }
 

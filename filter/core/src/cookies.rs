@@ -21,8 +21,14 @@ pub fn request_cookies(header: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
 }
 
 fn trim(bytes: &[u8]) -> &[u8] {
-    let start = bytes.iter().position(|&b| b != b' ' && b != b'\t').unwrap_or(bytes.len());
-    let end = bytes.iter().rposition(|&b| b != b' ' && b != b'\t').map_or(start, |i| i + 1);
+    let start = bytes
+        .iter()
+        .position(|&b| b != b' ' && b != b'\t')
+        .unwrap_or(bytes.len());
+    let end = bytes
+        .iter()
+        .rposition(|&b| b != b' ' && b != b'\t')
+        .map_or(start, |i| i + 1);
     &bytes[start..end.max(start)]
 }
 
@@ -30,7 +36,9 @@ fn trim(bytes: &[u8]) -> &[u8] {
 pub fn is_cookie_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 128
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 /// True if `path` is usable as a cookie `Path` attribute.
@@ -96,7 +104,9 @@ fn parse_max_age(value: &[u8]) -> Option<i64> {
     if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
         return None;
     }
-    let magnitude = digits.iter().fold(0i64, |acc, d| acc.saturating_mul(10).saturating_add(i64::from(d - b'0')));
+    let magnitude = digits.iter().fold(0i64, |acc, d| {
+        acc.saturating_mul(10).saturating_add(i64::from(d - b'0'))
+    });
     Some(if negative { -magnitude } else { magnitude })
 }
 
@@ -147,7 +157,12 @@ mod tests {
 
     fn pairs(header: &[u8]) -> Vec<(String, String)> {
         request_cookies(header)
-            .map(|(n, v)| (String::from_utf8_lossy(n).into_owned(), String::from_utf8_lossy(v).into_owned()))
+            .map(|(n, v)| {
+                (
+                    String::from_utf8_lossy(n).into_owned(),
+                    String::from_utf8_lossy(v).into_owned(),
+                )
+            })
             .collect()
     }
 
@@ -163,7 +178,13 @@ mod tests {
             ]
         );
         assert!(pairs(b"").is_empty());
-        assert_eq!(pairs(b"\xff\xfe=\x80; x=\xc3"), vec![("\u{fffd}\u{fffd}".into(), "\u{fffd}".into()), ("x".into(), "\u{fffd}".into())]);
+        assert_eq!(
+            pairs(b"\xff\xfe=\x80; x=\xc3"),
+            vec![
+                ("\u{fffd}\u{fffd}".into(), "\u{fffd}".into()),
+                ("x".into(), "\u{fffd}".into())
+            ]
+        );
     }
 
     #[test]
@@ -180,25 +201,51 @@ mod tests {
     fn app_cookie_lifetime_is_read_like_a_browser() {
         let now = 1_700_000_000;
         let cases: [(&[u8], Option<AppCookieChange>); 13] = [
-            (b"session=abc; HttpOnly; Path=/", Some(AppCookieChange::Set(Lifetime::Session))),
-            (b"session=abc; Max-Age=600; Path=/", Some(AppCookieChange::Set(Lifetime::Until(now + 600)))),
+            (
+                b"session=abc; HttpOnly; Path=/",
+                Some(AppCookieChange::Set(Lifetime::Session)),
+            ),
+            (
+                b"session=abc; Max-Age=600; Path=/",
+                Some(AppCookieChange::Set(Lifetime::Until(now + 600))),
+            ),
             (
                 b"session=abc; Expires=Wed, 15 Nov 2023 22:23:20 GMT",
                 Some(AppCookieChange::Set(Lifetime::Until(1_700_087_000))),
             ),
-            (b"session=abc; Expires=Wed, 15 Nov 2023 22:23:20 GMT; Max-Age=5", Some(AppCookieChange::Set(Lifetime::Until(now + 5)))),
-            (b"session=; Expires=Thu, 01 Jan 1970 00:00:00 GMT; Max-Age=0; Path=/", Some(AppCookieChange::Deleted)),
-            (b"session=; Expires=Thu, 01 Jan 1970 00:00:00 GMT", Some(AppCookieChange::Deleted)),
+            (
+                b"session=abc; Expires=Wed, 15 Nov 2023 22:23:20 GMT; Max-Age=5",
+                Some(AppCookieChange::Set(Lifetime::Until(now + 5))),
+            ),
+            (
+                b"session=; Expires=Thu, 01 Jan 1970 00:00:00 GMT; Max-Age=0; Path=/",
+                Some(AppCookieChange::Deleted),
+            ),
+            (
+                b"session=; Expires=Thu, 01 Jan 1970 00:00:00 GMT",
+                Some(AppCookieChange::Deleted),
+            ),
             (b"session=x; Max-Age=-1", Some(AppCookieChange::Deleted)),
-            (b"session=x; expires=Thu, 16-Nov-2023 22:23:20 GMT", Some(AppCookieChange::Set(Lifetime::Until(1_700_173_400)))),
-            (b"session=x; Max-Age=soon; Expires=never", Some(AppCookieChange::Set(Lifetime::Session))),
+            (
+                b"session=x; expires=Thu, 16-Nov-2023 22:23:20 GMT",
+                Some(AppCookieChange::Set(Lifetime::Until(1_700_173_400))),
+            ),
+            (
+                b"session=x; Max-Age=soon; Expires=never",
+                Some(AppCookieChange::Set(Lifetime::Session)),
+            ),
             (b" session =x", Some(AppCookieChange::Set(Lifetime::Session))),
             (b"session", None),
             (b"other=abc; Max-Age=600", None),
             (b"\xff\xfe", None),
         ];
         for (header, expected) in cases {
-            assert_eq!(app_cookie_change(header, "session", now), expected, "{}", String::from_utf8_lossy(header));
+            assert_eq!(
+                app_cookie_change(header, "session", now),
+                expected,
+                "{}",
+                String::from_utf8_lossy(header)
+            );
         }
     }
 
@@ -206,16 +253,36 @@ mod tests {
     fn stickiness_cookie_attributes() {
         let settings = CookieSettings::default();
         let issued = set_cookie(&settings, "VALUE", 1_700_000_000, Some(1_700_000_600));
-        for part in ["AWSELB=VALUE", "Path=/", "HttpOnly", "SameSite=Lax", "Max-Age=600", "Expires=Tue, 14 Nov 2023 22:23:20 GMT"] {
+        for part in [
+            "AWSELB=VALUE",
+            "Path=/",
+            "HttpOnly",
+            "SameSite=Lax",
+            "Max-Age=600",
+            "Expires=Tue, 14 Nov 2023 22:23:20 GMT",
+        ] {
             assert!(issued.contains(part), "{issued} lacks {part}");
         }
         assert!(!issued.contains("Secure"));
         let session = set_cookie(&settings, "VALUE", 1_700_000_000, None);
-        assert!(!session.contains("Max-Age") && !session.contains("Expires"), "{session}");
-        let secure = CookieSettings { secure: true, same_site: SameSite::None, ..CookieSettings::default() };
+        assert!(
+            !session.contains("Max-Age") && !session.contains("Expires"),
+            "{session}"
+        );
+        let secure = CookieSettings {
+            secure: true,
+            same_site: SameSite::None,
+            ..CookieSettings::default()
+        };
         let issued = set_cookie(&secure, "V", 0, None);
-        assert!(issued.contains("Secure") && issued.contains("SameSite=None"), "{issued}");
+        assert!(
+            issued.contains("Secure") && issued.contains("SameSite=None"),
+            "{issued}"
+        );
         let deleted = delete_cookie(&settings);
-        assert!(deleted.starts_with("AWSELB=;") && deleted.contains("Max-Age=0") && deleted.contains("1970"), "{deleted}");
+        assert!(
+            deleted.starts_with("AWSELB=;") && deleted.contains("Max-Age=0") && deleted.contains("1970"),
+            "{deleted}"
+        );
     }
 }

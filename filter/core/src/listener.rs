@@ -70,7 +70,10 @@ impl SortedIndex {
     }
 
     fn get(&self, key: &[u8]) -> Option<TargetIndex> {
-        self.0.binary_search_by(|(k, _)| (**k).cmp(key)).ok().map(|i| self.0[i].1)
+        self.0
+            .binary_search_by(|(k, _)| (**k).cmp(key))
+            .ok()
+            .map(|i| self.0[i].1)
     }
 }
 
@@ -93,7 +96,11 @@ pub enum CookieStatus {
     /// No stickiness cookie, or none needed (app policy without the app cookie, or no policy).
     Absent,
     /// Valid: the request is pinned to `target`.
-    Valid { target: TargetIndex, issued_at: u64, expires_at: u64 },
+    Valid {
+        target: TargetIndex,
+        issued_at: u64,
+        expires_at: u64,
+    },
     /// Not honoured. When the cookie was authentic but its target is gone, `expires_at` keeps
     /// its sealed expiry, so a rewritten cookie keeps the session's lifetime.
     Rejected { reason: Rejection, expires_at: Option<u64> },
@@ -111,7 +118,11 @@ pub struct RequestDecision {
 
 impl RequestDecision {
     /// Decision for a request when no policy applies.
-    pub const UNPINNED: RequestDecision = RequestDecision { pinned: None, cookie: CookieStatus::Absent, app_cookie_present: false };
+    pub const UNPINNED: RequestDecision = RequestDecision {
+        pinned: None,
+        cookie: CookieStatus::Absent,
+        app_cookie_present: false,
+    };
 }
 
 /// What the response half did; each has its own counter.
@@ -145,7 +156,10 @@ pub struct ResponseDecision {
 
 impl ResponseDecision {
     fn nothing(outcome: ResponseOutcome) -> Self {
-        Self { outcome, set_cookie: None }
+        Self {
+            outcome,
+            set_cookie: None,
+        }
     }
 }
 
@@ -170,15 +184,23 @@ impl Listener {
         }
         let policy = match &state.policy {
             None => None,
-            Some(PolicyState::LbCookie { expiration_period }) => Some(Policy::LbCookie { period: *expiration_period }),
-            Some(PolicyState::AppCookie { app_cookie_name, duration_seconds }) => {
+            Some(PolicyState::LbCookie { expiration_period }) => Some(Policy::LbCookie {
+                period: *expiration_period,
+            }),
+            Some(PolicyState::AppCookie {
+                app_cookie_name,
+                duration_seconds,
+            }) => {
                 if !cookies::is_cookie_name(app_cookie_name) {
                     return Err(StateError::CookieName(app_cookie_name.clone()));
                 }
                 if *app_cookie_name == cookie.name {
                     return Err(StateError::CookieNameClash(cookie.name));
                 }
-                Some(Policy::AppCookie { app_cookie_name: app_cookie_name.clone(), duration: *duration_seconds })
+                Some(Policy::AppCookie {
+                    app_cookie_name: app_cookie_name.clone(),
+                    duration: *duration_seconds,
+                })
             }
         };
         let policy = match policy {
@@ -209,12 +231,24 @@ impl Listener {
             let address: Box<str> = address.to_string().into();
             by_id.push((Box::<[u8]>::from(target.id.as_bytes()), index));
             by_address.push((Box::<[u8]>::from(address.as_bytes()), index));
-            targets.push(Target { id: target.id.as_str().into(), address, healthy: target.healthy });
+            targets.push(Target {
+                id: target.id.as_str().into(),
+                address,
+                healthy: target.healthy,
+            });
         }
         let by_id = SortedIndex::new(by_id).map_err(|i| StateError::DuplicateTargetId(state.targets[i].id.clone()))?;
-        let by_address =
-            SortedIndex::new(by_address).map_err(|i| StateError::DuplicateTargetAddress(state.targets[i].address.clone()))?;
-        Ok(Self { version: state.version, policy, cookie, targets, by_id, by_address, keys })
+        let by_address = SortedIndex::new(by_address)
+            .map_err(|i| StateError::DuplicateTargetAddress(state.targets[i].address.clone()))?;
+        Ok(Self {
+            version: state.version,
+            policy,
+            cookie,
+            targets,
+            by_id,
+            by_address,
+            keys,
+        })
     }
 
     pub fn version(&self) -> u64 {
@@ -250,7 +284,8 @@ impl Listener {
         let app_cookie_present = match policy {
             Policy::LbCookie { .. } => false,
             Policy::AppCookie { app_cookie_name, .. } => {
-                let present = cookies::request_cookies(header).any(|(n, v)| n == app_cookie_name.as_bytes() && !v.is_empty());
+                let present =
+                    cookies::request_cookies(header).any(|(n, v)| n == app_cookie_name.as_bytes() && !v.is_empty());
                 if !present {
                     // Without the app cookie nothing is sticky: no need to open anything.
                     return RequestDecision::UNPINNED;
@@ -263,33 +298,63 @@ impl Listener {
         for (_, value) in ours.take(MAX_COOKIE_ATTEMPTS) {
             let candidate = self.check_cookie(policy, binding, value, now);
             if let CookieStatus::Valid { target, .. } = candidate {
-                return RequestDecision { pinned: Some(target), cookie: candidate, app_cookie_present };
+                return RequestDecision {
+                    pinned: Some(target),
+                    cookie: candidate,
+                    app_cookie_present,
+                };
             }
             status = match (status, candidate) {
                 // Keep the most telling rejection: an authentic cookie whose target is gone.
-                (CookieStatus::Rejected { expires_at: Some(_), .. }, _) => status,
+                (
+                    CookieStatus::Rejected {
+                        expires_at: Some(_), ..
+                    },
+                    _,
+                ) => status,
                 _ => candidate,
             };
         }
-        RequestDecision { pinned: None, cookie: status, app_cookie_present }
+        RequestDecision {
+            pinned: None,
+            cookie: status,
+            app_cookie_present,
+        }
     }
 
     fn check_cookie(&self, policy: &Policy, binding: &Binding, value: &[u8], now: u64) -> CookieStatus {
         let mut buf = open_buffer();
         let opened = match self.keys.open(binding, value, &mut buf) {
             Ok(opened) => opened,
-            Err(reason) => return CookieStatus::Rejected { reason, expires_at: None },
+            Err(reason) => {
+                return CookieStatus::Rejected {
+                    reason,
+                    expires_at: None,
+                };
+            }
         };
         let expired_by_seal = opened.expires_at != 0 && now >= opened.expires_at;
-        let expired_by_policy = policy.max_age().is_some_and(|age| now >= opened.issued_at.saturating_add(age));
+        let expired_by_policy = policy
+            .max_age()
+            .is_some_and(|age| now >= opened.issued_at.saturating_add(age));
         if expired_by_seal || expired_by_policy {
-            return CookieStatus::Rejected { reason: Rejection::Expired, expires_at: None };
+            return CookieStatus::Rejected {
+                reason: Rejection::Expired,
+                expires_at: None,
+            };
         }
-        let gone = |reason| CookieStatus::Rejected { reason, expires_at: Some(opened.expires_at) };
+        let gone = |reason| CookieStatus::Rejected {
+            reason,
+            expires_at: Some(opened.expires_at),
+        };
         match self.by_id.get(opened.target_id) {
             None => gone(Rejection::UnknownTarget),
             Some(index) if !self.targets[index].healthy => gone(Rejection::UnhealthyTarget),
-            Some(index) => CookieStatus::Valid { target: index, issued_at: opened.issued_at, expires_at: opened.expires_at },
+            Some(index) => CookieStatus::Valid {
+                target: index,
+                issued_at: opened.issued_at,
+                expires_at: opened.expires_at,
+            },
         }
     }
 
@@ -325,14 +390,20 @@ impl Listener {
                 let until = (*period > 0).then(|| now.saturating_add(*period));
                 self.issue(binding, answered, now, until, reason, nonce)
             }
-            Policy::AppCookie { app_cookie_name, duration } => {
+            Policy::AppCookie {
+                app_cookie_name,
+                duration,
+            } => {
                 let change = set_cookies
                     .into_iter()
                     .filter_map(|h| cookies::app_cookie_change(h, app_cookie_name, now))
                     .last();
-                let pinned_here = matches!(request.cookie, CookieStatus::Valid { target, .. } if Some(target) == answered);
+                let pinned_here =
+                    matches!(request.cookie, CookieStatus::Valid { target, .. } if Some(target) == answered);
                 let gone_expiry = match request.cookie {
-                    CookieStatus::Rejected { expires_at: Some(at), .. } => Some(at),
+                    CookieStatus::Rejected {
+                        expires_at: Some(at), ..
+                    } => Some(at),
                     CookieStatus::Valid { expires_at, .. } if !pinned_here => Some(expires_at),
                     _ => None,
                 };
@@ -388,9 +459,16 @@ impl Listener {
         let Some(nonce) = nonce() else {
             return ResponseDecision::nothing(ResponseOutcome::NoNonce);
         };
-        let content = CookieContent { target_id: &target.id, issued_at: now, expires_at: until.unwrap_or(0) };
+        let content = CookieContent {
+            target_id: &target.id,
+            issued_at: now,
+            expires_at: until.unwrap_or(0),
+        };
         match self.keys.seal(binding, &content, nonce) {
-            Ok(value) => ResponseDecision { outcome, set_cookie: Some(cookies::set_cookie(&self.cookie, &value, now, until)) },
+            Ok(value) => ResponseDecision {
+                outcome,
+                set_cookie: Some(cookies::set_cookie(&self.cookie, &value, now, until)),
+            },
             // Unreachable for validated target ids; never a reason to fail the response.
             Err(_) => ResponseDecision::nothing(ResponseOutcome::UnknownUpstream),
         }

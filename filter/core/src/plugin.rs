@@ -21,7 +21,10 @@ pub struct PluginConfig {
 
 impl PluginConfig {
     pub fn new(state: Option<FilterState>) -> Self {
-        Self { routing_header: default_routing_header(), state }
+        Self {
+            routing_header: default_routing_header(),
+            state,
+        }
     }
 
     /// The JSON Envoy passes as the plugin's `configuration`.
@@ -40,7 +43,11 @@ pub enum PluginConfigError {
     /// Position and category only: formatting serde_json's full message would pull float
     /// formatting into the filter's artifact.
     #[error("plugin configuration is not valid JSON for the schema: {category} error at line {line}, column {column}")]
-    Json { category: &'static str, line: usize, column: usize },
+    Json {
+        category: &'static str,
+        line: usize,
+        column: usize,
+    },
     #[error("routing header `{0}` must be a lowercase HTTP token")]
     RoutingHeader(String),
 }
@@ -49,7 +56,10 @@ impl PluginConfig {
     /// Parses and validates the configuration. Empty configuration means all defaults.
     pub fn parse(bytes: &[u8]) -> Result<Self, PluginConfigError> {
         let config: PluginConfig = if bytes.iter().all(u8::is_ascii_whitespace) {
-            PluginConfig { routing_header: default_routing_header(), state: None }
+            PluginConfig {
+                routing_header: default_routing_header(),
+                state: None,
+            }
         } else {
             serde_json::from_slice(bytes).map_err(|e| PluginConfigError::Json {
                 category: match e.classify() {
@@ -88,7 +98,12 @@ mod tests {
 
     #[test]
     fn bad_configurations_are_refused() {
-        for bad in [&b"{"[..], b"{\"routing_header\":\"X-Upper\"}", b"{\"routing_header\":\"a b\"}", b"{\"unknown\":1}"] {
+        for bad in [
+            &b"{"[..],
+            b"{\"routing_header\":\"X-Upper\"}",
+            b"{\"routing_header\":\"a b\"}",
+            b"{\"unknown\":1}",
+        ] {
             assert!(PluginConfig::parse(bad).is_err(), "{}", String::from_utf8_lossy(bad));
         }
     }

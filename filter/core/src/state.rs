@@ -119,6 +119,9 @@ impl KeyState {
     /// Wraps 32 bytes of key material in its wire form.
     pub fn from_secret(id: u16, secret: &[u8; 32]) -> Self {
         use base64::Engine;
-        Self { id, secret: base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret) }
+        Self {
+            id,
+            secret: base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret),
+        }
     }
 }

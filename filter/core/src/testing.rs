@@ -5,7 +5,13 @@ use crate::state::{KeyRingState, KeyState};
 
 /// A key ring state of `(id, fill byte)` keys; the fill byte makes each secret distinct.
 pub fn ring_state(keys: &[(u16, u8)], active: u16) -> KeyRingState {
-    KeyRingState { active, keys: keys.iter().map(|&(id, fill)| KeyState::from_secret(id, &[fill; 32])).collect() }
+    KeyRingState {
+        active,
+        keys: keys
+            .iter()
+            .map(|&(id, fill)| KeyState::from_secret(id, &[fill; 32]))
+            .collect(),
+    }
 }
 
 pub fn key_ring(keys: &[(u16, u8)], active: u16) -> KeyRing {

@@ -23,9 +23,21 @@ fn state(policy: Option<PolicyState>) -> FilterState {
         policy,
         cookie: CookieSettings::default(),
         targets: vec![
-            TargetState { id: "i-1".into(), address: T1.into(), healthy: true },
-            TargetState { id: "i-2".into(), address: T2.into(), healthy: true },
-            TargetState { id: "i-3".into(), address: T3.into(), healthy: false },
+            TargetState {
+                id: "i-1".into(),
+                address: T1.into(),
+                healthy: true,
+            },
+            TargetState {
+                id: "i-2".into(),
+                address: T2.into(),
+                healthy: true,
+            },
+            TargetState {
+                id: "i-3".into(),
+                address: T3.into(),
+                healthy: false,
+            },
         ],
         // Key 1 is retired (still opens), key 2 seals.
         keys: ring_state(&[(1, 11), (2, 22)], 2),
@@ -33,11 +45,16 @@ fn state(policy: Option<PolicyState>) -> FilterState {
 }
 
 fn lb_policy(period: u64) -> Option<PolicyState> {
-    Some(PolicyState::LbCookie { expiration_period: period })
+    Some(PolicyState::LbCookie {
+        expiration_period: period,
+    })
 }
 
 fn app_policy(duration: Option<u64>) -> Option<PolicyState> {
-    Some(PolicyState::AppCookie { app_cookie_name: "session".into(), duration_seconds: duration })
+    Some(PolicyState::AppCookie {
+        app_cookie_name: "session".into(),
+        duration_seconds: duration,
+    })
 }
 
 fn listener(policy: Option<PolicyState>) -> Listener {
@@ -57,10 +74,27 @@ fn rand_nonce() -> [u8; 12] {
 }
 
 /// Seals a cookie directly, for cases no response would produce.
-fn forge(kind: PolicyKind, key: (u16, u8), target: &str, issued_at: u64, expires_at: u64, lb: &str, port: u16) -> String {
+fn forge(
+    kind: PolicyKind,
+    key: (u16, u8),
+    target: &str,
+    issued_at: u64,
+    expires_at: u64,
+    lb: &str,
+    port: u16,
+) -> String {
     let ring = key_ring(&[key], key.0);
     let binding = Binding::new(kind, port, lb).unwrap();
-    ring.seal(&binding, &CookieContent { target_id: target, issued_at, expires_at }, rand_nonce()).unwrap()
+    ring.seal(
+        &binding,
+        &CookieContent {
+            target_id: target,
+            issued_at,
+            expires_at,
+        },
+        rand_nonce(),
+    )
+    .unwrap()
 }
 
 fn lb_cookie(target: &str, issued_at: u64, expires_at: u64) -> String {
@@ -74,14 +108,31 @@ fn value_of(set_cookie: &str) -> String {
 }
 
 fn header(cookies: &[(&str, &str)]) -> Vec<u8> {
-    cookies.iter().map(|(n, v)| format!("{n}={v}")).collect::<Vec<_>>().join("; ").into_bytes()
+    cookies
+        .iter()
+        .map(|(n, v)| format!("{n}={v}"))
+        .collect::<Vec<_>>()
+        .join("; ")
+        .into_bytes()
 }
 
 /// Runs a whole exchange: request with `cookies`, response from `upstream` with `set_cookies`.
-fn exchange(l: &Listener, cookies: &[(&str, &str)], upstream: &str, set_cookies: &[&str], now: u64) -> (RequestDecision, ResponseOutcome, Option<String>) {
+fn exchange(
+    l: &Listener,
+    cookies: &[(&str, &str)],
+    upstream: &str,
+    set_cookies: &[&str],
+    now: u64,
+) -> (RequestDecision, ResponseOutcome, Option<String>) {
     let header = header(cookies);
     let request = l.on_request((!cookies.is_empty()).then_some(header.as_slice()), now);
-    let response = l.on_response(&request, Some(upstream.as_bytes()), set_cookies.iter().map(|s| s.as_bytes()), now, nonce);
+    let response = l.on_response(
+        &request,
+        Some(upstream.as_bytes()),
+        set_cookies.iter().map(|s| s.as_bytes()),
+        now,
+        nonce,
+    );
     (request, response.outcome, response.set_cookie)
 }
 
@@ -102,21 +153,69 @@ fn lb_cookie_request_table() {
     let cases: Vec<(&str, String, Result<&str, Rejection>)> = vec![
         ("valid", valid.clone(), Ok(T1)),
         ("retired key still accepted", retired, Ok(T2)),
-        ("expired by its sealed expiry", lb_cookie("i-1", NOW - 700, NOW - 100), Err(Rejection::Expired)),
-        ("expired exactly now", lb_cookie("i-1", NOW - 600, NOW), Err(Rejection::Expired)),
-        ("older than the policy's period", lb_cookie("i-1", NOW - 601, 0), Err(Rejection::Expired)),
+        (
+            "expired by its sealed expiry",
+            lb_cookie("i-1", NOW - 700, NOW - 100),
+            Err(Rejection::Expired),
+        ),
+        (
+            "expired exactly now",
+            lb_cookie("i-1", NOW - 600, NOW),
+            Err(Rejection::Expired),
+        ),
+        (
+            "older than the policy's period",
+            lb_cookie("i-1", NOW - 601, 0),
+            Err(Rejection::Expired),
+        ),
         ("tampered", tampered, Err(Rejection::Forged)),
-        ("truncated", long[..(long.len() / 4 - 1) * 4].to_owned(), Err(Rejection::Forged)),
-        ("truncated mid-group", valid[..valid.len() - 1].to_owned(), Err(Rejection::Malformed)),
+        (
+            "truncated",
+            long[..(long.len() / 4 - 1) * 4].to_owned(),
+            Err(Rejection::Forged),
+        ),
+        (
+            "truncated mid-group",
+            valid[..valid.len() - 1].to_owned(),
+            Err(Rejection::Malformed),
+        ),
         ("garbage", "garbage!".into(), Err(Rejection::Malformed)),
         ("empty", String::new(), Err(Rejection::Malformed)),
-        ("wrong key", forge(PolicyKind::LbCookie, (2, 99), "i-1", NOW, NOW + 600, LB, 80), Err(Rejection::Forged)),
-        ("key unknown", forge(PolicyKind::LbCookie, (9, 22), "i-1", NOW, NOW + 600, LB, 80), Err(Rejection::UnknownKey)),
-        ("foreign load balancer", forge(PolicyKind::LbCookie, (2, 22), "i-1", NOW, NOW + 600, "other", 80), Err(Rejection::Forged)),
-        ("foreign listener", forge(PolicyKind::LbCookie, (2, 22), "i-1", NOW, NOW + 600, LB, 443), Err(Rejection::Forged)),
-        ("wrong policy kind", forge(PolicyKind::AppCookie, (2, 22), "i-1", NOW, NOW + 600, LB, 80), Err(Rejection::Forged)),
-        ("unknown target", lb_cookie("i-9", NOW, NOW + 600), Err(Rejection::UnknownTarget)),
-        ("unhealthy target", lb_cookie("i-3", NOW, NOW + 600), Err(Rejection::UnhealthyTarget)),
+        (
+            "wrong key",
+            forge(PolicyKind::LbCookie, (2, 99), "i-1", NOW, NOW + 600, LB, 80),
+            Err(Rejection::Forged),
+        ),
+        (
+            "key unknown",
+            forge(PolicyKind::LbCookie, (9, 22), "i-1", NOW, NOW + 600, LB, 80),
+            Err(Rejection::UnknownKey),
+        ),
+        (
+            "foreign load balancer",
+            forge(PolicyKind::LbCookie, (2, 22), "i-1", NOW, NOW + 600, "other", 80),
+            Err(Rejection::Forged),
+        ),
+        (
+            "foreign listener",
+            forge(PolicyKind::LbCookie, (2, 22), "i-1", NOW, NOW + 600, LB, 443),
+            Err(Rejection::Forged),
+        ),
+        (
+            "wrong policy kind",
+            forge(PolicyKind::AppCookie, (2, 22), "i-1", NOW, NOW + 600, LB, 80),
+            Err(Rejection::Forged),
+        ),
+        (
+            "unknown target",
+            lb_cookie("i-9", NOW, NOW + 600),
+            Err(Rejection::UnknownTarget),
+        ),
+        (
+            "unhealthy target",
+            lb_cookie("i-3", NOW, NOW + 600),
+            Err(Rejection::UnhealthyTarget),
+        ),
     ];
     for (name, value, expected) in cases {
         let header = header(&[("other", "1"), ("AWSELB", &value)]);
@@ -125,7 +224,11 @@ fn lb_cookie_request_table() {
             Ok(address) => assert_eq!(pinned_address(&l, &decision).as_deref(), Some(address), "{name}"),
             Err(reason) => {
                 assert_eq!(decision.pinned, None, "{name}");
-                assert!(matches!(decision.cookie, CookieStatus::Rejected { reason: r, .. } if r == reason), "{name}: {:?}", decision.cookie);
+                assert!(
+                    matches!(decision.cookie, CookieStatus::Rejected { reason: r, .. } if r == reason),
+                    "{name}: {:?}",
+                    decision.cookie
+                );
             }
         }
     }
@@ -141,7 +244,11 @@ fn lb_cookie_first_response_assigns_the_answering_target() {
     assert!(set_cookie.contains("Max-Age=600"), "{set_cookie}");
     let (request, outcome, set_cookie) = exchange(&l, &[("AWSELB", &value_of(&set_cookie))], T2, &[], NOW + 1);
     assert_eq!(pinned_address(&l, &request).as_deref(), Some(T2));
-    assert_eq!((outcome, set_cookie), (ResponseOutcome::Unchanged, None), "a fresh cookie is not refreshed");
+    assert_eq!(
+        (outcome, set_cookie),
+        (ResponseOutcome::Unchanged, None),
+        "a fresh cookie is not refreshed"
+    );
 }
 
 #[test]
@@ -163,16 +270,32 @@ fn lb_cookie_invalid_cookies_get_a_new_target_and_cookie() {
     let l = listener(lb_policy(600));
     for (name, value, outcome) in [
         ("garbage", "garbage".to_owned(), ResponseOutcome::Assigned),
-        ("expired", lb_cookie("i-1", NOW - 700, NOW - 100), ResponseOutcome::Assigned),
-        ("deregistered target", lb_cookie("i-9", NOW, NOW + 600), ResponseOutcome::Repinned),
-        ("unhealthy target", lb_cookie("i-3", NOW, NOW + 600), ResponseOutcome::Repinned),
+        (
+            "expired",
+            lb_cookie("i-1", NOW - 700, NOW - 100),
+            ResponseOutcome::Assigned,
+        ),
+        (
+            "deregistered target",
+            lb_cookie("i-9", NOW, NOW + 600),
+            ResponseOutcome::Repinned,
+        ),
+        (
+            "unhealthy target",
+            lb_cookie("i-3", NOW, NOW + 600),
+            ResponseOutcome::Repinned,
+        ),
     ] {
         let (request, got, set_cookie) = exchange(&l, &[("AWSELB", &value)], T2, &[], NOW);
         assert_eq!(request.pinned, None, "{name}");
         assert_eq!(got, outcome, "{name}");
         let fresh = value_of(&set_cookie.unwrap());
         let next = l.on_request(Some(&header(&[("AWSELB", &fresh)])), NOW + 1);
-        assert_eq!(pinned_address(&l, &next).as_deref(), Some(T2), "{name}: the new cookie pins to the new target");
+        assert_eq!(
+            pinned_address(&l, &next).as_deref(),
+            Some(T2),
+            "{name}: the new cookie pins to the new target"
+        );
     }
 }
 
@@ -181,18 +304,28 @@ fn lb_cookie_session_when_period_is_zero() {
     let l = listener(lb_policy(0));
     let (_, _, set_cookie) = exchange(&l, &[], T1, &[], NOW);
     let set_cookie = set_cookie.unwrap();
-    assert!(!set_cookie.contains("Max-Age") && !set_cookie.contains("Expires"), "{set_cookie}");
+    assert!(
+        !set_cookie.contains("Max-Age") && !set_cookie.contains("Expires"),
+        "{set_cookie}"
+    );
     let much_later = l.on_request(Some(&header(&[("AWSELB", &value_of(&set_cookie))])), NOW + 86_400 * 365);
     assert_eq!(pinned_address(&l, &much_later).as_deref(), Some(T1));
     let (_, outcome, _) = exchange(&l, &[("AWSELB", &value_of(&set_cookie))], T1, &[], NOW + 86_400);
-    assert_eq!(outcome, ResponseOutcome::Unchanged, "session cookies are never refreshed");
+    assert_eq!(
+        outcome,
+        ResponseOutcome::Unchanged,
+        "session cookies are never refreshed"
+    );
 }
 
 #[test]
 fn lb_cookie_first_valid_of_several_wins() {
     let l = listener(lb_policy(600));
     let header = header(&[("AWSELB", "junk"), ("AWSELB", &lb_cookie("i-2", NOW, NOW + 600))]);
-    assert_eq!(pinned_address(&l, &l.on_request(Some(&header), NOW)).as_deref(), Some(T2));
+    assert_eq!(
+        pinned_address(&l, &l.on_request(Some(&header), NOW)).as_deref(),
+        Some(T2)
+    );
 }
 
 #[test]
@@ -204,9 +337,16 @@ fn lb_cookie_answer_from_an_unknown_or_unhealthy_upstream_issues_nothing() {
     assert_eq!((outcome, set_cookie), (ResponseOutcome::UnhealthyUpstream, None));
     let request = l.on_request(None, NOW);
     let response = l.on_response(&request, None, [], NOW, nonce);
-    assert_eq!(response.outcome, ResponseOutcome::UnknownUpstream, "local replies have no upstream");
+    assert_eq!(
+        response.outcome,
+        ResponseOutcome::UnknownUpstream,
+        "local replies have no upstream"
+    );
     let response = l.on_response(&request, Some(T1.as_bytes()), [], NOW, || None);
-    assert_eq!((response.outcome, response.set_cookie), (ResponseOutcome::NoNonce, None));
+    assert_eq!(
+        (response.outcome, response.set_cookie),
+        (ResponseOutcome::NoNonce, None)
+    );
 }
 
 #[test]
@@ -222,7 +362,13 @@ fn lb_cookie_pinned_target_that_did_not_answer_moves_the_session() {
 #[test]
 fn no_policy_never_pins_nor_sets_cookies() {
     let l = listener(None);
-    let (request, outcome, set_cookie) = exchange(&l, &[("AWSELB", &lb_cookie("i-1", NOW, NOW + 600)), ("session", "s")], T1, &["session=s"], NOW);
+    let (request, outcome, set_cookie) = exchange(
+        &l,
+        &[("AWSELB", &lb_cookie("i-1", NOW, NOW + 600)), ("session", "s")],
+        T1,
+        &["session=s"],
+        NOW,
+    );
     assert_eq!(request, RequestDecision::UNPINNED);
     assert_eq!((outcome, set_cookie), (ResponseOutcome::Unchanged, None));
     assert!(!l.has_policy() && !l.reads_response_cookies());
@@ -234,17 +380,27 @@ const FLASK_SESSION: &str = "session=eyJ1c2VyIjoiYWxpY2UifQ.ZZZ.sig; HttpOnly; P
 fn app_cookie_stickiness_starts_when_the_target_sets_the_app_cookie() {
     let l = listener(app_policy(None));
     let (request, outcome, set_cookie) = exchange(&l, &[], T1, &[], NOW);
-    assert_eq!((request.pinned, outcome, set_cookie), (None, ResponseOutcome::Unchanged, None), "nothing sticky before the app cookie");
+    assert_eq!(
+        (request.pinned, outcome, set_cookie),
+        (None, ResponseOutcome::Unchanged, None),
+        "nothing sticky before the app cookie"
+    );
     let (_, outcome, set_cookie) = exchange(&l, &[], T1, &["other=1", FLASK_SESSION], NOW);
     assert_eq!(outcome, ResponseOutcome::Assigned);
     let set_cookie = set_cookie.unwrap();
-    assert!(!set_cookie.contains("Max-Age") && !set_cookie.contains("Expires"), "session app cookie, session stickiness cookie: {set_cookie}");
+    assert!(
+        !set_cookie.contains("Max-Age") && !set_cookie.contains("Expires"),
+        "session app cookie, session stickiness cookie: {set_cookie}"
+    );
     let ours = value_of(&set_cookie);
     let session = "eyJ1c2VyIjoiYWxpY2UifQ.ZZZ.sig";
     let both = l.on_request(Some(&header(&[("session", session), ("AWSELB", &ours)])), NOW + 5);
     assert_eq!(pinned_address(&l, &both).as_deref(), Some(T1));
     let ours_only = l.on_request(Some(&header(&[("AWSELB", &ours)])), NOW + 5);
-    assert_eq!(ours_only.pinned, None, "without the app cookie the request is not pinned");
+    assert_eq!(
+        ours_only.pinned, None,
+        "without the app cookie the request is not pinned"
+    );
     let empty_app = l.on_request(Some(&header(&[("session", ""), ("AWSELB", &ours)])), NOW + 5);
     assert_eq!(empty_app.pinned, None, "an empty app cookie is no app cookie");
     assert!(l.reads_response_cookies());
@@ -256,8 +412,14 @@ fn app_cookie_lifetime_is_followed() {
     let cases: [(&str, Option<&str>); 4] = [
         ("session=a; Path=/", None),
         ("session=a; Max-Age=3600; Path=/", Some("Max-Age=3600")),
-        ("session=a; Expires=Wed, 15 Nov 2023 22:23:20 GMT", Some("Max-Age=87000")),
-        ("session=a; Expires=Wed, 15 Nov 2023 22:23:20 GMT", Some("Expires=Wed, 15 Nov 2023 22:23:20 GMT")),
+        (
+            "session=a; Expires=Wed, 15 Nov 2023 22:23:20 GMT",
+            Some("Max-Age=87000"),
+        ),
+        (
+            "session=a; Expires=Wed, 15 Nov 2023 22:23:20 GMT",
+            Some("Expires=Wed, 15 Nov 2023 22:23:20 GMT"),
+        ),
     ];
     for (app_set_cookie, expected) in cases {
         let (_, outcome, set_cookie) = exchange(&l, &[], T1, &[app_set_cookie], NOW);
@@ -275,7 +437,10 @@ fn app_cookie_lifetime_is_followed() {
     assert!(l.on_request(Some(&cookies), NOW + 59).pinned.is_some());
     assert!(matches!(
         l.on_request(Some(&cookies), NOW + 60).cookie,
-        CookieStatus::Rejected { reason: Rejection::Expired, .. }
+        CookieStatus::Rejected {
+            reason: Rejection::Expired,
+            ..
+        }
     ));
 }
 
@@ -284,11 +449,17 @@ fn app_cookie_deleted_by_the_target_deletes_the_stickiness_cookie() {
     let l = listener(app_policy(None));
     let (_, _, set_cookie) = exchange(&l, &[], T1, &[FLASK_SESSION], NOW);
     let ours = value_of(&set_cookie.unwrap());
-    for deletion in ["session=; Expires=Thu, 01 Jan 1970 00:00:00 GMT; Max-Age=0; HttpOnly; Path=/", "session=x; Max-Age=0"] {
+    for deletion in [
+        "session=; Expires=Thu, 01 Jan 1970 00:00:00 GMT; Max-Age=0; HttpOnly; Path=/",
+        "session=x; Max-Age=0",
+    ] {
         let (_, outcome, set_cookie) = exchange(&l, &[("session", "a"), ("AWSELB", &ours)], T1, &[deletion], NOW + 1);
         assert_eq!(outcome, ResponseOutcome::Deleted);
         let set_cookie = set_cookie.unwrap();
-        assert!(set_cookie.starts_with("AWSELB=;") && set_cookie.contains("Max-Age=0"), "{set_cookie}");
+        assert!(
+            set_cookie.starts_with("AWSELB=;") && set_cookie.contains("Max-Age=0"),
+            "{set_cookie}"
+        );
     }
 }
 
@@ -297,12 +468,22 @@ fn app_cookie_set_again_renews_the_stickiness_cookie() {
     let l = listener(app_policy(None));
     let (_, _, set_cookie) = exchange(&l, &[], T1, &["session=a; Max-Age=60"], NOW);
     let ours = value_of(&set_cookie.unwrap());
-    let (request, outcome, set_cookie) = exchange(&l, &[("session", "a"), ("AWSELB", &ours)], T1, &["session=b; Max-Age=60"], NOW + 30);
+    let (request, outcome, set_cookie) = exchange(
+        &l,
+        &[("session", "a"), ("AWSELB", &ours)],
+        T1,
+        &["session=b; Max-Age=60"],
+        NOW + 30,
+    );
     assert!(request.pinned.is_some());
     assert_eq!(outcome, ResponseOutcome::Refreshed);
     assert!(set_cookie.unwrap().contains("Max-Age=60"));
     let (_, outcome, set_cookie) = exchange(&l, &[("session", "a"), ("AWSELB", &ours)], T1, &[], NOW + 31);
-    assert_eq!((outcome, set_cookie), (ResponseOutcome::Unchanged, None), "nothing to do when the app is silent");
+    assert_eq!(
+        (outcome, set_cookie),
+        (ResponseOutcome::Unchanged, None),
+        "nothing to do when the app is silent"
+    );
 }
 
 #[test]
@@ -320,7 +501,10 @@ fn app_cookie_failover_rewrites_the_cookie_and_the_session_stays_on_the_new_targ
     assert_eq!(request.pinned, None);
     assert_eq!(outcome, ResponseOutcome::Repinned);
     let set_cookie = set_cookie.unwrap();
-    assert!(set_cookie.contains("Max-Age=3590"), "the session keeps its lifetime: {set_cookie}");
+    assert!(
+        set_cookie.contains("Max-Age=3590"),
+        "the session keeps its lifetime: {set_cookie}"
+    );
     let on_t2 = value_of(&set_cookie);
 
     // i-1 comes back: the session stays on i-2.
@@ -332,10 +516,28 @@ fn app_cookie_failover_rewrites_the_cookie_and_the_session_stays_on_the_new_targ
     // Deregistration moves the session the same way.
     s.targets.retain(|t| t.id != "i-2");
     let deregistered = Listener::compile(&s).unwrap();
-    let (request, outcome, set_cookie) = exchange(&deregistered, &[("session", "a"), ("AWSELB", &on_t2)], T1, &[], NOW + 30);
-    assert!(matches!(request.cookie, CookieStatus::Rejected { reason: Rejection::UnknownTarget, .. }));
+    let (request, outcome, set_cookie) = exchange(
+        &deregistered,
+        &[("session", "a"), ("AWSELB", &on_t2)],
+        T1,
+        &[],
+        NOW + 30,
+    );
+    assert!(matches!(
+        request.cookie,
+        CookieStatus::Rejected {
+            reason: Rejection::UnknownTarget,
+            ..
+        }
+    ));
     assert_eq!(outcome, ResponseOutcome::Repinned);
-    let back = deregistered.on_request(Some(&header(&[("session", "a"), ("AWSELB", &value_of(&set_cookie.unwrap()))])), NOW + 31);
+    let back = deregistered.on_request(
+        Some(&header(&[
+            ("session", "a"),
+            ("AWSELB", &value_of(&set_cookie.unwrap())),
+        ])),
+        NOW + 31,
+    );
     assert_eq!(pinned_address(&deregistered, &back).as_deref(), Some(T1));
 }
 
@@ -344,7 +546,11 @@ fn app_cookie_without_a_stickiness_cookie_or_with_a_forged_one_is_not_rewritten(
     let l = listener(app_policy(None));
     for cookies in [vec![("session", "a")], vec![("session", "a"), ("AWSELB", "forged")]] {
         let (request, outcome, set_cookie) = exchange(&l, &cookies, T1, &[], NOW);
-        assert_eq!((request.pinned, outcome, set_cookie), (None, ResponseOutcome::Unchanged, None), "{cookies:?}");
+        assert_eq!(
+            (request.pinned, outcome, set_cookie),
+            (None, ResponseOutcome::Unchanged, None),
+            "{cookies:?}"
+        );
     }
 }
 
@@ -366,7 +572,13 @@ fn app_and_lb_cookies_are_not_interchangeable() {
     let (_, _, set_cookie) = exchange(&lb, &[], T1, &[], NOW);
     let lb_value = value_of(&set_cookie.unwrap());
     let request = app.on_request(Some(&header(&[("session", "a"), ("AWSELB", &lb_value)])), NOW);
-    assert!(matches!(request.cookie, CookieStatus::Rejected { reason: Rejection::Forged, .. }));
+    assert!(matches!(
+        request.cookie,
+        CookieStatus::Rejected {
+            reason: Rejection::Forged,
+            ..
+        }
+    ));
 }
 
 #[test]
@@ -375,44 +587,100 @@ fn many_stickiness_cookies_are_tried_a_bounded_number_of_times() {
     let mut cookies: Vec<(&str, String)> = (0..1000).map(|_| ("AWSELB", "junk".to_owned())).collect();
     cookies.push(("AWSELB", lb_cookie("i-1", NOW, NOW + 600)));
     let header = header(&cookies.iter().map(|(n, v)| (*n, v.as_str())).collect::<Vec<_>>());
-    assert_eq!(l.on_request(Some(&header), NOW).pinned, None, "the valid cookie is past the bound");
+    assert_eq!(
+        l.on_request(Some(&header), NOW).pinned,
+        None,
+        "the valid cookie is past the bound"
+    );
 }
 
 #[test]
 fn state_is_validated_before_use() {
     let valid = state(lb_policy(600));
-    let cases: Vec<(&str, Box<dyn Fn(&mut FilterState)>, StateError)> = vec![
-        ("cookie name", Box::new(|s| s.cookie.name = "a b".into()), StateError::CookieName("a b".into())),
-        ("cookie path", Box::new(|s| s.cookie.path = "/;x".into()), StateError::CookiePath("/;x".into())),
-        ("samesite none", Box::new(|s| s.cookie.same_site = SameSite::None), StateError::SameSiteNoneWithoutSecure),
+    type Mutation = Box<dyn Fn(&mut FilterState)>;
+    let cases: Vec<(&str, Mutation, StateError)> = vec![
+        (
+            "cookie name",
+            Box::new(|s| s.cookie.name = "a b".into()),
+            StateError::CookieName("a b".into()),
+        ),
+        (
+            "cookie path",
+            Box::new(|s| s.cookie.path = "/;x".into()),
+            StateError::CookiePath("/;x".into()),
+        ),
+        (
+            "samesite none",
+            Box::new(|s| s.cookie.same_site = SameSite::None),
+            StateError::SameSiteNoneWithoutSecure,
+        ),
         (
             "app cookie name",
-            Box::new(|s| s.policy = Some(PolicyState::AppCookie { app_cookie_name: "se;ss".into(), duration_seconds: None })),
+            Box::new(|s| {
+                s.policy = Some(PolicyState::AppCookie {
+                    app_cookie_name: "se;ss".into(),
+                    duration_seconds: None,
+                })
+            }),
             StateError::CookieName("se;ss".into()),
         ),
         (
             "name clash",
-            Box::new(|s| s.policy = Some(PolicyState::AppCookie { app_cookie_name: "AWSELB".into(), duration_seconds: None })),
+            Box::new(|s| {
+                s.policy = Some(PolicyState::AppCookie {
+                    app_cookie_name: "AWSELB".into(),
+                    duration_seconds: None,
+                })
+            }),
             StateError::CookieNameClash("AWSELB".into()),
         ),
-        ("lb name", Box::new(|s| s.load_balancer = String::new()), StateError::LoadBalancerName),
-        ("target id", Box::new(|s| s.targets[0].id = "a b".into()), StateError::TargetId("a b".into())),
+        (
+            "lb name",
+            Box::new(|s| s.load_balancer = String::new()),
+            StateError::LoadBalancerName,
+        ),
+        (
+            "target id",
+            Box::new(|s| s.targets[0].id = "a b".into()),
+            StateError::TargetId("a b".into()),
+        ),
         (
             "target address",
             Box::new(|s| s.targets[0].address = "localhost:80".into()),
-            StateError::TargetAddress { id: "i-1".into(), address: "localhost:80".into() },
+            StateError::TargetAddress {
+                id: "i-1".into(),
+                address: "localhost:80".into(),
+            },
         ),
-        ("duplicate id", Box::new(|s| s.targets[1].id = "i-1".into()), StateError::DuplicateTargetId("i-1".into())),
-        ("duplicate address", Box::new(|s| s.targets[1].address = T1.into()), StateError::DuplicateTargetAddress(T1.into())),
-        ("active key", Box::new(|s| s.keys.active = 5), StateError::ActiveKeyMissing(5)),
+        (
+            "duplicate id",
+            Box::new(|s| s.targets[1].id = "i-1".into()),
+            StateError::DuplicateTargetId("i-1".into()),
+        ),
+        (
+            "duplicate address",
+            Box::new(|s| s.targets[1].address = T1.into()),
+            StateError::DuplicateTargetAddress(T1.into()),
+        ),
+        (
+            "active key",
+            Box::new(|s| s.keys.active = 5),
+            StateError::ActiveKeyMissing(5),
+        ),
     ];
     for (name, mutate, expected) in cases {
         let mut s = valid.clone();
         mutate(&mut s);
         assert_eq!(Listener::compile(&s).unwrap_err(), expected, "{name}");
     }
-    assert!(matches!(Listener::from_json(b"{not json").unwrap_err(), StateError::Json(_)));
-    assert!(matches!(Listener::from_json(b"{\"version\":1}").unwrap_err(), StateError::Json(_)));
+    assert!(matches!(
+        Listener::from_json(b"{not json").unwrap_err(),
+        StateError::Json(_)
+    ));
+    assert!(matches!(
+        Listener::from_json(b"{\"version\":1}").unwrap_err(),
+        StateError::Json(_)
+    ));
 }
 
 #[test]
@@ -422,7 +690,10 @@ fn state_json_round_trips_and_defaults_apply() {
     assert_eq!(serde_json::from_str::<FilterState>(&json).unwrap(), s);
     let minimal = r#"{"version":1,"load_balancer":"lb","listener_port":80,"keys":{"active":1,"keys":[{"id":1,"secret":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}]}}"#;
     let l = Listener::from_json(minimal.as_bytes()).unwrap();
-    assert_eq!((l.version(), l.has_policy(), l.cookie_settings().name.as_str()), (1, false, "AWSELB"));
+    assert_eq!(
+        (l.version(), l.has_policy(), l.cookie_settings().name.as_str()),
+        (1, false, "AWSELB")
+    );
     let ipv6 = r#"{"version":1,"load_balancer":"lb","listener_port":80,"policy":{"kind":"lb_cookie","expiration_period":60},"targets":[{"id":"a","address":"[::1]:80","healthy":true}],"keys":{"active":1,"keys":[{"id":1,"secret":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}]}}"#;
     let l = Listener::from_json(ipv6.as_bytes()).unwrap();
     assert_eq!(&*l.targets()[0].address, "[::1]:80");
