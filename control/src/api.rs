@@ -1,0 +1,555 @@
+//! The LBU / classic ELB actions (Query API 2012-06-01): parameters in, XML out. Every action
+//! validates its whole input before changing anything; a rejected call changes nothing.
+
+use std::collections::BTreeMap;
+
+use sticky_core::cookies::is_cookie_name;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use crate::error::{ApiError, ErrorCode};
+use crate::health::HealthStatus;
+use crate::model::{self, HealthCheck, Listener, LoadBalancer, MAX_POLICIES, Policy};
+use crate::query::Params;
+use crate::service::{Inner, Service, Write, unix_now};
+use crate::xml::Xml;
+
+pub const ACTIONS: [&str; 12] = [
+    "CreateLoadBalancer",
+    "DeleteLoadBalancer",
+    "DescribeLoadBalancers",
+    "CreateLBCookieStickinessPolicy",
+    "CreateAppCookieStickinessPolicy",
+    "SetLoadBalancerPoliciesOfListener",
+    "DeleteLoadBalancerPolicy",
+    "DescribeLoadBalancerPolicies",
+    "RegisterInstancesWithLoadBalancer",
+    "DeregisterInstancesFromLoadBalancer",
+    "ConfigureHealthCheck",
+    "DescribeInstanceHealth",
+];
+
+/// Runs `action`; returns the inner XML of its `{Action}Result`.
+pub fn dispatch(service: &Service, action: &str, params: &Params) -> Result<String, ApiError> {
+    match action {
+        "CreateLoadBalancer" => create_load_balancer(service, params),
+        "DeleteLoadBalancer" => delete_load_balancer(service, params),
+        "DescribeLoadBalancers" => describe_load_balancers(service, params),
+        "CreateLBCookieStickinessPolicy" => create_lb_cookie_policy(service, params),
+        "CreateAppCookieStickinessPolicy" => create_app_cookie_policy(service, params),
+        "SetLoadBalancerPoliciesOfListener" => set_listener_policies(service, params),
+        "DeleteLoadBalancerPolicy" => delete_policy(service, params),
+        "DescribeLoadBalancerPolicies" => describe_policies(service, params),
+        "RegisterInstancesWithLoadBalancer" => register_instances(service, params),
+        "DeregisterInstancesFromLoadBalancer" => deregister_instances(service, params),
+        "ConfigureHealthCheck" => configure_health_check(service, params),
+        "DescribeInstanceHealth" => describe_instance_health(service, params),
+        _ => Err(ApiError::new(
+            ErrorCode::InvalidAction,
+            format!("The action {action} is not valid for this web service."),
+        )),
+    }
+}
+
+fn load_balancer<'a>(inner: &'a Inner, name: &str) -> Result<&'a LoadBalancer, ApiError> {
+    inner
+        .load_balancers
+        .get(name)
+        .ok_or_else(|| ApiError::load_balancer_not_found(name))
+}
+
+/// Applies `change` to a copy of load balancer `LoadBalancerName` and stores it.
+fn update<R>(
+    service: &Service,
+    params: &Params,
+    change: impl FnOnce(&Inner, &mut LoadBalancer) -> Result<R, ApiError>,
+) -> Result<R, ApiError> {
+    let name = params.required("LoadBalancerName")?.to_owned();
+    service.write(|inner| {
+        let mut lb = load_balancer(inner, &name)?.clone();
+        let result = change(inner, &mut lb)?;
+        let writes = if inner.load_balancers.get(&name) == Some(&lb) {
+            vec![]
+        } else {
+            vec![Write::PutLoadBalancer(lb)]
+        };
+        Ok((writes, result))
+    })
+}
+
+fn port(value: Option<&String>, field: &str) -> Result<u16, ApiError> {
+    let text = value.ok_or_else(|| ApiError::new(ErrorCode::MissingParameter, format!("{field} is required")))?;
+    text.parse::<u16>()
+        .ok()
+        .filter(|p| *p > 0)
+        .ok_or_else(|| ApiError::validation(format!("{field} must be 1 to 65535, got {text:?}")))
+}
+
+fn create_load_balancer(service: &Service, params: &Params) -> Result<String, ApiError> {
+    let name = params.required("LoadBalancerName")?.to_owned();
+    model::validate_name("LoadBalancerName", &name)?;
+    let members = params
+        .struct_list("Listeners")?
+        .filter(|l| !l.is_empty())
+        .ok_or_else(|| ApiError::validation("Listeners must hold at least one listener"))?;
+    let mut listeners = BTreeMap::new();
+    for member in &members {
+        let protocol = member
+            .get("Protocol")
+            .ok_or_else(|| ApiError::new(ErrorCode::MissingParameter, "Listeners.member.N.Protocol is required"))?;
+        let protocol = model::validate_protocol("Protocol", protocol)?;
+        let instance_protocol = match member.get("InstanceProtocol") {
+            Some(p) => model::validate_protocol("InstanceProtocol", p)?,
+            None => protocol.clone(),
+        };
+        let listener = Listener {
+            protocol,
+            load_balancer_port: port(member.get("LoadBalancerPort"), "LoadBalancerPort")?,
+            instance_protocol,
+            instance_port: port(member.get("InstancePort"), "InstancePort")?,
+            policy_names: Vec::new(),
+        };
+        if listeners
+            .insert(listener.load_balancer_port, listener.clone())
+            .is_some()
+        {
+            return Err(ApiError::new(
+                ErrorCode::DuplicateListener,
+                format!("port {} is given twice", listener.load_balancer_port),
+            ));
+        }
+    }
+    let first_instance_port = members
+        .first()
+        .and_then(|m| m.get("InstancePort"))
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(80);
+    service.write(|inner| {
+        if let Some(existing) = inner.load_balancers.get(&name) {
+            // Idempotent for the same listeners, as ELB.
+            let same = existing.listeners.len() == listeners.len()
+                && existing.listeners.iter().all(|(p, l)| {
+                    listeners.get(p).is_some_and(|n| {
+                        (n.protocol.as_str(), n.instance_port, n.instance_protocol.as_str())
+                            == (l.protocol.as_str(), l.instance_port, l.instance_protocol.as_str())
+                    })
+                });
+            return if same {
+                Ok((vec![], ()))
+            } else {
+                Err(ApiError::new(
+                    ErrorCode::DuplicateLoadBalancerName,
+                    format!("Load balancer {name} already exists"),
+                ))
+            };
+        }
+        let lb = LoadBalancer {
+            name: name.clone(),
+            created_at: unix_now(),
+            listeners,
+            policies: BTreeMap::new(),
+            instances: Default::default(),
+            health_check: HealthCheck::default_for(first_instance_port),
+        };
+        Ok((vec![Write::PutLoadBalancer(lb)], ()))
+    })?;
+    let mut xml = Xml::new();
+    xml.leaf("DNSName", dns_name(&name));
+    Ok(xml.finish())
+}
+
+fn dns_name(name: &str) -> String {
+    format!("{}.lbu.sticky.internal", name.to_ascii_lowercase())
+}
+
+fn delete_load_balancer(service: &Service, params: &Params) -> Result<String, ApiError> {
+    let name = params.required("LoadBalancerName")?.to_owned();
+    // Deleting a load balancer that does not exist succeeds, as in ELB.
+    service.write(|inner| {
+        let writes = if inner.load_balancers.contains_key(&name) {
+            vec![Write::DeleteLoadBalancer(name.clone())]
+        } else {
+            vec![]
+        };
+        Ok((writes, ()))
+    })?;
+    Ok(String::new())
+}
+
+fn describe_load_balancers(service: &Service, params: &Params) -> Result<String, ApiError> {
+    let names = params.list("LoadBalancerNames")?.unwrap_or_default();
+    let page_size: usize = params.number("PageSize")?.unwrap_or(400);
+    if !(1..=400).contains(&page_size) {
+        return Err(ApiError::validation("PageSize must be 1 to 400"));
+    }
+    let marker = params.get("Marker").map(str::to_owned);
+    service.read(|inner| {
+        let selected: Vec<&LoadBalancer> = if names.is_empty() {
+            inner.load_balancers.values().collect()
+        } else {
+            names
+                .iter()
+                .map(|n| load_balancer(inner, n))
+                .collect::<Result<_, _>>()?
+        };
+        let start = marker.as_ref().map_or(0, |m| {
+            selected.iter().position(|lb| &lb.name > m).unwrap_or(selected.len())
+        });
+        let page = &selected[start..selected.len().min(start + page_size)];
+        let next_marker = (start + page.len() < selected.len())
+            .then(|| page.last().map(|lb| lb.name.clone()))
+            .flatten();
+        let mut xml = Xml::new();
+        xml.members("LoadBalancerDescriptions", page, |x, lb| describe_one(x, inner, lb));
+        if let Some(marker) = next_marker {
+            xml.leaf("NextMarker", marker);
+        }
+        Ok(xml.finish())
+    })
+}
+
+fn describe_one(x: &mut Xml, inner: &Inner, lb: &LoadBalancer) {
+    x.leaf("LoadBalancerName", &lb.name);
+    x.leaf("DNSName", dns_name(&lb.name));
+    x.members("ListenerDescriptions", lb.listeners.values(), |x, l| {
+        x.open("Listener");
+        x.leaf("Protocol", &l.protocol);
+        x.leaf("LoadBalancerPort", l.load_balancer_port);
+        x.leaf("InstanceProtocol", &l.instance_protocol);
+        x.leaf("InstancePort", l.instance_port);
+        x.close("Listener");
+        x.members("PolicyNames", &l.policy_names, |x, p| {
+            x.leaf_text(p);
+        });
+    });
+    x.open("Policies");
+    let app = lb.policies.iter().filter_map(|(n, p)| match p {
+        Policy::AppCookie { cookie_name } => Some((n, cookie_name)),
+        Policy::LbCookie { .. } => None,
+    });
+    x.members("AppCookieStickinessPolicies", app, |x, (name, cookie)| {
+        x.leaf("PolicyName", name);
+        x.leaf("CookieName", cookie);
+    });
+    let lb_cookie = lb.policies.iter().filter_map(|(n, p)| match p {
+        Policy::LbCookie {
+            cookie_expiration_period,
+        } => Some((n, cookie_expiration_period)),
+        Policy::AppCookie { .. } => None,
+    });
+    x.members("LBCookieStickinessPolicies", lb_cookie, |x, (name, period)| {
+        x.leaf("PolicyName", name);
+        if let Some(period) = period {
+            x.leaf("CookieExpirationPeriod", period);
+        }
+    });
+    x.members("OtherPolicies", std::iter::empty::<&str>(), |_, _| {});
+    x.close("Policies");
+    x.members("BackendServerDescriptions", std::iter::empty::<&str>(), |_, _| {});
+    x.members("AvailabilityZones", std::iter::empty::<&str>(), |_, _| {});
+    x.members("Subnets", std::iter::empty::<&str>(), |_, _| {});
+    x.members("Instances", &lb.instances, |x, id| {
+        x.leaf("InstanceId", id);
+    });
+    write_health_check(x, &lb.health_check);
+    x.members("SecurityGroups", std::iter::empty::<&str>(), |_, _| {});
+    let created = OffsetDateTime::from_unix_timestamp(lb.created_at).unwrap_or(OffsetDateTime::UNIX_EPOCH);
+    x.leaf("CreatedTime", created.format(&Rfc3339).unwrap_or_default());
+    x.leaf("Scheme", "internet-facing");
+    let _ = inner;
+}
+
+fn write_health_check(x: &mut Xml, check: &HealthCheck) {
+    x.open("HealthCheck");
+    x.leaf("Target", &check.target);
+    x.leaf("Interval", check.interval);
+    x.leaf("Timeout", check.timeout);
+    x.leaf("UnhealthyThreshold", check.unhealthy_threshold);
+    x.leaf("HealthyThreshold", check.healthy_threshold);
+    x.close("HealthCheck");
+}
+
+fn add_policy(lb: &mut LoadBalancer, name: &str, policy: Policy) -> Result<(), ApiError> {
+    model::validate_policy_name(name)?;
+    if lb.policies.contains_key(name) {
+        return Err(ApiError::new(
+            ErrorCode::DuplicatePolicyName,
+            format!("Policy {name} already exists for {}", lb.name),
+        ));
+    }
+    if lb.policies.len() >= MAX_POLICIES {
+        return Err(ApiError::new(
+            ErrorCode::TooManyPolicies,
+            format!("{} already holds {MAX_POLICIES} policies", lb.name),
+        ));
+    }
+    lb.policies.insert(name.to_owned(), policy);
+    Ok(())
+}
+
+fn create_lb_cookie_policy(service: &Service, params: &Params) -> Result<String, ApiError> {
+    let name = params.required("PolicyName")?.to_owned();
+    let period: Option<i64> = params.number("CookieExpirationPeriod")?;
+    let period = match period {
+        Some(p) if p < 0 => return Err(ApiError::validation("CookieExpirationPeriod must not be negative")),
+        Some(p) => Some(p.unsigned_abs()),
+        None => None,
+    };
+    update(service, params, |_, lb| {
+        add_policy(
+            lb,
+            &name,
+            Policy::LbCookie {
+                cookie_expiration_period: period,
+            },
+        )
+    })?;
+    Ok(String::new())
+}
+
+fn create_app_cookie_policy(service: &Service, params: &Params) -> Result<String, ApiError> {
+    let name = params.required("PolicyName")?.to_owned();
+    let cookie = params.required("CookieName")?.to_owned();
+    if !is_cookie_name(&cookie) {
+        return Err(ApiError::validation(format!(
+            "CookieName {cookie:?} must be an RFC 6265 token: no spaces, ';', ',', '=', quotes, control or non-ASCII characters"
+        )));
+    }
+    let reserved = &service.config.cookie.name;
+    if cookie == *reserved {
+        return Err(ApiError::invalid_configuration(format!(
+            "CookieName {cookie} is the load balancer's own cookie"
+        )));
+    }
+    update(service, params, |_, lb| {
+        add_policy(lb, &name, Policy::AppCookie { cookie_name: cookie })
+    })?;
+    Ok(String::new())
+}
+
+fn set_listener_policies(service: &Service, params: &Params) -> Result<String, ApiError> {
+    let port: u16 = params.required_number("LoadBalancerPort")?;
+    let names = params.list("PolicyNames")?.ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::MissingParameter,
+            "The request must contain the parameter PolicyNames",
+        )
+    })?;
+    update(service, params, |_, lb| {
+        if !lb.listeners.contains_key(&port) {
+            return Err(ApiError::new(
+                ErrorCode::ListenerNotFound,
+                format!("There is no listener on port {port} of {}", lb.name),
+            ));
+        }
+        for (i, name) in names.iter().enumerate() {
+            if !lb.policies.contains_key(name) {
+                return Err(ApiError::new(
+                    ErrorCode::PolicyNotFound,
+                    format!("There is no policy named {name} on {}", lb.name),
+                ));
+            }
+            if names[..i].contains(name) {
+                return Err(ApiError::validation(format!("PolicyNames lists {name} twice")));
+            }
+        }
+        if names.len() > 1 {
+            return Err(ApiError::invalid_configuration(
+                "A listener can have at most one stickiness policy",
+            ));
+        }
+        if let Some(listener) = lb.listeners.get_mut(&port) {
+            listener.policy_names = names.clone();
+        }
+        Ok(())
+    })?;
+    Ok(String::new())
+}
+
+fn delete_policy(service: &Service, params: &Params) -> Result<String, ApiError> {
+    let name = params.required("PolicyName")?.to_owned();
+    update(service, params, |_, lb| {
+        if lb.policy_in_use(&name) {
+            return Err(ApiError::invalid_configuration(format!(
+                "Policy {name} is in use by a listener; remove it from the listener first"
+            )));
+        }
+        lb.policies.remove(&name);
+        Ok(())
+    })?;
+    Ok(String::new())
+}
+
+fn describe_policies(service: &Service, params: &Params) -> Result<String, ApiError> {
+    let names = params.list("PolicyNames")?.unwrap_or_default();
+    service.read(|inner| {
+        let mut selected: Vec<(String, Policy)> = Vec::new();
+        if let Some(lb_name) = params.get("LoadBalancerName") {
+            let lb = load_balancer(inner, lb_name)?;
+            if names.is_empty() {
+                selected = lb.policies.iter().map(|(n, p)| (n.clone(), p.clone())).collect();
+            } else {
+                for name in &names {
+                    let policy = lb.policies.get(name).ok_or_else(|| {
+                        ApiError::new(
+                            ErrorCode::PolicyNotFound,
+                            format!("There is no policy named {name} on {lb_name}"),
+                        )
+                    })?;
+                    selected.push((name.clone(), policy.clone()));
+                }
+            }
+        } else if let Some(name) = names.first() {
+            return Err(ApiError::new(
+                ErrorCode::PolicyNotFound,
+                format!("There is no sample policy named {name}"),
+            ));
+        }
+        let mut xml = Xml::new();
+        xml.members("PolicyDescriptions", &selected, |x, (name, policy)| {
+            x.leaf("PolicyName", name);
+            x.leaf("PolicyTypeName", policy.type_name());
+            let (attribute, value) = match policy {
+                Policy::LbCookie {
+                    cookie_expiration_period,
+                } => (
+                    "CookieExpirationPeriod",
+                    cookie_expiration_period.map_or_else(String::new, |p| p.to_string()),
+                ),
+                Policy::AppCookie { cookie_name } => ("CookieName", cookie_name.clone()),
+            };
+            x.members("PolicyAttributeDescriptions", [(attribute, value)], |x, (a, v)| {
+                x.leaf("AttributeName", a);
+                x.leaf("AttributeValue", v);
+            });
+        });
+        Ok(xml.finish())
+    })
+}
+
+fn instance_ids(params: &Params, required: bool) -> Result<Option<Vec<String>>, ApiError> {
+    let members = params.struct_list("Instances")?;
+    let ids = members
+        .map(|members| {
+            members
+                .into_iter()
+                .map(|m| {
+                    m.get("InstanceId")
+                        .cloned()
+                        .ok_or_else(|| ApiError::validation("Instances.member.N.InstanceId is required"))
+                })
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .transpose()?;
+    if required && ids.as_ref().is_none_or(Vec::is_empty) {
+        return Err(ApiError::validation("Instances must list at least one instance"));
+    }
+    Ok(ids)
+}
+
+fn instances_result(lb_instances: impl IntoIterator<Item = String>) -> String {
+    let mut xml = Xml::new();
+    xml.members("Instances", lb_instances, |x, id| {
+        x.leaf("InstanceId", id);
+    });
+    xml.finish()
+}
+
+fn register_instances(service: &Service, params: &Params) -> Result<String, ApiError> {
+    let ids = instance_ids(params, true)?.unwrap_or_default();
+    let registered = update(service, params, |inner, lb| {
+        for id in &ids {
+            if !inner.registry.knows(id) {
+                return Err(ApiError::new(
+                    ErrorCode::InvalidInstance,
+                    format!("The instance {id} is not known (not in the instance registry, not ip:port)"),
+                ));
+            }
+        }
+        lb.instances.extend(ids.iter().cloned());
+        Ok(lb.instances.clone())
+    })?;
+    Ok(instances_result(registered))
+}
+
+fn deregister_instances(service: &Service, params: &Params) -> Result<String, ApiError> {
+    let ids = instance_ids(params, true)?.unwrap_or_default();
+    let remaining = update(service, params, |_, lb| {
+        for id in &ids {
+            if !lb.instances.contains(id) {
+                return Err(ApiError::new(
+                    ErrorCode::InvalidInstance,
+                    format!("The instance {id} is not registered with {}", lb.name),
+                ));
+            }
+        }
+        for id in &ids {
+            lb.instances.remove(id);
+        }
+        Ok(lb.instances.clone())
+    })?;
+    Ok(instances_result(remaining))
+}
+
+fn configure_health_check(service: &Service, params: &Params) -> Result<String, ApiError> {
+    let check = HealthCheck {
+        target: params.required("HealthCheck.Target")?.to_owned(),
+        interval: params.required_number("HealthCheck.Interval")?,
+        timeout: params.required_number("HealthCheck.Timeout")?,
+        unhealthy_threshold: params.required_number("HealthCheck.UnhealthyThreshold")?,
+        healthy_threshold: params.required_number("HealthCheck.HealthyThreshold")?,
+    };
+    check.validate()?;
+    update(service, params, |_, lb| {
+        lb.health_check = check.clone();
+        Ok(())
+    })?;
+    let mut xml = Xml::new();
+    write_health_check(&mut xml, &check);
+    Ok(xml.finish())
+}
+
+fn describe_instance_health(service: &Service, params: &Params) -> Result<String, ApiError> {
+    let name = params.required("LoadBalancerName")?.to_owned();
+    let asked = instance_ids(params, false)?.filter(|ids| !ids.is_empty());
+    service.read(|inner| {
+        let lb = load_balancer(inner, &name)?;
+        let ids: Vec<String> = match asked {
+            Some(ids) => {
+                if let Some(unknown) = ids.iter().find(|id| !lb.instances.contains(*id)) {
+                    return Err(ApiError::new(
+                        ErrorCode::InvalidInstance,
+                        format!("The instance {unknown} is not registered with {name}"),
+                    ));
+                }
+                ids
+            }
+            None => lb.instances.iter().cloned().collect(),
+        };
+        let mut xml = Xml::new();
+        xml.members("InstanceStates", ids, |x, id| {
+            let health = inner.health.get(&(name.clone(), id.clone()));
+            let (state, reason, description) = match health.map(|h| h.status) {
+                Some(HealthStatus::InService) => ("InService", "N/A", "N/A".to_owned()),
+                Some(HealthStatus::OutOfService) => (
+                    "OutOfService",
+                    "Instance",
+                    format!(
+                        "Instance has failed at least the UnhealthyThreshold number of health checks consecutively: {}",
+                        health.map_or("", |h| h.last_failure.as_str())
+                    ),
+                ),
+                Some(HealthStatus::Pending) | None => (
+                    "OutOfService",
+                    "ELB",
+                    "Instance registration is still in progress.".to_owned(),
+                ),
+            };
+            x.leaf("InstanceId", &id);
+            x.leaf("State", state);
+            x.leaf("ReasonCode", reason);
+            x.leaf("Description", description);
+        });
+        Ok(xml.finish())
+    })
+}

@@ -1,0 +1,122 @@
+//! The API's errors: ELB error codes with the HTTP status the real service uses, rendered as
+//! an `ErrorResponse` document.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+
+use crate::xml;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    LoadBalancerNotFound,
+    DuplicateLoadBalancerName,
+    DuplicateListener,
+    DuplicatePolicyName,
+    PolicyNotFound,
+    ListenerNotFound,
+    InvalidConfigurationRequest,
+    InvalidInstance,
+    TooManyPolicies,
+    UnsupportedProtocol,
+    ValidationError,
+    MissingParameter,
+    InvalidParameterValue,
+    InvalidAction,
+    MissingAuthenticationToken,
+    IncompleteSignature,
+    InvalidClientTokenId,
+    SignatureDoesNotMatch,
+    RequestExpired,
+    InternalFailure,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::LoadBalancerNotFound => "LoadBalancerNotFound",
+            ErrorCode::DuplicateLoadBalancerName => "DuplicateLoadBalancerName",
+            ErrorCode::DuplicateListener => "DuplicateListener",
+            ErrorCode::DuplicatePolicyName => "DuplicatePolicyName",
+            ErrorCode::PolicyNotFound => "PolicyNotFound",
+            ErrorCode::ListenerNotFound => "ListenerNotFound",
+            ErrorCode::InvalidConfigurationRequest => "InvalidConfigurationRequest",
+            ErrorCode::InvalidInstance => "InvalidInstance",
+            ErrorCode::TooManyPolicies => "TooManyPolicies",
+            ErrorCode::UnsupportedProtocol => "UnsupportedProtocol",
+            ErrorCode::ValidationError => "ValidationError",
+            ErrorCode::MissingParameter => "MissingParameter",
+            ErrorCode::InvalidParameterValue => "InvalidParameterValue",
+            ErrorCode::InvalidAction => "InvalidAction",
+            ErrorCode::MissingAuthenticationToken => "MissingAuthenticationToken",
+            ErrorCode::IncompleteSignature => "IncompleteSignature",
+            ErrorCode::InvalidClientTokenId => "InvalidClientTokenId",
+            ErrorCode::SignatureDoesNotMatch => "SignatureDoesNotMatch",
+            ErrorCode::RequestExpired => "RequestExpired",
+            ErrorCode::InternalFailure => "InternalFailure",
+        }
+    }
+
+    /// The HTTP status ELB answers with (botocore's service model for the service errors,
+    /// AWS's common errors for the rest).
+    pub fn status(self) -> StatusCode {
+        match self {
+            ErrorCode::InvalidConfigurationRequest => StatusCode::CONFLICT,
+            ErrorCode::MissingAuthenticationToken
+            | ErrorCode::InvalidClientTokenId
+            | ErrorCode::SignatureDoesNotMatch
+            | ErrorCode::IncompleteSignature => StatusCode::FORBIDDEN,
+            ErrorCode::InternalFailure => StatusCode::INTERNAL_SERVER_ERROR,
+            _ => StatusCode::BAD_REQUEST,
+        }
+    }
+
+    /// `Sender` or `Receiver`, as in the `ErrorResponse` document.
+    fn fault(self) -> &'static str {
+        if self == ErrorCode::InternalFailure {
+            "Receiver"
+        } else {
+            "Sender"
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}: {message}", code.as_str())]
+pub struct ApiError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn validation(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::ValidationError, message)
+    }
+
+    pub fn invalid_configuration(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::InvalidConfigurationRequest, message)
+    }
+
+    pub fn load_balancer_not_found(name: &str) -> Self {
+        Self::new(
+            ErrorCode::LoadBalancerNotFound,
+            format!("There is no ACTIVE Load Balancer named '{name}'"),
+        )
+    }
+
+    pub fn internal(message: impl std::fmt::Display) -> Self {
+        Self::new(ErrorCode::InternalFailure, format!("internal failure: {message}"))
+    }
+
+    /// The response, tagged with the request id.
+    pub fn into_response_with(self, request_id: &str) -> Response {
+        let body = xml::error_response(self.code.fault(), self.code.as_str(), &self.message, request_id);
+        (self.code.status(), [("content-type", "text/xml")], body).into_response()
+    }
+}

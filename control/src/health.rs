@@ -1,0 +1,220 @@
+//! Health checks as configured with ConfigureHealthCheck: `HTTP:port/path` is healthy on a 200
+//! answer, `TCP:port` when a connection opens. A registered instance is pending until its first
+//! probe, whose result counts at once; afterwards UnhealthyThreshold consecutive failures take
+//! it out of service and HealthyThreshold consecutive successes bring it back.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::model::HealthTarget;
+use crate::service::Service;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HealthStatus {
+    /// Registered, not probed yet.
+    Pending,
+    InService,
+    OutOfService,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceHealth {
+    pub status: HealthStatus,
+    pub consecutive_ok: u32,
+    pub consecutive_failed: u32,
+    /// Why the last probe failed, for DescribeInstanceHealth.
+    pub last_failure: String,
+}
+
+impl InstanceHealth {
+    pub const PENDING: InstanceHealth = InstanceHealth {
+        status: HealthStatus::Pending,
+        consecutive_ok: 0,
+        consecutive_failed: 0,
+        last_failure: String::new(),
+    };
+
+    /// The state after one more probe result.
+    pub fn after(&self, outcome: Result<(), String>, healthy_threshold: u32, unhealthy_threshold: u32) -> Self {
+        let mut next = self.clone();
+        match outcome {
+            Ok(()) => {
+                next.consecutive_ok += 1;
+                next.consecutive_failed = 0;
+                if self.status == HealthStatus::Pending || next.consecutive_ok >= healthy_threshold {
+                    next.status = HealthStatus::InService;
+                }
+            }
+            Err(reason) => {
+                next.consecutive_failed += 1;
+                next.consecutive_ok = 0;
+                next.last_failure = reason;
+                if self.status == HealthStatus::Pending || next.consecutive_failed >= unhealthy_threshold {
+                    next.status = HealthStatus::OutOfService;
+                }
+            }
+        }
+        next
+    }
+}
+
+/// One probe to run.
+#[derive(Debug, Clone)]
+struct Probe {
+    key: (String, String),
+    address: SocketAddr,
+    target: HealthTarget,
+    path: String,
+    timeout: Duration,
+    interval: Duration,
+    healthy_threshold: u32,
+    unhealthy_threshold: u32,
+}
+
+enum Slot {
+    DueAt(Instant),
+    InFlight,
+}
+
+/// Runs the health checks until the process ends.
+pub async fn run(service: Arc<Service>) {
+    let client = match reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .build()
+    {
+        Ok(client) => client,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot build the health check client; health checks are off");
+            return;
+        }
+    };
+    let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<(String, String)>();
+    let mut slots: HashMap<(String, String), Slot> = HashMap::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            Some(key) = done_rx.recv() => {
+                if let Some(probe) = current_probes(&service).into_iter().find(|p| p.key == key) {
+                    slots.insert(key, Slot::DueAt(Instant::now() + probe.interval));
+                } else {
+                    slots.remove(&key);
+                }
+                continue;
+            }
+        }
+        let probes = current_probes(&service);
+        slots.retain(|key, _| probes.iter().any(|p| &p.key == key));
+        let now = Instant::now();
+        for probe in probes {
+            let due = match slots.get(&probe.key) {
+                None => true,
+                Some(Slot::DueAt(at)) => *at <= now,
+                Some(Slot::InFlight) => false,
+            };
+            if !due {
+                continue;
+            }
+            slots.insert(probe.key.clone(), Slot::InFlight);
+            let (service, client, done) = (Arc::clone(&service), client.clone(), done_tx.clone());
+            tokio::spawn(async move {
+                let outcome = check(&client, &probe).await;
+                service.metrics.count(
+                    "sticky_control_health_probes_total",
+                    &[("result", if outcome.is_ok() { "ok" } else { "failed" })],
+                );
+                let previous = service
+                    .read(|inner| inner.health.get(&probe.key).cloned())
+                    .unwrap_or(InstanceHealth::PENDING);
+                let next = previous.after(outcome, probe.healthy_threshold, probe.unhealthy_threshold);
+                if next.status != previous.status {
+                    tracing::info!(load_balancer = %probe.key.0, instance = %probe.key.1, status = ?next.status, reason = %next.last_failure, "health changed");
+                }
+                service.set_health(probe.key.clone(), next);
+                let _ = done.send(probe.key);
+            });
+        }
+    }
+}
+
+/// Every (load balancer, registered instance) with its check.
+fn current_probes(service: &Service) -> Vec<Probe> {
+    service.read(|inner| {
+        let mut probes = Vec::new();
+        for lb in inner.load_balancers.values() {
+            let Ok((target, path)) = lb.health_check.parsed_target() else {
+                continue;
+            };
+            let port = match target {
+                HealthTarget::Http { port } | HealthTarget::Tcp { port } => port,
+            };
+            for id in &lb.instances {
+                let Some(address) = inner.registry.resolve(id, port) else {
+                    continue;
+                };
+                probes.push(Probe {
+                    key: (lb.name.clone(), id.clone()),
+                    address,
+                    target,
+                    path: path.clone(),
+                    timeout: Duration::from_secs(u64::from(lb.health_check.timeout)),
+                    interval: Duration::from_secs(u64::from(lb.health_check.interval)),
+                    healthy_threshold: lb.health_check.healthy_threshold,
+                    unhealthy_threshold: lb.health_check.unhealthy_threshold,
+                });
+            }
+        }
+        probes
+    })
+}
+
+async fn check(client: &reqwest::Client, probe: &Probe) -> Result<(), String> {
+    match probe.target {
+        HealthTarget::Tcp { .. } => {
+            match tokio::time::timeout(probe.timeout, tokio::net::TcpStream::connect(probe.address)).await {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(e)) => Err(format!("connection failed: {e}")),
+                Err(_) => Err("connection timed out".to_owned()),
+            }
+        }
+        HealthTarget::Http { .. } => {
+            let url = format!("http://{}{}", probe.address, probe.path);
+            match client.get(&url).timeout(probe.timeout).send().await {
+                Ok(response) if response.status() == reqwest::StatusCode::OK => Ok(()),
+                Ok(response) => Err(format!("HTTP status {}", response.status().as_u16())),
+                Err(e) if e.is_timeout() => Err("request timed out".to_owned()),
+                Err(e) => Err(format!("request failed: {e}")),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thresholds_apply_after_the_first_probe() {
+        let ok = || Ok(());
+        let failed = || Err("down".to_owned());
+        let first = InstanceHealth::PENDING.after(ok(), 3, 2);
+        assert_eq!(first.status, HealthStatus::InService, "the first probe counts at once");
+        let one_failure = first.after(failed(), 3, 2);
+        assert_eq!(one_failure.status, HealthStatus::InService);
+        let out = one_failure.after(failed(), 3, 2);
+        assert_eq!(out.status, HealthStatus::OutOfService);
+        assert_eq!(out.last_failure, "down");
+        let back = out.after(ok(), 3, 2).after(ok(), 3, 2);
+        assert_eq!(back.status, HealthStatus::OutOfService);
+        assert_eq!(back.after(ok(), 3, 2).status, HealthStatus::InService);
+        assert_eq!(
+            InstanceHealth::PENDING.after(failed(), 3, 2).status,
+            HealthStatus::OutOfService
+        );
+    }
+}

@@ -1,0 +1,18 @@
+//! The control service: the LBU / classic ELB Query API (SigV4-signed), a durable store, health
+//! checks, Envoy's REST EDS and the filters' state feed. See the README's "Control service".
+
+pub mod api;
+pub mod error;
+pub mod health;
+pub mod http;
+pub mod keys;
+pub mod metrics;
+pub mod model;
+pub mod query;
+pub mod service;
+pub mod sigv4;
+pub mod store;
+pub mod xml;
+
+pub use http::{HttpOptions, app};
+pub use service::{Bootstrap, Service, ServiceConfig};

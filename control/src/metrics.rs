@@ -1,0 +1,66 @@
+//! Prometheus counters, rendered in the text exposition format at `/metrics`.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::Mutex;
+
+/// Counters keyed by name and label set.
+#[derive(Default)]
+pub struct Metrics {
+    counters: Mutex<BTreeMap<(String, Vec<(String, String)>), u64>>,
+}
+
+impl Metrics {
+    pub fn count(&self, name: &str, labels: &[(&str, &str)]) {
+        let key = (
+            name.to_owned(),
+            labels.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
+        );
+        let mut counters = self.counters.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        *counters.entry(key).or_insert(0) += 1;
+    }
+
+    /// The exposition text, with `gauges` (name, value) appended.
+    pub fn render(&self, gauges: &[(&str, u64)]) -> String {
+        let counters = self.counters.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut out = String::new();
+        let mut last_name = "";
+        for ((name, labels), value) in counters.iter() {
+            if name != last_name {
+                let _ = writeln!(out, "# TYPE {name} counter");
+                last_name = name;
+            }
+            let labels: Vec<String> = labels
+                .iter()
+                .map(|(k, v)| format!("{k}=\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\"")))
+                .collect();
+            if labels.is_empty() {
+                let _ = writeln!(out, "{name} {value}");
+            } else {
+                let _ = writeln!(out, "{name}{{{}}} {value}", labels.join(","));
+            }
+        }
+        for (name, value) in gauges {
+            let _ = writeln!(out, "# TYPE {name} gauge\n{name} {value}");
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counters_and_gauges() {
+        let metrics = Metrics::default();
+        metrics.count("api_requests_total", &[("action", "X"), ("code", "ok")]);
+        metrics.count("api_requests_total", &[("action", "X"), ("code", "ok")]);
+        let text = metrics.render(&[("state_version", 7)]);
+        assert!(
+            text.contains("api_requests_total{action=\"X\",code=\"ok\"} 2"),
+            "{text}"
+        );
+        assert!(text.contains("state_version 7"));
+    }
+}

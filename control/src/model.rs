@@ -1,0 +1,338 @@
+//! The domain: load balancers, listeners, stickiness policies, registered instances and health
+//! check settings, with ELB's validation rules. Pure: no I/O. The API layer turns requests into
+//! calls here; the store persists the results.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, SocketAddr};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::ApiError;
+
+/// Longest load balancer name ELB accepts.
+pub const MAX_NAME_LEN: usize = 32;
+/// Most policies one load balancer may hold.
+pub const MAX_POLICIES: usize = 100;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoadBalancer {
+    pub name: String,
+    /// Unix seconds.
+    pub created_at: i64,
+    pub listeners: BTreeMap<u16, Listener>,
+    pub policies: BTreeMap<String, Policy>,
+    pub instances: BTreeSet<String>,
+    pub health_check: HealthCheck,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Listener {
+    pub protocol: String,
+    pub load_balancer_port: u16,
+    pub instance_protocol: String,
+    pub instance_port: u16,
+    pub policy_names: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Policy {
+    /// CookieExpirationPeriod: `None` (omitted) or `Some(0)` mean a browser-session cookie.
+    LbCookie {
+        cookie_expiration_period: Option<u64>,
+    },
+    AppCookie {
+        cookie_name: String,
+    },
+}
+
+impl Policy {
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Policy::LbCookie { .. } => "LBCookieStickinessPolicyType",
+            Policy::AppCookie { .. } => "AppCookieStickinessPolicyType",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HealthTarget {
+    /// `HTTP:port/path`: healthy on a 200 answer. The path is stored beside.
+    Http { port: u16 },
+    /// `TCP:port`: healthy when a connection opens.
+    Tcp { port: u16 },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthCheck {
+    /// As given, e.g. `HTTP:80/health` or `TCP:80`.
+    pub target: String,
+    pub interval: u32,
+    pub timeout: u32,
+    pub unhealthy_threshold: u32,
+    pub healthy_threshold: u32,
+}
+
+impl HealthCheck {
+    /// ELB's default for a new load balancer: TCP on the first listener's instance port.
+    pub fn default_for(instance_port: u16) -> Self {
+        Self {
+            target: format!("TCP:{instance_port}"),
+            interval: 30,
+            timeout: 5,
+            unhealthy_threshold: 2,
+            healthy_threshold: 10,
+        }
+    }
+
+    /// Validates against ELB's ranges (Interval 5-300, Timeout 2-60 and below Interval,
+    /// thresholds 2-10) and the target syntax.
+    pub fn validate(&self) -> Result<(), ApiError> {
+        let range = |name: &str, value: u32, low: u32, high: u32| {
+            if (low..=high).contains(&value) {
+                Ok(())
+            } else {
+                Err(ApiError::validation(format!(
+                    "HealthCheck.{name} must be between {low} and {high}, got {value}"
+                )))
+            }
+        };
+        range("Interval", self.interval, 5, 300)?;
+        range("Timeout", self.timeout, 2, 60)?;
+        range("UnhealthyThreshold", self.unhealthy_threshold, 2, 10)?;
+        range("HealthyThreshold", self.healthy_threshold, 2, 10)?;
+        if self.timeout >= self.interval {
+            return Err(ApiError::validation(
+                "HealthCheck.Timeout must be smaller than HealthCheck.Interval",
+            ));
+        }
+        self.parsed_target().map(|_| ())
+    }
+
+    /// The target as a probe: protocol, port and (for HTTP) path.
+    pub fn parsed_target(&self) -> Result<(HealthTarget, String), ApiError> {
+        let invalid = || {
+            ApiError::validation(format!(
+                "HealthCheck.Target {:?} must be HTTP:port/path or TCP:port",
+                self.target
+            ))
+        };
+        let (protocol, rest) = self.target.split_once(':').ok_or_else(invalid)?;
+        match protocol.to_ascii_uppercase().as_str() {
+            "TCP" => {
+                let port = parse_port(rest).ok_or_else(invalid)?;
+                Ok((HealthTarget::Tcp { port }, String::new()))
+            }
+            "HTTP" => {
+                let slash = rest.find('/').ok_or_else(invalid)?;
+                let port = parse_port(&rest[..slash]).ok_or_else(invalid)?;
+                let path = &rest[slash..];
+                let path_ok = path.len() <= 1024 && path.bytes().all(|b| b.is_ascii_graphic());
+                if !path_ok {
+                    return Err(invalid());
+                }
+                Ok((HealthTarget::Http { port }, path.to_owned()))
+            }
+            "HTTPS" | "SSL" => Err(ApiError::invalid_configuration(format!(
+                "health check protocol {protocol} is not supported by this service; use HTTP or TCP"
+            ))),
+            _ => Err(invalid()),
+        }
+    }
+}
+
+fn parse_port(text: &str) -> Option<u16> {
+    text.parse::<u16>().ok().filter(|p| *p > 0)
+}
+
+/// A load balancer name: 1-32 alphanumerics and hyphens, not starting or ending with a hyphen.
+pub fn validate_name(kind: &str, name: &str) -> Result<(), ApiError> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_NAME_LEN
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::validation(format!(
+            "{kind} {name:?} must be 1 to {MAX_NAME_LEN} letters, digits or hyphens, not starting or ending with a hyphen"
+        )))
+    }
+}
+
+/// A policy name: 1-255 of letters, digits, `-`, `_` and `.`.
+pub fn validate_policy_name(name: &str) -> Result<(), ApiError> {
+    let ok =
+        !name.is_empty() && name.len() <= 255 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::validation(format!(
+            "PolicyName {name:?} must be 1 to 255 letters, digits, '-', '_' or '.'"
+        )))
+    }
+}
+
+/// Listener protocols ELB knows; this service balances HTTP.
+pub fn validate_protocol(field: &str, protocol: &str) -> Result<String, ApiError> {
+    let upper = protocol.to_ascii_uppercase();
+    match upper.as_str() {
+        "HTTP" => Ok(upper),
+        "HTTPS" | "TCP" | "SSL" => Err(ApiError::new(
+            crate::error::ErrorCode::UnsupportedProtocol,
+            format!("{field} {protocol} is not supported by this service; use HTTP"),
+        )),
+        _ => Err(ApiError::validation(format!(
+            "{field} {protocol:?} must be one of HTTP, HTTPS, TCP, SSL"
+        ))),
+    }
+}
+
+/// Where an instance id points: its IP, and optionally a map from instance ports to the ports
+/// actually used (so several "instances" can share one loopback address in tests and demos).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InstanceAddress {
+    pub ip: IpAddr,
+    #[serde(default)]
+    pub ports: BTreeMap<u16, u16>,
+}
+
+/// The instance registry: instance id → address.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Registry {
+    pub instances: BTreeMap<String, InstanceAddress>,
+}
+
+impl Registry {
+    /// Resolves instance `id` on `port`: an id of the form `ip:port` stands for itself.
+    pub fn resolve(&self, id: &str, port: u16) -> Option<SocketAddr> {
+        if let Ok(address) = id.parse::<SocketAddr>() {
+            return Some(address);
+        }
+        let entry = self.instances.get(id)?;
+        Some(SocketAddr::new(
+            entry.ip,
+            entry.ports.get(&port).copied().unwrap_or(port),
+        ))
+    }
+
+    pub fn knows(&self, id: &str) -> bool {
+        id.parse::<SocketAddr>().is_ok() || self.instances.contains_key(id)
+    }
+}
+
+impl LoadBalancer {
+    /// The stickiness policy set on listener `port`, if any.
+    pub fn listener_policy(&self, port: u16) -> Option<&Policy> {
+        let listener = self.listeners.get(&port)?;
+        listener.policy_names.iter().find_map(|name| self.policies.get(name))
+    }
+
+    /// Names of the listeners using policy `name`.
+    pub fn policy_in_use(&self, name: &str) -> bool {
+        self.listeners
+            .values()
+            .any(|l| l.policy_names.iter().any(|p| p == name))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_elb_rules() {
+        for good in ["terraform-balancer", "a", "A1-b2", &"x".repeat(32)] {
+            assert!(validate_name("LoadBalancerName", good).is_ok(), "{good}");
+        }
+        for bad in ["", "-a", "a-", "a_b", "a b", "é", &"x".repeat(33)] {
+            assert!(validate_name("LoadBalancerName", bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn health_check_ranges_and_targets() {
+        let good = HealthCheck {
+            target: "HTTP:80/health".into(),
+            interval: 5,
+            timeout: 2,
+            unhealthy_threshold: 2,
+            healthy_threshold: 2,
+        };
+        assert!(good.validate().is_ok());
+        assert_eq!(
+            good.parsed_target().unwrap(),
+            (HealthTarget::Http { port: 80 }, "/health".to_owned())
+        );
+        let tcp = HealthCheck {
+            target: "tcp:8080".into(),
+            ..good.clone()
+        };
+        assert_eq!(tcp.parsed_target().unwrap().0, HealthTarget::Tcp { port: 8080 });
+        for bad in [
+            HealthCheck {
+                interval: 4,
+                ..good.clone()
+            },
+            HealthCheck {
+                interval: 301,
+                ..good.clone()
+            },
+            HealthCheck {
+                timeout: 1,
+                ..good.clone()
+            },
+            HealthCheck {
+                timeout: 5,
+                ..good.clone()
+            },
+            HealthCheck {
+                unhealthy_threshold: 11,
+                ..good.clone()
+            },
+            HealthCheck {
+                healthy_threshold: 1,
+                ..good.clone()
+            },
+            HealthCheck {
+                target: "HTTP:80".into(),
+                ..good.clone()
+            },
+            HealthCheck {
+                target: "HTTP:0/".into(),
+                ..good.clone()
+            },
+            HealthCheck {
+                target: "UDP:53".into(),
+                ..good.clone()
+            },
+            HealthCheck {
+                target: "HTTP:80/a b".into(),
+                ..good.clone()
+            },
+        ] {
+            assert!(bad.validate().is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn registry_resolves_ids_and_port_maps() {
+        let mut registry = Registry::default();
+        registry.instances.insert(
+            "i-1".into(),
+            InstanceAddress {
+                ip: "127.0.0.1".parse().unwrap(),
+                ports: BTreeMap::from([(80, 9001)]),
+            },
+        );
+        assert_eq!(registry.resolve("i-1", 80), Some("127.0.0.1:9001".parse().unwrap()));
+        assert_eq!(registry.resolve("i-1", 81), Some("127.0.0.1:81".parse().unwrap()));
+        assert_eq!(
+            registry.resolve("10.0.0.5:8080", 80),
+            Some("10.0.0.5:8080".parse().unwrap())
+        );
+        assert_eq!(registry.resolve("i-unknown", 80), None);
+    }
+}

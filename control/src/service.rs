@@ -1,0 +1,388 @@
+//! The service's state: the domain in memory, mirrored durably in the store, with a version
+//! that every change bumps and that long-polling filters wait on.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::Deserialize;
+use sticky_core::{CookieSettings, FilterState, PolicyState, TargetState};
+use tokio::sync::watch;
+
+use crate::error::ApiError;
+use crate::health::{HealthStatus, InstanceHealth};
+use crate::keys::KeyRing;
+use crate::metrics::Metrics;
+use crate::model::{self, HealthCheck, InstanceAddress, Listener, LoadBalancer, Policy, Registry};
+use crate::sigv4::AccessKeys;
+use crate::store::{Change, Store};
+
+pub fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+#[derive(Debug, Clone)]
+pub struct ServiceConfig {
+    pub access_keys: AccessKeys,
+    /// How long a long-poll waits for a change before answering with the current state.
+    pub long_poll_timeout: Duration,
+    /// Rotate the active cookie key this often.
+    pub key_rotation: Duration,
+    /// Keep a retired key at least this long (and at least the longest LB cookie duration).
+    pub key_retention: Duration,
+    /// Attributes of the stickiness cookie the filters issue.
+    pub cookie: CookieSettings,
+}
+
+/// A change the API or a background task wants to make.
+pub enum Write {
+    PutLoadBalancer(LoadBalancer),
+    DeleteLoadBalancer(String),
+    ReplaceRegistry(Registry),
+    ReplaceKeys(KeyRing),
+}
+
+pub struct Inner {
+    pub load_balancers: BTreeMap<String, LoadBalancer>,
+    pub registry: Registry,
+    pub keys: KeyRing,
+    pub version: u64,
+    /// Health per (load balancer, instance id). Not persisted: re-learnt after a restart.
+    pub health: HashMap<(String, String), InstanceHealth>,
+    store: Store,
+}
+
+pub struct Service {
+    pub config: ServiceConfig,
+    inner: Mutex<Inner>,
+    version: watch::Sender<u64>,
+    pub metrics: Metrics,
+}
+
+/// The declarative bootstrap file: the instance registry, and load balancers created when
+/// missing (what terraform creates in the original deployment).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Bootstrap {
+    #[serde(default)]
+    pub instances: BTreeMap<String, InstanceAddress>,
+    #[serde(default)]
+    pub load_balancers: Vec<BootstrapLoadBalancer>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BootstrapLoadBalancer {
+    pub name: String,
+    pub listeners: Vec<BootstrapListener>,
+    #[serde(default)]
+    pub instances: Vec<String>,
+    #[serde(default)]
+    pub health_check: Option<HealthCheck>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BootstrapListener {
+    #[serde(default = "http")]
+    pub protocol: String,
+    pub load_balancer_port: u16,
+    pub instance_port: u16,
+}
+
+fn http() -> String {
+    "HTTP".to_owned()
+}
+
+impl Service {
+    /// Loads the store (creating the key ring on first start), applies the bootstrap file.
+    pub fn open(config: ServiceConfig, store: Store, bootstrap: Option<Bootstrap>) -> anyhow::Result<Arc<Self>> {
+        let snapshot = store.load()?;
+        let now = unix_now();
+        let fresh_keys = snapshot.keys.is_none();
+        let keys = match snapshot.keys {
+            Some(keys) => keys,
+            None => KeyRing::generate(now).map_err(|e| anyhow::anyhow!("cannot draw a key: {e}"))?,
+        };
+        // The version moves on at every start, so a filter never mistakes new state for old.
+        let inner = Inner {
+            load_balancers: snapshot.load_balancers,
+            registry: snapshot.registry,
+            keys,
+            version: snapshot.version + 1,
+            health: HashMap::new(),
+            store,
+        };
+        let version = inner.version;
+        let service = Arc::new(Self {
+            config,
+            inner: Mutex::new(inner),
+            version: watch::channel(version).0,
+            metrics: Metrics::default(),
+        });
+        let mut writes = Vec::new();
+        if fresh_keys {
+            writes.push(Write::ReplaceKeys(service.read(|i| i.keys.clone())));
+        }
+        if let Some(bootstrap) = bootstrap {
+            writes.extend(service.read(|inner| bootstrap_writes(inner, bootstrap))?);
+        }
+        service
+            .write(|_| Ok((writes, ())))
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        Ok(service)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock cannot leave the domain half-changed (changes are
+        // applied only after the store committed), so a poisoned lock is still consistent.
+        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub fn read<R>(&self, f: impl FnOnce(&Inner) -> R) -> R {
+        f(&self.lock())
+    }
+
+    /// Computes writes from the current state, commits them durably, then applies them. If the
+    /// closure or the store fails, nothing changes.
+    pub fn write<R>(&self, f: impl FnOnce(&Inner) -> Result<(Vec<Write>, R), ApiError>) -> Result<R, ApiError> {
+        let mut inner = self.lock();
+        let (writes, result) = f(&inner)?;
+        if writes.is_empty() {
+            return Ok(result);
+        }
+        let version = inner.version + 1;
+        let changes: Vec<Change<'_>> = writes
+            .iter()
+            .map(|w| match w {
+                Write::PutLoadBalancer(lb) => Change::PutLoadBalancer(lb),
+                Write::DeleteLoadBalancer(name) => Change::DeleteLoadBalancer(name),
+                Write::ReplaceRegistry(registry) => Change::ReplaceRegistry(registry),
+                Write::ReplaceKeys(keys) => Change::ReplaceKeys(keys),
+            })
+            .collect();
+        inner.store.commit(&changes, version).map_err(ApiError::internal)?;
+        for write in writes {
+            match write {
+                Write::PutLoadBalancer(lb) => {
+                    let name = lb.name.clone();
+                    inner.load_balancers.insert(name.clone(), lb);
+                    inner.prune_health(&name);
+                }
+                Write::DeleteLoadBalancer(name) => {
+                    inner.load_balancers.remove(&name);
+                    inner.prune_health(&name);
+                }
+                Write::ReplaceRegistry(registry) => inner.registry = registry,
+                Write::ReplaceKeys(keys) => inner.keys = keys,
+            }
+        }
+        inner.version = version;
+        drop(inner);
+        self.version.send_replace(version);
+        Ok(result)
+    }
+
+    /// Records a health change in memory and wakes the filters.
+    pub fn set_health(&self, key: (String, String), health: InstanceHealth) {
+        let mut inner = self.lock();
+        let still_registered = inner
+            .load_balancers
+            .get(&key.0)
+            .is_some_and(|lb| lb.instances.contains(&key.1));
+        if !still_registered {
+            return;
+        }
+        let flipped = inner.health.get(&key).map(|h| h.status) != Some(health.status);
+        inner.health.insert(key, health);
+        if flipped {
+            inner.version += 1;
+            let version = inner.version;
+            drop(inner);
+            self.metrics.count("sticky_control_health_flips_total", &[]);
+            self.version.send_replace(version);
+        }
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.version.subscribe()
+    }
+
+    pub fn version(&self) -> u64 {
+        *self.version.borrow()
+    }
+
+    /// Rotates the cookie key when due and drops retired keys no cookie can still use.
+    pub fn maintain_keys(&self, now: i64) -> Result<bool, ApiError> {
+        let rotation = i64::try_from(self.config.key_rotation.as_secs()).unwrap_or(i64::MAX);
+        let retention = i64::try_from(self.config.key_retention.as_secs()).unwrap_or(i64::MAX);
+        self.write(|inner| {
+            let longest_lb_cookie = inner
+                .load_balancers
+                .values()
+                .flat_map(|lb| lb.policies.values())
+                .filter_map(|p| match p {
+                    Policy::LbCookie {
+                        cookie_expiration_period: Some(d),
+                    } => i64::try_from(*d).ok(),
+                    _ => None,
+                })
+                .max()
+                .unwrap_or(0);
+            let mut keys = inner.keys.clone();
+            let mut changed = keys.prune(now, retention.max(longest_lb_cookie));
+            if keys.rotation_due(now, rotation) {
+                keys.rotate(now).map_err(ApiError::internal)?;
+                changed = true;
+            }
+            Ok(if changed {
+                (vec![Write::ReplaceKeys(keys)], true)
+            } else {
+                (vec![], false)
+            })
+        })
+    }
+
+    /// Rotates the cookie key now.
+    pub fn rotate_keys(&self) -> Result<u16, ApiError> {
+        self.write(|inner| {
+            let mut keys = inner.keys.clone();
+            let id = keys.rotate(unix_now()).map_err(ApiError::internal)?;
+            Ok((vec![Write::ReplaceKeys(keys)], id))
+        })
+    }
+
+    /// The filter state of listener `port` of load balancer `name`.
+    pub fn filter_state(&self, name: &str, port: u16) -> Option<FilterState> {
+        self.read(|inner| inner.filter_state(&self.config.cookie, name, port))
+    }
+}
+
+impl Inner {
+    fn prune_health(&mut self, name: &str) {
+        let registered: BTreeSet<String> = self
+            .load_balancers
+            .get(name)
+            .map(|lb| lb.instances.clone())
+            .unwrap_or_default();
+        self.health.retain(|(lb, id), _| lb != name || registered.contains(id));
+    }
+
+    /// Health of a registered instance (pending before its first probe).
+    pub fn health_of(&self, name: &str, id: &str) -> HealthStatus {
+        self.health
+            .get(&(name.to_owned(), id.to_owned()))
+            .map_or(HealthStatus::Pending, |h| h.status)
+    }
+
+    /// The registered instances of `lb` on `instance_port`: `(id, address, in service)`.
+    pub fn targets(&self, lb: &LoadBalancer, instance_port: u16) -> Vec<(String, std::net::SocketAddr, bool)> {
+        lb.instances
+            .iter()
+            .filter_map(|id| {
+                let address = self.registry.resolve(id, instance_port)?;
+                Some((
+                    id.clone(),
+                    address,
+                    self.health_of(&lb.name, id) == HealthStatus::InService,
+                ))
+            })
+            .collect()
+    }
+
+    pub fn filter_state(&self, cookie: &CookieSettings, name: &str, port: u16) -> Option<FilterState> {
+        let lb = self.load_balancers.get(name)?;
+        let listener = lb.listeners.get(&port)?;
+        let policy = lb.listener_policy(port).map(|p| match p {
+            Policy::LbCookie {
+                cookie_expiration_period,
+            } => PolicyState::LbCookie {
+                expiration_period: cookie_expiration_period.unwrap_or(0),
+            },
+            Policy::AppCookie { cookie_name } => PolicyState::AppCookie {
+                app_cookie_name: cookie_name.clone(),
+                duration_seconds: None,
+            },
+        });
+        let targets = self
+            .targets(lb, listener.instance_port)
+            .into_iter()
+            .map(|(id, address, healthy)| TargetState {
+                id,
+                address: address.to_string(),
+                healthy,
+            })
+            .collect();
+        Some(FilterState {
+            version: self.version,
+            load_balancer: name.to_owned(),
+            listener_port: port,
+            policy,
+            cookie: cookie.clone(),
+            targets,
+            keys: self.keys.to_state(),
+        })
+    }
+}
+
+/// The writes that apply a bootstrap file: the registry as declared, and load balancers that
+/// do not exist yet.
+fn bootstrap_writes(inner: &Inner, bootstrap: Bootstrap) -> anyhow::Result<Vec<Write>> {
+    let mut writes = Vec::new();
+    let registry = Registry {
+        instances: bootstrap.instances,
+    };
+    for lb in bootstrap.load_balancers {
+        model::validate_name("load balancer name", &lb.name)?;
+        if inner.load_balancers.contains_key(&lb.name) {
+            continue;
+        }
+        let mut listeners = BTreeMap::new();
+        for l in &lb.listeners {
+            let protocol = model::validate_protocol("protocol", &l.protocol)?;
+            if l.load_balancer_port == 0 || l.instance_port == 0 {
+                anyhow::bail!("load balancer {}: ports must be 1 to 65535", lb.name);
+            }
+            let listener = Listener {
+                protocol: protocol.clone(),
+                load_balancer_port: l.load_balancer_port,
+                instance_protocol: protocol,
+                instance_port: l.instance_port,
+                policy_names: Vec::new(),
+            };
+            if listeners.insert(l.load_balancer_port, listener).is_some() {
+                anyhow::bail!(
+                    "load balancer {}: port {} is declared twice",
+                    lb.name,
+                    l.load_balancer_port
+                );
+            }
+        }
+        let first_port = lb
+            .listeners
+            .first()
+            .map(|l| l.instance_port)
+            .ok_or_else(|| anyhow::anyhow!("load balancer {} has no listener", lb.name))?;
+        let health_check = lb.health_check.unwrap_or_else(|| HealthCheck::default_for(first_port));
+        health_check.validate()?;
+        for id in &lb.instances {
+            if !registry.knows(id) {
+                anyhow::bail!("load balancer {}: instance {id} is not in the registry", lb.name);
+            }
+        }
+        writes.push(Write::PutLoadBalancer(LoadBalancer {
+            name: lb.name,
+            created_at: unix_now(),
+            listeners,
+            policies: BTreeMap::new(),
+            instances: lb.instances.into_iter().collect(),
+            health_check,
+        }));
+    }
+    if registry != inner.registry {
+        writes.push(Write::ReplaceRegistry(registry));
+    }
+    Ok(writes)
+}
