@@ -76,7 +76,8 @@ struct Probe {
 }
 
 enum Slot {
-    DueAt(Instant),
+    /// Next probe due at this instant, under the check it was scheduled with.
+    DueAt(Instant, Duration, HealthTarget, String),
     InFlight,
 }
 
@@ -101,7 +102,7 @@ pub async fn run(service: Arc<Service>) {
             _ = tick.tick() => {}
             Some(key) = done_rx.recv() => {
                 if let Some(probe) = current_probes(&service).into_iter().find(|p| p.key == key) {
-                    slots.insert(key, Slot::DueAt(Instant::now() + probe.interval));
+                    slots.insert(key, Slot::DueAt(Instant::now() + probe.interval, probe.interval, probe.target, probe.path));
                 } else {
                     slots.remove(&key);
                 }
@@ -114,7 +115,10 @@ pub async fn run(service: Arc<Service>) {
         for probe in probes {
             let due = match slots.get(&probe.key) {
                 None => true,
-                Some(Slot::DueAt(at)) => *at <= now,
+                // A reconfigured check starts over at once.
+                Some(Slot::DueAt(at, interval, target, path)) => {
+                    *at <= now || (*interval, *target, path.as_str()) != (probe.interval, probe.target, probe.path.as_str())
+                }
                 Some(Slot::InFlight) => false,
             };
             if !due {

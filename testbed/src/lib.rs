@@ -105,13 +105,29 @@ async fn logout(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
-/// Serves target `id` on `listener` until `shutdown` fires.
+/// Serves target `id` on `listener` until `shutdown` fires. Then every open connection is cut
+/// at once, as when a target process dies (keep-alive connections do not linger on).
 pub async fn serve(id: &str, listener: TcpListener, shutdown: oneshot::Receiver<()>) -> std::io::Result<()> {
-    axum::serve(listener, app(id))
-        .with_graceful_shutdown(async {
-            let _ = shutdown.await;
-        })
-        .await
+    let app = app(id);
+    let mut connections = tokio::task::JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => {
+                let Ok((stream, _)) = accepted else { continue };
+                let service = hyper_util::service::TowerToHyperService::new(app.clone());
+                connections.spawn(async move {
+                    let builder = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+                    let _ = builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service).await;
+                });
+                // Reap finished connections so the set does not grow.
+                while connections.try_join_next().is_some() {}
+            }
+        }
+    }
+    connections.abort_all();
+    Ok(())
 }
 
 /// Demo targets running on loopback in a runtime of their own, for the demo and the tests.

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Drives the control service with the aws CLI (`aws elb …`), unchanged.
+# Usage: aws_cli.sh AWS_BINARY ENDPOINT ACCESS_KEY SECRET_KEY
+set -euo pipefail
+aws="$1"; endpoint="$2"
+export AWS_ACCESS_KEY_ID="$3" AWS_SECRET_ACCESS_KEY="$4" AWS_DEFAULT_REGION=eu-west-2
+export AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null AWS_PAGER=""
+lb=terraform-balancer
+"$aws" elb create-lb-cookie-stickiness-policy --endpoint-url "$endpoint" --load-balancer-name "$lb" --policy-name CliCookie --cookie-expiration-period 30
+"$aws" elb set-load-balancer-policies-of-listener --endpoint-url "$endpoint" --load-balancer-name "$lb" --load-balancer-port 80 --policy-names CliCookie
+out="$("$aws" elb describe-load-balancers --endpoint-url "$endpoint" --load-balancer-names "$lb" --output json)"
+grep -q '"CliCookie"' <<<"$out" || { echo "policy missing from: $out" >&2; exit 1; }
+if err="$("$aws" elb delete-load-balancer-policy --endpoint-url "$endpoint" --load-balancer-name "$lb" --policy-name CliCookie 2>&1)"; then
+  echo "deleting a policy in use succeeded" >&2; exit 1
+fi
+grep -q InvalidConfigurationRequest <<<"$err" || { echo "unexpected error: $err" >&2; exit 1; }
+"$aws" elb set-load-balancer-policies-of-listener --endpoint-url "$endpoint" --load-balancer-name "$lb" --load-balancer-port 80 --policy-names '[]'
+"$aws" elb delete-load-balancer-policy --endpoint-url "$endpoint" --load-balancer-name "$lb" --policy-name CliCookie
+echo "aws CLI: all calls as expected"
