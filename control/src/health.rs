@@ -117,7 +117,8 @@ pub async fn run(service: Arc<Service>) {
                 None => true,
                 // A reconfigured check starts over at once.
                 Some(Slot::DueAt(at, interval, target, path)) => {
-                    *at <= now || (*interval, *target, path.as_str()) != (probe.interval, probe.target, probe.path.as_str())
+                    *at <= now
+                        || (*interval, *target, path.as_str()) != (probe.interval, probe.target, probe.path.as_str())
                 }
                 Some(Slot::InFlight) => false,
             };

@@ -2,6 +2,7 @@
 //! checks, Envoy's REST EDS and the filters' state feed. See the README's "Control service".
 
 pub mod api;
+pub mod client;
 pub mod error;
 pub mod health;
 pub mod http;

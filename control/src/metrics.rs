@@ -4,10 +4,13 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::Mutex;
 
+/// A counter's name and labels.
+type SeriesKey = (String, Vec<(String, String)>);
+
 /// Counters keyed by name and label set.
 #[derive(Default)]
 pub struct Metrics {
-    counters: Mutex<BTreeMap<(String, Vec<(String, String)>), u64>>,
+    counters: Mutex<BTreeMap<SeriesKey, u64>>,
 }
 
 impl Metrics {

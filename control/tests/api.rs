@@ -2,6 +2,8 @@
 //! its errors, durability across kill -9, health checks against real targets, and the
 //! long-poll state feed.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use std::net::SocketAddr;
@@ -18,8 +20,11 @@ fn control_with_three_instances() -> Control {
     Control::start(&bootstrap(&instances, &[]), &[])
 }
 
-const LISTENER_80: [(&str, &str); 3] =
-    [("Listeners.member.1.Protocol", "HTTP"), ("Listeners.member.1.LoadBalancerPort", "80"), ("Listeners.member.1.InstancePort", "8080")];
+const LISTENER_80: [(&str, &str); 3] = [
+    ("Listeners.member.1.Protocol", "HTTP"),
+    ("Listeners.member.1.LoadBalancerPort", "80"),
+    ("Listeners.member.1.InstancePort", "8080"),
+];
 
 fn with<'a>(base: &[(&'a str, &'a str)], more: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
     base.iter().chain(more).copied().collect()
@@ -32,30 +37,87 @@ fn every_action_with_lists_and_errors() {
 
     // CreateLoadBalancer, idempotent for the same listeners.
     let created = control.call("CreateLoadBalancer", &with(&lb, &LISTENER_80)).ok();
-    assert!(created.body.starts_with("<CreateLoadBalancerResponse xmlns=\"http://elasticloadbalancing.amazonaws.com/doc/2012-06-01/\">"));
+    assert!(created.body.starts_with(
+        "<CreateLoadBalancerResponse xmlns=\"http://elasticloadbalancing.amazonaws.com/doc/2012-06-01/\">"
+    ));
     assert!(created.field("DNSName").unwrap().starts_with("my-lb."));
     assert!(created.field("RequestId").is_some());
     control.call("CreateLoadBalancer", &with(&lb, &LISTENER_80)).ok();
-    let other_listeners = with(&lb, &[("Listeners.member.1.Protocol", "HTTP"), ("Listeners.member.1.LoadBalancerPort", "81"), ("Listeners.member.1.InstancePort", "8080")]);
-    control.call("CreateLoadBalancer", &other_listeners).err(400, "DuplicateLoadBalancerName");
-    control.call("CreateLoadBalancer", &with(&[("LoadBalancerName", "bad_name")], &LISTENER_80)).err(400, "ValidationError");
+    let other_listeners = with(
+        &lb,
+        &[
+            ("Listeners.member.1.Protocol", "HTTP"),
+            ("Listeners.member.1.LoadBalancerPort", "81"),
+            ("Listeners.member.1.InstancePort", "8080"),
+        ],
+    );
+    control
+        .call("CreateLoadBalancer", &other_listeners)
+        .err(400, "DuplicateLoadBalancerName");
+    control
+        .call(
+            "CreateLoadBalancer",
+            &with(&[("LoadBalancerName", "bad_name")], &LISTENER_80),
+        )
+        .err(400, "ValidationError");
     control.call("CreateLoadBalancer", &lb).err(400, "ValidationError");
-    let tcp = with(&[("LoadBalancerName", "tcp-lb")], &[("Listeners.member.1.Protocol", "TCP"), ("Listeners.member.1.LoadBalancerPort", "80"), ("Listeners.member.1.InstancePort", "80")]);
+    let tcp = with(
+        &[("LoadBalancerName", "tcp-lb")],
+        &[
+            ("Listeners.member.1.Protocol", "TCP"),
+            ("Listeners.member.1.LoadBalancerPort", "80"),
+            ("Listeners.member.1.InstancePort", "80"),
+        ],
+    );
     control.call("CreateLoadBalancer", &tcp).err(400, "UnsupportedProtocol");
 
     // Policies.
-    control.call("CreateLBCookieStickinessPolicy", &with(&lb, &[("PolicyName", "LBCookie"), ("CookieExpirationPeriod", "10")])).ok();
-    control.call("CreateLBCookieStickinessPolicy", &with(&lb, &[("PolicyName", "LBCookie")])).err(400, "DuplicatePolicyName");
-    control.call("CreateLBCookieStickinessPolicy", &with(&lb, &[("PolicyName", "Neg"), ("CookieExpirationPeriod", "-1")])).err(400, "ValidationError");
-    control.call("CreateLBCookieStickinessPolicy", &with(&lb, &[("PolicyName", "Session")])).ok();
-    control.call("CreateAppCookieStickinessPolicy", &with(&lb, &[("PolicyName", "AppCookie"), ("CookieName", "session")])).ok();
+    control
+        .call(
+            "CreateLBCookieStickinessPolicy",
+            &with(&lb, &[("PolicyName", "LBCookie"), ("CookieExpirationPeriod", "10")]),
+        )
+        .ok();
+    control
+        .call(
+            "CreateLBCookieStickinessPolicy",
+            &with(&lb, &[("PolicyName", "LBCookie")]),
+        )
+        .err(400, "DuplicatePolicyName");
+    control
+        .call(
+            "CreateLBCookieStickinessPolicy",
+            &with(&lb, &[("PolicyName", "Neg"), ("CookieExpirationPeriod", "-1")]),
+        )
+        .err(400, "ValidationError");
+    control
+        .call(
+            "CreateLBCookieStickinessPolicy",
+            &with(&lb, &[("PolicyName", "Session")]),
+        )
+        .ok();
+    control
+        .call(
+            "CreateAppCookieStickinessPolicy",
+            &with(&lb, &[("PolicyName", "AppCookie"), ("CookieName", "session")]),
+        )
+        .ok();
     for bad in ["a;b", "a,b", "a b", "a\r\nb", "sé", "", "a=b"] {
         control
-            .call("CreateAppCookieStickinessPolicy", &with(&lb, &[("PolicyName", "Bad"), ("CookieName", bad)]))
+            .call(
+                "CreateAppCookieStickinessPolicy",
+                &with(&lb, &[("PolicyName", "Bad"), ("CookieName", bad)]),
+            )
             .err(400, "ValidationError");
     }
     control
-        .call("CreateAppCookieStickinessPolicy", &with(&[("LoadBalancerName", "nope")], &[("PolicyName", "P"), ("CookieName", "c")]))
+        .call(
+            "CreateAppCookieStickinessPolicy",
+            &with(
+                &[("LoadBalancerName", "nope")],
+                &[("PolicyName", "P"), ("CookieName", "c")],
+            ),
+        )
         .err(400, "LoadBalancerNotFound");
 
     // Listener policies.
@@ -73,44 +135,135 @@ fn every_action_with_lists_and_errors() {
     set("80", &["Nope"]).err(400, "PolicyNotFound");
     set("80", &["LBCookie", "AppCookie"]).err(409, "InvalidConfigurationRequest");
 
-    let described = control.call("DescribeLoadBalancers", &[("LoadBalancerNames.member.1", "my-lb")]).ok();
+    let described = control
+        .call("DescribeLoadBalancers", &[("LoadBalancerNames.member.1", "my-lb")])
+        .ok();
     assert_eq!(described.fields("LoadBalancerName"), ["my-lb"]);
-    assert!(described.body.contains("<PolicyNames><member>LBCookie</member></PolicyNames>"), "{}", described.body);
-    assert!(described.body.contains("<member><PolicyName>LBCookie</PolicyName><CookieExpirationPeriod>10</CookieExpirationPeriod></member>"));
-    assert!(described.body.contains("<member><PolicyName>AppCookie</PolicyName><CookieName>session</CookieName></member>"));
-    assert_eq!(described.field("Target").as_deref(), Some("TCP:8080"), "ELB's default health check");
-    control.call("DescribeLoadBalancers", &[("LoadBalancerNames.member.1", "nope")]).err(400, "LoadBalancerNotFound");
+    assert!(
+        described
+            .body
+            .contains("<PolicyNames><member>LBCookie</member></PolicyNames>"),
+        "{}",
+        described.body
+    );
+    assert!(described.body.contains(
+        "<member><PolicyName>LBCookie</PolicyName><CookieExpirationPeriod>10</CookieExpirationPeriod></member>"
+    ));
+    assert!(
+        described
+            .body
+            .contains("<member><PolicyName>AppCookie</PolicyName><CookieName>session</CookieName></member>")
+    );
+    assert_eq!(
+        described.field("Target").as_deref(),
+        Some("TCP:8080"),
+        "ELB's default health check"
+    );
+    control
+        .call("DescribeLoadBalancers", &[("LoadBalancerNames.member.1", "nope")])
+        .err(400, "LoadBalancerNotFound");
 
     let policies = control.call("DescribeLoadBalancerPolicies", &lb).ok();
     assert_eq!(policies.fields("PolicyName"), ["AppCookie", "LBCookie", "Session"]);
-    assert!(policies.body.contains("<PolicyTypeName>LBCookieStickinessPolicyType</PolicyTypeName>"));
-    assert!(policies.body.contains("<AttributeName>CookieName</AttributeName><AttributeValue>session</AttributeValue>"));
-    let one = control.call("DescribeLoadBalancerPolicies", &with(&lb, &[("PolicyNames.member.1", "LBCookie")])).ok();
+    assert!(
+        policies
+            .body
+            .contains("<PolicyTypeName>LBCookieStickinessPolicyType</PolicyTypeName>")
+    );
+    assert!(
+        policies
+            .body
+            .contains("<AttributeName>CookieName</AttributeName><AttributeValue>session</AttributeValue>")
+    );
+    let one = control
+        .call(
+            "DescribeLoadBalancerPolicies",
+            &with(&lb, &[("PolicyNames.member.1", "LBCookie")]),
+        )
+        .ok();
     assert_eq!(one.fields("AttributeValue"), ["10"]);
-    control.call("DescribeLoadBalancerPolicies", &with(&lb, &[("PolicyNames.member.1", "Nope")])).err(400, "PolicyNotFound");
+    control
+        .call(
+            "DescribeLoadBalancerPolicies",
+            &with(&lb, &[("PolicyNames.member.1", "Nope")]),
+        )
+        .err(400, "PolicyNotFound");
 
     // Deleting a policy in use is refused; after the listener drops it, it goes.
-    control.call("DeleteLoadBalancerPolicy", &with(&lb, &[("PolicyName", "LBCookie")])).err(409, "InvalidConfigurationRequest");
+    control
+        .call("DeleteLoadBalancerPolicy", &with(&lb, &[("PolicyName", "LBCookie")]))
+        .err(409, "InvalidConfigurationRequest");
     set("80", &[]).ok();
     let described = control.call("DescribeLoadBalancers", &[]).ok();
-    assert!(described.body.contains("<PolicyNames></PolicyNames>"), "{}", described.body);
-    control.call("DeleteLoadBalancerPolicy", &with(&lb, &[("PolicyName", "LBCookie")])).ok();
-    assert_eq!(control.call("DescribeLoadBalancerPolicies", &lb).ok().fields("PolicyName"), ["AppCookie", "Session"]);
+    assert!(
+        described.body.contains("<PolicyNames></PolicyNames>"),
+        "{}",
+        described.body
+    );
+    control
+        .call("DeleteLoadBalancerPolicy", &with(&lb, &[("PolicyName", "LBCookie")]))
+        .ok();
+    assert_eq!(
+        control
+            .call("DescribeLoadBalancerPolicies", &lb)
+            .ok()
+            .fields("PolicyName"),
+        ["AppCookie", "Session"]
+    );
 
     // Instances.
     let registered = control
-        .call("RegisterInstancesWithLoadBalancer", &with(&lb, &[("Instances.member.1.InstanceId", "i-1"), ("Instances.member.2.InstanceId", "i-2")]))
+        .call(
+            "RegisterInstancesWithLoadBalancer",
+            &with(
+                &lb,
+                &[
+                    ("Instances.member.1.InstanceId", "i-1"),
+                    ("Instances.member.2.InstanceId", "i-2"),
+                ],
+            ),
+        )
         .ok();
     assert_eq!(registered.fields("InstanceId"), ["i-1", "i-2"]);
-    control.call("RegisterInstancesWithLoadBalancer", &with(&lb, &[("Instances.member.1.InstanceId", "i-unknown")])).err(400, "InvalidInstance");
-    control.call("RegisterInstancesWithLoadBalancer", &with(&lb, &[("Instances.member.1.InstanceId", "127.0.0.1:9")])).ok();
+    control
+        .call(
+            "RegisterInstancesWithLoadBalancer",
+            &with(&lb, &[("Instances.member.1.InstanceId", "i-unknown")]),
+        )
+        .err(400, "InvalidInstance");
+    control
+        .call(
+            "RegisterInstancesWithLoadBalancer",
+            &with(&lb, &[("Instances.member.1.InstanceId", "127.0.0.1:9")]),
+        )
+        .ok();
     let health = control.call("DescribeInstanceHealth", &lb).ok();
     assert_eq!(health.fields("InstanceId"), ["127.0.0.1:9", "i-1", "i-2"]);
-    assert!(health.fields("State").iter().all(|s| s == "OutOfService" || s == "InService"));
-    control.call("DescribeInstanceHealth", &with(&lb, &[("Instances.member.1.InstanceId", "i-3")])).err(400, "InvalidInstance");
-    let remaining = control.call("DeregisterInstancesFromLoadBalancer", &with(&lb, &[("Instances.member.1.InstanceId", "i-2")])).ok();
+    assert!(
+        health
+            .fields("State")
+            .iter()
+            .all(|s| s == "OutOfService" || s == "InService")
+    );
+    control
+        .call(
+            "DescribeInstanceHealth",
+            &with(&lb, &[("Instances.member.1.InstanceId", "i-3")]),
+        )
+        .err(400, "InvalidInstance");
+    let remaining = control
+        .call(
+            "DeregisterInstancesFromLoadBalancer",
+            &with(&lb, &[("Instances.member.1.InstanceId", "i-2")]),
+        )
+        .ok();
     assert_eq!(remaining.fields("InstanceId"), ["127.0.0.1:9", "i-1"]);
-    control.call("DeregisterInstancesFromLoadBalancer", &with(&lb, &[("Instances.member.1.InstanceId", "i-2")])).err(400, "InvalidInstance");
+    control
+        .call(
+            "DeregisterInstancesFromLoadBalancer",
+            &with(&lb, &[("Instances.member.1.InstanceId", "i-2")]),
+        )
+        .err(400, "InvalidInstance");
 
     // Health check.
     let check = [
@@ -135,7 +288,9 @@ fn every_action_with_lists_and_errors() {
     // Unknown action, deletion (idempotent).
     control.call("NoSuchAction", &[]).err(400, "InvalidAction");
     control.call("DeleteLoadBalancer", &lb).ok();
-    control.call("DescribeLoadBalancers", &[("LoadBalancerNames.member.1", "my-lb")]).err(400, "LoadBalancerNotFound");
+    control
+        .call("DescribeLoadBalancers", &[("LoadBalancerNames.member.1", "my-lb")])
+        .err(400, "LoadBalancerNotFound");
     control.call("DeleteLoadBalancer", &lb).ok();
 
     // Nothing in any answer or in the log shows key material.
@@ -150,12 +305,20 @@ fn unauthenticated_or_tampered_calls_change_nothing() {
     let control = control_with_three_instances();
     let lb = [("LoadBalancerName", "terraform-balancer")];
     let create = with(&lb, &[("PolicyName", "LBCookie"), ("CookieExpirationPeriod", "10")]);
-    let (method, path, headers, body) =
-        control.signed(Style::AwsPost, "CreateLBCookieStickinessPolicy", &create, ACCESS_KEY, SECRET_KEY, SystemTime::now());
+    let (method, path, headers, body) = control.signed(
+        Style::AwsPost,
+        "CreateLBCookieStickinessPolicy",
+        &create,
+        ACCESS_KEY,
+        SECRET_KEY,
+        SystemTime::now(),
+    );
 
     let mut tampered_body = body.clone();
     tampered_body.extend_from_slice(b"0");
-    control.send(method, &path, &headers, &tampered_body).err(403, "SignatureDoesNotMatch");
+    control
+        .send(method, &path, &headers, &tampered_body)
+        .err(403, "SignatureDoesNotMatch");
 
     let mut tampered_header = headers.clone();
     for (name, value) in &mut tampered_header {
@@ -163,20 +326,55 @@ fn unauthenticated_or_tampered_calls_change_nothing() {
             *value = "application/x-www-form-urlencoded".to_owned();
         }
     }
-    control.send(method, &path, &tampered_header, &body).err(403, "SignatureDoesNotMatch");
+    control
+        .send(method, &path, &tampered_header, &body)
+        .err(403, "SignatureDoesNotMatch");
 
-    let (_, _, wrong_secret, _) = control.signed(Style::AwsPost, "CreateLBCookieStickinessPolicy", &create, ACCESS_KEY, "wrong", SystemTime::now());
-    control.send(method, &path, &wrong_secret, &body).err(403, "SignatureDoesNotMatch");
-    let (_, _, unknown_key, _) = control.signed(Style::AwsPost, "CreateLBCookieStickinessPolicy", &create, "AKIDUNKNOWN", SECRET_KEY, SystemTime::now());
-    control.send(method, &path, &unknown_key, &body).err(403, "InvalidClientTokenId");
+    let (_, _, wrong_secret, _) = control.signed(
+        Style::AwsPost,
+        "CreateLBCookieStickinessPolicy",
+        &create,
+        ACCESS_KEY,
+        "wrong",
+        SystemTime::now(),
+    );
+    control
+        .send(method, &path, &wrong_secret, &body)
+        .err(403, "SignatureDoesNotMatch");
+    let (_, _, unknown_key, _) = control.signed(
+        Style::AwsPost,
+        "CreateLBCookieStickinessPolicy",
+        &create,
+        "AKIDUNKNOWN",
+        SECRET_KEY,
+        SystemTime::now(),
+    );
+    control
+        .send(method, &path, &unknown_key, &body)
+        .err(403, "InvalidClientTokenId");
     let stale_time = SystemTime::now() - Duration::from_secs(16 * 60);
-    let (_, _, stale, stale_body) = control.signed(Style::AwsPost, "CreateLBCookieStickinessPolicy", &create, ACCESS_KEY, SECRET_KEY, stale_time);
-    control.send(method, &path, &stale, &stale_body).err(400, "RequestExpired");
+    let (_, _, stale, stale_body) = control.signed(
+        Style::AwsPost,
+        "CreateLBCookieStickinessPolicy",
+        &create,
+        ACCESS_KEY,
+        SECRET_KEY,
+        stale_time,
+    );
+    control
+        .send(method, &path, &stale, &stale_body)
+        .err(400, "RequestExpired");
     let unsigned: Vec<(String, String)> = headers.iter().filter(|(n, _)| n != "authorization").cloned().collect();
-    control.send(method, &path, &unsigned, &body).err(403, "MissingAuthenticationToken");
+    control
+        .send(method, &path, &unsigned, &body)
+        .err(403, "MissingAuthenticationToken");
 
     let policies = control.call("DescribeLoadBalancerPolicies", &lb).ok();
-    assert!(policies.fields("PolicyName").is_empty(), "no rejected call changed anything: {}", policies.body);
+    assert!(
+        policies.fields("PolicyName").is_empty(),
+        "no rejected call changed anything: {}",
+        policies.body
+    );
     // The genuine request still works.
     control.send(method, &path, &headers, &body).ok();
 }
@@ -185,8 +383,18 @@ fn unauthenticated_or_tampered_calls_change_nothing() {
 fn state_survives_kill_9_between_writes() {
     let mut control = control_with_three_instances();
     let lb = [("LoadBalancerName", "terraform-balancer")];
-    control.call("CreateLBCookieStickinessPolicy", &with(&lb, &[("PolicyName", "LBCookie"), ("CookieExpirationPeriod", "10")])).ok();
-    control.call("RegisterInstancesWithLoadBalancer", &with(&lb, &[("Instances.member.1.InstanceId", "i-1")])).ok();
+    control
+        .call(
+            "CreateLBCookieStickinessPolicy",
+            &with(&lb, &[("PolicyName", "LBCookie"), ("CookieExpirationPeriod", "10")]),
+        )
+        .ok();
+    control
+        .call(
+            "RegisterInstancesWithLoadBalancer",
+            &with(&lb, &[("Instances.member.1.InstanceId", "i-1")]),
+        )
+        .ok();
     let keys_before = control.state("terraform-balancer", 80, None, 0).1["keys"].clone();
     let describe_before = control.call("DescribeLoadBalancers", &[]).ok().body;
 
@@ -194,12 +402,24 @@ fn state_survives_kill_9_between_writes() {
     let after = control.call("DescribeLoadBalancers", &[]).ok().body;
     let strip_id = |s: &str| s.split("<RequestId>").next().unwrap().to_owned();
     assert_eq!(strip_id(&after), strip_id(&describe_before));
-    assert_eq!(control.state("terraform-balancer", 80, None, 0).1["keys"], keys_before, "same key ring");
+    assert_eq!(
+        control.state("terraform-balancer", 80, None, 0).1["keys"],
+        keys_before,
+        "same key ring"
+    );
 
-    control.call("SetLoadBalancerPoliciesOfListener", &with(&lb, &[("LoadBalancerPort", "80"), ("PolicyNames.member.1", "LBCookie")])).ok();
+    control
+        .call(
+            "SetLoadBalancerPoliciesOfListener",
+            &with(&lb, &[("LoadBalancerPort", "80"), ("PolicyNames.member.1", "LBCookie")]),
+        )
+        .ok();
     control.restart();
     let state = control.state("terraform-balancer", 80, None, 0).1;
-    assert_eq!(state["policy"], serde_json::json!({"kind": "lb_cookie", "expiration_period": 10}));
+    assert_eq!(
+        state["policy"],
+        serde_json::json!({"kind": "lb_cookie", "expiration_period": 10})
+    );
     assert_eq!(state["targets"][0]["id"], "i-1");
 }
 
@@ -219,7 +439,12 @@ fn health_checks_flip_instances_and_eds_and_the_feed_follow() {
     ];
     control.call("ConfigureHealthCheck", &with(&lb, &check)).ok();
     let state_of = |id: &str| {
-        let reply = control.call("DescribeInstanceHealth", &with(&lb, &[("Instances.member.1.InstanceId", id)])).ok();
+        let reply = control
+            .call(
+                "DescribeInstanceHealth",
+                &with(&lb, &[("Instances.member.1.InstanceId", id)]),
+            )
+            .ok();
         reply.field("State").unwrap()
     };
     let wait_for = |id: &str, state: &str, limit: Duration| -> Duration {
@@ -238,10 +463,16 @@ fn health_checks_flip_instances_and_eds_and_the_feed_follow() {
     targets.stop("i-a");
     let down = wait_for("i-a", "OutOfService", Duration::from_secs(20));
     // Two failed checks 5 s apart: at least one interval, at most three.
-    assert!(down >= Duration::from_secs(4), "flipped after {down:?}, before UnhealthyThreshold checks");
+    assert!(
+        down >= Duration::from_secs(4),
+        "flipped after {down:?}, before UnhealthyThreshold checks"
+    );
     assert_eq!(state_of("i-b"), "InService");
     let eds = control.eds(&["terraform-balancer_80"]);
-    let endpoints = eds["resources"][0]["endpoints"][0]["lb_endpoints"].as_array().unwrap().clone();
+    let endpoints = eds["resources"][0]["endpoints"][0]["lb_endpoints"]
+        .as_array()
+        .unwrap()
+        .clone();
     let health_of = |address: SocketAddr| {
         endpoints
             .iter()
@@ -252,13 +483,20 @@ fn health_checks_flip_instances_and_eds_and_the_feed_follow() {
     assert_eq!(health_of(addresses[0].1), "UNHEALTHY");
     assert_eq!(health_of(addresses[1].1), "HEALTHY");
     let feed = control.state("terraform-balancer", 80, None, 0).1;
-    let feed_health: Vec<(String, bool)> =
-        feed["targets"].as_array().unwrap().iter().map(|t| (t["id"].as_str().unwrap().to_owned(), t["healthy"].as_bool().unwrap())).collect();
+    let feed_health: Vec<(String, bool)> = feed["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| (t["id"].as_str().unwrap().to_owned(), t["healthy"].as_bool().unwrap()))
+        .collect();
     assert_eq!(feed_health, [("i-a".to_owned(), false), ("i-b".to_owned(), true)]);
 
     targets.restart("i-a").unwrap();
     let up = wait_for("i-a", "InService", Duration::from_secs(20));
-    assert!(up >= Duration::from_secs(4), "back after {up:?}, before HealthyThreshold checks");
+    assert!(
+        up >= Duration::from_secs(4),
+        "back after {up:?}, before HealthyThreshold checks"
+    );
     let feed = control.state("terraform-balancer", 80, None, 0).1;
     assert_eq!(feed["targets"][0]["healthy"], true);
     println!("health flip: out of service after {down:?}, back in service after {up:?} (interval 5 s, thresholds 2/2)");
@@ -268,7 +506,12 @@ fn health_checks_flip_instances_and_eds_and_the_feed_follow() {
 fn a_waiting_long_poll_gets_the_change_within_100_ms() {
     let control = control_with_three_instances();
     let lb = [("LoadBalancerName", "terraform-balancer")];
-    control.call("CreateLBCookieStickinessPolicy", &with(&lb, &[("PolicyName", "P"), ("CookieExpirationPeriod", "60")])).ok();
+    control
+        .call(
+            "CreateLBCookieStickinessPolicy",
+            &with(&lb, &[("PolicyName", "P"), ("CookieExpirationPeriod", "60")]),
+        )
+        .ok();
     let (status, _) = control.state("nope", 80, None, 0);
     assert_eq!(status, 404);
     for trial in 0..20 {
@@ -276,18 +519,37 @@ fn a_waiting_long_poll_gets_the_change_within_100_ms() {
         let version = state["version"].as_u64().unwrap();
         let url = control.url();
         let waiter = std::thread::spawn(move || {
-            let response = ureq::get(&format!("{url}/v1/state/terraform-balancer/80?version={version}&timeout_ms=20000")).call().unwrap();
+            let response = ureq::get(&format!(
+                "{url}/v1/state/terraform-balancer/80?version={version}&timeout_ms=20000"
+            ))
+            .call()
+            .unwrap();
             let received = Instant::now();
-            (received, response.into_json::<serde_json::Value>().unwrap())
+            (
+                received,
+                serde_json::from_str::<serde_json::Value>(&response.into_string().unwrap()).unwrap(),
+            )
         });
         std::thread::sleep(Duration::from_millis(50));
-        let policies: &[(&str, &str)] = if trial % 2 == 0 { &[("PolicyNames.member.1", "P")] } else { &[("PolicyNames", "")] };
-        control.call("SetLoadBalancerPoliciesOfListener", &with(&with(&lb, &[("LoadBalancerPort", "80")]), policies)).ok();
+        let policies: &[(&str, &str)] = if trial % 2 == 0 {
+            &[("PolicyNames.member.1", "P")]
+        } else {
+            &[("PolicyNames", "")]
+        };
+        control
+            .call(
+                "SetLoadBalancerPoliciesOfListener",
+                &with(&with(&lb, &[("LoadBalancerPort", "80")]), policies),
+            )
+            .ok();
         let acknowledged = Instant::now();
         let (received, state) = waiter.join().unwrap();
         assert!(state["version"].as_u64().unwrap() > version);
         assert_eq!(state["policy"].is_null(), trial % 2 == 1);
         let lag = received.saturating_duration_since(acknowledged);
-        assert!(lag < Duration::from_millis(100), "trial {trial}: the waiting caller got the change {lag:?} after the API answered");
+        assert!(
+            lag < Duration::from_millis(100),
+            "trial {trial}: the waiting caller got the change {lag:?} after the API answered"
+        );
     }
 }

@@ -1,0 +1,248 @@
+//! A client for the Query API that signs like the standard clients (SigV4), used by the tests,
+//! the benchmark and the end-to-end scenarios.
+
+use std::time::{Duration, SystemTime};
+
+use aws_credential_types::Credentials;
+use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
+use aws_sigv4::sign::v4;
+
+/// How a call is sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Style {
+    /// POST with a form body, signed for `elasticloadbalancing` (aws CLI, boto3).
+    AwsPost,
+    /// GET with the parameters in the query, signed for `lbu` with a dated Version.
+    OscGet,
+}
+
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: u16,
+    pub body: String,
+}
+
+impl Reply {
+    /// The text of the first `<tag>` element.
+    pub fn field(&self, tag: &str) -> Option<String> {
+        let open = format!("<{tag}>");
+        let start = self.body.find(&open)? + open.len();
+        let end = self.body[start..].find(&format!("</{tag}>"))? + start;
+        Some(self.body[start..end].to_owned())
+    }
+
+    /// Every `<tag>` text.
+    pub fn fields(&self, tag: &str) -> Vec<String> {
+        let open = format!("<{tag}>");
+        let close = format!("</{tag}>");
+        self.body
+            .match_indices(&open)
+            .filter_map(|(i, _)| {
+                let start = i + open.len();
+                self.body[start..]
+                    .find(&close)
+                    .map(|end| self.body[start..start + end].to_owned())
+            })
+            .collect()
+    }
+
+    pub fn error_code(&self) -> Option<String> {
+        self.body
+            .contains("<ErrorResponse")
+            .then(|| self.field("Code"))
+            .flatten()
+    }
+
+    /// Panics unless the call succeeded.
+    #[track_caller]
+    pub fn ok(self) -> Self {
+        assert_eq!(self.status, 200, "{}", self.body);
+        self
+    }
+
+    /// Panics unless the call failed with `status` and `code`.
+    #[track_caller]
+    pub fn err(&self, status: u16, code: &str) {
+        assert_eq!(
+            (self.status, self.error_code().as_deref()),
+            (status, Some(code)),
+            "{}",
+            self.body
+        );
+    }
+}
+
+/// A signed request, ready to send: (method, path and query, headers, body).
+pub type SignedRequest = (&'static str, String, Vec<(String, String)>, Vec<u8>);
+
+#[derive(Debug, Clone)]
+pub struct QueryClient {
+    /// `host:port` of the service.
+    pub authority: String,
+    pub access_key: String,
+    pub secret_key: String,
+    agent: ureq::Agent,
+}
+
+impl QueryClient {
+    pub fn new(authority: impl Into<String>, access_key: impl Into<String>, secret_key: impl Into<String>) -> Self {
+        let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(60)).build();
+        Self {
+            authority: authority.into(),
+            access_key: access_key.into(),
+            secret_key: secret_key.into(),
+            agent,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.authority)
+    }
+
+    /// A correctly signed call, as boto3 sends it.
+    pub fn call(&self, action: &str, params: &[(&str, &str)]) -> Result<Reply, ClientError> {
+        self.call_as(Style::AwsPost, action, params)
+    }
+
+    pub fn call_as(&self, style: Style, action: &str, params: &[(&str, &str)]) -> Result<Reply, ClientError> {
+        let (method, path, headers, body) = self.signed(
+            style,
+            action,
+            params,
+            &self.access_key,
+            &self.secret_key,
+            SystemTime::now(),
+        )?;
+        self.send(method, &path, &headers, &body)
+    }
+
+    /// Builds a signed request with the given credentials and signing time.
+    pub fn signed(
+        &self,
+        style: Style,
+        action: &str,
+        params: &[(&str, &str)],
+        access_key: &str,
+        secret: &str,
+        at: SystemTime,
+    ) -> Result<SignedRequest, ClientError> {
+        let today = time::OffsetDateTime::now_utc().date().to_string();
+        let version = if style == Style::OscGet {
+            today.as_str()
+        } else {
+            "2012-06-01"
+        };
+        let mut form = form_urlencoded::Serializer::new(String::new());
+        form.append_pair("Action", action).append_pair("Version", version);
+        for (name, value) in params {
+            form.append_pair(name, value);
+        }
+        let encoded = form.finish();
+        let (method, path, body, service, mut headers) = match style {
+            Style::AwsPost => (
+                "POST",
+                "/".to_owned(),
+                encoded.into_bytes(),
+                "elasticloadbalancing",
+                vec![(
+                    "content-type".to_owned(),
+                    "application/x-www-form-urlencoded; charset=utf-8".to_owned(),
+                )],
+            ),
+            Style::OscGet => ("GET", format!("/?{encoded}"), Vec::new(), "lbu", vec![]),
+        };
+        headers.push(("host".to_owned(), self.authority.clone()));
+        let identity = Credentials::new(access_key, secret, None, None, "sticky-client").into();
+        let params = v4::SigningParams::builder()
+            .identity(&identity)
+            .region("eu-west-2")
+            .name(service)
+            .time(at)
+            .settings(SigningSettings::default())
+            .build()
+            .map_err(|e| ClientError(e.to_string()))?
+            .into();
+        let signable = SignableRequest::new(
+            method,
+            format!("http://{}{path}", self.authority),
+            headers.iter().map(|(n, v)| (n.as_str(), v.as_str())),
+            SignableBody::Bytes(&body),
+        )
+        .map_err(|e| ClientError(e.to_string()))?;
+        let (instructions, _) = sign(signable, &params)
+            .map_err(|e| ClientError(e.to_string()))?
+            .into_parts();
+        for (name, value) in instructions.headers() {
+            headers.push((name.to_owned(), value.to_owned()));
+        }
+        Ok((method, path, headers, body))
+    }
+
+    /// Sends a request as built by [`QueryClient::signed`] (possibly altered).
+    pub fn send(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(String, String)],
+        body: &[u8],
+    ) -> Result<Reply, ClientError> {
+        let mut request = self.agent.request(method, &format!("{}{path}", self.url()));
+        for (name, value) in headers {
+            if name != "host" {
+                request = request.set(name, value);
+            }
+        }
+        let response = if body.is_empty() {
+            request.call()
+        } else {
+            request.send_bytes(body)
+        };
+        let response = match response {
+            Ok(r) => r,
+            Err(ureq::Error::Status(_, r)) => r,
+            Err(e) => return Err(ClientError(format!("{method} {path}: {e}"))),
+        };
+        let status = response.status();
+        let body = response.into_string().map_err(|e| ClientError(e.to_string()))?;
+        Ok(Reply { status, body })
+    }
+
+    /// The state feed of a listener: answers at once unless `version` is current.
+    pub fn state(
+        &self,
+        lb: &str,
+        port: u16,
+        version: Option<u64>,
+        timeout_ms: u64,
+    ) -> Result<(u16, serde_json::Value), ClientError> {
+        let mut url = format!("{}/v1/state/{lb}/{port}?timeout_ms={timeout_ms}", self.url());
+        if let Some(v) = version {
+            url.push_str(&format!("&version={v}"));
+        }
+        let response = match self.agent.get(&url).call() {
+            Ok(r) => r,
+            Err(ureq::Error::Status(_, r)) => r,
+            Err(e) => return Err(ClientError(format!("{url}: {e}"))),
+        };
+        let status = response.status();
+        let text = response.into_string().map_err(|e| ClientError(e.to_string()))?;
+        Ok((status, serde_json::from_str(&text).unwrap_or_default()))
+    }
+
+    /// Envoy's REST EDS request for `clusters`.
+    pub fn eds(&self, clusters: &[&str]) -> Result<serde_json::Value, ClientError> {
+        let body = serde_json::json!({"node": {"id": "client", "cluster": "client"}, "resource_names": clusters, "type_url": crate::http::EDS_TYPE_URL});
+        let response = self
+            .agent
+            .post(&format!("{}/v3/discovery:endpoints", self.url()))
+            .set("content-type", "application/json")
+            .send_string(&body.to_string())
+            .map_err(|e| ClientError(e.to_string()))?;
+        let text = response.into_string().map_err(|e| ClientError(e.to_string()))?;
+        serde_json::from_str(&text).map_err(|e| ClientError(e.to_string()))
+    }
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("query client: {0}")]
+pub struct ClientError(pub String);
