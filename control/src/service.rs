@@ -386,3 +386,37 @@ fn bootstrap_writes(inner: &Inner, bootstrap: Bootstrap) -> anyhow::Result<Vec<W
     }
     Ok(writes)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_bootstrap_file_applies() {
+        let text = include_str!("../bootstrap.example.json");
+        let bootstrap: Bootstrap = serde_json::from_str(text).unwrap();
+        let dir = std::env::temp_dir().join(format!("sticky-bootstrap-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let store = Store::open(&dir.join("db")).unwrap();
+        let config = ServiceConfig {
+            access_keys: AccessKeys::default(),
+            long_poll_timeout: Duration::from_secs(1),
+            key_rotation: Duration::from_secs(60),
+            key_retention: Duration::from_secs(60),
+            cookie: CookieSettings::default(),
+        };
+        let service = Service::open(config, store, Some(bootstrap)).unwrap();
+        let state = service.filter_state("terraform-balancer", 80).unwrap();
+        let addresses: Vec<&str> = state.targets.iter().map(|t| t.address.as_str()).collect();
+        assert_eq!(addresses, ["127.0.0.1:9001", "127.0.0.1:9002", "127.0.0.1:9003"]);
+        assert!(
+            state.targets.iter().all(|t| !t.healthy),
+            "not healthy before the first probe"
+        );
+        assert!(
+            sticky_core::Listener::compile(&state).is_ok(),
+            "the feed serves a state the filter accepts"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
