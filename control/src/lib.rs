@@ -9,6 +9,7 @@ pub mod http;
 pub mod keys;
 pub mod metrics;
 pub mod model;
+pub mod process;
 pub mod query;
 pub mod service;
 pub mod sigv4;

@@ -11,12 +11,14 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use sticky_core::{FilterState, KeyRingState, KeyState, PluginConfig};
+use sticky_core::{ControlSource, FilterState, KeyRingState, KeyState, PluginConfig};
 
 /// The bootstrap template; see the comments in the file.
 pub const BOOTSTRAP_TEMPLATE: &str = include_str!("../bootstrap.yaml");
 /// The wasm target the filter is built for.
 pub const WASM_TARGET: &str = "wasm32-wasip1";
+/// The Envoy cluster that reaches the control service.
+pub const CONTROL_CLUSTER: &str = "control";
 /// The cargo profile of the filter's artifact.
 pub const WASM_PROFILE: &str = "wasm";
 
@@ -126,6 +128,15 @@ pub enum HttpFilters {
     Sticky { wasm: PathBuf, config: Box<PluginConfig> },
 }
 
+/// Where the `targets` cluster's endpoints come from.
+#[derive(Debug, Clone)]
+pub enum Endpoints {
+    /// Listed in the bootstrap.
+    Static(Vec<SocketAddr>),
+    /// From the control service's REST EDS, which the `control` cluster reaches.
+    Eds { control: SocketAddr, service_name: String },
+}
+
 /// Everything the bootstrap template needs.
 #[derive(Debug, Clone)]
 pub struct Bootstrap {
@@ -133,14 +144,14 @@ pub struct Bootstrap {
     pub admin_port: u16,
     pub listen_port: u16,
     pub routing_header: String,
-    pub endpoints: Vec<SocketAddr>,
+    pub endpoints: Endpoints,
     pub filters: HttpFilters,
 }
 
 impl Bootstrap {
     /// A bootstrap for the sticky filter serving `state`'s targets, on fresh ports.
     pub fn sticky(wasm: PathBuf, state: FilterState) -> Result<Self, EnvoyError> {
-        let endpoints = state.targets.iter().filter_map(|t| t.address.parse().ok()).collect();
+        let endpoints = Endpoints::Static(state.targets.iter().filter_map(|t| t.address.parse().ok()).collect());
         let config = PluginConfig::new(Some(state));
         Ok(Self {
             node_id: "sticky-bouncer".to_owned(),
@@ -153,6 +164,99 @@ impl Bootstrap {
                 config: Box::new(config),
             },
         })
+    }
+
+    /// A bootstrap following the control service at `control` for listener `port` of load
+    /// balancer `load_balancer`: EDS for the endpoints, the state long-poll for the filter.
+    pub fn following(
+        wasm: PathBuf,
+        control: SocketAddr,
+        load_balancer: &str,
+        port: u16,
+        node_id: &str,
+    ) -> Result<Self, EnvoyError> {
+        let mut config = PluginConfig::new(None);
+        config.control = Some(ControlSource {
+            cluster: CONTROL_CLUSTER.to_owned(),
+            authority: "sticky-control".to_owned(),
+            load_balancer: load_balancer.to_owned(),
+            listener_port: port,
+            poll_timeout_ms: sticky_core::plugin::DEFAULT_POLL_TIMEOUT_MS,
+            token: None,
+        });
+        Ok(Self {
+            node_id: node_id.to_owned(),
+            admin_port: free_port()?,
+            listen_port: free_port()?,
+            routing_header: config.routing_header.clone(),
+            endpoints: Endpoints::Eds {
+                control,
+                service_name: format!("{load_balancer}_{port}"),
+            },
+            filters: HttpFilters::Sticky {
+                wasm,
+                config: Box::new(config),
+            },
+        })
+    }
+
+    /// The `clusters` list.
+    fn clusters(&self) -> serde_json::Value {
+        let address =
+            |a: &SocketAddr| json!({"socket_address": {"address": a.ip().to_string(), "port_value": a.port()}});
+        let override_host = json!({"policies": [{"typed_extension_config": {
+            "name": "envoy.load_balancing_policies.override_host",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.load_balancing_policies.override_host.v3.OverrideHost",
+                "override_host_sources": [{"header": self.routing_header}],
+                "fallback_policy": {"policies": [{"typed_extension_config": {
+                    "name": "envoy.load_balancing_policies.round_robin",
+                    "typed_config": {"@type": "type.googleapis.com/envoy.extensions.load_balancing_policies.round_robin.v3.RoundRobin"}
+                }}]}
+            }
+        }}]});
+        match &self.endpoints {
+            Endpoints::Static(endpoints) => {
+                let lb_endpoints: Vec<_> = endpoints
+                    .iter()
+                    .map(|a| json!({"endpoint": {"address": address(a)}}))
+                    .collect();
+                json!([{
+                    "name": "targets",
+                    "connect_timeout": "1s",
+                    "type": "STATIC",
+                    "load_assignment": {"cluster_name": "targets", "endpoints": [{"lb_endpoints": lb_endpoints}]},
+                    "load_balancing_policy": override_host,
+                }])
+            }
+            Endpoints::Eds { control, service_name } => json!([
+                {
+                    "name": "targets",
+                    "connect_timeout": "1s",
+                    "type": "EDS",
+                    "eds_cluster_config": {
+                        "service_name": service_name,
+                        "eds_config": {
+                            "resource_api_version": "V3",
+                            "api_config_source": {
+                                "api_type": "REST",
+                                "transport_api_version": "V3",
+                                "cluster_names": [CONTROL_CLUSTER],
+                                "refresh_delay": "0.1s",
+                                "request_timeout": "1s"
+                            }
+                        }
+                    },
+                    "load_balancing_policy": override_host,
+                },
+                {
+                    "name": CONTROL_CLUSTER,
+                    "connect_timeout": "1s",
+                    "type": "STATIC",
+                    "load_assignment": {"cluster_name": CONTROL_CLUSTER, "endpoints": [{"lb_endpoints": [{"endpoint": {"address": address(control)}}]}]},
+                }
+            ]),
+        }
     }
 
     /// Renders `envoy/bootstrap.yaml`: every `${NAME}` becomes a JSON value.
@@ -188,18 +292,13 @@ impl Bootstrap {
                 router
             ]),
         };
-        let endpoints: Vec<_> = self
-            .endpoints
-            .iter()
-            .map(|a| json!({"endpoint": {"address": {"socket_address": {"address": a.ip().to_string(), "port_value": a.port()}}}}))
-            .collect();
         let values = [
             ("NODE_ID", json!(self.node_id)),
             ("ADMIN_PORT", json!(self.admin_port)),
             ("LISTEN_PORT", json!(self.listen_port)),
             ("ROUTING_HEADER", json!(self.routing_header)),
             ("HTTP_FILTERS", filters),
-            ("ENDPOINTS", json!(endpoints)),
+            ("CLUSTERS", self.clusters()),
         ];
         values
             .iter()

@@ -9,12 +9,12 @@ mod metrics;
 
 use std::cell::RefCell;
 use std::rc::Rc;
-use std::time::UNIX_EPOCH;
+use std::time::{Duration, UNIX_EPOCH};
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, ContextType, LogLevel, MapType};
-use sticky_core::{Listener, PluginConfig, RequestDecision};
+use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType};
+use sticky_core::{ControlSource, Listener, PluginConfig, PollSchedule, RequestDecision};
 
 use crate::metrics::Metrics;
 
@@ -25,9 +25,16 @@ proxy_wasm::main! {{
     proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(StickyRoot::default()) });
 }}
 
+/// Tick period of a root context following the control service. Short: the first tick comes
+/// one period after start, and a poll is sent on the first tick it is due.
+const TICK: Duration = Duration::from_millis(100);
+/// Extra time Envoy gives a poll beyond the control service's own hold time.
+const POLL_GRACE_MS: u64 = 5_000;
+
 /// What every HTTP context of a plugin shares.
 struct Runtime {
     routing_header: String,
+    control: Option<ControlSource>,
     /// The current listener state; replaced whole when a new state arrives.
     listener: RefCell<Option<Rc<Listener>>>,
     metrics: Metrics,
@@ -36,9 +43,90 @@ struct Runtime {
 #[derive(Default)]
 struct StickyRoot {
     runtime: Option<Rc<Runtime>>,
+    poll: PollSchedule,
 }
 
-impl Context for StickyRoot {}
+impl StickyRoot {
+    /// Sends a state poll to the control service when one is due.
+    fn poll_control(&mut self) {
+        let Some(runtime) = &self.runtime else { return };
+        let Some(control) = &runtime.control else { return };
+        let now = now_millis();
+        if !self.poll.due(now) {
+            return;
+        }
+        let version = runtime.listener.borrow().as_ref().map(|l| l.version());
+        let path = control.path(version);
+        let authorization = control.token.as_ref().map(|t| format!("Bearer {t}"));
+        let mut headers = vec![
+            (":method", "GET"),
+            (":path", path.as_str()),
+            (":authority", control.authority.as_str()),
+        ];
+        if let Some(authorization) = &authorization {
+            headers.push(("authorization", authorization.as_str()));
+        }
+        let timeout = Duration::from_millis(control.poll_timeout_ms.saturating_add(POLL_GRACE_MS));
+        match hostcalls::dispatch_http_call(&control.cluster, headers, None, vec![], timeout) {
+            Ok(_) => self.poll.sent(),
+            Err(status) => {
+                runtime.metrics.control_errors.increment();
+                log(
+                    LogLevel::Warn,
+                    &format!(
+                        "sticky: cannot call the control service on cluster {} (status {})",
+                        control.cluster, status as u32
+                    ),
+                );
+                self.poll.failed(now);
+            }
+        }
+    }
+
+    /// Takes a poll's answer: a new state replaces the old whole; anything else keeps the old
+    /// one (fail static) and backs off.
+    fn take_poll_answer(&mut self, body_size: usize) {
+        let Some(runtime) = &self.runtime else { return };
+        let now = now_millis();
+        let status = hostcalls::get_map_value_bytes(MapType::HttpCallResponseHeaders, ":status")
+            .ok()
+            .flatten();
+        if status.as_deref() != Some(b"200") {
+            runtime.metrics.control_errors.increment();
+            self.poll.failed(now);
+            return;
+        }
+        let body = hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size)
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        match Listener::from_json(&body) {
+            Ok(listener) => {
+                let changed = runtime.listener.borrow().as_ref().map(|l| l.version()) != Some(listener.version());
+                if changed {
+                    runtime.metrics.state_updates.increment();
+                    *runtime.listener.borrow_mut() = Some(Rc::new(listener));
+                }
+                self.poll.succeeded(now);
+            }
+            Err(err) => {
+                runtime.metrics.control_errors.increment();
+                log(
+                    LogLevel::Warn,
+                    &format!("sticky: refusing state from the control service: {err}"),
+                );
+                self.poll.failed(now);
+            }
+        }
+    }
+}
+
+impl Context for StickyRoot {
+    fn on_http_call_response(&mut self, _token_id: u32, _num_headers: usize, body_size: usize, _num_trailers: usize) {
+        self.take_poll_answer(body_size);
+        self.poll_control();
+    }
+}
 
 impl RootContext for StickyRoot {
     fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
@@ -70,12 +158,20 @@ impl RootContext for StickyRoot {
                 ),
             );
         }
+        if config.control.is_some() {
+            let _ = hostcalls::set_tick_period(TICK);
+        }
         self.runtime = Some(Rc::new(Runtime {
             routing_header: config.routing_header,
+            control: config.control,
             listener: RefCell::new(listener),
             metrics: Metrics::define(),
         }));
         true
+    }
+
+    fn on_tick(&mut self) {
+        self.poll_control();
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
@@ -168,6 +264,14 @@ fn now_secs() -> u64 {
         .ok()
         .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
         .map_or(0, |d| d.as_secs())
+}
+
+/// Host clock in milliseconds, for scheduling polls.
+fn now_millis() -> u64 {
+    hostcalls::get_current_time()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// A fresh 96-bit nonce from WASI `random_get` (Envoy serves it from BoringSSL's CSPRNG).

@@ -22,6 +22,10 @@ impl Counter {
 
 pub struct Metrics {
     pub no_state: Counter,
+    /// New states taken from the control service.
+    pub state_updates: Counter,
+    /// Failed polls of the control service (the filter keeps its last state).
+    pub control_errors: Counter,
     pinned: Counter,
     rejected: [Counter; Rejection::ALL.len()],
     assigned: Counter,
@@ -37,6 +41,8 @@ impl Metrics {
     pub fn define() -> Self {
         Self {
             no_state: Counter::define("sticky.no_state"),
+            state_updates: Counter::define("sticky.state_updates"),
+            control_errors: Counter::define("sticky.control_errors"),
             pinned: Counter::define("sticky.pinned"),
             rejected: Rejection::ALL.map(|r| Counter::define(&format!("sticky.rejected.{}", r.as_str()))),
             assigned: Counter::define("sticky.assigned"),

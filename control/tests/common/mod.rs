@@ -2,106 +2,46 @@
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::SystemTime;
 
 pub use sticky_control::client::{QueryClient, Reply, SignedRequest, Style};
+use sticky_control::process::ControlProcess;
 
 pub const ACCESS_KEY: &str = "AKIDSTICKYTEST";
 pub const SECRET_KEY: &str = "c2VjcmV0LWtleS1mb3ItdGVzdHM";
 
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 pub struct Control {
-    child: Option<Child>,
+    process: ControlProcess,
     pub port: u16,
     pub dir: PathBuf,
-    args: Vec<String>,
 }
 
 impl Control {
     /// Starts the service with a fresh database and `bootstrap` (JSON).
     pub fn start(bootstrap: &str, extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap().keep();
-        std::fs::write(dir.join("bootstrap.json"), bootstrap).unwrap();
-        let port = free_port();
-        let mut args: Vec<String> = vec![
-            "--listen".into(),
-            format!("127.0.0.1:{port}"),
-            "--db".into(),
-            dir.join("control.db").display().to_string(),
-            "--bootstrap".into(),
-            dir.join("bootstrap.json").display().to_string(),
-            "--access-key".into(),
-            format!("{ACCESS_KEY}:{SECRET_KEY}"),
-        ];
-        args.extend(extra.iter().map(|s| (*s).to_owned()));
-        let mut control = Self {
-            child: None,
-            port,
+        let binary = Path::new(env!("CARGO_BIN_EXE_sticky-control"));
+        let process = ControlProcess::start(binary, &dir, bootstrap, (ACCESS_KEY, SECRET_KEY), extra)
+            .unwrap_or_else(|e| panic!("{e}"));
+        Self {
+            port: process.port,
             dir,
-            args,
-        };
-        control.launch();
-        control
-    }
-
-    fn launch(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.join("control.log"))
-            .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_sticky-control"))
-            .args(&self.args)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
-        let start = Instant::now();
-        while start.elapsed() < Duration::from_secs(20) {
-            if ureq::get(&format!("{}/healthz", self.url())).call().is_ok() {
-                return;
-            }
-            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("sticky-control exited ({status}):\n{}", self.log());
-            }
-            std::thread::sleep(Duration::from_millis(25));
+            process,
         }
-        panic!("sticky-control did not start:\n{}", self.log());
     }
 
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        self.process.url()
     }
 
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("control.log")).unwrap_or_default()
-    }
-
-    /// Kills the process with SIGKILL (no graceful shutdown).
-    pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.process.log()
     }
 
     /// Kills and starts again on the same port and database.
     pub fn restart(&mut self) {
-        self.kill();
-        self.launch();
-    }
-
-    pub fn db(&self) -> &Path {
-        &self.dir
+        self.process.restart().unwrap_or_else(|e| panic!("{e}"));
     }
 
     pub fn client(&self) -> QueryClient {
@@ -146,7 +86,7 @@ impl Control {
 
 impl Drop for Control {
     fn drop(&mut self) {
-        self.kill();
+        self.process.kill();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

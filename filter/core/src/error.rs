@@ -53,11 +53,37 @@ impl Rejection {
     }
 }
 
+/// Where and how a JSON document failed to parse. Position and category only: formatting
+/// serde_json's full message would pull float formatting into the filter's artifact.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("{category} error at line {line}, column {column}")]
+pub struct JsonError {
+    pub category: &'static str,
+    pub line: usize,
+    pub column: usize,
+}
+
+impl From<serde_json::Error> for JsonError {
+    fn from(e: serde_json::Error) -> Self {
+        let category = match e.classify() {
+            serde_json::error::Category::Io => "i/o",
+            serde_json::error::Category::Syntax => "syntax",
+            serde_json::error::Category::Data => "schema",
+            serde_json::error::Category::Eof => "truncation",
+        };
+        Self {
+            category,
+            line: e.line(),
+            column: e.column(),
+        }
+    }
+}
+
 /// Why a filter state was refused. The filter then keeps the state it had.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum StateError {
     #[error("state is not valid JSON for the schema: {0}")]
-    Json(String),
+    Json(#[from] JsonError),
     #[error("load balancer name must be 1 to 64 bytes")]
     LoadBalancerName,
     #[error("cookie name `{0}` is not an RFC 6265 token")]

@@ -7,6 +7,7 @@ pub mod cookies;
 pub mod error;
 pub mod listener;
 pub mod plugin;
+pub mod poll;
 pub mod state;
 
 #[cfg(test)]
@@ -15,7 +16,8 @@ mod testing;
 mod tests;
 
 pub use codec::{Binding, KeyRing, PolicyKind};
-pub use error::{Rejection, StateError};
+pub use error::{JsonError, Rejection, StateError};
 pub use listener::{CookieStatus, Listener, RequestDecision, ResponseDecision, ResponseOutcome, Target, TargetIndex};
-pub use plugin::{PluginConfig, PluginConfigError};
+pub use plugin::{ControlSource, PluginConfig, PluginConfigError};
+pub use poll::PollSchedule;
 pub use state::{CookieSettings, FilterState, KeyRingState, KeyState, PolicyState, SameSite, TargetState};

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 
 use crate::codec::{Binding, CookieContent, KeyRing, MAX_TARGET_ID_LEN, PolicyKind, open_buffer};
 use crate::cookies::{self, AppCookieChange, Lifetime};
-use crate::error::{Rejection, StateError};
+use crate::error::{JsonError, Rejection, StateError};
 use crate::state::{CookieSettings, FilterState, PolicyState, SameSite};
 
 /// At most this many stickiness cookies of one request are tried (bounds the work a client can
@@ -166,7 +166,7 @@ impl ResponseDecision {
 impl Listener {
     /// Parses and validates a JSON state.
     pub fn from_json(json: &[u8]) -> Result<Self, StateError> {
-        let state: FilterState = serde_json::from_slice(json).map_err(|e| StateError::Json(e.to_string()))?;
+        let state: FilterState = serde_json::from_slice(json).map_err(JsonError::from)?;
         Self::compile(&state)
     }
 

@@ -2,11 +2,14 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::error::JsonError;
 use crate::state::FilterState;
 
 /// Header the filter sets to the pinned target's `ip:port`; the cluster's `override_host`
 /// load balancing policy reads it.
 pub const DEFAULT_ROUTING_HEADER: &str = "x-sticky-target";
+/// How long the control service may hold a state long-poll open.
+pub const DEFAULT_POLL_TIMEOUT_MS: u64 = 25_000;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -14,9 +17,76 @@ pub struct PluginConfig {
     /// Name of the routing header (lowercase HTTP token).
     #[serde(default = "default_routing_header")]
     pub routing_header: String,
-    /// The listener's state. Absent: requests pass through without stickiness.
+    /// A state to start with (and keep, when there is no control service).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state: Option<FilterState>,
+    /// The control service to follow.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub control: Option<ControlSource>,
+}
+
+/// Where the filter long-polls its state: the control service, through an Envoy cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ControlSource {
+    /// The Envoy cluster that reaches the control service.
+    pub cluster: String,
+    /// `:authority` of the calls.
+    #[serde(default = "default_authority")]
+    pub authority: String,
+    pub load_balancer: String,
+    pub listener_port: u16,
+    /// How long the control service may hold a poll open (it answers at once on a change).
+    #[serde(default = "default_poll_timeout")]
+    pub poll_timeout_ms: u64,
+    /// Bearer token, when the control service requires one for its feed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+}
+
+fn default_routing_header() -> String {
+    DEFAULT_ROUTING_HEADER.to_owned()
+}
+
+fn default_authority() -> String {
+    "sticky-control".to_owned()
+}
+
+fn default_poll_timeout() -> u64 {
+    DEFAULT_POLL_TIMEOUT_MS
+}
+
+impl ControlSource {
+    /// The `:path` of a poll, given the version the filter holds.
+    pub fn path(&self, version: Option<u64>) -> String {
+        let mut path = format!(
+            "/v1/state/{}/{}?timeout_ms={}",
+            self.load_balancer, self.listener_port, self.poll_timeout_ms
+        );
+        if let Some(version) = version {
+            path.push_str("&version=");
+            path.push_str(&version.to_string());
+        }
+        path
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PluginConfigError {
+    #[error("plugin configuration is not valid JSON for the schema: {0}")]
+    Json(#[from] JsonError),
+    #[error("routing header `{0}` must be a lowercase HTTP token")]
+    RoutingHeader(String),
+    #[error("control source: {0}")]
+    Control(&'static str),
+}
+
+fn is_header_token(text: &str) -> bool {
+    !text.is_empty()
+        && text.len() <= 64
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
 }
 
 impl PluginConfig {
@@ -24,6 +94,7 @@ impl PluginConfig {
         Self {
             routing_header: default_routing_header(),
             state,
+            control: None,
         }
     }
 
@@ -32,54 +103,39 @@ impl PluginConfig {
         // Serialising plain data with string keys cannot fail.
         serde_json::to_string(self).unwrap_or_default()
     }
-}
 
-fn default_routing_header() -> String {
-    DEFAULT_ROUTING_HEADER.to_owned()
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum PluginConfigError {
-    /// Position and category only: formatting serde_json's full message would pull float
-    /// formatting into the filter's artifact.
-    #[error("plugin configuration is not valid JSON for the schema: {category} error at line {line}, column {column}")]
-    Json {
-        category: &'static str,
-        line: usize,
-        column: usize,
-    },
-    #[error("routing header `{0}` must be a lowercase HTTP token")]
-    RoutingHeader(String),
-}
-
-impl PluginConfig {
     /// Parses and validates the configuration. Empty configuration means all defaults.
     pub fn parse(bytes: &[u8]) -> Result<Self, PluginConfigError> {
         let config: PluginConfig = if bytes.iter().all(u8::is_ascii_whitespace) {
-            PluginConfig {
-                routing_header: default_routing_header(),
-                state: None,
-            }
+            PluginConfig::new(None)
         } else {
-            serde_json::from_slice(bytes).map_err(|e| PluginConfigError::Json {
-                category: match e.classify() {
-                    serde_json::error::Category::Io => "i/o",
-                    serde_json::error::Category::Syntax => "syntax",
-                    serde_json::error::Category::Data => "schema",
-                    serde_json::error::Category::Eof => "truncation",
-                },
-                line: e.line(),
-                column: e.column(),
-            })?
+            serde_json::from_slice(bytes).map_err(JsonError::from)?
         };
-        let header_ok = !config.routing_header.is_empty()
-            && config.routing_header.len() <= 64
-            && config
-                .routing_header
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
-        if !header_ok {
+        if !is_header_token(&config.routing_header) {
             return Err(PluginConfigError::RoutingHeader(config.routing_header));
+        }
+        if let Some(control) = &config.control {
+            let name_ok = !control.load_balancer.is_empty()
+                && control.load_balancer.len() <= 64
+                && control
+                    .load_balancer
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-');
+            if !name_ok {
+                return Err(PluginConfigError::Control(
+                    "load_balancer must be letters, digits and hyphens",
+                ));
+            }
+            if control.cluster.is_empty() || control.authority.is_empty() {
+                return Err(PluginConfigError::Control("cluster and authority must not be empty"));
+            }
+            let visible = |s: &str| s.bytes().all(|b| b.is_ascii_graphic());
+            if !visible(&control.authority) || control.token.as_deref().is_some_and(|t| !visible(t)) {
+                return Err(PluginConfigError::Control("authority and token must be visible ASCII"));
+            }
+            if !(1..=600_000).contains(&control.poll_timeout_ms) {
+                return Err(PluginConfigError::Control("poll_timeout_ms must be 1 to 600000"));
+            }
         }
         Ok(config)
     }
@@ -93,7 +149,22 @@ mod tests {
     fn empty_configuration_means_defaults() {
         let config = PluginConfig::parse(b"  ").unwrap();
         assert_eq!(config.routing_header, DEFAULT_ROUTING_HEADER);
-        assert!(config.state.is_none());
+        assert!(config.state.is_none() && config.control.is_none());
+    }
+
+    #[test]
+    fn control_source_builds_poll_paths() {
+        let config = PluginConfig::parse(
+            br#"{"control":{"cluster":"control","load_balancer":"terraform-balancer","listener_port":80,"poll_timeout_ms":1000}}"#,
+        )
+        .unwrap();
+        let control = config.control.unwrap();
+        assert_eq!(control.authority, "sticky-control");
+        assert_eq!(control.path(None), "/v1/state/terraform-balancer/80?timeout_ms=1000");
+        assert_eq!(
+            control.path(Some(7)),
+            "/v1/state/terraform-balancer/80?timeout_ms=1000&version=7"
+        );
     }
 
     #[test]
@@ -103,6 +174,9 @@ mod tests {
             b"{\"routing_header\":\"X-Upper\"}",
             b"{\"routing_header\":\"a b\"}",
             b"{\"unknown\":1}",
+            b"{\"control\":{\"cluster\":\"c\",\"load_balancer\":\"a/b\",\"listener_port\":80}}",
+            b"{\"control\":{\"cluster\":\"\",\"load_balancer\":\"a\",\"listener_port\":80}}",
+            b"{\"control\":{\"cluster\":\"c\",\"load_balancer\":\"a\",\"listener_port\":80,\"token\":\"a\\nb\"}}",
         ] {
             assert!(PluginConfig::parse(bad).is_err(), "{}", String::from_utf8_lossy(bad));
         }

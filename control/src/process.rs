@@ -1,0 +1,133 @@
+//! The service as a child process, for tests and tools: start it on a free loopback port with
+//! a fresh database, kill it with SIGKILL, start it again on the same port and database.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::client::QueryClient;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessError {
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("sticky-control exited during start-up ({status}); its log:\n{log}")]
+    Exited { status: String, log: String },
+    #[error("sticky-control did not answer /healthz within 20 s; its log:\n{0}")]
+    NotReady(String),
+}
+
+pub struct ControlProcess {
+    binary: PathBuf,
+    child: Option<Child>,
+    pub port: u16,
+    pub dir: PathBuf,
+    args: Vec<String>,
+}
+
+impl ControlProcess {
+    /// Starts `binary` in `dir` (database `control.db`, log `control.log`) with `bootstrap`
+    /// (JSON) and one access key, plus `extra` arguments.
+    pub fn start(
+        binary: &Path,
+        dir: &Path,
+        bootstrap: &str,
+        access_key: (&str, &str),
+        extra: &[&str],
+    ) -> Result<Self, ProcessError> {
+        std::fs::create_dir_all(dir)?;
+        std::fs::write(dir.join("bootstrap.json"), bootstrap)?;
+        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let mut args: Vec<String> = vec![
+            "--listen".into(),
+            format!("127.0.0.1:{port}"),
+            "--db".into(),
+            dir.join("control.db").display().to_string(),
+            "--bootstrap".into(),
+            dir.join("bootstrap.json").display().to_string(),
+            "--access-key".into(),
+            format!("{}:{}", access_key.0, access_key.1),
+        ];
+        args.extend(extra.iter().map(|s| (*s).to_owned()));
+        let mut control = Self {
+            binary: binary.to_owned(),
+            child: None,
+            port,
+            dir: dir.to_owned(),
+            args,
+        };
+        control.launch()?;
+        Ok(control)
+    }
+
+    /// Starts the process (again) and waits until it answers.
+    pub fn launch(&mut self) -> Result<(), ProcessError> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("control.log"))?;
+        let child = Command::new(&self.binary)
+            .args(&self.args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()?;
+        self.child = Some(child);
+        let start = Instant::now();
+        let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(2)).build();
+        while start.elapsed() < Duration::from_secs(20) {
+            if agent.get(&format!("{}/healthz", self.url())).call().is_ok() {
+                return Ok(());
+            }
+            if let Some(child) = self.child.as_mut()
+                && let Some(status) = child.try_wait()?
+            {
+                return Err(ProcessError::Exited {
+                    status: status.to_string(),
+                    log: self.log(),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        Err(ProcessError::NotReady(self.log()))
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn address(&self) -> std::net::SocketAddr {
+        std::net::SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("control.log")).unwrap_or_default()
+    }
+
+    /// Kills the process with SIGKILL (no graceful shutdown).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Kills and starts again on the same port and database.
+    pub fn restart(&mut self) -> Result<(), ProcessError> {
+        self.kill();
+        self.launch()
+    }
+
+    /// A client signing with `access_key`.
+    pub fn client(&self, access_key: (&str, &str)) -> QueryClient {
+        QueryClient::new(format!("127.0.0.1:{}", self.port), access_key.0, access_key.1)
+    }
+}
+
+impl Drop for ControlProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
