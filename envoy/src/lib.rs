@@ -65,31 +65,49 @@ pub fn envoy_binary() -> Result<PathBuf, EnvoyError> {
     found.ok_or_else(|| EnvoyError::EnvoyMissing(format!("nothing under {}", lib.display())))
 }
 
+/// Runs `cargo build` with `args` in the workspace; the error names the exact command.
+fn cargo_build(args: &[&str]) -> Result<(), (String, String)> {
+    let root = workspace_root();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let command = format!("(cd {} && {cargo} build {})", root.display(), args.join(" "));
+    match Command::new(&cargo).arg("build").args(args).current_dir(&root).output() {
+        Ok(out) if out.status.success() => Ok(()),
+        Ok(out) => Err((command, String::from_utf8_lossy(&out.stderr).into_owned())),
+        Err(e) => Err((command, e.to_string())),
+    }
+}
+
 /// Builds the filter for `wasm32-wasip1` once per process and returns the `.wasm` path.
 pub fn build_filter() -> Result<PathBuf, EnvoyError> {
     static BUILT: OnceLock<Result<PathBuf, (String, String)>> = OnceLock::new();
-    let result = BUILT.get_or_init(|| {
-        let root = workspace_root();
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-        let args = [
-            "build",
-            "--quiet",
-            "-p",
-            "sticky-filter",
-            "--target",
-            WASM_TARGET,
-            "--profile",
-            WASM_PROFILE,
-        ];
-        let command = format!("(cd {} && {cargo} {})", root.display(), args.join(" "));
-        let output = Command::new(&cargo).args(args).current_dir(&root).output();
-        match output {
-            Ok(out) if out.status.success() => Ok(filter_artifact()),
-            Ok(out) => Err((command, String::from_utf8_lossy(&out.stderr).into_owned())),
-            Err(e) => Err((command, e.to_string())),
-        }
-    });
-    result
+    BUILT
+        .get_or_init(|| {
+            cargo_build(&[
+                "--quiet",
+                "-p",
+                "sticky-filter",
+                "--target",
+                WASM_TARGET,
+                "--profile",
+                WASM_PROFILE,
+            ])
+            .map(|()| filter_artifact())
+        })
+        .clone()
+        .map_err(|(command, stderr)| EnvoyError::Build { command, stderr })
+}
+
+/// Builds the control service's binary (debug profile) once per process and returns its path.
+pub fn build_control() -> Result<PathBuf, EnvoyError> {
+    static BUILT: OnceLock<Result<PathBuf, (String, String)>> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            cargo_build(&["--quiet", "-p", "sticky-control", "--bin", "sticky-control"]).map(|()| {
+                let target_dir =
+                    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| workspace_root().join("target"), PathBuf::from);
+                target_dir.join("debug").join("sticky-control")
+            })
+        })
         .clone()
         .map_err(|(command, stderr)| EnvoyError::Build { command, stderr })
 }

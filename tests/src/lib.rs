@@ -2,6 +2,8 @@
 //! the filter, and an HTTP client that keeps no cookies of its own (the tests choose exactly
 //! what each request carries).
 
+pub mod live;
+
 use std::collections::HashSet;
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -68,6 +70,50 @@ impl Reply {
     pub fn sticky_cookie(&self) -> Option<String> {
         self.cookie_value(STICKY_COOKIE)
     }
+}
+
+/// An HTTP client that keeps no cookies and follows no redirects.
+pub fn agent() -> ureq::Agent {
+    ureq::AgentBuilder::new()
+        .timeout(Duration::from_secs(10))
+        .redirects(0)
+        .build()
+}
+
+/// GET `base` + `path` with exactly these cookies and extra headers. HTTP error statuses are
+/// replies; only transport failures are errors.
+pub fn get(
+    agent: &ureq::Agent,
+    base: &str,
+    path: &str,
+    cookies: &[(&str, &str)],
+    headers: &[(&str, &str)],
+) -> Result<Reply, String> {
+    let mut request = agent.get(&format!("{base}{path}"));
+    if !cookies.is_empty() {
+        let cookie = cookies
+            .iter()
+            .map(|(n, v)| format!("{n}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ");
+        request = request.set("Cookie", &cookie);
+    }
+    for (name, value) in headers {
+        request = request.set(name, value);
+    }
+    let response = match request.call() {
+        Ok(response) => response,
+        Err(ureq::Error::Status(_, response)) => response,
+        Err(e) => return Err(e.to_string()),
+    };
+    let status = response.status();
+    let set_cookies = response.all("set-cookie").into_iter().map(str::to_owned).collect();
+    let body = response.into_string().unwrap_or_default();
+    Ok(Reply {
+        status,
+        set_cookies,
+        body,
+    })
 }
 
 impl Stack {

@@ -1,0 +1,193 @@
+//! The live system for end-to-end tests: demo targets, the control service as a process, and
+//! Envoys whose filter follows it (state long-poll) and whose cluster comes from its EDS.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use sticky_control::client::{QueryClient, Reply as ApiReply};
+use sticky_control::process::ControlProcess;
+use sticky_envoy::{Bootstrap, EnvoyProcess, build_control, build_filter};
+use sticky_testbed::DemoTargets;
+
+use crate::{LOAD_BALANCER, Reply, TARGET_IDS, agent, get};
+
+pub const ACCESS_KEY: (&str, &str) = ("AKIDLIVETEST", "live-test-secret");
+
+/// Health check of the live system: HTTP, every 5 s (ELB's minimum), 2 failures / 2 successes.
+pub const HEALTH_CHECK: [(&str, &str); 5] = [
+    ("HealthCheck.Target", "HTTP:80/health"),
+    ("HealthCheck.Interval", "5"),
+    ("HealthCheck.Timeout", "2"),
+    ("HealthCheck.UnhealthyThreshold", "2"),
+    ("HealthCheck.HealthyThreshold", "2"),
+];
+
+pub struct Live {
+    pub targets: DemoTargets,
+    pub control: ControlProcess,
+    pub envoys: Vec<EnvoyProcess>,
+    agent: ureq::Agent,
+    _dir: tempfile::TempDir,
+}
+
+/// Polls `check` every 20 ms until it is true or `limit` passes; returns the time it took.
+pub fn eventually(limit: Duration, what: &str, mut check: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if check() {
+            return start.elapsed();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("not within {limit:?}: {what}");
+}
+
+impl Live {
+    /// Three demo targets registered with `terraform-balancer` (listener 80), the control
+    /// service (with `control_args`), and `envoys` Envoys following it. Returns once every
+    /// target is in service and every Envoy balances over all three.
+    pub fn start(envoys: usize, control_args: &[&str]) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let specs: Vec<(&str, u16)> = TARGET_IDS.iter().map(|id| (*id, 0)).collect();
+        let targets = DemoTargets::start(&specs).expect("demo targets");
+        let instances: serde_json::Map<String, serde_json::Value> = targets
+            .addresses()
+            .into_iter()
+            .map(|(id, a)| {
+                (
+                    id,
+                    serde_json::json!({"ip": a.ip().to_string(), "ports": {"80": a.port()}}),
+                )
+            })
+            .collect();
+        let bootstrap = serde_json::json!({
+            "instances": instances,
+            "load_balancers": [{
+                "name": LOAD_BALANCER,
+                "listeners": [{"protocol": "HTTP", "load_balancer_port": 80, "instance_port": 80}],
+                "instances": TARGET_IDS,
+                "health_check": {"target": "HTTP:80/health", "interval": 5, "timeout": 2, "unhealthy_threshold": 2, "healthy_threshold": 2}
+            }]
+        });
+        let binary = build_control().unwrap_or_else(|e| panic!("{e}"));
+        let control = ControlProcess::start(
+            &binary,
+            &dir.path().join("control"),
+            &bootstrap.to_string(),
+            ACCESS_KEY,
+            control_args,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let wasm = build_filter().unwrap_or_else(|e| panic!("{e}"));
+        let envoys = (0..envoys)
+            .map(|i| {
+                let bootstrap = Bootstrap::following(
+                    wasm.clone(),
+                    control.address(),
+                    LOAD_BALANCER,
+                    80,
+                    &format!("bouncer-{i}"),
+                )
+                .expect("bootstrap");
+                EnvoyProcess::start(&bootstrap, &dir.path().join(format!("envoy-{i}")), 1)
+                    .unwrap_or_else(|e| panic!("{e}"))
+            })
+            .collect();
+        let live = Self {
+            targets,
+            control,
+            envoys,
+            agent: agent(),
+            _dir: dir,
+        };
+        live.wait_all_in_service();
+        for i in 0..live.envoys.len() {
+            eventually(
+                Duration::from_secs(10),
+                "each Envoy balances over the three targets",
+                || live.spread(i, 12, &[]).len() == 3,
+            );
+        }
+        live
+    }
+
+    pub fn api(&self) -> QueryClient {
+        self.control.client(ACCESS_KEY)
+    }
+
+    /// A signed API call that must succeed.
+    pub fn call(&self, action: &str, params: &[(&str, &str)]) -> ApiReply {
+        let mut all = vec![("LoadBalancerName", LOAD_BALANCER)];
+        all.extend_from_slice(params);
+        self.api().call(action, &all).unwrap_or_else(|e| panic!("{e}")).ok()
+    }
+
+    pub fn create_lb_cookie_policy(&self, name: &str, period: u64) {
+        let period = period.to_string();
+        self.call(
+            "CreateLBCookieStickinessPolicy",
+            &[("PolicyName", name), ("CookieExpirationPeriod", &period)],
+        );
+    }
+
+    pub fn create_app_cookie_policy(&self, name: &str, cookie: &str) {
+        self.call(
+            "CreateAppCookieStickinessPolicy",
+            &[("PolicyName", name), ("CookieName", cookie)],
+        );
+    }
+
+    /// SetLoadBalancerPoliciesOfListener on port 80; `None` removes stickiness.
+    pub fn set_policy(&self, name: Option<&str>) {
+        match name {
+            Some(name) => self.call(
+                "SetLoadBalancerPoliciesOfListener",
+                &[("LoadBalancerPort", "80"), ("PolicyNames.member.1", name)],
+            ),
+            None => self.call(
+                "SetLoadBalancerPoliciesOfListener",
+                &[("LoadBalancerPort", "80"), ("PolicyNames", "")],
+            ),
+        };
+    }
+
+    pub fn instance_state(&self, id: &str) -> String {
+        self.call("DescribeInstanceHealth", &[("Instances.member.1.InstanceId", id)])
+            .field("State")
+            .unwrap_or_default()
+    }
+
+    pub fn wait_all_in_service(&self) {
+        for id in TARGET_IDS {
+            eventually(Duration::from_secs(15), "every target in service", || {
+                self.instance_state(id) == "InService"
+            });
+        }
+    }
+
+    /// GET through Envoy `envoy`.
+    pub fn try_get(&self, envoy: usize, path: &str, cookies: &[(&str, &str)]) -> Result<Reply, String> {
+        get(&self.agent, &self.envoys[envoy].url(), path, cookies, &[])
+    }
+
+    pub fn get(&self, envoy: usize, path: &str, cookies: &[(&str, &str)]) -> Reply {
+        self.try_get(envoy, path, cookies)
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"))
+    }
+
+    /// The targets that answered `n` requests carrying `cookies`.
+    pub fn spread(&self, envoy: usize, n: usize, cookies: &[(&str, &str)]) -> HashSet<String> {
+        (0..n)
+            .filter_map(|_| self.try_get(envoy, "/", cookies).ok())
+            .filter(|r| r.status == 200)
+            .map(|r| r.target())
+            .collect()
+    }
+
+    /// The filter counter `sticky.<name>` of Envoy `envoy`.
+    pub fn counter(&self, envoy: usize, name: &str) -> u64 {
+        self.envoys[envoy]
+            .sticky_counter(name)
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+}
