@@ -27,18 +27,23 @@ pub struct ControlProcess {
 }
 
 impl ControlProcess {
-    /// Starts `binary` in `dir` (database `control.db`, log `control.log`) with `bootstrap`
-    /// (JSON) and one access key, plus `extra` arguments.
+    /// Starts `binary` on 127.0.0.1:`port` (0: a free port) in `dir` (database `control.db`,
+    /// log `control.log`) with `bootstrap` (JSON) and one access key, plus `extra` arguments.
     pub fn start(
         binary: &Path,
         dir: &Path,
+        port: u16,
         bootstrap: &str,
         access_key: (&str, &str),
         extra: &[&str],
     ) -> Result<Self, ProcessError> {
         std::fs::create_dir_all(dir)?;
         std::fs::write(dir.join("bootstrap.json"), bootstrap)?;
-        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let port = if port == 0 {
+            TcpListener::bind("127.0.0.1:0")?.local_addr()?.port()
+        } else {
+            port
+        };
         let mut args: Vec<String> = vec![
             "--listen".into(),
             format!("127.0.0.1:{port}"),

@@ -73,6 +73,7 @@ impl Live {
         let control = ControlProcess::start(
             &binary,
             &dir.path().join("control"),
+            0,
             &bootstrap.to_string(),
             ACCESS_KEY,
             control_args,

@@ -22,7 +22,7 @@ impl Control {
     pub fn start(bootstrap: &str, extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap().keep();
         let binary = Path::new(env!("CARGO_BIN_EXE_sticky-control"));
-        let process = ControlProcess::start(binary, &dir, bootstrap, (ACCESS_KEY, SECRET_KEY), extra)
+        let process = ControlProcess::start(binary, &dir, 0, bootstrap, (ACCESS_KEY, SECRET_KEY), extra)
             .unwrap_or_else(|e| panic!("{e}"));
         Self {
             port: process.port,

@@ -1,37 +1,21 @@
-//! Runs the product on embedded defaults: demo targets on loopback, Envoy with the sticky
-//! filter in front of them, until Ctrl-C.
+//! Runs the whole product on embedded defaults, until Ctrl-C: three demo targets on loopback,
+//! the control service (SQLite) declaring load balancer `terraform-balancer` with listener 80,
+//! and Envoy with the sticky filter following it, its listener 80 mapped to a loopback port.
 
 use std::path::PathBuf;
 
-use clap::{Parser, ValueEnum};
-use sticky_core::{CookieSettings, FilterState, PolicyState, TargetState};
-use sticky_envoy::{Bootstrap, EnvoyProcess, build_filter, random_key_ring, workspace_root};
+use anyhow::Context;
+use clap::Parser;
+use sticky_control::process::ControlProcess;
+use sticky_envoy::{Bootstrap, EnvoyProcess, build_control, build_filter, workspace_root};
 use sticky_testbed::DemoTargets;
 
-#[derive(Clone, Copy, ValueEnum)]
-enum Policy {
-    /// Duration-based stickiness (CreateLBCookieStickinessPolicy).
-    Lb,
-    /// Application-based stickiness (CreateAppCookieStickinessPolicy).
-    App,
-    /// No stickiness: every request is balanced on its own.
-    None,
-}
-
-/// Envoy + the sticky filter + demo targets on 127.0.0.1, on embedded defaults.
+/// Sticky sessions for Envoy, all on 127.0.0.1: demo targets, the control service (LBU/ELB API)
+/// and Envoy with the sticky filter.
 #[derive(Parser)]
 #[command(version)]
 struct Args {
-    /// Stickiness policy of the listener.
-    #[arg(long, value_enum, default_value = "lb")]
-    policy: Policy,
-    /// LB cookie: CookieExpirationPeriod in seconds (0: browser-session cookie).
-    #[arg(long, default_value_t = 300)]
-    duration: u64,
-    /// App cookie: name of the application's cookie.
-    #[arg(long, default_value = "session")]
-    app_cookie: String,
-    /// Number of demo targets.
+    /// Number of demo targets (instances i-demo1, i-demo2, …).
     #[arg(long, default_value_t = 3)]
     targets: u16,
     /// Port of the first demo target; the others follow.
@@ -43,85 +27,132 @@ struct Args {
     /// Port of Envoy's admin endpoint.
     #[arg(long, default_value_t = 9901)]
     admin_port: u16,
+    /// Port of the control service (LBU/ELB API, EDS, state feed).
+    #[arg(long, default_value_t = 8000)]
+    control_port: u16,
+    /// API access key as ID:SECRET (the demo's default is printed at start).
+    #[arg(long, default_value = "AKIDSTICKYDEMO:sticky-demo-secret")]
+    access_key: String,
     /// Envoy worker threads.
     #[arg(long, default_value_t = 1)]
     concurrency: u32,
-    /// Where the rendered bootstrap and Envoy's log go.
+    /// Where the bootstrap files, the database and the logs go. The database persists between runs.
     #[arg(long, default_value_os_t = workspace_root().join(".demo"))]
     dir: PathBuf,
 }
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    let (key_id, secret) = args
+        .access_key
+        .split_once(':')
+        .context("--access-key must be ID:SECRET")?;
     let ids: Vec<String> = (1..=args.targets).map(|n| format!("i-demo{n}")).collect();
     let specs: Vec<(&str, u16)> = ids
         .iter()
         .zip(args.target_port..)
         .map(|(id, port)| (id.as_str(), port))
         .collect();
-    let targets = DemoTargets::start(&specs)?;
-    let policy = match args.policy {
-        Policy::Lb => Some(PolicyState::LbCookie {
-            expiration_period: args.duration,
-        }),
-        Policy::App => Some(PolicyState::AppCookie {
-            app_cookie_name: args.app_cookie.clone(),
-            duration_seconds: None,
-        }),
-        Policy::None => None,
-    };
-    let state = FilterState {
-        version: 1,
-        load_balancer: "terraform-balancer".to_owned(),
-        listener_port: 80,
-        policy,
-        cookie: CookieSettings::default(),
-        targets: targets
-            .addresses()
-            .into_iter()
-            .map(|(id, address)| TargetState {
+    let targets = DemoTargets::start(&specs).context("starting the demo targets")?;
+
+    // What terraform creates in the original deployment: the instances and the load balancer.
+    let instances: serde_json::Map<String, serde_json::Value> = targets
+        .addresses()
+        .into_iter()
+        .map(|(id, a)| {
+            (
                 id,
-                address: address.to_string(),
-                healthy: true,
-            })
-            .collect(),
-        keys: random_key_ring(1)?,
-    };
-    let wasm = build_filter()?;
-    let mut bootstrap = Bootstrap::sticky(wasm, state)?;
-    bootstrap.listen_port = args.port;
-    bootstrap.admin_port = args.admin_port;
-    let envoy = EnvoyProcess::start(&bootstrap, &args.dir, args.concurrency)?;
+                serde_json::json!({"ip": a.ip().to_string(), "ports": {"80": a.port()}}),
+            )
+        })
+        .collect();
+    let bootstrap = serde_json::json!({
+        "instances": instances,
+        "load_balancers": [{
+            "name": "terraform-balancer",
+            "listeners": [{"protocol": "HTTP", "load_balancer_port": 80, "instance_port": 80}],
+            "instances": ids,
+            "health_check": {"target": "HTTP:80/health", "interval": 5, "timeout": 2, "unhealthy_threshold": 2, "healthy_threshold": 2}
+        }]
+    });
+    let control_binary = build_control()?;
+    let control = ControlProcess::start(
+        &control_binary,
+        &args.dir.join("control"),
+        args.control_port,
+        &serde_json::to_string_pretty(&bootstrap)?,
+        (key_id, secret),
+        &[],
+    )
+    .context("starting the control service")?;
+    let mut envoy_bootstrap =
+        Bootstrap::following(build_filter()?, control.address(), "terraform-balancer", 80, "bouncer")?;
+    envoy_bootstrap.listen_port = args.port;
+    envoy_bootstrap.admin_port = args.admin_port;
+    let envoy = EnvoyProcess::start(&envoy_bootstrap, &args.dir.join("envoy"), args.concurrency)?;
+
+    let osc_config = args.dir.join("osc-config.json");
+    let profile = serde_json::json!({"default": {
+        "access_key": key_id, "secret_key": secret, "endpoint": control.url(),
+        "https": false, "region_name": "eu-west-2", "method": "POST"
+    }});
+    std::fs::write(&osc_config, serde_json::to_string_pretty(&profile)?)?;
+    let venv = workspace_root().join(".venv/bin");
 
     println!("Sticky sessions for Envoy: running.");
     for (id, address) in targets.addresses() {
-        println!("  target {id:<9} http://{address}");
+        println!("  instance {id:<9} http://{address}");
     }
     println!(
-        "  envoy admin     http://127.0.0.1:{}   (filter counters: /stats?filter=sticky)",
-        envoy.admin_port
+        "  control service  {}   (LBU/ELB Query API; log {})",
+        control.url(),
+        control.dir.join("control.log").display()
     );
-    println!("  bootstrap       {}", args.dir.join("envoy.yaml").display());
-    println!();
     println!(
-        "Point a browser at {}/ and reload: the answering target stays the same.",
+        "  envoy            {}   (load balancer terraform-balancer, port 80)",
         envoy.url()
     );
-    match args.policy {
-        Policy::Lb => println!("Policy: LB cookie, {} s (cookie AWSELB).", args.duration),
-        Policy::App => println!(
-            "Policy: app cookie `{}`: open {}/login to start a session.",
-            args.app_cookie,
-            envoy.url()
-        ),
-        Policy::None => println!("Policy: none (requests are balanced one by one)."),
-    }
-    println!("Or: curl -si {}/ | grep -i -e set-cookie -e target", envoy.url());
+    println!(
+        "  envoy admin      http://127.0.0.1:{}   (filter counters: /stats?filter=sticky)",
+        envoy.admin_port
+    );
+    println!();
+    println!(
+        "Browser: {}/  (reload: with no policy each request may land on another instance)",
+        envoy.url()
+    );
+    println!();
+    println!("osc-cli (config written to {}):", osc_config.display());
+    let osc = format!("{} lbu", venv.join("osc-cli").display());
+    let cfg = format!("--config_path {}", osc_config.display());
+    println!(
+        "  {osc} CreateLBCookieStickinessPolicy --CookieExpirationPeriod 10 --LoadBalancerName terraform-balancer --PolicyName LBCookie {cfg}"
+    );
+    println!(
+        "  {osc} CreateAppCookieStickinessPolicy --CookieName session --LoadBalancerName terraform-balancer --PolicyName AppCookie {cfg}"
+    );
+    println!(
+        "  {osc} SetLoadBalancerPoliciesOfListener --LoadBalancerName terraform-balancer --LoadBalancerPort 80 --PolicyNames.member.1 AppCookie {cfg}"
+    );
+    println!();
+    println!("aws CLI:");
+    println!("  export AWS_ACCESS_KEY_ID={key_id} AWS_SECRET_ACCESS_KEY={secret} AWS_DEFAULT_REGION=eu-west-2");
+    println!(
+        "  {} elb describe-load-balancers --endpoint-url {}",
+        venv.join("aws").display(),
+        control.url()
+    );
+    println!();
+    println!(
+        "With the app cookie policy, open {}/login to start a session (/logout ends it).",
+        envoy.url()
+    );
     println!("Ctrl-C stops everything.");
 
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(tokio::signal::ctrl_c())?;
     drop(envoy);
+    drop(control);
     drop(targets);
     Ok(())
 }
