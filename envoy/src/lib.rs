@@ -137,6 +137,26 @@ pub fn random_key_ring(id: u16) -> Result<KeyRingState, EnvoyError> {
     })
 }
 
+/// A control service bootstrap file declaring `load_balancer` with listener 80 (instance port
+/// 80) and `instances` (id, loopback address) registered, each instance's port 80 mapped to
+/// its address's port, with an HTTP health check every 5 s (thresholds 2/2).
+pub fn control_bootstrap(load_balancer: &str, instances: &[(String, SocketAddr)]) -> serde_json::Value {
+    let registry: serde_json::Map<String, serde_json::Value> = instances
+        .iter()
+        .map(|(id, a)| (id.clone(), json!({"ip": a.ip().to_string(), "ports": {"80": a.port()}})))
+        .collect();
+    let ids: Vec<&String> = instances.iter().map(|(id, _)| id).collect();
+    json!({
+        "instances": registry,
+        "load_balancers": [{
+            "name": load_balancer,
+            "listeners": [{"protocol": "HTTP", "load_balancer_port": 80, "instance_port": 80}],
+            "instances": ids,
+            "health_check": {"target": "HTTP:80/health", "interval": 5, "timeout": 2, "unhealthy_threshold": 2, "healthy_threshold": 2}
+        }]
+    })
+}
+
 /// The HTTP filters in front of the router.
 #[derive(Debug, Clone)]
 pub enum HttpFilters {

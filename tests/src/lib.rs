@@ -163,31 +163,8 @@ impl Stack {
 
     /// GET `path` with exactly these cookies and extra headers.
     pub fn get(&self, path: &str, cookies: &[(&str, &str)], headers: &[(&str, &str)]) -> Reply {
-        let mut request = self.agent.get(&format!("{}{path}", self.envoy.url()));
-        if !cookies.is_empty() {
-            let cookie = cookies
-                .iter()
-                .map(|(n, v)| format!("{n}={v}"))
-                .collect::<Vec<_>>()
-                .join("; ");
-            request = request.set("Cookie", &cookie);
-        }
-        for (name, value) in headers {
-            request = request.set(name, value);
-        }
-        let response = match request.call() {
-            Ok(response) => response,
-            Err(ureq::Error::Status(_, response)) => response,
-            Err(e) => panic!("GET {path}: {e}\nenvoy log:\n{}", self.envoy.log_tail()),
-        };
-        let status = response.status();
-        let set_cookies = response.all("set-cookie").into_iter().map(str::to_owned).collect();
-        let body = response.into_string().unwrap_or_default();
-        Reply {
-            status,
-            set_cookies,
-            body,
-        }
+        get(&self.agent, &self.envoy.url(), path, cookies, headers)
+            .unwrap_or_else(|e| panic!("GET {path}: {e}\nenvoy log:\n{}", self.envoy.log_tail()))
     }
 
     /// Sends raw bytes as one HTTP/1.1 request and returns the status code Envoy answered

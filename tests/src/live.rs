@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use sticky_control::client::{QueryClient, Reply as ApiReply};
 use sticky_control::process::ControlProcess;
-use sticky_envoy::{Bootstrap, EnvoyProcess, build_control, build_filter};
+use sticky_envoy::{Bootstrap, EnvoyProcess, build_control, build_filter, control_bootstrap};
 use sticky_testbed::DemoTargets;
 
 use crate::{LOAD_BALANCER, Reply, TARGET_IDS, agent, get};
@@ -50,25 +50,7 @@ impl Live {
         let dir = tempfile::tempdir().expect("temp dir");
         let specs: Vec<(&str, u16)> = TARGET_IDS.iter().map(|id| (*id, 0)).collect();
         let targets = DemoTargets::start(&specs).expect("demo targets");
-        let instances: serde_json::Map<String, serde_json::Value> = targets
-            .addresses()
-            .into_iter()
-            .map(|(id, a)| {
-                (
-                    id,
-                    serde_json::json!({"ip": a.ip().to_string(), "ports": {"80": a.port()}}),
-                )
-            })
-            .collect();
-        let bootstrap = serde_json::json!({
-            "instances": instances,
-            "load_balancers": [{
-                "name": LOAD_BALANCER,
-                "listeners": [{"protocol": "HTTP", "load_balancer_port": 80, "instance_port": 80}],
-                "instances": TARGET_IDS,
-                "health_check": {"target": "HTTP:80/health", "interval": 5, "timeout": 2, "unhealthy_threshold": 2, "healthy_threshold": 2}
-            }]
-        });
+        let bootstrap = control_bootstrap(LOAD_BALANCER, &targets.addresses());
         let binary = build_control().unwrap_or_else(|e| panic!("{e}"));
         let control = ControlProcess::start(
             &binary,

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Parser;
 use sticky_control::process::ControlProcess;
-use sticky_envoy::{Bootstrap, EnvoyProcess, build_control, build_filter, workspace_root};
+use sticky_envoy::{Bootstrap, EnvoyProcess, build_control, build_filter, control_bootstrap, workspace_root};
 use sticky_testbed::DemoTargets;
 
 /// Sticky sessions for Envoy, all on 127.0.0.1: demo targets, the control service (LBU/ELB API)
@@ -56,25 +56,7 @@ fn main() -> anyhow::Result<()> {
     let targets = DemoTargets::start(&specs).context("starting the demo targets")?;
 
     // What terraform creates in the original deployment: the instances and the load balancer.
-    let instances: serde_json::Map<String, serde_json::Value> = targets
-        .addresses()
-        .into_iter()
-        .map(|(id, a)| {
-            (
-                id,
-                serde_json::json!({"ip": a.ip().to_string(), "ports": {"80": a.port()}}),
-            )
-        })
-        .collect();
-    let bootstrap = serde_json::json!({
-        "instances": instances,
-        "load_balancers": [{
-            "name": "terraform-balancer",
-            "listeners": [{"protocol": "HTTP", "load_balancer_port": 80, "instance_port": 80}],
-            "instances": ids,
-            "health_check": {"target": "HTTP:80/health", "interval": 5, "timeout": 2, "unhealthy_threshold": 2, "healthy_threshold": 2}
-        }]
-    });
+    let bootstrap = control_bootstrap("terraform-balancer", &targets.addresses());
     let control_binary = build_control()?;
     let control = ControlProcess::start(
         &control_binary,
