@@ -425,7 +425,7 @@ fn state_survives_kill_9_between_writes() {
 
 #[test]
 fn health_checks_flip_instances_and_eds_and_the_feed_follow() {
-    let mut targets = sticky_testbed::DemoTargets::start(&[("i-a", 0), ("i-b", 0)]).unwrap();
+    let mut targets = sticky_demo_target::DemoTargets::start(&[("i-a", 0), ("i-b", 0)]).unwrap();
     let addresses = targets.addresses();
     let instances: Vec<(&str, SocketAddr)> = addresses.iter().map(|(id, a)| (id.as_str(), *a)).collect();
     let control = Control::start(&bootstrap(&instances, &["i-a", "i-b"]), &[]);

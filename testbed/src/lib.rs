@@ -1,210 +1,292 @@
-//! The demo target: a small HTTP app standing in for a stateful web app behind the load
-//! balancer. It answers with its own identity and what it received, and on `/login` sets an
-//! application cookie named `session` the way a Flask app does.
+//! A host of the proxy-wasm ABI (0.2.1) on wasmtime that runs the very `.wasm` Envoy loads,
+//! without Envoy. The API reads like the events a proxy sees:
 //!
-//! | path | answer |
-//! |---|---|
-//! | `/login` | sets `session=<signed-looking value>; HttpOnly; Path=/` (with `?permanent=1`, an `Expires` 31 days ahead, like Flask's permanent sessions) |
-//! | `/logout` | deletes `session` the way Flask does (`Expires` in 1970, `Max-Age=0`) |
-//! | `/health` | `200 ok` (for health checks) |
-//! | anything else | JSON: `target`, `path`, the `cookie` header and the routing header it received |
+//! ```text
+//! let testbed = Testbed::load(&wasm)?;
+//! let mut plugin = testbed.plugin(&config_json)?;
+//! let stream = plugin.request(&[("cookie", b"AWSELB=…")])?;   // the filter's request half
+//! stream.header("x-sticky-target");                             // what it set or removed
+//! let response = plugin.respond(&stream, Some("127.0.0.1:9001"), &[])?;
+//! response.set_cookies();                                       // what it issued
+//! plugin.advance(Duration::from_secs(600));                     // the clock it reads
+//! plugin.counter("sticky.pinned");                              // its stats, logs, http calls
+//! ```
+//!
+//! Each plugin has its own `Store` (no globals: tests run in parallel). A trap is an error of
+//! the call that caused it, never a panic of the host.
 
-use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::time::{Duration, SystemTime};
+mod abi;
+mod host;
 
-use axum::Router;
-use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode, Uri, header};
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use serde::{Deserialize, Serialize};
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use std::path::Path;
+use std::time::Duration;
 
-/// Header the filter sets; echoed so tests can see what reached the target.
-pub const ROUTING_HEADER: &str = "x-sticky-target";
-/// Name of the application cookie, as Flask names it.
-pub const APP_COOKIE: &str = "session";
+use wasmtime::{Config, Engine, Instance, Linker, Module, Store, WasmParams, WasmResults};
+use wasmtime_wasi::WasiCtxBuilder;
 
-/// What the demo target answers on every path but `/login`, `/logout` and `/health`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Echo {
-    pub target: String,
-    pub path: String,
-    /// The `Cookie` header as received (lossy UTF-8), if any.
-    pub cookie: Option<String>,
-    /// The routing header as received, if any.
-    pub routing_header: Option<String>,
+pub use abi::{Status, deserialize_pairs, serialize_pairs};
+pub use host::{Host, HttpCall, MetricKind};
+
+#[derive(Debug, thiserror::Error)]
+pub enum TestbedError {
+    #[error("loading the module: {0}")]
+    Load(String),
+    #[error("the filter trapped in {export}: {message}")]
+    Trap { export: String, message: String },
+    #[error("the module lacks the export {0}")]
+    MissingExport(String),
+    #[error("the filter refused its configuration (on_configure returned false); its logs: {0:?}")]
+    Refused(Vec<String>),
 }
 
-#[derive(Clone)]
-struct AppState {
-    id: String,
+/// A compiled filter module and the host functions it links against.
+pub struct Testbed {
+    engine: Engine,
+    module: Module,
+    linker: Linker<Host>,
 }
 
-/// The demo app for target `id`.
-pub fn app(id: &str) -> Router {
-    Router::new()
-        .route("/login", get(login))
-        .route("/logout", get(logout))
-        .route("/health", get(|| async { "ok" }))
-        .fallback(echo)
-        .with_state(AppState { id: id.to_owned() })
+/// The proxy's answer to an HTTP context's headers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Continue,
+    Pause,
 }
 
-async fn echo(State(state): State<AppState>, uri: Uri, headers: HeaderMap) -> axum::Json<Echo> {
-    let text = |name: &str| {
-        headers
-            .get(name)
-            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-    };
-    axum::Json(Echo {
-        target: state.id,
-        path: uri.path().to_owned(),
-        cookie: text(header::COOKIE.as_str()),
-        routing_header: text(ROUTING_HEADER),
-    })
+/// A request after the filter's request half.
+#[derive(Debug, Clone)]
+pub struct Stream {
+    pub context_id: i32,
+    pub action: Action,
+    /// The request headers as the filter left them (what goes upstream).
+    pub request_headers: Vec<(String, Vec<u8>)>,
 }
 
-async fn login(State(state): State<AppState>, Query(query): Query<HashMap<String, String>>) -> Response {
-    let mut random = [0u8; 18];
-    if getrandom::fill(&mut random).is_err() {
-        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+impl Stream {
+    pub fn header(&self, name: &str) -> Option<&[u8]> {
+        self.request_headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_slice())
     }
-    // Shaped like Flask's itsdangerous token: payload.timestamp.signature.
-    let payload = URL_SAFE_NO_PAD.encode(format!("{{\"user\":\"demo\",\"target\":\"{}\"}}", state.id));
-    let value = format!(
-        "{payload}.{}.{}",
-        URL_SAFE_NO_PAD.encode(&random[..6]),
-        URL_SAFE_NO_PAD.encode(&random[6..])
-    );
-    let mut cookie = format!("{APP_COOKIE}={value}; HttpOnly; Path=/");
-    if query.get("permanent").is_some_and(|v| v == "1") {
-        let expires = SystemTime::now() + Duration::from_secs(31 * 86_400);
-        cookie = format!(
-            "{APP_COOKIE}={value}; Expires={}; HttpOnly; Path=/",
-            httpdate::fmt_http_date(expires)
-        );
+
+    pub fn header_count(&self, name: &str) -> usize {
+        self.request_headers.iter().filter(|(k, _)| k == name).count()
     }
-    (
-        [(header::SET_COOKIE, cookie)],
-        axum::Json(serde_json::json!({"target": state.id, "login": true})),
-    )
-        .into_response()
 }
 
-async fn logout(State(state): State<AppState>) -> Response {
-    let cookie = format!("{APP_COOKIE}=; Expires=Thu, 01 Jan 1970 00:00:00 GMT; Max-Age=0; HttpOnly; Path=/");
-    (
-        [(header::SET_COOKIE, cookie)],
-        axum::Json(serde_json::json!({"target": state.id, "logout": true})),
-    )
-        .into_response()
+/// A response after the filter's response half.
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub action: Action,
+    pub response_headers: Vec<(String, Vec<u8>)>,
 }
 
-/// Serves target `id` on `listener` until `shutdown` fires. Then every open connection is cut
-/// at once, as when a target process dies (keep-alive connections do not linger on).
-pub async fn serve(id: &str, listener: TcpListener, shutdown: oneshot::Receiver<()>) -> std::io::Result<()> {
-    let app = app(id);
-    let mut connections = tokio::task::JoinSet::new();
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            _ = &mut shutdown => break,
-            accepted = listener.accept() => {
-                let Ok((stream, _)) = accepted else { continue };
-                let service = hyper_util::service::TowerToHyperService::new(app.clone());
-                connections.spawn(async move {
-                    let builder = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
-                    let _ = builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service).await;
-                });
-                // Reap finished connections so the set does not grow.
-                while connections.try_join_next().is_some() {}
-            }
-        }
+impl Response {
+    /// The `Set-Cookie` values, as text.
+    pub fn set_cookies(&self) -> Vec<String> {
+        self.response_headers
+            .iter()
+            .filter(|(k, _)| k == "set-cookie")
+            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+            .collect()
     }
-    connections.abort_all();
-    Ok(())
+
+    /// The value of the cookie `name` this response sets.
+    pub fn cookie(&self, name: &str) -> Option<String> {
+        self.set_cookies().iter().find_map(|c| {
+            let pair = c.split(';').next()?;
+            pair.strip_prefix(&format!("{name}=")).map(str::to_owned)
+        })
+    }
 }
 
-/// Demo targets running on loopback in a runtime of their own, for the demo and the tests.
-pub struct DemoTargets {
-    runtime: tokio::runtime::Runtime,
-    targets: Vec<RunningTarget>,
-}
+impl Testbed {
+    /// Compiles the `.wasm` at `path`.
+    pub fn load(path: &Path) -> Result<Self, TestbedError> {
+        let engine = Engine::new(&Config::new()).map_err(|e| TestbedError::Load(e.to_string()))?;
+        let module =
+            Module::from_file(&engine, path).map_err(|e| TestbedError::Load(format!("{}: {e}", path.display())))?;
+        let mut linker: Linker<Host> = Linker::new(&engine);
+        wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |host: &mut Host| &mut host.wasi)
+            .map_err(|e| TestbedError::Load(e.to_string()))?;
+        abi::add_to_linker(&mut linker).map_err(|e| TestbedError::Load(e.to_string()))?;
+        abi::stub_unknown_imports(&mut linker, &module).map_err(|e| TestbedError::Load(e.to_string()))?;
+        Ok(Self { engine, module, linker })
+    }
 
-struct RunningTarget {
-    id: String,
-    address: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-}
-
-impl DemoTargets {
-    /// Starts one target per id, on the given ports (0: any free port).
-    pub fn start(targets: &[(&str, u16)]) -> anyhow::Result<Self> {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()?;
-        let mut set = Self {
-            runtime,
-            targets: Vec::new(),
+    /// Starts the VM and configures a plugin with `configuration` (the plugin's JSON string);
+    /// `clusters` are the Envoy clusters its `dispatch_http_call`s may name.
+    pub fn plugin(&self, configuration: &str, clusters: &[&str]) -> Result<Plugin, TestbedError> {
+        let wasi = WasiCtxBuilder::new().build_p1();
+        let mut host = Host::new(wasi);
+        host.plugin_configuration = configuration.as_bytes().to_vec();
+        host.clusters = clusters.iter().map(|c| (*c).to_owned()).collect();
+        let mut store = Store::new(&self.engine, host);
+        let instance = self
+            .linker
+            .instantiate(&mut store, &self.module)
+            .map_err(|e| TestbedError::Load(e.to_string()))?;
+        let mut plugin = Plugin {
+            store,
+            instance,
+            root: 1,
+            next_context: 2,
         };
-        for (id, port) in targets {
-            let address = SocketAddr::from(([127, 0, 0, 1], *port));
-            let (address, stop) = set.spawn(id, address)?;
-            set.targets.push(RunningTarget {
-                id: (*id).to_owned(),
-                address,
-                stop: Some(stop),
-            });
+        if plugin.has_export("_initialize") {
+            plugin.call::<(), ()>("_initialize", ())?;
         }
-        Ok(set)
-    }
-
-    fn spawn(&self, id: &str, address: SocketAddr) -> anyhow::Result<(SocketAddr, oneshot::Sender<()>)> {
-        let listener = self.runtime.block_on(TcpListener::bind(address))?;
-        let address = listener.local_addr()?;
-        let (stop, stopped) = oneshot::channel();
-        let id = id.to_owned();
-        self.runtime.spawn(async move {
-            let _ = serve(&id, listener, stopped).await;
-        });
-        Ok((address, stop))
-    }
-
-    /// `(id, ip:port)` of every target.
-    pub fn addresses(&self) -> Vec<(String, SocketAddr)> {
-        self.targets.iter().map(|t| (t.id.clone(), t.address)).collect()
-    }
-
-    /// The id of the target listening on `address`.
-    pub fn id_of(&self, address: SocketAddr) -> Option<&str> {
-        self.targets
-            .iter()
-            .find(|t| t.address == address)
-            .map(|t| t.id.as_str())
-    }
-
-    /// Stops target `id` (it refuses connections afterwards).
-    pub fn stop(&mut self, id: &str) {
-        if let Some(stop) = self.targets.iter_mut().find(|t| t.id == id).and_then(|t| t.stop.take()) {
-            let _ = stop.send(());
+        plugin.call::<(i32, i32), ()>("proxy_on_context_create", (plugin.root, 0))?;
+        plugin.call::<(i32, i32), i32>("proxy_on_vm_start", (plugin.root, 0))?;
+        let size = i32::try_from(configuration.len()).unwrap_or(i32::MAX);
+        let configured = plugin.call::<(i32, i32), i32>("proxy_on_configure", (plugin.root, size))?;
+        if configured == 0 {
+            return Err(TestbedError::Refused(plugin.logs()));
         }
+        Ok(plugin)
+    }
+}
+
+/// One configured plugin: a root context and the HTTP contexts it creates.
+pub struct Plugin {
+    store: Store<Host>,
+    instance: Instance,
+    root: i32,
+    next_context: i32,
+}
+
+fn action(code: i32) -> Action {
+    if code == 0 { Action::Continue } else { Action::Pause }
+}
+
+fn owned(headers: &[(&str, &[u8])]) -> Vec<(String, Vec<u8>)> {
+    headers
+        .iter()
+        .map(|(k, v)| (k.to_ascii_lowercase(), v.to_vec()))
+        .collect()
+}
+
+impl Plugin {
+    fn has_export(&mut self, name: &str) -> bool {
+        self.instance.get_func(&mut self.store, name).is_some()
     }
 
-    /// Starts target `id` again on its address.
-    pub fn restart(&mut self, id: &str) -> anyhow::Result<()> {
-        let index = self
-            .targets
+    fn call<P: WasmParams, R: WasmResults>(&mut self, export: &str, params: P) -> Result<R, TestbedError> {
+        let func = self
+            .instance
+            .get_typed_func::<P, R>(&mut self.store, export)
+            .map_err(|_| TestbedError::MissingExport(export.to_owned()))?;
+        func.call(&mut self.store, params).map_err(|e| TestbedError::Trap {
+            export: export.to_owned(),
+            message: format!("{e:?}"),
+        })
+    }
+
+    /// The request half: a new HTTP context sees `headers` (lowercased names, raw values).
+    pub fn request(&mut self, headers: &[(&str, &[u8])]) -> Result<Stream, TestbedError> {
+        let context_id = self.next_context;
+        self.next_context += 1;
+        self.call::<(i32, i32), ()>("proxy_on_context_create", (context_id, self.root))?;
+        self.store.data_mut().request_headers = owned(headers);
+        let count = i32::try_from(headers.len()).unwrap_or(i32::MAX);
+        let code = self.call::<(i32, i32, i32), i32>("proxy_on_request_headers", (context_id, count, 1))?;
+        Ok(Stream {
+            context_id,
+            action: action(code),
+            request_headers: self.store.data().request_headers.clone(),
+        })
+    }
+
+    /// The response half: `upstream` (`ip:port`, Envoy's `upstream.address`) answered with
+    /// `headers`. The context is then done.
+    pub fn respond(
+        &mut self,
+        stream: &Stream,
+        upstream: Option<&str>,
+        headers: &[(&str, &[u8])],
+    ) -> Result<Response, TestbedError> {
+        let host = self.store.data_mut();
+        host.request_headers = stream.request_headers.clone();
+        host.response_headers = owned(headers);
+        match upstream {
+            Some(address) => host
+                .properties
+                .insert("upstream.address".to_owned(), address.as_bytes().to_vec()),
+            None => host.properties.remove("upstream.address"),
+        };
+        let count = i32::try_from(headers.len()).unwrap_or(i32::MAX);
+        let code = self.call::<(i32, i32, i32), i32>("proxy_on_response_headers", (stream.context_id, count, 1))?;
+        let response = Response {
+            action: action(code),
+            response_headers: self.store.data().response_headers.clone(),
+        };
+        self.call::<i32, i32>("proxy_on_done", stream.context_id)?;
+        self.call::<i32, ()>("proxy_on_delete", stream.context_id)?;
+        Ok(response)
+    }
+
+    /// Moves the filter's clock.
+    pub fn advance(&mut self, by: Duration) {
+        self.store.data_mut().now += by;
+    }
+
+    /// Delivers one tick to the root context.
+    pub fn tick(&mut self) -> Result<(), TestbedError> {
+        self.call::<i32, ()>("proxy_on_tick", self.root)
+    }
+
+    /// The tick period the filter asked for.
+    pub fn tick_period(&self) -> Option<Duration> {
+        self.store
+            .data()
+            .tick_period_ms
+            .map(|ms| Duration::from_millis(u64::from(ms)))
+    }
+
+    /// Takes the HTTP calls the filter dispatched and that await an answer.
+    pub fn take_http_calls(&mut self) -> Vec<HttpCall> {
+        std::mem::take(&mut self.store.data_mut().http_calls)
+    }
+
+    /// Answers an HTTP call with `status` and `body`.
+    pub fn answer_http_call(&mut self, call: &HttpCall, status: u16, body: &[u8]) -> Result<(), TestbedError> {
+        self.store.data_mut().http_call_response = Some((
+            vec![(":status".to_owned(), status.to_string().into_bytes())],
+            body.to_vec(),
+        ));
+        let token = i32::try_from(call.token).unwrap_or(i32::MAX);
+        let size = i32::try_from(body.len()).unwrap_or(i32::MAX);
+        let result =
+            self.call::<(i32, i32, i32, i32, i32), ()>("proxy_on_http_call_response", (self.root, token, 1, size, 0));
+        self.store.data_mut().http_call_response = None;
+        result
+    }
+
+    /// The value of the metric `name` (0 if undefined).
+    pub fn counter(&self, name: &str) -> i64 {
+        self.store
+            .data()
+            .metrics
             .iter()
-            .position(|t| t.id == id)
-            .ok_or_else(|| anyhow::anyhow!("no target {id}"))?;
-        let (_, stop) = self.spawn(id, self.targets[index].address)?;
-        self.targets[index].stop = Some(stop);
-        Ok(())
+            .find(|(n, _, _)| n == name)
+            .map_or(0, |m| m.2)
+    }
+
+    pub fn logs(&self) -> Vec<String> {
+        self.store.data().logs.iter().map(|(_, m)| m.clone()).collect()
+    }
+
+    /// Imports the filter called that this host does not implement.
+    pub fn unsupported_calls(&self) -> Vec<String> {
+        self.store.data().unsupported.clone()
+    }
+
+    /// Host calls made since the last reset (headers, properties, time, metrics).
+    pub fn host_calls(&self) -> u64 {
+        self.store.data().host_calls
+    }
+
+    pub fn reset_host_calls(&mut self) {
+        self.store.data_mut().host_calls = 0;
     }
 }

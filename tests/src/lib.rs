@@ -11,8 +11,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use sticky_core::{CookieSettings, FilterState, PolicyState, TargetState};
+use sticky_demo_target::{DemoTargets, Echo};
 use sticky_envoy::{Bootstrap, EnvoyProcess, build_filter, random_key_ring};
-use sticky_testbed::{DemoTargets, Echo};
 
 pub const LOAD_BALANCER: &str = "terraform-balancer";
 pub const STICKY_COOKIE: &str = "AWSELB";

@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use sticky_control::client::{QueryClient, Reply as ApiReply};
 use sticky_control::process::ControlProcess;
+use sticky_demo_target::DemoTargets;
 use sticky_envoy::{Bootstrap, EnvoyProcess, build_control, build_filter, control_bootstrap};
-use sticky_testbed::DemoTargets;
 
 use crate::{LOAD_BALANCER, Reply, TARGET_IDS, agent, get};
 

@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Parser;
 use sticky_control::process::ControlProcess;
+use sticky_demo_target::DemoTargets;
 use sticky_envoy::{Bootstrap, EnvoyProcess, build_control, build_filter, control_bootstrap, workspace_root};
-use sticky_testbed::DemoTargets;
 
 /// Sticky sessions for Envoy, all on 127.0.0.1: demo targets, the control service (LBU/ELB API)
 /// and Envoy with the sticky filter.

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use clap::Parser;
 use sticky_core::{CookieSettings, FilterState, PolicyState, TargetState};
+use sticky_demo_target::DemoTargets;
 use sticky_envoy::{Bootstrap, EnvoyProcess, HttpFilters, build_filter, random_key_ring};
-use sticky_testbed::DemoTargets;
 
 /// Throughput of Envoy without the filter vs with the filter (sticky hit), measured with wrk.
 #[derive(Parser)]

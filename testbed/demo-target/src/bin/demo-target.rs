@@ -24,6 +24,6 @@ async fn main() -> anyhow::Result<()> {
     let listener = TcpListener::bind((args.host, args.port)).await?;
     eprintln!("demo target {} listening on {}", args.id, listener.local_addr()?);
     let (_stop, stopped) = tokio::sync::oneshot::channel();
-    sticky_testbed::serve(&args.id, listener, stopped).await?;
+    sticky_demo_target::serve(&args.id, listener, stopped).await?;
     Ok(())
 }
