@@ -119,6 +119,9 @@ fn parse_cookie_date(value: &[u8]) -> Option<u64> {
     Some(parsed.ok()?.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()))
 }
 
+/// 9999-12-31T23:59:59Z, the last instant an HTTP date can name.
+const LATEST_HTTP_DATE: u64 = 253_402_300_799;
+
 /// Builds the `Set-Cookie` value for the stickiness cookie. `until` mirrors the expiry sealed in
 /// the value into `Max-Age` and `Expires`; `None` makes a browser-session cookie.
 pub fn set_cookie(settings: &CookieSettings, value: &str, now: u64, until: Option<u64>) -> String {
@@ -134,7 +137,11 @@ pub fn delete_cookie(settings: &CookieSettings) -> String {
 fn format_cookie(settings: &CookieSettings, value: &str, expiry: Option<(u64, u64)>) -> String {
     let mut cookie = format!("{}={}; Path={}", settings.name, value, settings.path);
     if let Some((max_age, until)) = expiry {
-        let at = UNIX_EPOCH + std::time::Duration::from_secs(until);
+        // httpdate formats years up to 9999; later dates are written as that.
+        let until = until.min(LATEST_HTTP_DATE);
+        let at = UNIX_EPOCH
+            .checked_add(std::time::Duration::from_secs(until))
+            .unwrap_or(UNIX_EPOCH);
         cookie.push_str(&format!("; Max-Age={max_age}; Expires={}", httpdate::fmt_http_date(at)));
     }
     if settings.http_only {
@@ -154,6 +161,18 @@ fn format_cookie(settings: &CookieSettings, value: &str, expiry: Option<(u64, u6
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn any_set_cookie_is_read_and_followed_without_panic(header in proptest::collection::vec(any::<u8>(), 0..200), max_age in any::<u64>(), now in any::<u64>()) {
+            let _ = app_cookie_change(&header, "session", now);
+            let text = format!("session=x; Max-Age={max_age}");
+            if let Some(AppCookieChange::Set(Lifetime::Until(until))) = app_cookie_change(text.as_bytes(), "session", now) {
+                let _ = set_cookie(&CookieSettings::default(), "v", now, Some(until));
+            }
+        }
+    }
 
     fn pairs(header: &[u8]) -> Vec<(String, String)> {
         request_cookies(header)
@@ -279,6 +298,8 @@ mod tests {
             issued.contains("Secure") && issued.contains("SameSite=None"),
             "{issued}"
         );
+        let far = set_cookie(&settings, "V", 0, Some(u64::MAX));
+        assert!(far.contains("Expires=Fri, 31 Dec 9999 23:59:59 GMT"), "{far}");
         let deleted = delete_cookie(&settings);
         assert!(
             deleted.starts_with("AWSELB=;") && deleted.contains("Max-Age=0") && deleted.contains("1970"),

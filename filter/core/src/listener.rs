@@ -15,6 +15,9 @@ use crate::state::{CookieSettings, FilterState, PolicyState, SameSite};
 /// cause with a header full of them).
 const MAX_COOKIE_ATTEMPTS: usize = 4;
 
+/// The latest expiry a cookie can carry (the wire format's u32 seconds).
+const MAX_EXPIRY: u64 = u32::MAX as u64;
+
 /// Index of a target in the listener's target list.
 pub type TargetIndex = usize;
 
@@ -459,6 +462,8 @@ impl Listener {
         let Some(nonce) = nonce() else {
             return ResponseDecision::nothing(ResponseOutcome::NoNonce);
         };
+        // Expiries are sealed as u32 seconds (year 2106); an app cookie may claim any Max-Age.
+        let until = until.map(|at| at.min(MAX_EXPIRY));
         let content = CookieContent {
             target_id: &target.id,
             issued_at: now,

@@ -445,6 +445,21 @@ fn app_cookie_lifetime_is_followed() {
 }
 
 #[test]
+fn an_absurd_app_cookie_lifetime_is_capped_not_a_crash() {
+    // Found by the testbed's fuzzer: Max-Age near u64::MAX overflowed the Expires computation.
+    let l = listener(app_policy(None));
+    let (_, outcome, set_cookie) = exchange(&l, &[], T1, &["session=x; Max-Age=6304884492704500459"], NOW);
+    assert_eq!(outcome, ResponseOutcome::Assigned);
+    let set_cookie = set_cookie.unwrap();
+    assert!(
+        set_cookie.contains("Expires=Sun, 07 Feb 2106 06:28:15 GMT"),
+        "{set_cookie}"
+    );
+    let cookies = header(&[("session", "x"), ("AWSELB", &value_of(&set_cookie))]);
+    assert!(l.on_request(Some(&cookies), NOW + 86_400 * 365 * 50).pinned.is_some());
+}
+
+#[test]
 fn app_cookie_deleted_by_the_target_deletes_the_stickiness_cookie() {
     let l = listener(app_policy(None));
     let (_, _, set_cookie) = exchange(&l, &[], T1, &[FLASK_SESSION], NOW);

@@ -1,0 +1,171 @@
+//! Fuzzing the compiled filter through the testbed: arbitrary cookie, routing-header and
+//! Set-Cookie bytes, mutated valid cookies, huge and numerous cookies, under both policies.
+//! Bounded: `STICKY_FUZZ_SECONDS` (default 30) per policy; a longer run is the same test with a
+//! larger value. Any trap fails the test with the input that caused it.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::time::{Duration, Instant};
+
+use sticky_core::{CookieSettings, FilterState, KeyRingState, KeyState, PluginConfig, PolicyState, TargetState};
+use sticky_testbed::Testbed;
+
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn below(&mut self, n: u64) -> usize {
+        (self.next() % n.max(1)) as usize
+    }
+
+    /// Up to `max` random bytes.
+    fn bytes(&mut self, max: u64) -> Vec<u8> {
+        let len = self.below(max);
+        (0..len).map(|_| self.next() as u8).collect()
+    }
+}
+
+fn state(policy: PolicyState) -> FilterState {
+    FilterState {
+        version: 1,
+        load_balancer: "fuzz".into(),
+        listener_port: 80,
+        policy: Some(policy),
+        cookie: CookieSettings::default(),
+        targets: (1..=3)
+            .map(|i| TargetState {
+                id: format!("i-{i}"),
+                address: format!("127.0.0.1:900{i}"),
+                healthy: i != 3,
+            })
+            .collect(),
+        keys: KeyRingState {
+            active: 1,
+            keys: vec![KeyState::from_secret(1, &[3; 32])],
+        },
+    }
+}
+
+/// One fuzz input: (cookie header, routing header, set-cookie, upstream).
+fn input(rng: &mut Rng, valid: &[String]) -> (Vec<u8>, Vec<u8>, Vec<u8>, Option<String>) {
+    let mut cookie = match rng.below(6) {
+        0 => rng.bytes(400),
+        1 => {
+            // A valid cookie with bytes flipped, cut or repeated.
+            let mut v = valid[rng.below(valid.len() as u64)].clone().into_bytes();
+            for _ in 0..1 + rng.below(3) {
+                if v.is_empty() {
+                    break;
+                }
+                let at = rng.below(v.len() as u64);
+                match rng.below(3) {
+                    0 => v[at] ^= 1 << rng.below(8),
+                    1 => v.truncate(at),
+                    _ => v.insert(at, rng.next() as u8),
+                }
+            }
+            [b"AWSELB=".to_vec(), v].concat()
+        }
+        2 => {
+            let many: Vec<String> = (0..rng.below(800)).map(|i| format!("AWSELB=x{i}")).collect();
+            many.join("; ").into_bytes()
+        }
+        3 => [
+            b"session=".to_vec(),
+            rng.bytes(20),
+            b"; AWSELB=".to_vec(),
+            valid[0].clone().into_bytes(),
+        ]
+        .concat(),
+        4 => vec![b'A'; 1 + rng.below(60_000)],
+        _ => format!("AWSELB={}; session=s", valid[rng.below(valid.len() as u64)]).into_bytes(),
+    };
+    if rng.below(4) == 0 {
+        cookie.extend(rng.bytes(30));
+    }
+    let routing = if rng.below(2) == 0 {
+        rng.bytes(40)
+    } else {
+        b"127.0.0.1:9003".to_vec()
+    };
+    let set_cookie = match rng.below(4) {
+        0 => rng.bytes(200),
+        1 => format!("session={}; Max-Age={}", rng.next(), rng.next() as i64).into_bytes(),
+        2 => b"session=; Expires=Thu, 01 Jan 1970 00:00:00 GMT".to_vec(),
+        _ => [b"session=a; Expires=".to_vec(), rng.bytes(30)].concat(),
+    };
+    let upstream = match rng.below(4) {
+        0 => None,
+        1 => Some(String::from_utf8_lossy(&rng.bytes(12)).into_owned()),
+        n => Some(format!("127.0.0.1:900{n}")),
+    };
+    (cookie, routing, set_cookie, upstream)
+}
+
+#[test]
+fn fuzz_the_filter_with_arbitrary_header_bytes() {
+    let seconds: u64 = std::env::var("STICKY_FUZZ_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(30);
+    let wasm = sticky_envoy::build_filter().unwrap_or_else(|e| panic!("{e}"));
+    let testbed = Testbed::load(&wasm).unwrap();
+    let mut rng = Rng(0x5eed_1234_abcd_0001 ^ u64::from(std::process::id()));
+    let mut executions = 0u64;
+    for policy in [
+        PolicyState::LbCookie { expiration_period: 600 },
+        PolicyState::AppCookie {
+            app_cookie_name: "session".into(),
+            duration_seconds: None,
+        },
+    ] {
+        let mut plugin = testbed
+            .plugin(&PluginConfig::new(Some(state(policy))).to_json(), &[])
+            .unwrap();
+        // A few valid cookies to mutate.
+        let valid: Vec<String> = (1..=2)
+            .filter_map(|i| {
+                let stream = plugin.request(&[]).ok()?;
+                let response = plugin
+                    .respond(
+                        &stream,
+                        Some(&format!("127.0.0.1:900{i}")),
+                        &[("set-cookie", b"session=s")],
+                    )
+                    .ok()?;
+                response.cookie("AWSELB")
+            })
+            .collect();
+        assert!(!valid.is_empty());
+        let deadline = Instant::now() + Duration::from_secs(seconds);
+        while Instant::now() < deadline {
+            let (cookie, routing, set_cookie, upstream) = input(&mut rng, &valid);
+            let stream = plugin
+                .request(&[("cookie", &cookie), ("x-sticky-target", &routing)])
+                .unwrap_or_else(|e| {
+                    panic!(
+                        "trap on request half ({e}); cookie {:?}",
+                        String::from_utf8_lossy(&cookie)
+                    )
+                });
+            assert!(stream.header_count("x-sticky-target") <= 1);
+            plugin
+                .respond(&stream, upstream.as_deref(), &[("set-cookie", &set_cookie)])
+                .unwrap_or_else(|e| {
+                    panic!(
+                        "trap on response half ({e}); set-cookie {:?}",
+                        String::from_utf8_lossy(&set_cookie)
+                    )
+                });
+            executions += 1;
+        }
+        assert!(plugin.unsupported_calls().is_empty());
+    }
+    println!("fuzz: {executions} executions in {} s, 0 traps", 2 * seconds);
+}
