@@ -17,6 +17,7 @@
 
 mod abi;
 mod host;
+pub mod serve;
 
 use std::path::Path;
 use std::time::Duration;
