@@ -17,6 +17,7 @@ pub enum Status {
     NotFound = 1,
     BadArgument = 2,
     InvalidMemoryAccess = 6,
+    CasMismatch = 8,
     Unimplemented = 12,
 }
 
@@ -140,7 +141,15 @@ fn status(result: Result<()>) -> i32 {
 }
 
 /// The `env` functions [`add_to_linker`] defines.
-pub const IMPLEMENTED: [&str; 15] = [
+pub const IMPLEMENTED: [&str; 23] = [
+    "proxy_get_shared_data",
+    "proxy_set_shared_data",
+    "proxy_call_foreign_function",
+    "proxy_get_metric",
+    "proxy_record_metric",
+    "proxy_done",
+    "proxy_send_local_response",
+    "proxy_continue_stream",
     "proxy_log",
     "proxy_get_log_level",
     "proxy_get_current_time_nanoseconds",
@@ -404,6 +413,130 @@ pub fn add_to_linker(linker: &mut Linker<Host>) -> wasmtime::Result<()> {
         "env",
         "proxy_set_effective_context",
         |_caller: Caller<'_, Host>, _context: i32| -> i32 { Status::Ok as i32 },
+    )?;
+    linker.func_wrap(
+        "env",
+        "proxy_get_shared_data",
+        |mut caller: Caller<'_, Host>, key_ptr: i32, key_len: i32, ret_ptr: i32, ret_size: i32, ret_cas: i32| -> i32 {
+            caller.data_mut().host_calls += 1;
+            let key = match read_str(&mut caller, key_ptr, key_len) {
+                Ok(key) => key,
+                Err(status) => return status as i32,
+            };
+            let Some((value, cas)) = caller.data().shared_data.get(&key).cloned() else {
+                return Status::NotFound as i32;
+            };
+            status(
+                hand_over(&mut caller, &value, ret_ptr, ret_size)
+                    .and_then(|()| write(&mut caller, ret_cas, &cas.to_le_bytes())),
+            )
+        },
+    )?;
+    linker.func_wrap(
+        "env",
+        "proxy_set_shared_data",
+        |mut caller: Caller<'_, Host>, key_ptr: i32, key_len: i32, value_ptr: i32, value_len: i32, cas: i32| -> i32 {
+            let (key, value) = match (
+                read_str(&mut caller, key_ptr, key_len),
+                read(&mut caller, value_ptr, value_len),
+            ) {
+                (Ok(k), Ok(v)) => (k, v),
+                _ => return Status::InvalidMemoryAccess as i32,
+            };
+            let cas = u32::from_ne_bytes(cas.to_ne_bytes());
+            let data = &mut caller.data_mut().shared_data;
+            let current = data.get(&key).map_or(0, |(_, c)| *c);
+            if cas != 0 && cas != current {
+                return Status::CasMismatch as i32;
+            }
+            data.insert(key, (value, current.wrapping_add(1).max(1)));
+            Status::Ok as i32
+        },
+    )?;
+    linker.func_wrap(
+        "env",
+        "proxy_call_foreign_function",
+        |mut caller: Caller<'_, Host>,
+         name_ptr: i32,
+         name_len: i32,
+         _args_ptr: i32,
+         _args_len: i32,
+         ret_ptr: i32,
+         ret_size: i32|
+         -> i32 {
+            let name = match read_str(&mut caller, name_ptr, name_len) {
+                Ok(name) => name,
+                Err(status) => return status as i32,
+            };
+            caller.data_mut().foreign_calls.push(name.clone());
+            match name.as_str() {
+                // Envoy's: the route is picked again. Nothing to return.
+                "clear_route_cache" => status(hand_over(&mut caller, &[], ret_ptr, ret_size)),
+                _ => Status::NotFound as i32,
+            }
+        },
+    )?;
+    linker.func_wrap(
+        "env",
+        "proxy_get_metric",
+        |mut caller: Caller<'_, Host>, id: i32, ret: i32| -> i32 {
+            let Some(value) = usize::try_from(id)
+                .ok()
+                .and_then(|i| caller.data().metrics.get(i))
+                .map(|m| m.2)
+            else {
+                return Status::NotFound as i32;
+            };
+            status(write(
+                &mut caller,
+                ret,
+                &u64::try_from(value).unwrap_or(0).to_le_bytes(),
+            ))
+        },
+    )?;
+    linker.func_wrap(
+        "env",
+        "proxy_record_metric",
+        |mut caller: Caller<'_, Host>, id: i32, value: i64| -> i32 {
+            let Some(metric) = usize::try_from(id)
+                .ok()
+                .and_then(|i| caller.data_mut().metrics.get_mut(i))
+            else {
+                return Status::NotFound as i32;
+            };
+            metric.2 = value;
+            Status::Ok as i32
+        },
+    )?;
+    linker.func_wrap("env", "proxy_done", |_caller: Caller<'_, Host>| -> i32 {
+        Status::Ok as i32
+    })?;
+    linker.func_wrap(
+        "env",
+        "proxy_continue_stream",
+        |_caller: Caller<'_, Host>, _stream: i32| -> i32 { Status::Ok as i32 },
+    )?;
+    linker.func_wrap(
+        "env",
+        "proxy_send_local_response",
+        |mut caller: Caller<'_, Host>,
+         code: i32,
+         _details_ptr: i32,
+         _details_len: i32,
+         body_ptr: i32,
+         body_len: i32,
+         headers_ptr: i32,
+         headers_len: i32,
+         _grpc_status: i32|
+         -> i32 {
+            let body = read(&mut caller, body_ptr, body_len).unwrap_or_default();
+            let headers = read(&mut caller, headers_ptr, headers_len)
+                .ok()
+                .and_then(|b| deserialize_pairs(&b))
+                .unwrap_or_default();
+            caller.data_mut().local_response = Some((u16::try_from(code).unwrap_or(0), headers, body));
+            Status::Ok as i32
+        },
     )?;
     Ok(())
 }

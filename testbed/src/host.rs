@@ -60,6 +60,12 @@ pub struct Host {
     pub unsupported: Vec<String>,
     /// Host calls made on the request path (header, property, time and metric calls).
     pub host_calls: u64,
+    /// Shared data: key → (value, CAS).
+    pub shared_data: std::collections::HashMap<String, (Vec<u8>, u32)>,
+    /// Foreign functions the filter called, by name.
+    pub foreign_calls: Vec<String>,
+    /// A local response the filter sent: (status, headers, body).
+    pub local_response: Option<(u16, HeaderMap, Vec<u8>)>,
 }
 
 impl Host {
@@ -80,6 +86,9 @@ impl Host {
             clusters: HashSet::new(),
             unsupported: Vec::new(),
             host_calls: 0,
+            shared_data: std::collections::HashMap::new(),
+            foreign_calls: Vec::new(),
+            local_response: None,
         }
     }
 

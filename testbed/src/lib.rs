@@ -105,9 +105,14 @@ impl Response {
 impl Testbed {
     /// Compiles the `.wasm` at `path`.
     pub fn load(path: &Path) -> Result<Self, TestbedError> {
+        let bytes = std::fs::read(path).map_err(|e| TestbedError::Load(format!("{}: {e}", path.display())))?;
+        Self::from_bytes(&bytes)
+    }
+
+    /// Compiles a module from its binary (or, for ABI conformance tests, WAT text).
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, TestbedError> {
         let engine = Engine::new(&Config::new()).map_err(|e| TestbedError::Load(e.to_string()))?;
-        let module =
-            Module::from_file(&engine, path).map_err(|e| TestbedError::Load(format!("{}: {e}", path.display())))?;
+        let module = Module::new(&engine, bytes).map_err(|e| TestbedError::Load(e.to_string()))?;
         let mut linker: Linker<Host> = Linker::new(&engine);
         wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |host: &mut Host| &mut host.wasi)
             .map_err(|e| TestbedError::Load(e.to_string()))?;
@@ -261,6 +266,16 @@ impl Plugin {
             self.call::<(i32, i32, i32, i32, i32), ()>("proxy_on_http_call_response", (self.root, token, 1, size, 0));
         self.store.data_mut().http_call_response = None;
         result
+    }
+
+    /// Calls an export taking nothing and returning an i32 (for ABI conformance tests).
+    pub fn call_export(&mut self, export: &str) -> Result<i32, TestbedError> {
+        self.call::<(), i32>(export, ())
+    }
+
+    /// The host's state (shared data, foreign calls, local response, …).
+    pub fn host(&self) -> &Host {
+        self.store.data()
     }
 
     /// The value of the metric `name` (0 if undefined).
