@@ -3,6 +3,7 @@
 //! what each request carries).
 
 pub mod live;
+pub mod scenarios;
 
 use std::collections::HashSet;
 use std::io::{Read, Write};

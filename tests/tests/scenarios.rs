@@ -1,0 +1,143 @@
+//! The one list of behaviour scenarios (`sticky_tests::scenarios`), run against real Envoy and
+//! against the testbed: both must give the same results.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::time::Duration;
+
+use sticky_core::{CookieSettings, FilterState, KeyRingState, KeyState, PluginConfig, PolicyState, TargetState};
+use sticky_testbed::{Plugin, Testbed};
+use sticky_tests::scenarios::{Answer, Proxy, scenarios};
+use sticky_tests::{STICKY_COOKIE, Stack, TARGET_IDS};
+
+struct Envoy(Stack);
+
+impl Proxy for Envoy {
+    fn get(&mut self, path: &str, cookies: &[(&str, &str)], routing_header: Option<&str>) -> Answer {
+        let headers: Vec<(&str, &str)> = routing_header.map(|h| ("x-sticky-target", h)).into_iter().collect();
+        let reply = self.0.get(path, cookies, &headers);
+        Answer {
+            target: reply.target(),
+            set_cookies: reply.set_cookies,
+        }
+    }
+
+    fn wait(&mut self, duration: Duration) {
+        std::thread::sleep(duration);
+    }
+
+    fn address_of(&self, id: &str) -> String {
+        self.0.address_of(id)
+    }
+}
+
+/// The testbed standing in for Envoy and the demo targets: the routing header's target if it is
+/// one of the three, else round robin; `/login` and `/logout` answer like the demo target.
+struct Simulated {
+    plugin: Plugin,
+    next: usize,
+}
+
+fn address(index: usize) -> String {
+    format!("127.0.0.1:{}", 9001 + index)
+}
+
+impl Proxy for Simulated {
+    fn get(&mut self, path: &str, cookies: &[(&str, &str)], routing_header: Option<&str>) -> Answer {
+        let cookie = cookies
+            .iter()
+            .map(|(n, v)| format!("{n}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ");
+        let mut headers: Vec<(&str, &[u8])> = vec![(":path", path.as_bytes())];
+        if !cookies.is_empty() {
+            headers.push(("cookie", cookie.as_bytes()));
+        }
+        if let Some(routing) = routing_header {
+            headers.push(("x-sticky-target", routing.as_bytes()));
+        }
+        let stream = self.plugin.request(&headers).unwrap();
+        let routed = stream
+            .header("x-sticky-target")
+            .and_then(|v| std::str::from_utf8(v).ok())
+            .and_then(|v| (0..3).find(|i| address(*i) == v));
+        let index = routed.unwrap_or_else(|| {
+            self.next += 1;
+            self.next % 3
+        });
+        let set_cookie = match path {
+            "/login" => Some(format!("session=s{}.x; HttpOnly; Path=/", self.next)),
+            "/logout" => {
+                Some("session=; Expires=Thu, 01 Jan 1970 00:00:00 GMT; Max-Age=0; HttpOnly; Path=/".to_owned())
+            }
+            _ => None,
+        };
+        let response_headers: Vec<(&str, &[u8])> = set_cookie.iter().map(|c| ("set-cookie", c.as_bytes())).collect();
+        let response = self
+            .plugin
+            .respond(&stream, Some(&address(index)), &response_headers)
+            .unwrap();
+        Answer {
+            target: TARGET_IDS[index].to_owned(),
+            set_cookies: response.set_cookies(),
+        }
+    }
+
+    fn wait(&mut self, duration: Duration) {
+        self.plugin.advance(duration);
+    }
+
+    fn address_of(&self, id: &str) -> String {
+        address(TARGET_IDS.iter().position(|t| *t == id).unwrap())
+    }
+}
+
+fn simulated(policy: Option<PolicyState>) -> Simulated {
+    let state = FilterState {
+        version: 1,
+        load_balancer: sticky_tests::LOAD_BALANCER.into(),
+        listener_port: 80,
+        policy,
+        cookie: CookieSettings::default(),
+        targets: (0..3)
+            .map(|i| TargetState {
+                id: TARGET_IDS[i].into(),
+                address: address(i),
+                healthy: true,
+            })
+            .collect(),
+        keys: KeyRingState {
+            active: 1,
+            keys: vec![KeyState::from_secret(1, &[4; 32])],
+        },
+    };
+    let wasm = sticky_envoy::build_filter().unwrap_or_else(|e| panic!("{e}"));
+    let testbed = Testbed::load(&wasm).unwrap();
+    Simulated {
+        plugin: testbed.plugin(&PluginConfig::new(Some(state)).to_json(), &[]).unwrap(),
+        next: 0,
+    }
+}
+
+#[test]
+fn every_scenario_gives_the_same_result_on_envoy_and_on_the_testbed() {
+    let mut agreeing = 0;
+    let list = scenarios();
+    for scenario in &list {
+        let on_envoy = (scenario.run)(&mut Envoy(Stack::start(scenario.policy.clone())));
+        let on_testbed = (scenario.run)(&mut simulated(scenario.policy.clone()));
+        println!("{:<80} envoy: {:?}  testbed: {:?}", scenario.name, on_envoy, on_testbed);
+        assert_eq!(on_envoy, Ok(()), "{} fails on Envoy", scenario.name);
+        assert_eq!(
+            on_testbed, on_envoy,
+            "{}: the testbed disagrees with Envoy",
+            scenario.name
+        );
+        agreeing += 1;
+    }
+    println!(
+        "{agreeing} of {} scenarios agree between the testbed and Envoy",
+        list.len()
+    );
+    let _ = STICKY_COOKIE;
+}
