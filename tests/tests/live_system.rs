@@ -112,9 +112,11 @@ fn a_dead_target_loses_its_sessions_to_a_healthy_one_and_they_stay_there() {
         "target death: session re-pinned after {repinned_after:?}; health check marked it OutOfService after {out_of_service_after:?} \
          (interval 5 s, UnhealthyThreshold 2); failed requests: {failed}"
     );
-    assert_eq!(
-        failed, 0,
-        "connection failures to the dead target are retried on another host"
+    // Refused connections are retried on another host; what can still fail is the one request
+    // Envoy had already written to a pooled connection the dying target was closing.
+    assert!(
+        failed <= 1,
+        "{failed} failed requests: only a stale pooled connection may cost one"
     );
 
     live.targets.restart(&old).unwrap();
