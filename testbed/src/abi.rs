@@ -7,7 +7,7 @@ use std::time::UNIX_EPOCH;
 
 use wasmtime::{Caller, Extern, Linker, Module, Val, ValType};
 
-use crate::host::{Host, HttpCall, MetricKind};
+use crate::host::{HeaderMap, Host, HttpCall, MetricKind};
 
 /// proxy-wasm status codes (ABI 0.2.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -131,6 +131,31 @@ pub fn deserialize_pairs(bytes: &[u8]) -> Option<Vec<(String, Vec<u8>)>> {
         pairs.push((String::from_utf8(key.to_vec()).ok()?, value.to_vec()));
     }
     Some(pairs)
+}
+
+/// Reads a header name (lowercased) and, when given, a value from guest memory, then applies
+/// `edit` to header map `map`. Counts as one host call.
+fn edit_map(
+    caller: &mut Caller<'_, Host>,
+    map: i32,
+    key: (i32, i32),
+    value: Option<(i32, i32)>,
+    edit: impl FnOnce(&mut HeaderMap, String, Vec<u8>),
+) -> i32 {
+    caller.data_mut().host_calls += 1;
+    let key = match read_str(caller, key.0, key.1) {
+        Ok(key) => key.to_ascii_lowercase(),
+        Err(status) => return status as i32,
+    };
+    let value = match value.map(|(ptr, len)| read(caller, ptr, len)).transpose() {
+        Ok(value) => value.unwrap_or_default(),
+        Err(status) => return status as i32,
+    };
+    let Some(pairs) = caller.data_mut().map_mut(map) else {
+        return Status::BadArgument as i32;
+    };
+    edit(pairs, key, value);
+    Status::Ok as i32
 }
 
 fn status(result: Result<()>) -> i32 {
@@ -261,56 +286,41 @@ pub fn add_to_linker(linker: &mut Linker<Host>) -> wasmtime::Result<()> {
         "env",
         "proxy_replace_header_map_value",
         |mut caller: Caller<'_, Host>, map: i32, key_ptr: i32, key_len: i32, value_ptr: i32, value_len: i32| -> i32 {
-            caller.data_mut().host_calls += 1;
-            let (key, value) = match (
-                read_str(&mut caller, key_ptr, key_len),
-                read(&mut caller, value_ptr, value_len),
-            ) {
-                (Ok(k), Ok(v)) => (k.to_ascii_lowercase(), v),
-                _ => return Status::InvalidMemoryAccess as i32,
-            };
-            let Some(pairs) = caller.data_mut().map_mut(map) else {
-                return Status::BadArgument as i32;
-            };
-            // As Envoy: every copy of the header goes, one value stays.
-            pairs.retain(|(k, _)| *k != key);
-            pairs.push((key, value));
-            Status::Ok as i32
+            edit_map(
+                &mut caller,
+                map,
+                (key_ptr, key_len),
+                Some((value_ptr, value_len)),
+                |pairs, key, value| {
+                    // As Envoy: every copy of the header goes, one value stays.
+                    pairs.retain(|(k, _)| *k != key);
+                    pairs.push((key, value));
+                },
+            )
         },
     )?;
     linker.func_wrap(
         "env",
         "proxy_remove_header_map_value",
         |mut caller: Caller<'_, Host>, map: i32, key_ptr: i32, key_len: i32| -> i32 {
-            caller.data_mut().host_calls += 1;
-            let key = match read_str(&mut caller, key_ptr, key_len) {
-                Ok(key) => key.to_ascii_lowercase(),
-                Err(status) => return status as i32,
-            };
-            let Some(pairs) = caller.data_mut().map_mut(map) else {
-                return Status::BadArgument as i32;
-            };
-            pairs.retain(|(k, _)| *k != key);
-            Status::Ok as i32
+            edit_map(&mut caller, map, (key_ptr, key_len), None, |pairs, key, _| {
+                pairs.retain(|(k, _)| *k != key)
+            })
         },
     )?;
     linker.func_wrap(
         "env",
         "proxy_add_header_map_value",
         |mut caller: Caller<'_, Host>, map: i32, key_ptr: i32, key_len: i32, value_ptr: i32, value_len: i32| -> i32 {
-            caller.data_mut().host_calls += 1;
-            let (key, value) = match (
-                read_str(&mut caller, key_ptr, key_len),
-                read(&mut caller, value_ptr, value_len),
-            ) {
-                (Ok(k), Ok(v)) => (k.to_ascii_lowercase(), v),
-                _ => return Status::InvalidMemoryAccess as i32,
-            };
-            let Some(pairs) = caller.data_mut().map_mut(map) else {
-                return Status::BadArgument as i32;
-            };
-            pairs.push((key, value));
-            Status::Ok as i32
+            edit_map(
+                &mut caller,
+                map,
+                (key_ptr, key_len),
+                Some((value_ptr, value_len)),
+                |pairs, key, value| {
+                    pairs.push((key, value));
+                },
+            )
         },
     )?;
     linker.func_wrap(
