@@ -127,6 +127,8 @@ pub async fn serve(id: &str, listener: TcpListener, shutdown: oneshot::Receiver<
         }
     }
     connections.abort_all();
+    // Wait until every connection is really gone, so the target is dead when this returns.
+    while connections.join_next().await.is_some() {}
     Ok(())
 }
 
@@ -136,10 +138,13 @@ pub struct DemoTargets {
     targets: Vec<RunningTarget>,
 }
 
+/// How to stop a running target's server, and the task to wait for.
+type ServerHandle = (oneshot::Sender<()>, tokio::task::JoinHandle<()>);
+
 struct RunningTarget {
     id: String,
     address: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
+    stop: Option<ServerHandle>,
 }
 
 impl DemoTargets {
@@ -165,15 +170,15 @@ impl DemoTargets {
         Ok(set)
     }
 
-    fn spawn(&self, id: &str, address: SocketAddr) -> anyhow::Result<(SocketAddr, oneshot::Sender<()>)> {
+    fn spawn(&self, id: &str, address: SocketAddr) -> anyhow::Result<(SocketAddr, ServerHandle)> {
         let listener = self.runtime.block_on(TcpListener::bind(address))?;
         let address = listener.local_addr()?;
         let (stop, stopped) = oneshot::channel();
         let id = id.to_owned();
-        self.runtime.spawn(async move {
+        let task = self.runtime.spawn(async move {
             let _ = serve(&id, listener, stopped).await;
         });
-        Ok((address, stop))
+        Ok((address, (stop, task)))
     }
 
     /// `(id, ip:port)` of every target.
@@ -189,10 +194,11 @@ impl DemoTargets {
             .map(|t| t.id.as_str())
     }
 
-    /// Stops target `id` (it refuses connections afterwards).
+    /// Stops target `id`: when this returns its listener is closed and every connection cut.
     pub fn stop(&mut self, id: &str) {
-        if let Some(stop) = self.targets.iter_mut().find(|t| t.id == id).and_then(|t| t.stop.take()) {
+        if let Some((stop, task)) = self.targets.iter_mut().find(|t| t.id == id).and_then(|t| t.stop.take()) {
             let _ = stop.send(());
+            let _ = self.runtime.block_on(task);
         }
     }
 
