@@ -202,13 +202,15 @@ impl Context for StickyHttp {}
 impl HttpContext for StickyHttp {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
         let runtime = Rc::clone(&self.runtime);
-        let listener = runtime.listener.borrow().clone();
-        let Some(listener) = listener.filter(|l| l.has_policy()) else {
-            if runtime.listener.borrow().is_none() {
-                runtime.metrics.no_state.increment();
+        let listener = match runtime.listener.borrow().clone() {
+            Some(listener) if listener.has_policy() => listener,
+            state => {
+                if state.is_none() {
+                    runtime.metrics.no_state.increment();
+                }
+                remove_routing_header(&runtime.routing_header);
+                return Action::Continue;
             }
-            remove_routing_header(&runtime.routing_header);
-            return Action::Continue;
         };
         self.now = now_secs();
         let cookie = hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, "cookie")

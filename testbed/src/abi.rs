@@ -92,6 +92,14 @@ fn hand_over(caller: &mut Caller<'_, Host>, bytes: &[u8], ret_ptr: i32, ret_size
     write(caller, ret_size, &size.to_le_bytes())
 }
 
+/// Hands a looked-up value to the guest, or answers `NotFound` when there is none.
+fn hand_over_found(caller: &mut Caller<'_, Host>, value: Option<Vec<u8>>, ret_ptr: i32, ret_size: i32) -> i32 {
+    match value {
+        Some(value) => status(hand_over(caller, &value, ret_ptr, ret_size)),
+        None => Status::NotFound as i32,
+    }
+}
+
 /// The ABI's serialised header map: count, (key length, value length)*, then each key and value
 /// followed by a NUL.
 pub fn serialize_pairs(pairs: &[(String, Vec<u8>)]) -> Vec<u8> {
@@ -265,10 +273,7 @@ pub fn add_to_linker(linker: &mut Linker<Host>) -> wasmtime::Result<()> {
                 Some(pairs) => pairs.iter().find(|(k, _)| *k == key).map(|(_, v)| v.clone()),
                 None => return Status::BadArgument as i32,
             };
-            match value {
-                Some(value) => status(hand_over(&mut caller, &value, ret_ptr, ret_size)),
-                None => Status::NotFound as i32,
-            }
+            hand_over_found(&mut caller, value, ret_ptr, ret_size)
         },
     )?;
     linker.func_wrap(
@@ -337,10 +342,8 @@ pub fn add_to_linker(linker: &mut Linker<Host>) -> wasmtime::Result<()> {
                 .filter(|s| !s.is_empty())
                 .map(|s| String::from_utf8_lossy(s).into_owned())
                 .collect();
-            match caller.data().properties.get(&key.join(".")).cloned() {
-                Some(value) => status(hand_over(&mut caller, &value, ret_ptr, ret_size)),
-                None => Status::NotFound as i32,
-            }
+            let value = caller.data().properties.get(&key.join(".")).cloned();
+            hand_over_found(&mut caller, value, ret_ptr, ret_size)
         },
     )?;
     linker.func_wrap(
