@@ -80,18 +80,29 @@ fn cargo_build(args: &[&str]) -> Result<(), (String, String)> {
 /// Builds the filter for `wasm32-wasip1` once per process and returns the `.wasm` path.
 pub fn build_filter() -> Result<PathBuf, EnvoyError> {
     static BUILT: OnceLock<Result<PathBuf, (String, String)>> = OnceLock::new();
-    BUILT
+    build_wasm_once(&BUILT, "sticky-filter")
+}
+
+/// Builds the do-nothing wasm filter (`filter/noop`, the benchmarks' floor) once per process
+/// and returns the `.wasm` path.
+pub fn build_noop_filter() -> Result<PathBuf, EnvoyError> {
+    static BUILT: OnceLock<Result<PathBuf, (String, String)>> = OnceLock::new();
+    build_wasm_once(&BUILT, "sticky-noop-filter")
+}
+
+fn build_wasm_once(built: &OnceLock<Result<PathBuf, (String, String)>>, package: &str) -> Result<PathBuf, EnvoyError> {
+    built
         .get_or_init(|| {
             cargo_build(&[
                 "--quiet",
                 "-p",
-                "sticky-filter",
+                package,
                 "--target",
                 WASM_TARGET,
                 "--profile",
                 WASM_PROFILE,
             ])
-            .map(|()| filter_artifact())
+            .map(|()| wasm_artifact(package))
         })
         .clone()
         .map_err(|(command, stderr)| EnvoyError::Build { command, stderr })
@@ -114,12 +125,17 @@ pub fn build_control() -> Result<PathBuf, EnvoyError> {
 
 /// Where the filter's release artifact is.
 pub fn filter_artifact() -> PathBuf {
+    wasm_artifact("sticky-filter")
+}
+
+/// Where the `.wasm` of a cdylib `package` of the workspace is built.
+fn wasm_artifact(package: &str) -> PathBuf {
     let target_dir =
         std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| workspace_root().join("target"), PathBuf::from);
     target_dir
         .join(WASM_TARGET)
         .join(WASM_PROFILE)
-        .join("sticky_filter.wasm")
+        .join(format!("{}.wasm", package.replace('-', "_")))
 }
 
 /// A free TCP port on 127.0.0.1 (free when asked; the caller binds it soon after).
@@ -164,6 +180,13 @@ pub enum HttpFilters {
     RouterOnly,
     /// The sticky filter with this plugin configuration, then the router.
     Sticky { wasm: PathBuf, config: Box<PluginConfig> },
+    /// A wasm filter that does nothing (`filter/noop`), then the router: the floor of any wasm
+    /// filter's cost, for the benchmarks.
+    NoopWasm { wasm: PathBuf },
+    /// Envoy's native `stateful_session` filter with cookie-based session state (the cookie
+    /// names the upstream address in base64, unauthenticated), then the router: the peer the
+    /// benchmarks compare with.
+    NativeCookieSession { cookie_name: String, ttl_seconds: u64 },
 }
 
 /// Where the `targets` cluster's endpoints come from.
@@ -253,6 +276,14 @@ impl Bootstrap {
                 }}]}
             }
         }}]});
+        // Only the sticky filter sets the routing header; the others get Envoy's plain round robin.
+        let override_host = match self.filters {
+            HttpFilters::Sticky { .. } => override_host,
+            _ => json!({"policies": [{"typed_extension_config": {
+                "name": "envoy.load_balancing_policies.round_robin",
+                "typed_config": {"@type": "type.googleapis.com/envoy.extensions.load_balancing_policies.round_robin.v3.RoundRobin"}
+            }}]}),
+        };
         match &self.endpoints {
             Endpoints::Static(endpoints) => {
                 let lb_endpoints: Vec<_> = endpoints
@@ -305,24 +336,21 @@ impl Bootstrap {
         });
         let filters = match &self.filters {
             HttpFilters::RouterOnly => json!([router]),
-            HttpFilters::Sticky { wasm, config } => json!([
+            HttpFilters::Sticky { wasm, config } => json!([wasm_filter("sticky", wasm, &config.to_json()), router]),
+            HttpFilters::NoopWasm { wasm } => json!([wasm_filter("noop", wasm, ""), router]),
+            HttpFilters::NativeCookieSession {
+                cookie_name,
+                ttl_seconds,
+            } => json!([
                 {
-                    "name": "envoy.filters.http.wasm",
+                    "name": "envoy.filters.http.stateful_session",
                     "typed_config": {
-                        "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
-                        "config": {
-                            "name": "sticky",
-                            "root_id": "sticky",
-                            // A VM that panicked is replaced on the next request instead of failing every request.
-                            "failure_policy": "FAIL_RELOAD",
-                            "configuration": {
-                                "@type": "type.googleapis.com/google.protobuf.StringValue",
-                                "value": config.to_json()
-                            },
-                            "vm_config": {
-                                "vm_id": "sticky",
-                                "runtime": "envoy.wasm.runtime.v8",
-                                "code": {"local": {"filename": wasm.display().to_string()}}
+                        "@type": "type.googleapis.com/envoy.extensions.filters.http.stateful_session.v3.StatefulSession",
+                        "session_state": {
+                            "name": "envoy.http.stateful_session.cookie",
+                            "typed_config": {
+                                "@type": "type.googleapis.com/envoy.extensions.http.stateful_session.cookie.v3.CookieBasedSessionState",
+                                "cookie": {"name": cookie_name, "path": "/", "ttl": format!("{ttl_seconds}s")}
                             }
                         }
                     }
@@ -330,8 +358,21 @@ impl Bootstrap {
                 router
             ]),
         };
+        let (upstream_header, response_headers_to_add) = match &self.filters {
+            HttpFilters::Sticky { config, .. } => (
+                config.upstream_header.clone(),
+                json!([{
+                    "header": {"key": config.upstream_header, "value": "%UPSTREAM_REMOTE_ADDRESS%"},
+                    // An upstream cannot plant its own value.
+                    "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"
+                }]),
+            ),
+            _ => (String::new(), json!([])),
+        };
         let values = [
             ("NODE_ID", json!(self.node_id)),
+            ("UPSTREAM_HEADER", json!(upstream_header)),
+            ("RESPONSE_HEADERS_TO_ADD", response_headers_to_add),
             ("ADMIN_PORT", json!(self.admin_port)),
             ("LISTEN_PORT", json!(self.listen_port)),
             ("ROUTING_HEADER", json!(self.routing_header)),
@@ -346,6 +387,32 @@ impl Bootstrap {
     }
 }
 
+/// The `envoy.filters.http.wasm` entry for the plugin `name` (its root id and VM id) running
+/// `wasm` with `configuration`.
+fn wasm_filter(name: &str, wasm: &Path, configuration: &str) -> serde_json::Value {
+    json!({
+        "name": "envoy.filters.http.wasm",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+            "config": {
+                "name": name,
+                "root_id": name,
+                // A VM that panicked is replaced on the next request instead of failing every request.
+                "failure_policy": "FAIL_RELOAD",
+                "configuration": {
+                    "@type": "type.googleapis.com/google.protobuf.StringValue",
+                    "value": configuration
+                },
+                "vm_config": {
+                    "vm_id": name,
+                    "runtime": "envoy.wasm.runtime.v8",
+                    "code": {"local": {"filename": wasm.display().to_string()}}
+                }
+            }
+        }
+    })
+}
+
 /// A running Envoy; killed when dropped.
 pub struct EnvoyProcess {
     child: Child,
@@ -358,13 +425,33 @@ impl EnvoyProcess {
     /// Writes the bootstrap into `dir`, starts Envoy with `concurrency` workers and waits until
     /// its admin endpoint reports it ready.
     pub fn start(bootstrap: &Bootstrap, dir: &Path, concurrency: u32) -> Result<Self, EnvoyError> {
+        Self::start_on_cpus(bootstrap, dir, concurrency, None)
+    }
+
+    /// [`EnvoyProcess::start`], with the process bound to the CPUs `cpus` (a `taskset -c`
+    /// list, e.g. `"1"`) when given: benchmarks keep the proxy off the load generator's CPU.
+    pub fn start_on_cpus(
+        bootstrap: &Bootstrap,
+        dir: &Path,
+        concurrency: u32,
+        cpus: Option<&str>,
+    ) -> Result<Self, EnvoyError> {
         let binary = envoy_binary()?;
         std::fs::create_dir_all(dir)?;
         let config = dir.join("envoy.yaml");
         std::fs::write(&config, bootstrap.render())?;
         let log = dir.join("envoy.log");
         let log_file = std::fs::File::create(&log)?;
-        let child = Command::new(binary)
+        // taskset execs Envoy, so the child's pid is Envoy's.
+        let mut command = match cpus {
+            Some(cpus) => {
+                let mut command = Command::new("taskset");
+                command.args(["-c", cpus]).arg(binary);
+                command
+            }
+            None => Command::new(binary),
+        };
+        let child = command
             .arg("-c")
             .arg(&config)
             .args([

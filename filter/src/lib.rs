@@ -34,6 +34,7 @@ const POLL_GRACE_MS: u64 = 5_000;
 /// What every HTTP context of a plugin shares.
 struct Runtime {
     routing_header: String,
+    upstream_header: String,
     control: Option<ControlSource>,
     /// The current listener state; replaced whole when a new state arrives.
     listener: RefCell<Option<Rc<Listener>>>,
@@ -163,6 +164,7 @@ impl RootContext for StickyRoot {
         }
         self.runtime = Some(Rc::new(Runtime {
             routing_header: config.routing_header,
+            upstream_header: config.upstream_header,
             control: config.control,
             listener: RefCell::new(listener),
             metrics: Metrics::define(),
@@ -208,7 +210,7 @@ impl HttpContext for StickyHttp {
                 if state.is_none() {
                     runtime.metrics.no_state.increment();
                 }
-                remove_routing_header(&runtime.routing_header);
+                runtime.remove_routing_header();
                 return Action::Continue;
             }
         };
@@ -227,7 +229,7 @@ impl HttpContext for StickyHttp {
                     Some(target.address.as_bytes()),
                 );
             }
-            None => remove_routing_header(&runtime.routing_header),
+            None => runtime.remove_routing_header(),
         }
         self.listener = Some(listener);
         Action::Continue
@@ -235,13 +237,31 @@ impl HttpContext for StickyHttp {
 
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
         let Some(listener) = self.listener.take() else {
+            self.runtime.remove_upstream_header();
             return Action::Continue;
         };
-        let upstream = hostcalls::get_property(vec!["upstream", "address"]).ok().flatten();
-        let response_headers = if listener.reads_response_cookies() {
+        let upstream_header = self.runtime.upstream_header.as_str();
+        // Every Set-Cookie is needed (the ABI's single-value read returns the first only), but
+        // copying the whole header map is dear: only when the response sets any cookie.
+        let response_headers = if listener.reads_response_cookies() && response_header("set-cookie").is_some() {
             hostcalls::get_map_bytes(MapType::HttpResponseHeaders).unwrap_or_default()
         } else {
             Vec::new()
+        };
+        let from_header = match response_headers
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case(upstream_header))
+        {
+            Some((_, value)) => Some(value.clone()),
+            None => response_header(upstream_header),
+        };
+        let upstream = match from_header {
+            Some(address) => {
+                self.runtime.remove_upstream_header();
+                Some(address)
+            }
+            // An Envoy whose route does not add the header: ask for the property (dearer).
+            None => hostcalls::get_property(vec!["upstream", "address"]).ok().flatten(),
         };
         let set_cookies = response_headers
             .iter()
@@ -256,8 +276,29 @@ impl HttpContext for StickyHttp {
     }
 }
 
-fn remove_routing_header(name: &str) {
-    let _ = hostcalls::set_map_value_bytes(MapType::HttpRequestHeaders, name, None);
+impl Runtime {
+    /// Removes a client-supplied routing header. Reading first: a read of an absent header is
+    /// the cheaper call, and clients almost never send it.
+    fn remove_routing_header(&self) {
+        let present = hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, &self.routing_header)
+            .ok()
+            .flatten()
+            .is_some();
+        if present {
+            let _ = hostcalls::set_map_value_bytes(MapType::HttpRequestHeaders, &self.routing_header, None);
+        }
+    }
+
+    /// Envoy's route adds the upstream header to every response: it never reaches the client.
+    fn remove_upstream_header(&self) {
+        let _ = hostcalls::set_map_value_bytes(MapType::HttpResponseHeaders, &self.upstream_header, None);
+    }
+}
+
+fn response_header(name: &str) -> Option<Vec<u8>> {
+    hostcalls::get_map_value_bytes(MapType::HttpResponseHeaders, name)
+        .ok()
+        .flatten()
 }
 
 /// Wall-clock Unix seconds, as the host tells it (0 if it cannot, which expires nothing early).

@@ -2,6 +2,7 @@
 //! the filter, and an HTTP client that keeps no cookies of its own (the tests choose exactly
 //! what each request carries).
 
+pub mod bench;
 pub mod live;
 pub mod scenarios;
 

@@ -8,6 +8,11 @@ use crate::state::FilterState;
 /// Header the filter sets to the pinned target's `ip:port`; the cluster's `override_host`
 /// load balancing policy reads it.
 pub const DEFAULT_ROUTING_HEADER: &str = "x-sticky-target";
+/// Response header Envoy's route fills with the answering upstream's `ip:port`
+/// (`%UPSTREAM_REMOTE_ADDRESS%`); the filter reads it, then removes it before the client sees
+/// it. Reading a header costs a fraction of the `upstream.address` property, which is the
+/// fallback when the header is absent.
+pub const DEFAULT_UPSTREAM_HEADER: &str = "x-sticky-upstream";
 /// How long the control service may hold a state long-poll open.
 pub const DEFAULT_POLL_TIMEOUT_MS: u64 = 25_000;
 
@@ -17,6 +22,12 @@ pub struct PluginConfig {
     /// Name of the routing header (lowercase HTTP token).
     #[serde(default = "default_routing_header")]
     pub routing_header: String,
+    /// Name of the response header carrying the answering upstream (lowercase HTTP token).
+    #[serde(
+        default = "default_upstream_header",
+        skip_serializing_if = "is_default_upstream_header"
+    )]
+    pub upstream_header: String,
     /// A state to start with (and keep, when there is no control service).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state: Option<FilterState>,
@@ -48,6 +59,14 @@ fn default_routing_header() -> String {
     DEFAULT_ROUTING_HEADER.to_owned()
 }
 
+fn default_upstream_header() -> String {
+    DEFAULT_UPSTREAM_HEADER.to_owned()
+}
+
+fn is_default_upstream_header(name: &str) -> bool {
+    name == DEFAULT_UPSTREAM_HEADER
+}
+
 fn default_authority() -> String {
     "sticky-control".to_owned()
 }
@@ -77,6 +96,8 @@ pub enum PluginConfigError {
     Json(#[from] JsonError),
     #[error("routing header `{0}` must be a lowercase HTTP token")]
     RoutingHeader(String),
+    #[error("upstream header `{0}` must be a lowercase HTTP token, other than the routing header")]
+    UpstreamHeader(String),
     #[error("control source: {0}")]
     Control(&'static str),
 }
@@ -93,6 +114,7 @@ impl PluginConfig {
     pub fn new(state: Option<FilterState>) -> Self {
         Self {
             routing_header: default_routing_header(),
+            upstream_header: default_upstream_header(),
             state,
             control: None,
         }
@@ -113,6 +135,9 @@ impl PluginConfig {
         };
         if !is_header_token(&config.routing_header) {
             return Err(PluginConfigError::RoutingHeader(config.routing_header));
+        }
+        if !is_header_token(&config.upstream_header) || config.upstream_header == config.routing_header {
+            return Err(PluginConfigError::UpstreamHeader(config.upstream_header));
         }
         if let Some(control) = &config.control {
             let name_ok = !control.load_balancer.is_empty()
@@ -149,6 +174,7 @@ mod tests {
     fn empty_configuration_means_defaults() {
         let config = PluginConfig::parse(b"  ").unwrap();
         assert_eq!(config.routing_header, DEFAULT_ROUTING_HEADER);
+        assert_eq!(config.upstream_header, DEFAULT_UPSTREAM_HEADER);
         assert!(config.state.is_none() && config.control.is_none());
     }
 
@@ -173,6 +199,9 @@ mod tests {
             &b"{"[..],
             b"{\"routing_header\":\"X-Upper\"}",
             b"{\"routing_header\":\"a b\"}",
+            b"{\"upstream_header\":\"X-Upper\"}",
+            b"{\"upstream_header\":\"\"}",
+            b"{\"upstream_header\":\"x-sticky-target\"}",
             b"{\"unknown\":1}",
             b"{\"control\":{\"cluster\":\"c\",\"load_balancer\":\"a/b\",\"listener_port\":80}}",
             b"{\"control\":{\"cluster\":\"\",\"load_balancer\":\"a\",\"listener_port\":80}}",

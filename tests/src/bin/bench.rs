@@ -1,0 +1,666 @@
+//! The product against its peers, side by side in one run (issue 6):
+//!
+//! 1. Envoy, no filter; 2. Envoy + a do-nothing wasm filter (the floor of any wasm filter);
+//! 3. Envoy + the sticky filter: no policy, LB cookie first visit, LB cookie sticky hit, app
+//!    cookie hit; 4. Envoy's native `stateful_session` (cookie); 5. HAProxy `cookie … insert
+//!    indirect nocache`.
+//!
+//! Every system runs at once on loopback in front of the same demo targets; rounds alternate
+//! between them; wrk (one thread, fixed connections and duration) generates the load. The
+//! proxies are bound to their own CPU, wrk and the targets to the other, so the proxy is what
+//! saturates. Then: the sticky hit with 10, 1,000 and 100,000 targets (and Envoy's memory), and
+//! propagation through the live system. Writes `docs/benchmarks/results.md`, a PNG chart, and
+//! the README's results section. `--smoke` runs every step briefly (the tests run it).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use clap::Parser;
+use sticky_core::{CookieSettings, FilterState, Listener, PolicyState, TargetState};
+use sticky_demo_target::DemoTargets;
+use sticky_envoy::{Bootstrap, EnvoyProcess, HttpFilters, build_filter, build_noop_filter, random_key_ring};
+use sticky_tests::bench::haproxy::{HAPROXY_COOKIE, HaproxyProcess};
+use sticky_tests::bench::load::{Load, Measurement, bind_this_process, resident_mib};
+use sticky_tests::bench::propagation;
+use sticky_tests::bench::report::{Row, ScalePoint, chart, scale_table, throughput_table, update_readme};
+use sticky_tests::{STICKY_COOKIE, agent, get};
+
+const NATIVE_COOKIE: &str = "envoy-session";
+const APP_COOKIE: &str = "session";
+const LOAD_BALANCER: &str = "bench";
+
+#[derive(Parser)]
+#[command(about = "Benchmarks the sticky filter against Envoy without it, Envoy's native stateful session and HAProxy")]
+struct Args {
+    /// Seconds per measurement.
+    #[arg(long, default_value_t = 10)]
+    duration: u64,
+    /// Rounds per system (alternating between systems); medians are reported.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// wrk connections.
+    #[arg(long, default_value_t = 16)]
+    connections: u32,
+    /// Target counts of the scale measurement.
+    #[arg(long, value_delimiter = ',', default_values_t = [10usize, 1_000, 100_000])]
+    scale: Vec<usize>,
+    /// Policy flips of the propagation measurement.
+    #[arg(long, default_value_t = 50)]
+    trials: usize,
+    /// Where the results go (Markdown, PNG).
+    #[arg(long, default_value = "docs/benchmarks")]
+    out: PathBuf,
+    /// The README whose `<!-- bench:start -->` section gets the results; `none` leaves it.
+    #[arg(long, default_value = "README.md")]
+    readme: String,
+    /// Also measure the sticky filter's rows (3a'–3d') with this other build of the filter
+    /// (e.g. the one before an optimisation), in the same run.
+    #[arg(long)]
+    baseline_wasm: Option<PathBuf>,
+    /// Measure only these rows of the throughput table (e.g. `3c,3d`); rows 1, 2 and 4, which
+    /// the ratios need, are always measured. For working on one path; leaves the README alone.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+    /// Every step, briefly: 1 s measurements, 1 round, 10 and 1,000 targets, 4 policy flips,
+    /// no wait for the health check; writes nothing outside `--out`.
+    #[arg(long)]
+    smoke: bool,
+}
+
+/// Where each process runs: the proxies on one CPU, wrk and the targets on the other.
+struct Cpus {
+    proxy: Option<String>,
+    load: Option<String>,
+}
+
+impl Cpus {
+    fn split() -> Self {
+        let count = std::thread::available_parallelism().map_or(1, usize::from);
+        if count < 2 {
+            return Self {
+                proxy: None,
+                load: None,
+            };
+        }
+        let last = count - 1;
+        let load = if last == 1 {
+            "0".to_owned()
+        } else {
+            format!("0-{}", last - 1)
+        };
+        Self {
+            proxy: Some(last.to_string()),
+            load: Some(load),
+        }
+    }
+}
+
+/// One system under load: a URL, the headers every request carries, the proxy process.
+struct System {
+    key: &'static str,
+    name: String,
+    url: String,
+    headers: Vec<(&'static str, String)>,
+    pid: u32,
+}
+
+fn main() -> anyhow::Result<()> {
+    let mut args = Args::parse();
+    if args.smoke {
+        args.duration = 1;
+        args.rounds = 1;
+        args.scale = vec![10, 1_000];
+        args.trials = 4;
+    }
+    if (args.smoke || !args.only.is_empty()) && args.readme == "README.md" {
+        args.readme = "none".to_owned();
+    }
+    let root = sticky_envoy::workspace_root();
+    let out = if args.out.is_absolute() {
+        args.out.clone()
+    } else {
+        root.join(&args.out)
+    };
+    std::fs::create_dir_all(&out)?;
+    // Read before this process is bound to its CPUs (which narrows what it can see).
+    let machine = machine_description();
+    let cpus = Cpus::split();
+    if let Some(load) = &cpus.load {
+        bind_this_process(load)?;
+    }
+    let load = Load {
+        connections: args.connections,
+        duration: Duration::from_secs(args.duration),
+        cpus: cpus.load.clone(),
+    };
+    let work = tempfile::tempdir()?;
+    let started = Instant::now();
+
+    eprintln!("building the filters…");
+    let sticky_wasm = build_filter()?;
+    let noop_wasm = build_noop_filter()?;
+    let targets = DemoTargets::start(&[("i-target1", 0), ("i-target2", 0), ("i-target3", 0)])?;
+    let addresses = targets.addresses();
+
+    // --- Throughput: every system at once, rounds alternating.
+    let keys = random_key_ring(1)?;
+    let state = |policy: Option<PolicyState>| FilterState {
+        version: 1,
+        load_balancer: LOAD_BALANCER.to_owned(),
+        listener_port: 80,
+        policy,
+        cookie: CookieSettings::default(),
+        targets: addresses
+            .iter()
+            .map(|(id, address)| TargetState {
+                id: id.clone(),
+                address: address.to_string(),
+                healthy: true,
+            })
+            .collect(),
+        keys: keys.clone(),
+    };
+    let start_envoy = |name: &str, bootstrap: &Bootstrap| {
+        EnvoyProcess::start_on_cpus(bootstrap, &work.path().join(name), 1, cpus.proxy.as_deref())
+    };
+    let sticky_bootstrap = |policy| Bootstrap::sticky(sticky_wasm.clone(), state(policy));
+    let with_filters = |filters: HttpFilters| -> anyhow::Result<Bootstrap> {
+        let mut bootstrap = sticky_bootstrap(None)?;
+        bootstrap.filters = filters;
+        Ok(bootstrap)
+    };
+    eprintln!("starting the systems…");
+    let plain = start_envoy("plain", &with_filters(HttpFilters::RouterOnly)?)?;
+    let noop = start_envoy("noop", &with_filters(HttpFilters::NoopWasm { wasm: noop_wasm })?)?;
+    let no_policy = start_envoy("no-policy", &sticky_bootstrap(None)?)?;
+    let lb_state = state(Some(PolicyState::LbCookie {
+        expiration_period: 3600,
+    }));
+    // The first visit row checks that Envoy issues cookies; the hit uses one made by the core,
+    // for the first target.
+    let lb = start_envoy("lb-cookie", &Bootstrap::sticky(sticky_wasm.clone(), lb_state.clone())?)?;
+    let app = start_envoy(
+        "app-cookie",
+        &sticky_bootstrap(Some(PolicyState::AppCookie {
+            app_cookie_name: APP_COOKIE.to_owned(),
+            duration_seconds: None,
+        }))?,
+    )?;
+    let native = start_envoy(
+        "native",
+        &with_filters(HttpFilters::NativeCookieSession {
+            cookie_name: NATIVE_COOKIE.to_owned(),
+            ttl_seconds: 3600,
+        })?,
+    )?;
+    let target_addresses: Vec<_> = addresses.iter().map(|(_, a)| *a).collect();
+    let haproxy = HaproxyProcess::start(&work.path().join("haproxy"), &target_addresses, cpus.proxy.as_deref())?;
+
+    // Cookies for the sticky hits, each checked to pin.
+    let lb_cookie = issue_cookie(&lb_state, addresses[0].1)?;
+    let app_cookies = || -> anyhow::Result<(String, String)> {
+        let login = get(&agent(), &app.url(), "/login", &[], &[]).map_err(anyhow::Error::msg)?;
+        let session = login
+            .cookie_value(APP_COOKIE)
+            .context("the demo target set no session")?;
+        let sticky = login
+            .sticky_cookie()
+            .context("the filter issued no cookie beside the app cookie")?;
+        Ok((session, sticky))
+    };
+    let (app_session, app_sticky) = app_cookies()?;
+    let native_cookie = issued_cookie(&native.url(), "/", NATIVE_COOKIE)?;
+    let haproxy_cookie = issued_cookie(&haproxy.url(), "/", HAPROXY_COOKIE)?;
+    let mut systems = vec![
+        System::new("1", "Envoy, no filter", &plain, vec![]),
+        System::new("2", "Envoy + do-nothing wasm filter", &noop, vec![]),
+    ];
+    let lb_hit = format!("{STICKY_COOKIE}={lb_cookie}");
+    let app_hit = format!("{APP_COOKIE}={app_session}; {STICKY_COOKIE}={app_sticky}");
+    systems.extend(sticky_rows(
+        ["3a", "3b", "3c", "3d"],
+        "",
+        [&no_policy, &lb, &app],
+        &lb_hit,
+        &app_hit,
+    ));
+    // The same rows with another build of the filter (e.g. before an optimisation), same run.
+    let before = match &args.baseline_wasm {
+        Some(wasm) => {
+            let start = |name: &str, policy| -> anyhow::Result<EnvoyProcess> {
+                let mut bootstrap = sticky_bootstrap(policy)?;
+                if let HttpFilters::Sticky { wasm: path, .. } = &mut bootstrap.filters {
+                    path.clone_from(wasm);
+                }
+                Ok(start_envoy(name, &bootstrap)?)
+            };
+            let envoys = [
+                start("before-no-policy", None)?,
+                start("before-lb", lb_state.policy.clone())?,
+                start(
+                    "before-app",
+                    Some(PolicyState::AppCookie {
+                        app_cookie_name: APP_COOKIE.to_owned(),
+                        duration_seconds: None,
+                    }),
+                )?,
+            ];
+            let label = format!(" ({})", wasm.file_name().unwrap_or_default().to_string_lossy());
+            systems.extend(sticky_rows(
+                ["3a'", "3b'", "3c'", "3d'"],
+                &label,
+                [&envoys[0], &envoys[1], &envoys[2]],
+                &lb_hit,
+                &app_hit,
+            ));
+            envoys.into_iter().collect()
+        }
+        None => Vec::new(),
+    };
+    systems.extend([
+        System::new(
+            "4",
+            "Envoy native stateful_session, cookie hit",
+            &native,
+            vec![("Cookie", format!("{NATIVE_COOKIE}={native_cookie}"))],
+        ),
+        System::new("4b", "Envoy native stateful_session, first visit", &native, vec![]),
+        System {
+            key: "5",
+            name: "HAProxy cookie insert, sticky hit".to_owned(),
+            url: haproxy.url(),
+            headers: vec![("Cookie", format!("{HAPROXY_COOKIE}={haproxy_cookie}"))],
+            pid: haproxy.pid(),
+        },
+        System {
+            key: "5b",
+            name: "HAProxy cookie insert, first visit".to_owned(),
+            url: haproxy.url(),
+            headers: vec![],
+            pid: haproxy.pid(),
+        },
+    ]);
+    let systems: Vec<System> = systems
+        .into_iter()
+        .filter(|s| {
+            let key = s.key.trim_end_matches('\'');
+            args.only.is_empty() || ["1", "2", "4"].contains(&key) || args.only.iter().any(|k| k == key)
+        })
+        .collect();
+    for system in &systems {
+        system.check()?;
+    }
+    let pinned_before = lb.sticky_counter("pinned")?;
+
+    eprintln!("warming up…");
+    let warm = Load {
+        duration: Duration::from_secs(1),
+        ..load.clone()
+    };
+    for system in &systems {
+        system.measure(&warm)?;
+    }
+    let mut rows: Vec<Row> = systems
+        .iter()
+        .map(|s| Row {
+            key: s.key,
+            system: s.name.clone(),
+            measurements: Vec::new(),
+        })
+        .collect();
+    for round in 0..args.rounds {
+        for (system, row) in systems.iter().zip(rows.iter_mut()) {
+            let m = system.measure(&load)?;
+            eprintln!(
+                "  ({}) {}: {:.0} req/s, p99 {:.3} ms, {:.4} proxy CPU s / 1,000 req",
+                system.key,
+                system.name,
+                m.requests_per_second,
+                m.p99_ms,
+                m.cpu_per_1000()
+            );
+            row.measurements.push(m);
+        }
+        eprintln!("throughput round {} of {} done", round + 1, args.rounds);
+    }
+    // Every request of the sticky-hit rows was pinned, none was reassigned.
+    let hit_requests: u64 = rows
+        .iter()
+        .filter(|r| r.key == "3c")
+        .flat_map(|r| &r.measurements)
+        .map(|m| m.requests)
+        .sum();
+    let pinned = lb.sticky_counter("pinned")? - pinned_before;
+    if pinned < hit_requests {
+        bail!("the LB-cookie hit row made {hit_requests} requests but only {pinned} were pinned");
+    }
+    drop((plain, noop, no_policy, lb, app, native, haproxy, before));
+
+    // --- Scale: the sticky hit with more and more targets registered.
+    let mut scale = Vec::new();
+    for &count in &args.scale {
+        eprintln!("scale: {count} targets…");
+        scale.push(scale_point(
+            count,
+            &addresses[0],
+            &sticky_wasm,
+            &load,
+            &args,
+            work.path(),
+            &cpus,
+        )?);
+    }
+
+    // --- Propagation through the live system.
+    eprintln!("propagation…");
+    let propagation = propagation::measure(args.trials, !args.smoke)?;
+
+    // --- Reports.
+    let setup = format!(
+        "wrk -t1 -c{} -d{}s, {} alternating round(s), median of rounds; one Envoy worker (`--concurrency 1`), HAProxy `nbthread 1`; {}; three demo targets (hyper) on loopback.",
+        args.connections,
+        args.duration,
+        args.rounds,
+        match (&cpus.proxy, &cpus.load) {
+            (Some(p), Some(l)) => format!("proxy bound to CPU {p}, wrk and targets to CPU {l}"),
+            _ => "one CPU shared by all".to_owned(),
+        }
+    );
+    let throughput = throughput_table(&rows, "1", "4", "2")?;
+    let scale_md = scale_table(&scale);
+    let propagation_md = propagation.markdown();
+    let chart_path = out.join("throughput.png");
+    chart(
+        &rows,
+        &format!("Sticky sessions on one proxy core — {}", machine.short),
+        &chart_path,
+    )?;
+    let results = format!(
+        "# Benchmark results\n\nWritten by `cargo run --release -p sticky-tests --bin bench` ({} min) on {}.\n\n\
+         Machine: {}\n\nSetup: {setup}\n\n## Throughput, latency and proxy CPU\n\n{throughput}\n\
+         ![throughput and CPU per request](throughput.png)\n\n\
+         ## Scale: LB-cookie sticky hit with more targets registered\n\nOne Envoy per size, its `targets` cluster and the filter's state holding every target (the extra ones are unreachable loopback addresses never chosen: every request carries a cookie for a live target).\n\n{scale_md}\n\
+         ## Propagation (control service + Envoy following it)\n\n{propagation_md}",
+        (started.elapsed().as_secs_f64() / 60.0).ceil(),
+        machine.date,
+        machine.long,
+    );
+    std::fs::write(out.join("results.md"), &results)?;
+    println!("{results}");
+    if args.readme != "none" {
+        let section = format!(
+            "Latest results ({}, {}; full tables in [docs/benchmarks/results.md](docs/benchmarks/results.md)):\n\n{setup}\n\n{throughput}\n\
+             ![throughput and CPU per request](docs/benchmarks/throughput.png)\n\n{scale_md}\n{propagation_md}",
+            machine.date, machine.long
+        );
+        update_readme(&root.join(&args.readme), &section)?;
+    }
+    eprintln!(
+        "wrote {} and {} in {:.0} s",
+        out.join("results.md").display(),
+        chart_path.display(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+impl System {
+    fn new(key: &'static str, name: &str, envoy: &EnvoyProcess, headers: Vec<(&'static str, String)>) -> Self {
+        Self {
+            key,
+            name: name.to_owned(),
+            url: envoy.url(),
+            headers,
+            pid: envoy.pid(),
+        }
+    }
+
+    fn measure(&self, load: &Load) -> anyhow::Result<Measurement> {
+        let headers: Vec<(&str, &str)> = self.headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+        load.run(&format!("{}/", self.url), &headers, self.pid)
+            .with_context(|| format!("({}) {}", self.key, self.name))
+    }
+
+    /// Each system does what its row says: hits stay on one target, first visits get a cookie.
+    fn check(&self) -> anyhow::Result<()> {
+        let agent = agent();
+        let mut answered = std::collections::HashSet::new();
+        for _ in 0..6 {
+            let mut request = agent.get(&format!("{}/", self.url));
+            for (name, value) in &self.headers {
+                request = request.set(name, value);
+            }
+            let response = request
+                .call()
+                .with_context(|| format!("({}) {}: request failed", self.key, self.name))?;
+            let sets_cookie = response.header("set-cookie").is_some();
+            let body: serde_json::Value = serde_json::from_str(&response.into_string()?)?;
+            answered.insert(body["target"].as_str().unwrap_or_default().to_owned());
+            let is_hit = self.headers.iter().any(|(n, _)| *n == "Cookie");
+            let first_visit = self.key.trim_end_matches('\'').ends_with('b');
+            if first_visit && !sets_cookie {
+                bail!("({}) {}: no cookie issued", self.key, self.name);
+            }
+            // HAProxy's `nocache` answers every request with its cookie; the others only when it changes.
+            if is_hit && sets_cookie && !self.key.starts_with('5') {
+                bail!(
+                    "({}) {}: a sticky hit was answered with a new cookie",
+                    self.key,
+                    self.name
+                );
+            }
+        }
+        if self.headers.iter().any(|(n, _)| *n == "Cookie") && answered.len() != 1 {
+            bail!(
+                "({}) {}: requests with the cookie went to {answered:?}",
+                self.key,
+                self.name
+            );
+        }
+        Ok(())
+    }
+}
+
+/// The sticky filter's rows (no policy, LB first visit, LB hit, app hit) on `envoys` (no
+/// policy, LB cookie, app cookie), keys `keys`, names suffixed with `label`.
+fn sticky_rows(
+    keys: [&'static str; 4],
+    label: &str,
+    envoys: [&EnvoyProcess; 3],
+    lb_hit: &str,
+    app_hit: &str,
+) -> Vec<System> {
+    let [no_policy, lb, app] = envoys;
+    vec![
+        System::new(keys[0], &format!("sticky filter, no policy{label}"), no_policy, vec![]),
+        System::new(
+            keys[1],
+            &format!("sticky filter, LB cookie, first visit{label}"),
+            lb,
+            vec![],
+        ),
+        System::new(
+            keys[2],
+            &format!("sticky filter, LB cookie, sticky hit{label}"),
+            lb,
+            vec![("Cookie", lb_hit.to_owned())],
+        ),
+        System::new(
+            keys[3],
+            &format!("sticky filter, app cookie, sticky hit{label}"),
+            app,
+            vec![("Cookie", app_hit.to_owned())],
+        ),
+    ]
+}
+
+/// The value of cookie `name` set by the first answer of `base` + `path`.
+fn issued_cookie(base: &str, path: &str, name: &str) -> anyhow::Result<String> {
+    let reply = get(&agent(), base, path, &[], &[]).map_err(anyhow::Error::msg)?;
+    reply
+        .cookie_value(name)
+        .with_context(|| format!("{base}{path} set no cookie {name}: {:?}", reply.set_cookies))
+}
+
+/// The sticky hit with `count` targets registered (the first is the live `target`), the
+/// memory of that Envoy, and of an Envoy without the filter with the same cluster.
+fn scale_point(
+    count: usize,
+    target: &(String, std::net::SocketAddr),
+    wasm: &Path,
+    load: &Load,
+    args: &Args,
+    work: &Path,
+    cpus: &Cpus,
+) -> anyhow::Result<ScalePoint> {
+    let mut targets = vec![TargetState {
+        id: target.0.clone(),
+        address: target.1.to_string(),
+        healthy: true,
+    }];
+    // Unreachable loopback addresses, each its own (127.1.0.1:9, 127.1.0.2:9, …).
+    targets.extend((1..count).map(|i| TargetState {
+        id: format!("i-{i:08x}"),
+        address: format!("127.{}.{}.{}:9", 1 + (i >> 16), (i >> 8) & 0xff, i & 0xff),
+        healthy: true,
+    }));
+    let state = FilterState {
+        version: 1,
+        load_balancer: LOAD_BALANCER.to_owned(),
+        listener_port: 80,
+        policy: Some(PolicyState::LbCookie {
+            expiration_period: 3600,
+        }),
+        cookie: CookieSettings::default(),
+        targets,
+        keys: random_key_ring(1)?,
+    };
+    let cookie = format!("{STICKY_COOKIE}={}", issue_cookie(&state, target.1)?);
+    let bootstrap = Bootstrap::sticky(wasm.to_path_buf(), state)?;
+    let dir = work.join(format!("scale-{count}"));
+    let envoy = EnvoyProcess::start_on_cpus(&bootstrap, &dir, 1, cpus.proxy.as_deref())?;
+    let system = System::new("3c", "sticky hit", &envoy, vec![("Cookie", cookie)]);
+    system.check()?;
+    system.measure(&Load {
+        duration: Duration::from_secs(1),
+        ..load.clone()
+    })?;
+    let mut hit = Row {
+        key: "3c",
+        system: format!("sticky hit, {count} targets"),
+        measurements: Vec::new(),
+    };
+    for _ in 0..args.rounds {
+        hit.measurements.push(system.measure(load)?);
+    }
+    let envoy_mib = resident_mib(envoy.pid())?;
+    drop(envoy);
+    let mut plain_bootstrap = bootstrap.clone();
+    plain_bootstrap.filters = HttpFilters::RouterOnly;
+    // Idle: round robin over the unreachable addresses would fail requests.
+    let plain = EnvoyProcess::start_on_cpus(&plain_bootstrap, &dir.join("plain"), 1, cpus.proxy.as_deref())?;
+    let plain_envoy_mib = resident_mib(plain.pid())?;
+    Ok(ScalePoint {
+        targets: count,
+        hit,
+        envoy_mib,
+        plain_envoy_mib,
+    })
+}
+
+/// The cookie value the filter issues (by the same core code) for a session on `target`.
+fn issue_cookie(state: &FilterState, target: std::net::SocketAddr) -> anyhow::Result<String> {
+    let listener = Listener::compile(state)?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
+    let decision = listener.on_request(None, now);
+    let address = target.to_string();
+    let issued = listener.on_response(&decision, Some(address.as_bytes()), [], now, || Some(rand_nonce()));
+    issued
+        .set_cookie
+        .as_deref()
+        .and_then(|c| c.split(';').next())
+        .and_then(|c| c.split_once('=').map(|(_, v)| v.to_owned()))
+        .context("no cookie for the target")
+}
+
+fn rand_nonce() -> [u8; 12] {
+    let mut nonce = [0u8; 12];
+    // The bench's cookie needs no secrecy, only uniqueness: time and pid suffice if /dev/urandom fails.
+    if std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut nonce))
+        .is_err()
+    {
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        nonce.copy_from_slice(&seed.to_le_bytes()[..12]);
+    }
+    nonce
+}
+
+struct Machine {
+    short: String,
+    long: String,
+    date: String,
+}
+
+fn machine_description() -> Machine {
+    let run = |program: &str, args: &[&str]| {
+        Command::new(program)
+            .args(args)
+            .output()
+            .ok()
+            .map(|o| {
+                let text = if o.stdout.is_empty() { o.stderr } else { o.stdout };
+                let text = String::from_utf8_lossy(&text);
+                text.lines()
+                    .map(str::trim)
+                    .find(|l| !l.is_empty())
+                    .unwrap_or_default()
+                    .to_owned()
+            })
+            .unwrap_or_default()
+    };
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| {
+            t.lines().find_map(|l| {
+                l.strip_prefix("model name")
+                    .map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned())
+            })
+        })
+        .unwrap_or_else(|| "unknown CPU".to_owned());
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let memory = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        })
+        .map_or_else(String::new, |kib| format!(", {:.0} GiB RAM", kib / 1024.0 / 1024.0));
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let envoy = sticky_envoy::envoy_binary()
+        .ok()
+        .map(|bin| run(&bin.display().to_string(), &["--version"]))
+        .unwrap_or_default();
+    let envoy = envoy
+        .split_whitespace()
+        .find(|w| w.contains('/') && w.chars().next().is_some_and(|c| c.is_ascii_hexdigit()))
+        .and_then(|w| w.split('/').nth(1))
+        .map_or(envoy.clone(), |v| format!("Envoy {v}"));
+    Machine {
+        short: format!("{cores} × {cpu}"),
+        long: format!(
+            "{cores} × {cpu}{memory}, Linux {}; {envoy}; {}; {}",
+            kernel.trim(),
+            HaproxyProcess::version(),
+            run("wrk", &["-v"]),
+        ),
+        date: run("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
+    }
+}

@@ -1,0 +1,45 @@
+//! The benchmark program runs every step end to end (`--smoke`: about a second per
+//! measurement): all systems answer and stick as their rows say, the scale and propagation
+//! steps complete, and the Markdown table and the PNG chart are written.
+
+use std::process::Command;
+
+#[test]
+fn benchmark_smoke_run_writes_every_row_and_the_chart() {
+    let out = tempfile::tempdir().expect("temp dir");
+    let output = Command::new(env!("CARGO_BIN_EXE_bench"))
+        .args(["--smoke", "--out"])
+        .arg(out.path())
+        .output()
+        .expect("run the bench program");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "bench --smoke failed:\n{stderr}");
+    let results = std::fs::read_to_string(out.path().join("results.md")).expect("results.md");
+    for row in [
+        "| 1 |", "| 2 |", "| 3a |", "| 3b |", "| 3c |", "| 3d |", "| 4 |", "| 4b |", "| 5 |", "| 5b |",
+    ] {
+        let line = results
+            .lines()
+            .find(|l| l.starts_with(row))
+            .unwrap_or_else(|| panic!("no row {row} in:\n{results}"));
+        let rps: f64 = line
+            .split('|')
+            .nth(3)
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no req/s in {line}"));
+        assert!(rps > 0.0, "{line}");
+    }
+    for size in ["| 10 |", "| 1000 |"] {
+        assert!(
+            results.lines().any(|l| l.starts_with(size)),
+            "no scale row {size}:\n{results}"
+        );
+    }
+    assert!(results.contains("Policy change, API answer"), "{results}");
+    assert!(results.contains("re-pinned"), "{results}");
+    let png = std::fs::read(out.path().join("throughput.png")).expect("chart");
+    assert!(
+        png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 10_000,
+        "not a PNG chart"
+    );
+}
