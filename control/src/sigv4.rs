@@ -79,11 +79,15 @@ fn parse_authorization(value: &str) -> Result<Authorization<'_>, ApiError> {
             .trim()
             .split_once('=')
             .ok_or_else(|| incomplete("malformed Authorization header"))?;
-        match name {
-            "Credential" => credential = Some(value),
-            "SignedHeaders" => signed_headers = Some(value),
-            "Signature" => signature = Some(value),
+        let slot = match name {
+            "Credential" => &mut credential,
+            "SignedHeaders" => &mut signed_headers,
+            "Signature" => &mut signature,
             _ => return Err(incomplete("malformed Authorization header")),
+        };
+        // A field given twice is ambiguous (which one would a log or a proxy read?): refused.
+        if slot.replace(value).is_some() {
+            return Err(incomplete("a field of the Authorization header is repeated"));
         }
     }
     let credential = credential.ok_or_else(|| incomplete("Authorization lacks Credential"))?;
@@ -96,8 +100,16 @@ fn parse_authorization(value: &str) -> Result<Authorization<'_>, ApiError> {
         ));
     };
     let signed_headers: Vec<&str> = signed_headers.split(';').collect();
-    let well_formed = signature.len() == 64 && signature.bytes().all(|b| b.is_ascii_hexdigit());
-    if !well_formed || signed_headers.iter().any(|h| h.is_empty()) {
+    // Lowercase hex only, as SigV4 defines and every client sends: one spelling per signature
+    // (a case variant of a captured signature is not a second valid request).
+    let well_formed = signature.len() == 64 && signature.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    // SignedHeaders as SigV4 defines them: lowercase names, sorted, each once.
+    let canonical_names = signed_headers.iter().all(|h| {
+        !h.is_empty()
+            && h.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(&b))
+    }) && signed_headers.windows(2).all(|pair| pair[0] < pair[1]);
+    if !well_formed || !canonical_names {
         return Err(incomplete("malformed Signature or SignedHeaders"));
     }
     Ok(Authorization {
@@ -189,11 +201,7 @@ pub fn verify(keys: &AccessKeys, request: &RequestToVerify<'_>, now: SystemTime)
     .map_err(|_| mismatch())?;
     let output = sign(signable, &params).map_err(|_| mismatch())?;
     let expected = output.signature();
-    if expected
-        .as_bytes()
-        .ct_eq(auth.signature.to_ascii_lowercase().as_bytes())
-        .into()
-    {
+    if expected.as_bytes().ct_eq(auth.signature.as_bytes()).into() {
         Ok(auth.access_key.to_owned())
     } else {
         Err(mismatch())
@@ -437,6 +445,12 @@ mod tests {
             "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/us-east-1/service/aws4_request",
             "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE, SignedHeaders=host;x-amz-date, Signature=00",
             "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/us-east-1/service/aws4_request, SignedHeaders=host, Signature=5fa00fa31553b73ebf1942676e86291e8372ff2a2260956d9b8aae1d763fbf31",
+            // Found by the fuzz target `sigv4`: other spellings of one signature are refused.
+            "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/us-east-1/service/aws4_request, SignedHeaders=host;x-amz-date, Signature=5FA00FA31553B73EBF1942676E86291E8372FF2A2260956D9B8AAE1D763FBF31",
+            "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/us-east-1/service/aws4_request, SignedHeaders=Host;x-amz-date, Signature=5fa00fa31553b73ebf1942676e86291e8372ff2a2260956d9b8aae1d763fbf31",
+            "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/us-east-1/service/aws4_request, SignedHeaders=x-amz-date;host, Signature=5fa00fa31553b73ebf1942676e86291e8372ff2a2260956d9b8aae1d763fbf31",
+            "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/us-east-1/service/aws4_request, SignedHeaders=host;host;x-amz-date, Signature=5fa00fa31553b73ebf1942676e86291e8372ff2a2260956d9b8aae1d763fbf31",
+            "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/us-east-1/service/aws4_request, SignedHeaders=host;x-amz-date, Signature=00, Signature=5fa00fa31553b73ebf1942676e86291e8372ff2a2260956d9b8aae1d763fbf31",
         ] {
             assert_eq!(run(Some(bad)), ErrorCode::IncompleteSignature, "{bad}");
         }

@@ -84,6 +84,14 @@ pub struct Response {
 }
 
 impl Response {
+    /// The first value of header `name` (lowercase), as the client gets it.
+    pub fn header(&self, name: &str) -> Option<&[u8]> {
+        self.response_headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_slice())
+    }
+
     /// The `Set-Cookie` values, as text.
     pub fn set_cookies(&self) -> Vec<String> {
         self.response_headers
@@ -214,10 +222,18 @@ impl Plugin {
         let host = self.store.data_mut();
         host.request_headers = stream.request_headers.clone();
         host.response_headers = owned(headers);
+        // As the route of envoy/bootstrap.yaml does: the answering upstream in the upstream
+        // header (default name), overwriting any copy the upstream sent; and the property.
+        let upstream_header = sticky_core::plugin::DEFAULT_UPSTREAM_HEADER;
+        host.response_headers
+            .retain(|(name, _)| !name.eq_ignore_ascii_case(upstream_header));
         match upstream {
-            Some(address) => host
-                .properties
-                .insert("upstream.address".to_owned(), address.as_bytes().to_vec()),
+            Some(address) => {
+                host.response_headers
+                    .push((upstream_header.to_owned(), address.as_bytes().to_vec()));
+                host.properties
+                    .insert("upstream.address".to_owned(), address.as_bytes().to_vec())
+            }
             None => host.properties.remove("upstream.address"),
         };
         let count = i32::try_from(headers.len()).unwrap_or(i32::MAX);

@@ -1,7 +1,9 @@
-//! Fuzzing the compiled filter through the testbed: arbitrary cookie, routing-header and
-//! Set-Cookie bytes, mutated valid cookies, huge and numerous cookies, under both policies.
-//! Bounded: `STICKY_FUZZ_SECONDS` (default 30) per policy; a longer run is the same test with a
-//! larger value. Any trap fails the test with the input that caused it.
+//! Fuzzing the compiled filter's header handling through the testbed (targets `headers-lb`
+//! and `headers-app`): arbitrary cookie, routing-header and Set-Cookie bytes, mutated valid
+//! cookies, huge and numerous cookies, under both policies. Half the budget mutates the corpus
+//! (`fuzz/corpus/headers-*/`, where a trapping input is saved), half generates structured
+//! inputs. Bounded: `STICKY_FUZZ_SECONDS` (default 30) per policy; a longer run is the same
+//! test with a larger value. Any trap fails the test with the input that caused it.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -118,12 +120,15 @@ fn fuzz_the_filter_with_arbitrary_header_bytes() {
     let testbed = Testbed::load(&wasm).unwrap();
     let mut rng = Rng(0x5eed_1234_abcd_0001 ^ u64::from(std::process::id()));
     let mut executions = 0u64;
-    for policy in [
-        PolicyState::LbCookie { expiration_period: 600 },
-        PolicyState::AppCookie {
-            app_cookie_name: "session".into(),
-            duration_seconds: None,
-        },
+    for (name, policy) in [
+        ("lb", PolicyState::LbCookie { expiration_period: 600 }),
+        (
+            "app",
+            PolicyState::AppCookie {
+                app_cookie_name: "session".into(),
+                duration_seconds: None,
+            },
+        ),
     ] {
         let mut plugin = testbed
             .plugin(&PluginConfig::new(Some(state(policy))).to_json(), &[])
@@ -143,7 +148,34 @@ fn fuzz_the_filter_with_arbitrary_header_bytes() {
             })
             .collect();
         assert!(!valid.is_empty());
-        let deadline = Instant::now() + Duration::from_secs(seconds);
+        // Half the budget: mutations of the corpus (`fuzz/corpus/headers/`) and of the valid
+        // cookies, each input `cookie \0 routing header \0 set-cookie \0 upstream`.
+        let seeds: Vec<Vec<u8>> = valid
+            .iter()
+            .map(|v| {
+                format!("AWSELB={v}; session=s\0127.0.0.1:9002\0session=t; Max-Age=60\0127.0.0.1:9001").into_bytes()
+            })
+            .collect();
+        let target = format!("headers-{name}");
+        let report = sticky_fuzz::run_for(&target, seconds / 2, &seeds, |input| {
+            let mut fields = input.split(|b| *b == 0);
+            let (cookie, routing, set_cookie) = (
+                fields.next().unwrap_or_default(),
+                fields.next().unwrap_or_default(),
+                fields.next().unwrap_or_default(),
+            );
+            let upstream = fields.next().map(|u| String::from_utf8_lossy(u).into_owned());
+            let stream = plugin
+                .request(&[("cookie", cookie), ("x-sticky-target", routing)])
+                .unwrap_or_else(|e| panic!("trap on request half ({e})"));
+            assert!(stream.header_count("x-sticky-target") <= 1);
+            plugin
+                .respond(&stream, upstream.as_deref(), &[("set-cookie", set_cookie)])
+                .unwrap_or_else(|e| panic!("trap on response half ({e})"));
+        });
+        executions += report.executions;
+        // The other half: structured inputs (huge and numerous cookies, cut valid ones).
+        let deadline = Instant::now() + Duration::from_secs(seconds - seconds / 2);
         while Instant::now() < deadline {
             let (cookie, routing, set_cookie, upstream) = input(&mut rng, &valid);
             let stream = plugin

@@ -156,6 +156,15 @@ pub fn chart(rows: &[Row], title: &str, path: &Path) -> anyhow::Result<()> {
         chart
             .configure_mesh()
             .disable_y_mesh()
+            .light_line_style(WHITE)
+            .x_labels(6)
+            .x_label_formatter(&|x| {
+                if max >= 100.0 {
+                    format!("{x:.0}")
+                } else {
+                    format!("{x:.2}")
+                }
+            })
             .y_labels(n * 2 + 1)
             .y_label_formatter(&|y| {
                 // Labels at bar centres (i + 0.5), counted from the top.
