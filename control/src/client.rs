@@ -215,9 +215,24 @@ impl QueryClient {
         version: Option<u64>,
         timeout_ms: u64,
     ) -> Result<(u16, serde_json::Value), ClientError> {
+        self.state_as(lb, port, version, timeout_ms, None)
+    }
+
+    /// [`QueryClient::state`] as the follower `poller` (as a filter VM polls).
+    pub fn state_as(
+        &self,
+        lb: &str,
+        port: u16,
+        version: Option<u64>,
+        timeout_ms: u64,
+        poller: Option<&str>,
+    ) -> Result<(u16, serde_json::Value), ClientError> {
         let mut url = format!("{}/v1/state/{lb}/{port}?timeout_ms={timeout_ms}", self.url());
         if let Some(v) = version {
             url.push_str(&format!("&version={v}"));
+        }
+        if let Some(poller) = poller {
+            url.push_str(&format!("&poller={poller}"));
         }
         let response = match self.agent.get(&url).call() {
             Ok(r) => r,

@@ -16,6 +16,7 @@ use subtle::ConstantTimeEq;
 
 use crate::api;
 use crate::error::ApiError;
+use crate::followers::is_poller_id;
 use crate::health::HealthStatus;
 use crate::query::Params;
 use crate::service::Service;
@@ -69,6 +70,7 @@ async fn query_api(State(app): State<AppState>, method: Method, uri: Uri, header
     let request_id = request_id();
     let service = &app.service;
     let mut action_name = String::from("unknown");
+    let version_before = service.version();
     let result = (|| -> Result<String, ApiError> {
         let path_and_query = uri.path_and_query().map_or("/", |p| p.as_str());
         let request = RequestToVerify {
@@ -91,6 +93,22 @@ async fn query_api(State(app): State<AppState>, method: Method, uri: Uri, header
         let result = api::dispatch(service, action, &params)?;
         Ok(xml::response(action, &result, &request_id))
     })();
+    // A change is answered once every live filter and Envoy holds it (bounded).
+    let version_after = service.version();
+    if result.is_ok() && version_after != version_before && !service.config.sync_timeout.is_zero() {
+        let started = std::time::Instant::now();
+        match service
+            .followers
+            .wait_until_current(version_after, service.config.sync_timeout)
+            .await
+        {
+            Ok(()) => service.metrics.observe_sync(started.elapsed()),
+            Err(lagging) => {
+                service.metrics.count("sticky_control_sync_timeouts_total", &[]);
+                tracing::warn!(%request_id, version = version_after, ?lagging, "answering before every follower holds the change");
+            }
+        }
+    }
     match result {
         Ok(body) => {
             service.metrics.count(
@@ -124,6 +142,8 @@ fn feed_authorised(options: &HttpOptions, headers: &HeaderMap) -> bool {
 struct FeedQuery {
     /// The version the caller holds; the answer waits while it is still current.
     version: Option<u64>,
+    /// The calling filter VM's id: the service counts it as a follower.
+    poller: Option<String>,
     /// How long to wait, at most the service's long-poll timeout.
     timeout_ms: Option<u64>,
 }
@@ -140,6 +160,11 @@ async fn state_feed(
         return (StatusCode::UNAUTHORIZED, "a valid bearer token is required\n").into_response();
     }
     let service = &app.service;
+    let _open = query
+        .poller
+        .as_deref()
+        .filter(|p| is_poller_id(p))
+        .map(|p| service.followers.poll_opened(p, query.version.unwrap_or(0)));
     let mut changes = service.subscribe();
     let current = *changes.borrow_and_update();
     if query.version == Some(current) {
@@ -181,6 +206,13 @@ async fn endpoints(State(app): State<AppState>, headers: HeaderMap, body: Bytes)
         .as_array()
         .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
         .unwrap_or_default();
+    if let Some(node) = request["node"]["id"].as_str() {
+        let accepted = request["version_info"]
+            .as_str()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        app.service.followers.eds_fetched(node, accepted);
+    }
     let version = app.service.version();
     let resources: Vec<serde_json::Value> = app.service.read(|inner| {
         names

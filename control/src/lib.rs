@@ -4,6 +4,7 @@
 pub mod api;
 pub mod client;
 pub mod error;
+pub mod followers;
 pub mod health;
 pub mod http;
 pub mod keys;

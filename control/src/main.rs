@@ -34,6 +34,11 @@ struct Args {
     /// Seconds a state long-poll waits for a change before answering.
     #[arg(long, default_value_t = 25)]
     long_poll_timeout: u64,
+    /// Milliseconds an API call that changed the state may wait, before answering, for every
+    /// live filter and Envoy to hold the change (so an answer means "in force"); 0 answers at
+    /// once. In the first 5.5 s after a start, changes also wait for filters to reconnect.
+    #[arg(long, default_value_t = 10_000)]
+    sync_timeout_ms: u64,
     /// Seconds between rotations of the cookie key.
     #[arg(long, default_value_t = 86_400)]
     key_rotation: u64,
@@ -94,6 +99,7 @@ async fn main() -> anyhow::Result<()> {
         key_rotation: Duration::from_secs(args.key_rotation.max(1)),
         key_retention: Duration::from_secs(args.key_retention),
         cookie,
+        sync_timeout: Duration::from_millis(args.sync_timeout_ms),
     };
     let bootstrap: Option<Bootstrap> = match &args.bootstrap {
         Some(path) => {

@@ -15,12 +15,24 @@ pub struct Metrics {
 
 impl Metrics {
     pub fn count(&self, name: &str, labels: &[(&str, &str)]) {
+        self.add(name, labels, 1);
+    }
+
+    pub fn add(&self, name: &str, labels: &[(&str, &str)], amount: u64) {
         let key = (
             name.to_owned(),
             labels.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
         );
         let mut counters = self.counters.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        *counters.entry(key).or_insert(0) += 1;
+        let counter = counters.entry(key).or_insert(0);
+        *counter = counter.saturating_add(amount);
+    }
+
+    /// An API answer that waited `waited` for every follower to hold its change.
+    pub fn observe_sync(&self, waited: std::time::Duration) {
+        self.count("sticky_control_sync_waits_total", &[]);
+        let micros = u64::try_from(waited.as_micros()).unwrap_or(u64::MAX);
+        self.add("sticky_control_sync_wait_microseconds_total", &[], micros);
     }
 
     /// The exposition text, with `gauges` (name, value) appended.

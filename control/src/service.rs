@@ -10,12 +10,17 @@ use sticky_core::{CookieSettings, FilterState, PolicyState, TargetState};
 use tokio::sync::watch;
 
 use crate::error::ApiError;
+use crate::followers::Followers;
 use crate::health::{HealthStatus, InstanceHealth};
 use crate::keys::KeyRing;
 use crate::metrics::Metrics;
 use crate::model::{self, HealthCheck, InstanceAddress, Listener, LoadBalancer, Policy, Registry};
 use crate::sigv4::AccessKeys;
 use crate::store::{Change, Store};
+
+/// How long after a start every live filter has polled again: the filter's longest retry
+/// backoff (`sticky_core::poll::BACKOFF_MAX_MS`) plus a margin.
+pub const FOLLOWER_DISCOVERY: Duration = Duration::from_millis(sticky_core::poll::BACKOFF_MAX_MS + 500);
 
 pub fn unix_now() -> i64 {
     SystemTime::now()
@@ -34,6 +39,9 @@ pub struct ServiceConfig {
     pub key_retention: Duration,
     /// Attributes of the stickiness cookie the filters issue.
     pub cookie: CookieSettings,
+    /// How long an API call that changed the state waits, before answering, for every live
+    /// follower (filter poll, Envoy EDS) to hold the change. Zero: answer at once.
+    pub sync_timeout: Duration,
 }
 
 /// A change the API or a background task wants to make.
@@ -59,6 +67,7 @@ pub struct Service {
     inner: Mutex<Inner>,
     version: watch::Sender<u64>,
     pub metrics: Metrics,
+    pub followers: Followers,
 }
 
 /// The declarative bootstrap file: the instance registry, and load balancers created when
@@ -116,11 +125,18 @@ impl Service {
             store,
         };
         let version = inner.version;
+        // Filters retry a lost control service within their longest backoff (5 s).
+        let discovery = if config.sync_timeout.is_zero() {
+            Duration::ZERO
+        } else {
+            FOLLOWER_DISCOVERY
+        };
         let service = Arc::new(Self {
             config,
             inner: Mutex::new(inner),
             version: watch::channel(version).0,
             metrics: Metrics::default(),
+            followers: Followers::new(discovery),
         });
         let mut writes = Vec::new();
         if fresh_keys {
@@ -404,6 +420,7 @@ mod tests {
             key_rotation: Duration::from_secs(60),
             key_retention: Duration::from_secs(60),
             cookie: CookieSettings::default(),
+            sync_timeout: Duration::ZERO,
         };
         let service = Service::open(config, store, Some(bootstrap)).unwrap();
         let state = service.filter_state("terraform-balancer", 80).unwrap();

@@ -553,3 +553,96 @@ fn a_waiting_long_poll_gets_the_change_within_100_ms() {
         );
     }
 }
+
+#[test]
+fn a_change_is_answered_once_every_follower_holds_it() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    let control = Control::start(
+        &bootstrap(&[("i-1", fake(1)), ("i-2", fake(2))], &["i-1", "i-2"]),
+        &["--sync-timeout-ms", "3000"],
+    );
+    // After a start, changes wait until every filter had time to reconnect.
+    std::thread::sleep(sticky_control::service::FOLLOWER_DISCOVERY);
+    // A slow follower: takes 300 ms to come back with the version it was given.
+    let stop = Arc::new(AtomicBool::new(false));
+    let repolled_with = Arc::new(Mutex::new(Vec::<(u64, Instant)>::new()));
+    let follower = {
+        let (stop, repolled_with, client) = (Arc::clone(&stop), Arc::clone(&repolled_with), control.client());
+        std::thread::spawn(move || {
+            let mut version = None;
+            while !stop.load(Ordering::Relaxed) {
+                if let Some(v) = version {
+                    repolled_with.lock().unwrap().push((v, Instant::now()));
+                }
+                let (_, state) = client
+                    .state_as("terraform-balancer", 80, version, 1_000, Some("slowfilter1"))
+                    .unwrap();
+                let new = state["version"].as_u64();
+                if new != version {
+                    version = new;
+                    std::thread::sleep(Duration::from_millis(300));
+                }
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_millis(500));
+
+    let sent = Instant::now();
+    let reply = control.call(
+        "DeregisterInstancesFromLoadBalancer",
+        &[
+            ("LoadBalancerName", "terraform-balancer"),
+            ("Instances.member.1.InstanceId", "i-2"),
+        ],
+    );
+    let answered = Instant::now();
+    reply.ok();
+    let version = control.state("terraform-balancer", 80, None, 0).1["version"]
+        .as_u64()
+        .unwrap();
+    let caught_up = repolled_with
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|(v, _)| *v >= version)
+        .map(|(_, at)| *at)
+        .expect("the follower came back with the new version");
+    assert!(
+        caught_up <= answered,
+        "answered {:?} after sending, the follower caught up at {:?}",
+        answered - sent,
+        caught_up - sent
+    );
+    assert!(
+        answered - sent >= Duration::from_millis(250),
+        "the answer waited for the slow follower"
+    );
+
+    // A follower that stops following is not waited for once its grace is over; one that keeps
+    // polling without catching up holds the answer until the time-out.
+    stop.store(true, Ordering::Relaxed);
+    follower.join().unwrap();
+    std::thread::sleep(Duration::from_millis(2_500));
+    let sent = Instant::now();
+    control
+        .call(
+            "RegisterInstancesWithLoadBalancer",
+            &[
+                ("LoadBalancerName", "terraform-balancer"),
+                ("Instances.member.1.InstanceId", "i-2"),
+            ],
+        )
+        .ok();
+    assert!(
+        sent.elapsed() < Duration::from_millis(500),
+        "a gone follower is not waited for"
+    );
+    let metrics = ureq::get(&format!("{}/metrics", control.url()))
+        .call()
+        .unwrap()
+        .into_string()
+        .unwrap();
+    assert!(metrics.contains("sticky_control_sync_waits_total"), "{metrics}");
+}

@@ -7,7 +7,7 @@
 
 mod metrics;
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -28,6 +28,7 @@ proxy_wasm::main! {{
 /// Tick period of a root context following the control service. Short: the first tick comes
 /// one period after start, and a poll is sent on the first tick it is due.
 const TICK: Duration = Duration::from_millis(100);
+const HEX: &[u8; 16] = b"0123456789abcdef";
 /// Extra time Envoy gives a poll beyond the control service's own hold time.
 const POLL_GRACE_MS: u64 = 5_000;
 
@@ -38,6 +39,8 @@ struct Runtime {
     control: Option<ControlSource>,
     /// The current listener state; replaced whole when a new state arrives.
     listener: RefCell<Option<Rc<Listener>>>,
+    /// Round-robin position for requests no cookie pins.
+    sequence: Cell<u64>,
     metrics: Metrics,
 }
 
@@ -45,6 +48,8 @@ struct Runtime {
 struct StickyRoot {
     runtime: Option<Rc<Runtime>>,
     poll: PollSchedule,
+    /// This VM's id in its polls (16 hex digits).
+    poller: String,
 }
 
 impl StickyRoot {
@@ -57,7 +62,7 @@ impl StickyRoot {
             return;
         }
         let version = runtime.listener.borrow().as_ref().map(|l| l.version());
-        let path = control.path(version);
+        let path = control.path(version, &self.poller);
         let authorization = control.token.as_ref().map(|t| format!("Bearer {t}"));
         let mut headers = vec![
             (":method", "GET"),
@@ -160,6 +165,14 @@ impl RootContext for StickyRoot {
             );
         }
         if config.control.is_some() {
+            let mut id = [0u8; 8];
+            if getrandom::fill(&mut id).is_ok() {
+                self.poller = id.iter().fold(String::with_capacity(16), |mut hex, b| {
+                    hex.push(char::from(HEX[usize::from(b >> 4)]));
+                    hex.push(char::from(HEX[usize::from(b & 0xf)]));
+                    hex
+                });
+            }
             let _ = hostcalls::set_tick_period(TICK);
         }
         self.runtime = Some(Rc::new(Runtime {
@@ -167,6 +180,7 @@ impl RootContext for StickyRoot {
             upstream_header: config.upstream_header,
             control: config.control,
             listener: RefCell::new(listener),
+            sequence: Cell::new(0),
             metrics: Metrics::define(),
         }));
         true
@@ -204,23 +218,29 @@ impl Context for StickyHttp {}
 impl HttpContext for StickyHttp {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
         let runtime = Rc::clone(&self.runtime);
-        let listener = match runtime.listener.borrow().clone() {
-            Some(listener) if listener.has_policy() => listener,
-            state => {
-                if state.is_none() {
-                    runtime.metrics.no_state.increment();
-                }
-                runtime.remove_routing_header();
-                return Action::Continue;
-            }
+        let Some(listener) = runtime.listener.borrow().clone() else {
+            // No state yet: Envoy balances; a client's routing header never counts.
+            runtime.metrics.no_state.increment();
+            runtime.remove_routing_header();
+            return Action::Continue;
         };
-        self.now = now_secs();
-        let cookie = hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, "cookie")
-            .ok()
-            .flatten();
-        self.decision = listener.on_request(cookie.as_deref(), self.now);
-        runtime.metrics.count_request(&self.decision);
-        match self.decision.pinned.and_then(|i| listener.target(i)) {
+        if listener.has_policy() {
+            self.now = now_secs();
+            let cookie = hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, "cookie")
+                .ok()
+                .flatten();
+            self.decision = listener.on_request(cookie.as_deref(), self.now);
+            runtime.metrics.count_request(&self.decision);
+        }
+        // Pinned: the cookie's target. Otherwise the filter balances over the healthy targets
+        // of its state itself, so a deregistered target is out at once, not at Envoy's next
+        // EDS refresh.
+        let target = self.decision.pinned.or_else(|| {
+            let sequence = runtime.sequence.get();
+            runtime.sequence.set(sequence.wrapping_add(1));
+            listener.pick(sequence)
+        });
+        match target.and_then(|i| listener.target(i)) {
             // Replacing drops every client-supplied copy of the header.
             Some(target) => {
                 let _ = hostcalls::set_map_value_bytes(
@@ -231,7 +251,9 @@ impl HttpContext for StickyHttp {
             }
             None => runtime.remove_routing_header(),
         }
-        self.listener = Some(listener);
+        if listener.has_policy() {
+            self.listener = Some(listener);
+        }
         Action::Continue
     }
 

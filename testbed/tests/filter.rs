@@ -52,6 +52,11 @@ fn state(policy: Option<PolicyState>, version: u64) -> FilterState {
     }
 }
 
+/// An unpinned request goes where the filter's round robin over the healthy targets says.
+fn balanced_to(stream_header: Option<&[u8]>, healthy: &[&str]) -> bool {
+    stream_header.is_some_and(|v| healthy.iter().any(|t| t.as_bytes() == v))
+}
+
 fn lb_policy(period: u64) -> Option<PolicyState> {
     Some(PolicyState::LbCookie {
         expiration_period: period,
@@ -77,7 +82,10 @@ fn cookie_header(cookies: &[(&str, &str)]) -> Vec<u8> {
 fn lb_cookie_assigns_then_pins_with_six_host_calls_on_a_sticky_hit() {
     let mut plugin = plugin(state(lb_policy(600), 1));
     let stream = plugin.request(&[(":path", b"/")]).unwrap();
-    assert_eq!(stream.header(ROUTING), None);
+    assert!(
+        balanced_to(stream.header(ROUTING), &[T1, T2, T3]),
+        "unpinned: the filter balances"
+    );
     let response = plugin.respond(&stream, Some(T2), &[]).unwrap();
     let cookie = response.cookie("AWSELB").expect("a cookie naming the answering target");
     assert_eq!(plugin.counter("sticky.assigned"), 1);
@@ -110,9 +118,13 @@ fn lb_cookie_assigns_then_pins_with_six_host_calls_on_a_sticky_hit() {
 #[test]
 fn client_routing_headers_are_removed_or_replaced() {
     let mut plugin = plugin(state(lb_policy(600), 1));
-    let spoofed = [(":path", &b"/"[..]), (ROUTING, T3.as_bytes()), (ROUTING, T3.as_bytes())];
+    let spoofed = [(":path", &b"/"[..]), (ROUTING, b"10.9.9.9:1"), (ROUTING, b"10.9.9.9:1")];
     let stream = plugin.request(&spoofed).unwrap();
-    assert_eq!(stream.header_count(ROUTING), 0, "unpinned: every copy removed");
+    assert_eq!(stream.header_count(ROUTING), 1, "unpinned: every copy replaced");
+    assert!(
+        balanced_to(stream.header(ROUTING), &[T1, T2, T3]),
+        "by the filter's choice"
+    );
     let cookie = plugin
         .respond(&stream, Some(T1), &[])
         .unwrap()
@@ -142,7 +154,10 @@ fn an_expired_cookie_gets_a_new_target_and_cookie() {
     plugin.advance(Duration::from_secs(61));
     let header = cookie_header(&[("AWSELB", &cookie)]);
     let stream = plugin.request(&[("cookie", &header)]).unwrap();
-    assert_eq!(stream.header(ROUTING), None);
+    assert!(
+        balanced_to(stream.header(ROUTING), &[T1, T2, T3]),
+        "expired: balanced again"
+    );
     let renewed = plugin
         .respond(&stream, Some(T3), &[])
         .unwrap()
@@ -166,9 +181,13 @@ fn the_filter_follows_the_control_service_and_fails_static() {
     let calls = plugin.take_http_calls();
     assert_eq!(calls.len(), 1);
     assert_eq!(calls[0].upstream, "control");
-    assert_eq!(
-        calls[0].header(":path"),
-        Some("/v1/state/terraform-balancer/80?timeout_ms=25000")
+    let path = calls[0].header(":path").unwrap_or_default().to_owned();
+    let poller = path
+        .strip_prefix("/v1/state/terraform-balancer/80?timeout_ms=25000&poller=")
+        .unwrap_or_else(|| panic!("{path}"));
+    assert!(
+        poller.len() == 16 && poller.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{path}"
     );
     plugin.tick().unwrap();
     assert!(plugin.take_http_calls().is_empty(), "one poll in flight");
@@ -178,9 +197,11 @@ fn the_filter_follows_the_control_service_and_fails_static() {
     assert_eq!(plugin.counter("sticky.state_updates"), 1);
     let next = plugin.take_http_calls();
     assert_eq!(
-        next[0].header(":path"),
-        Some("/v1/state/terraform-balancer/80?timeout_ms=25000&version=7"),
-        "the next poll at once"
+        next[0].header(":path").map(str::to_owned),
+        Some(format!(
+            "/v1/state/terraform-balancer/80?timeout_ms=25000&version=7&poller={poller}"
+        )),
+        "the next poll at once, same poller id"
     );
     let stream = plugin.request(&[]).unwrap();
     let cookie = plugin
@@ -256,7 +277,10 @@ fn app_cookie_failover_through_a_state_update() {
         .answer_http_call(&call, 200, &serde_json::to_vec(&failed).unwrap())
         .unwrap();
     let stream = plugin.request(&[("cookie", &cookies)]).unwrap();
-    assert_eq!(stream.header(ROUTING), None);
+    assert!(
+        balanced_to(stream.header(ROUTING), &[T2, T3]),
+        "never the unhealthy i-1"
+    );
     let moved = plugin
         .respond(&stream, Some(T3), &[])
         .unwrap()

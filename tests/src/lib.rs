@@ -5,6 +5,7 @@
 pub mod bench;
 pub mod live;
 pub mod scenarios;
+pub mod soak;
 
 use std::collections::HashSet;
 use std::io::{Read, Write};

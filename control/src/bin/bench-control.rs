@@ -52,6 +52,8 @@ fn main() -> anyhow::Result<()> {
         key_rotation: Duration::from_secs(86_400),
         key_retention: Duration::from_secs(86_400),
         cookie: CookieSettings::default(),
+        // No filter follows this service: answer at once (the API's own throughput).
+        sync_timeout: Duration::ZERO,
     };
     let service = Service::open(config, Store::open(&dir.join("bench.db"))?, Some(bootstrap))?;
     let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;

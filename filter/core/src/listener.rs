@@ -90,6 +90,8 @@ pub struct Listener {
     /// Sorted lookup tables: a binary search costs no hashing and keeps the artifact small.
     by_id: SortedIndex,
     by_address: SortedIndex,
+    /// The healthy targets, for requests no cookie pins.
+    healthy: Vec<TargetIndex>,
     keys: KeyRing,
 }
 
@@ -243,6 +245,7 @@ impl Listener {
         let by_id = SortedIndex::new(by_id).map_err(|i| StateError::DuplicateTargetId(state.targets[i].id.clone()))?;
         let by_address = SortedIndex::new(by_address)
             .map_err(|i| StateError::DuplicateTargetAddress(state.targets[i].address.clone()))?;
+        let healthy = (0..targets.len()).filter(|&i| targets[i].healthy).collect();
         Ok(Self {
             version: state.version,
             policy,
@@ -250,12 +253,23 @@ impl Listener {
             targets,
             by_id,
             by_address,
+            healthy,
             keys,
         })
     }
 
     pub fn version(&self) -> u64 {
         self.version
+    }
+
+    /// The target for a request no cookie pins: the `sequence`-th healthy target, round robin
+    /// (None when no target is healthy). Choosing here, from the state, rather than leaving it
+    /// to Envoy's endpoints means a deregistered target gets no new request from the moment
+    /// the filter has the new state, whatever Envoy's EDS still lists.
+    pub fn pick(&self, sequence: u64) -> Option<TargetIndex> {
+        let count = u64::try_from(self.healthy.len()).ok().filter(|c| *c > 0)?;
+        let slot = usize::try_from(sequence % count).ok()?;
+        self.healthy.get(slot).copied()
     }
 
     pub fn has_policy(&self) -> bool {

@@ -76,8 +76,10 @@ fn default_poll_timeout() -> u64 {
 }
 
 impl ControlSource {
-    /// The `:path` of a poll, given the version the filter holds.
-    pub fn path(&self, version: Option<u64>) -> String {
+    /// The `:path` of a poll, given the version the filter holds and the poller's id (random
+    /// per filter VM: the control service counts who has a change before answering the API
+    /// call that made it).
+    pub fn path(&self, version: Option<u64>, poller: &str) -> String {
         let mut path = format!(
             "/v1/state/{}/{}?timeout_ms={}",
             self.load_balancer, self.listener_port, self.poll_timeout_ms
@@ -85,6 +87,10 @@ impl ControlSource {
         if let Some(version) = version {
             path.push_str("&version=");
             path.push_str(&version.to_string());
+        }
+        if !poller.is_empty() {
+            path.push_str("&poller=");
+            path.push_str(poller);
         }
         path
     }
@@ -186,10 +192,13 @@ mod tests {
         .unwrap();
         let control = config.control.unwrap();
         assert_eq!(control.authority, "sticky-control");
-        assert_eq!(control.path(None), "/v1/state/terraform-balancer/80?timeout_ms=1000");
         assert_eq!(
-            control.path(Some(7)),
-            "/v1/state/terraform-balancer/80?timeout_ms=1000&version=7"
+            control.path(None, ""),
+            "/v1/state/terraform-balancer/80?timeout_ms=1000"
+        );
+        assert_eq!(
+            control.path(Some(7), "0a1b"),
+            "/v1/state/terraform-balancer/80?timeout_ms=1000&version=7&poller=0a1b"
         );
     }
 

@@ -713,3 +713,25 @@ fn state_json_round_trips_and_defaults_apply() {
     let l = Listener::from_json(ipv6.as_bytes()).unwrap();
     assert_eq!(&*l.targets()[0].address, "[::1]:80");
 }
+
+#[test]
+fn requests_no_cookie_pins_go_round_robin_over_healthy_targets_only() {
+    let l = listener(None);
+    let picked: Vec<_> = (0..6)
+        .map(|n| l.pick(n).and_then(|i| l.target(i)).map(|t| t.address.to_string()))
+        .collect();
+    let expected: Vec<_> = [T1, T2, T1, T2, T1, T2].iter().map(|a| Some((*a).to_owned())).collect();
+    assert_eq!(picked, expected, "i-3 is unhealthy: never picked");
+    assert_eq!(
+        l.pick(u64::MAX)
+            .and_then(|i| l.target(i))
+            .map(|t| t.id.to_string())
+            .as_deref(),
+        Some("i-2")
+    );
+    let mut none_healthy = state(lb_policy(600));
+    for target in &mut none_healthy.targets {
+        target.healthy = false;
+    }
+    assert_eq!(Listener::compile(&none_healthy).unwrap().pick(0), None);
+}

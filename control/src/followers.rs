@@ -1,0 +1,225 @@
+//! Who follows the control service, and with which version: every filter VM's state
+//! long-poll (identified by the `poller` id it sends) and every Envoy's REST EDS fetches
+//! (identified by node id). A change made through the API is answered only once every live
+//! follower holds it (or a time limit passes), so "acknowledged" means "in force": a request
+//! sent after the answer is routed under the new state by every Envoy.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
+
+/// A follower seen this recently between polls still counts (a filter re-polls at once after
+/// an answer; an Envoy fetches EDS every 100 ms).
+const POLLER_GRACE: Duration = Duration::from_secs(2);
+const EDS_GRACE: Duration = Duration::from_secs(1);
+/// Forgotten after this long unseen.
+const FORGET_AFTER: Duration = Duration::from_secs(60);
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Follower {
+    Poller(String),
+    Eds(String),
+}
+
+#[derive(Debug)]
+struct Entry {
+    version: u64,
+    open_polls: u32,
+    last_seen: Instant,
+}
+
+#[derive(Debug)]
+pub struct Followers {
+    entries: Mutex<HashMap<Follower, Entry>>,
+    changed: Notify,
+    /// Followers are known only once they poll: after a (re)start, every live one has polled
+    /// within its longest retry backoff. Until then a change waits that long, so no follower
+    /// still reconnecting is forgotten.
+    discovered_at: Instant,
+}
+
+impl Default for Followers {
+    fn default() -> Self {
+        Self::new(Duration::ZERO)
+    }
+}
+
+/// Held while a long-poll is open; closing it (answer or disconnect) records the time.
+pub struct OpenPoll<'a> {
+    followers: &'a Followers,
+    key: Follower,
+}
+
+impl Drop for OpenPoll<'_> {
+    fn drop(&mut self) {
+        self.followers.update(|entries| {
+            if let Some(entry) = entries.get_mut(&self.key) {
+                entry.open_polls = entry.open_polls.saturating_sub(1);
+                entry.last_seen = Instant::now();
+            }
+        });
+    }
+}
+
+/// A poller id as filters send it: 1 to 64 ASCII letters and digits.
+pub fn is_poller_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric())
+}
+
+impl Followers {
+    /// A registry whose followers are all known `discovery` after now.
+    pub fn new(discovery: Duration) -> Self {
+        Self {
+            entries: Mutex::default(),
+            changed: Notify::new(),
+            discovered_at: Instant::now() + discovery,
+        }
+    }
+
+    fn update<T>(&self, change: impl FnOnce(&mut HashMap<Follower, Entry>) -> T) -> T {
+        let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        let result = change(&mut entries);
+        entries.retain(|_, e| e.open_polls > 0 || e.last_seen.elapsed() < FORGET_AFTER);
+        drop(entries);
+        self.changed.notify_waiters();
+        result
+    }
+
+    /// A state long-poll from `poller`, which holds `version`, is open until the guard drops.
+    pub fn poll_opened(&self, poller: &str, version: u64) -> OpenPoll<'_> {
+        let key = Follower::Poller(poller.to_owned());
+        self.update(|entries| {
+            let entry = entries.entry(key.clone()).or_insert(Entry {
+                version,
+                open_polls: 0,
+                last_seen: Instant::now(),
+            });
+            entry.version = version;
+            entry.open_polls += 1;
+            entry.last_seen = Instant::now();
+        });
+        OpenPoll { followers: self, key }
+    }
+
+    /// An EDS fetch from Envoy `node`, which last accepted `version`.
+    pub fn eds_fetched(&self, node: &str, version: u64) {
+        self.update(|entries| {
+            entries.insert(
+                Follower::Eds(node.to_owned()),
+                Entry {
+                    version,
+                    open_polls: 0,
+                    last_seen: Instant::now(),
+                },
+            );
+        });
+    }
+
+    /// Live followers still behind `version`.
+    pub fn lagging(&self, version: u64) -> Vec<String> {
+        let entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        entries
+            .iter()
+            .filter(|(key, entry)| {
+                let live = match key {
+                    Follower::Poller(_) => entry.open_polls > 0 || entry.last_seen.elapsed() < POLLER_GRACE,
+                    Follower::Eds(_) => entry.last_seen.elapsed() < EDS_GRACE,
+                };
+                live && entry.version < version
+            })
+            .map(|(key, entry)| match key {
+                Follower::Poller(id) => format!("filter {id} at version {}", entry.version),
+                Follower::Eds(node) => format!("Envoy {node} (EDS) at version {}", entry.version),
+            })
+            .collect()
+    }
+
+    /// Waits until no live follower is behind `version`, at most `limit`; on time-out, the
+    /// followers still behind.
+    pub async fn wait_until_current(&self, version: u64, limit: Duration) -> Result<(), Vec<String>> {
+        let deadline = tokio::time::Instant::now() + limit;
+        let discovered = tokio::time::Instant::from_std(self.discovered_at);
+        if discovered > tokio::time::Instant::now() {
+            tokio::time::sleep_until(discovered.min(deadline)).await;
+        }
+        loop {
+            let notified = self.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let lagging = self.lagging(version);
+            if lagging.is_empty() {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(lagging);
+            }
+            // Woken by any follower's news; re-checked regularly, as followers also go quiet.
+            let _ = tokio::time::timeout_at(
+                deadline.min(tokio::time::Instant::now() + Duration::from_millis(50)),
+                notified,
+            )
+            .await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn waits_for_open_polls_and_recent_eds_fetches_to_catch_up() {
+        let followers = Followers::default();
+        assert_eq!(
+            followers.wait_until_current(5, Duration::ZERO).await,
+            Ok(()),
+            "nobody follows"
+        );
+        let poll = followers.poll_opened("aa", 4);
+        followers.eds_fetched("envoy-1", 4);
+        assert_eq!(followers.lagging(5).len(), 2);
+        assert!(
+            followers
+                .wait_until_current(5, Duration::from_millis(10))
+                .await
+                .is_err()
+        );
+        drop(poll);
+        let _again = followers.poll_opened("aa", 5);
+        followers.eds_fetched("envoy-1", 5);
+        assert_eq!(followers.wait_until_current(5, Duration::from_millis(10)).await, Ok(()));
+    }
+
+    #[tokio::test]
+    async fn a_waiter_is_woken_when_the_last_follower_catches_up() {
+        let followers = std::sync::Arc::new(Followers::default());
+        let _poll = followers.poll_opened("bb", 1);
+        let waiter = {
+            let followers = std::sync::Arc::clone(&followers);
+            tokio::spawn(async move { followers.wait_until_current(2, Duration::from_secs(5)).await })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let started = Instant::now();
+        let _next = followers.poll_opened("bb", 2);
+        assert_eq!(waiter.await.unwrap(), Ok(()));
+        assert!(started.elapsed() < Duration::from_millis(40));
+    }
+
+    #[tokio::test]
+    async fn after_a_start_changes_wait_until_every_follower_had_time_to_reconnect() {
+        let followers = Followers::new(Duration::from_millis(100));
+        let started = Instant::now();
+        assert_eq!(followers.wait_until_current(1, Duration::from_secs(1)).await, Ok(()));
+        assert!(started.elapsed() >= Duration::from_millis(90));
+    }
+
+    #[test]
+    fn poller_ids_are_short_alphanumerics() {
+        assert!(is_poller_id("0123abcdef"));
+        for bad in ["", "a b", "a&b", &"a".repeat(65)] {
+            assert!(!is_poller_id(bad), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,512 @@
+//! The soak test with faults: sticky clients keep sending requests through Envoy while, on a
+//! schedule, targets are killed and restarted, the control service is killed (-9) and
+//! restarted, the policy flips between LB cookie, app cookie and none, targets are
+//! deregistered and registered again, and keys rotate (every 5 s). Every request is recorded
+//! with its send and answer times; the events with theirs. The checks afterwards count:
+//!
+//! - errors attributable to a dead target's in-flight requests (sent within a second of a
+//!   kill), and other errors;
+//! - stickiness violations: a request carrying a cookie issued under the policy in force was
+//!   answered by another target than the cookie's, although, since the client last saw it, that
+//!   target was neither killed, nor deregistered, nor out of service;
+//! - requests sent after a deregistration was acknowledged that reached the deregistered
+//!   target (before it was registered again).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use crate::live::{ACCESS_KEY, Live};
+use crate::{LOAD_BALANCER, STICKY_COOKIE, TARGET_IDS, agent, get};
+
+/// Clients sending at once, and the pause between two requests of one client.
+const CLIENTS: usize = 6;
+const PAUSE: Duration = Duration::from_millis(15);
+/// A client logs in again (a new app session) every this many requests.
+const RELOGIN_EVERY: u64 = 40;
+/// Time between scheduled faults.
+const STEP: Duration = Duration::from_secs(3);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventKind {
+    TargetKilled(String),
+    TargetRestarted(String),
+    ControlKilled,
+    ControlRestarted,
+    Policy(Option<&'static str>),
+    Deregistered(String),
+    Registered(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct Event {
+    pub kind: EventKind,
+    /// When the action started (the API call was sent, the process signalled).
+    pub started: Instant,
+    /// When it was done (the API answered, the process was gone or ready).
+    pub done: Instant,
+}
+
+#[derive(Debug, Clone)]
+struct Sample {
+    client: usize,
+    sent: Instant,
+    answered: Instant,
+    /// None: a transport error.
+    status: Option<u16>,
+    target: Option<String>,
+    /// The stickiness cookie the request carried, the target whose answer set it, and when.
+    cookie_sent: Option<String>,
+    cookie_target: Option<String>,
+    cookie_received: Option<Instant>,
+}
+
+/// A client's cookies, kept like a browser keeps them (set, replaced, deleted).
+#[derive(Default)]
+struct Jar(HashMap<String, String>);
+
+impl Jar {
+    fn take(&mut self, set_cookies: &[String]) {
+        for header in set_cookies {
+            let Some((name, rest)) = header.split_once('=') else {
+                continue;
+            };
+            let value = rest.split(';').next().unwrap_or_default();
+            let lower = header.to_ascii_lowercase();
+            let deleted = value.is_empty() || lower.contains("max-age=0") || lower.contains("expires=thu, 01 jan 1970");
+            if deleted {
+                self.0.remove(name.trim());
+            } else {
+                self.0.insert(name.trim().to_owned(), value.to_owned());
+            }
+        }
+    }
+
+    fn pairs(&self) -> Vec<(&str, &str)> {
+        self.0.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect()
+    }
+}
+
+/// What the run counted.
+#[derive(Debug, Clone, Default)]
+pub struct SoakReport {
+    pub seconds: f64,
+    pub requests: usize,
+    pub events: usize,
+    pub dead_target_errors: usize,
+    pub other_errors: Vec<String>,
+    pub stickiness_violations: Vec<String>,
+    pub deregistered_hits: Vec<String>,
+    /// Moves of a pinned client that the faults explain (for information).
+    pub excused_moves: usize,
+    pub pinned_requests: usize,
+}
+
+impl SoakReport {
+    pub fn summary(&self) -> String {
+        format!(
+            "soak {:.0} s: {} requests ({} carrying a cookie of the policy in force), {} scheduled faults; \
+             errors from a dead target's in-flight requests {}; other errors {}; stickiness violations {}; \
+             requests to a deregistered target after the acknowledgement {}; (moves explained by faults {})",
+            self.seconds,
+            self.requests,
+            self.pinned_requests,
+            self.events,
+            self.dead_target_errors,
+            self.other_errors.len(),
+            self.stickiness_violations.len(),
+            self.deregistered_hits.len(),
+            self.excused_moves,
+        )
+    }
+}
+
+/// Runs the soak for `duration` (plus start-up) and returns its counts.
+pub fn run(duration: Duration) -> SoakReport {
+    let mut live = Live::start(1, &["--key-rotation", "5"]);
+    live.create_lb_cookie_policy("LBCookie", 300);
+    live.create_app_cookie_policy("AppCookie", "session");
+    let url = live.envoys[0].url();
+    let control_port = live.control.port;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let samples = Arc::new(Mutex::new(Vec::<Sample>::new()));
+    let health = Arc::new(Mutex::new(Vec::<(Instant, String, bool)>::new()));
+    let mut threads = Vec::new();
+    for client in 0..CLIENTS {
+        let (stop, samples, url) = (Arc::clone(&stop), Arc::clone(&samples), url.clone());
+        threads.push(std::thread::spawn(move || client_loop(client, &url, &stop, &samples)));
+    }
+    {
+        // Each target's InService state, as the control service reports it (when it is up).
+        let (stop, health) = (Arc::clone(&stop), Arc::clone(&health));
+        threads.push(std::thread::spawn(move || {
+            let api = sticky_control::client::QueryClient::new(
+                format!("127.0.0.1:{control_port}"),
+                ACCESS_KEY.0,
+                ACCESS_KEY.1,
+            );
+            while !stop.load(Ordering::Relaxed) {
+                if let Ok(reply) = api.call("DescribeInstanceHealth", &[("LoadBalancerName", LOAD_BALANCER)]) {
+                    let now = Instant::now();
+                    let ids = reply.fields("InstanceId");
+                    let states = reply.fields("State");
+                    let mut health = health.lock().unwrap_or_else(PoisonError::into_inner);
+                    for (id, state) in ids.iter().zip(states.iter()) {
+                        health.push((now, id.clone(), state == "InService"));
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }));
+    }
+
+    let started = Instant::now();
+    let events = schedule(&mut live, duration);
+    stop.store(true, Ordering::Relaxed);
+    for thread in threads {
+        let _ = thread.join();
+    }
+    let samples = samples.lock().unwrap_or_else(PoisonError::into_inner).clone();
+    let health = health.lock().unwrap_or_else(PoisonError::into_inner).clone();
+    let mut report = check(&samples, &events, &health);
+    report.seconds = started.elapsed().as_secs_f64();
+    report
+}
+
+fn client_loop(client: usize, url: &str, stop: &AtomicBool, samples: &Mutex<Vec<Sample>>) {
+    let agent = agent();
+    let mut jar = Jar::default();
+    // The target whose answer set the current stickiness cookie, and when.
+    let mut cookie_origin: Option<(String, Instant)> = None;
+    let mut n = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        let path = if !jar.0.contains_key("session") || n.is_multiple_of(RELOGIN_EVERY) {
+            "/login"
+        } else {
+            "/"
+        };
+        let cookie_sent = jar.0.get(STICKY_COOKIE).cloned();
+        let (cookie_target, cookie_received) = match &cookie_origin {
+            Some((target, at)) => (Some(target.clone()), Some(*at)),
+            None => (None, None),
+        };
+        let sent = Instant::now();
+        let result = get(&agent, url, path, &jar.pairs(), &[]);
+        let answered = Instant::now();
+        let sample = match result {
+            Ok(reply) => {
+                let target = (reply.status < 500)
+                    .then(|| serde_json::from_str::<serde_json::Value>(&reply.body).ok())
+                    .flatten()
+                    .and_then(|v| v["target"].as_str().map(str::to_owned));
+                jar.take(&reply.set_cookies);
+                if reply.set_cookie(STICKY_COOKIE).is_some() {
+                    cookie_origin = match (jar.0.contains_key(STICKY_COOKIE), &target) {
+                        (true, Some(t)) => Some((t.clone(), answered)),
+                        _ => None,
+                    };
+                }
+                Sample {
+                    client,
+                    sent,
+                    answered,
+                    status: Some(reply.status),
+                    target,
+                    cookie_sent,
+                    cookie_target,
+                    cookie_received,
+                }
+            }
+            Err(_) => Sample {
+                client,
+                sent,
+                answered,
+                status: None,
+                target: None,
+                cookie_sent,
+                cookie_target,
+                cookie_received,
+            },
+        };
+        samples.lock().unwrap_or_else(PoisonError::into_inner).push(sample);
+        n += 1;
+        std::thread::sleep(PAUSE);
+    }
+}
+
+fn record(events: &mut Vec<Event>, kind: EventKind, started: Instant) {
+    events.push(Event {
+        kind,
+        started,
+        done: Instant::now(),
+    });
+}
+
+/// The fault schedule, repeated until `duration` has passed; returns what happened when.
+fn schedule(live: &mut Live, duration: Duration) -> Vec<Event> {
+    let start = Instant::now();
+    let mut events = Vec::new();
+    let policies: [Option<&'static str>; 3] = [Some("LBCookie"), Some("AppCookie"), None];
+    let t = Instant::now();
+    live.set_policy(Some("LBCookie"));
+    record(&mut events, EventKind::Policy(Some("LBCookie")), t);
+    let mut round = 0usize;
+    while start.elapsed() < duration {
+        let victim = TARGET_IDS[round % TARGET_IDS.len()].to_owned();
+        let other = TARGET_IDS[(round + 1) % TARGET_IDS.len()].to_owned();
+
+        // A target dies and comes back.
+        std::thread::sleep(STEP);
+        let t = Instant::now();
+        live.targets.stop(&victim);
+        record(&mut events, EventKind::TargetKilled(victim.clone()), t);
+        std::thread::sleep(STEP);
+        let t = Instant::now();
+        if live.targets.restart(&victim).is_ok() {
+            record(&mut events, EventKind::TargetRestarted(victim.clone()), t);
+        }
+
+        // Another target is deregistered, then registered again.
+        std::thread::sleep(STEP);
+        let t = Instant::now();
+        live.call(
+            "DeregisterInstancesFromLoadBalancer",
+            &[("Instances.member.1.InstanceId", other.as_str())],
+        );
+        record(&mut events, EventKind::Deregistered(other.clone()), t);
+        std::thread::sleep(STEP);
+        let t = Instant::now();
+        live.call(
+            "RegisterInstancesWithLoadBalancer",
+            &[("Instances.member.1.InstanceId", other.as_str())],
+        );
+        record(&mut events, EventKind::Registered(other.clone()), t);
+
+        // The policy flips.
+        std::thread::sleep(STEP);
+        let policy = policies[(round + 1) % policies.len()];
+        let t = Instant::now();
+        live.set_policy(policy);
+        record(&mut events, EventKind::Policy(policy), t);
+
+        // The control service is killed -9 and comes back.
+        std::thread::sleep(STEP);
+        let t = Instant::now();
+        live.control.kill();
+        record(&mut events, EventKind::ControlKilled, t);
+        std::thread::sleep(STEP);
+        let t = Instant::now();
+        if live.control.launch().is_ok() {
+            record(&mut events, EventKind::ControlRestarted, t);
+        }
+        round += 1;
+    }
+    // Let the last faults settle before the clients stop.
+    std::thread::sleep(STEP);
+    events
+}
+
+/// Counts errors, violations and deregistered hits in the recorded run.
+fn check(samples: &[Sample], events: &[Event], health: &[(Instant, String, bool)]) -> SoakReport {
+    let mut report = SoakReport {
+        requests: samples.len(),
+        events: events.len(),
+        ..SoakReport::default()
+    };
+    let Some(first) = samples.first() else {
+        return report;
+    };
+    let since_start = |at: Instant| at.duration_since(first.sent);
+    let grace = Duration::from_millis(300);
+
+    // Errors: near a kill (the dead target's in-flight requests) or not.
+    for sample in samples.iter().filter(|s| s.status.is_none_or(|code| code >= 500)) {
+        let near_kill = events.iter().any(|e| {
+            matches!(e.kind, EventKind::TargetKilled(_))
+                && sample.sent + Duration::from_secs(1) >= e.started
+                && sample.sent <= e.done + Duration::from_secs(1)
+        });
+        if near_kill {
+            report.dead_target_errors += 1;
+        } else {
+            report.other_errors.push(format!(
+                "client {} at +{:?}: status {:?}",
+                sample.client,
+                since_start(sample.sent),
+                sample.status
+            ));
+        }
+    }
+
+    // Deregistered targets reached by a request sent after the acknowledgement.
+    for (i, event) in events.iter().enumerate() {
+        let EventKind::Deregistered(target) = &event.kind else {
+            continue;
+        };
+        let back = events[i..]
+            .iter()
+            .find(|e| matches!(&e.kind, EventKind::Registered(t) if t == target))
+            .map(|e| e.started);
+        for sample in samples {
+            let after_ack = sample.sent > event.done && back.is_none_or(|b| sample.sent < b);
+            if after_ack && sample.target.as_deref() == Some(target.as_str()) {
+                report.deregistered_hits.push(format!(
+                    "client {} sent {:?} after {target}'s deregistration was acknowledged, and reached it",
+                    sample.client,
+                    sample.sent.duration_since(event.done)
+                ));
+            }
+        }
+    }
+
+    // Stickiness: a request carrying a cookie issued under the policy still in force must be
+    // answered by the target the cookie names, unless a fault explains the move.
+    let policy_at = |at: Instant| {
+        events
+            .iter()
+            .filter(|e| e.done <= at)
+            .filter_map(|e| match e.kind {
+                EventKind::Policy(p) => Some(p),
+                _ => None,
+            })
+            .next_back()
+            .flatten()
+    };
+    let mut previous_sent: HashMap<usize, Instant> = HashMap::new();
+    for current in samples {
+        let previous = previous_sent
+            .insert(current.client, current.sent)
+            .unwrap_or(current.sent);
+        let (Some(_), Some(pinned_to), Some(received), Some(answered_by)) = (
+            &current.cookie_sent,
+            &current.cookie_target,
+            current.cookie_received,
+            &current.target,
+        ) else {
+            continue;
+        };
+        let flipped_since = events.iter().any(|e| {
+            matches!(e.kind, EventKind::Policy(_)) && e.started <= current.answered && e.done + grace >= received
+        });
+        if flipped_since || policy_at(current.sent).is_none() {
+            continue;
+        }
+        report.pinned_requests += 1;
+        if pinned_to == answered_by {
+            continue;
+        }
+        let window_start = previous.min(received) - grace;
+        let window_end = current.answered;
+        let target_event = events.iter().any(|e| {
+            e.started <= window_end
+                && e.done + grace >= window_start
+                && matches!(&e.kind, EventKind::TargetKilled(t) | EventKind::Deregistered(t) if t == pinned_to)
+        });
+        let out_of_service = health.iter().any(|(at, id, in_service)| {
+            id == pinned_to && !in_service && *at + Duration::from_secs(1) >= window_start && *at <= window_end
+        });
+        if target_event || out_of_service {
+            report.excused_moves += 1;
+        } else {
+            report.stickiness_violations.push(format!(
+                "client {}: cookie for {pinned_to}, answered by {answered_by} at +{:?}",
+                current.client,
+                since_start(current.sent)
+            ));
+        }
+    }
+    report
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(base: Instant, ms: u64) -> Instant {
+        base + Duration::from_millis(ms)
+    }
+
+    fn sample(base: Instant, client: usize, sent_ms: u64, target: &str, cookie_for: Option<(&str, u64)>) -> Sample {
+        Sample {
+            client,
+            sent: at(base, sent_ms),
+            answered: at(base, sent_ms + 2),
+            status: Some(200),
+            target: Some(target.to_owned()),
+            cookie_sent: cookie_for.map(|_| "c".to_owned()),
+            cookie_target: cookie_for.map(|(t, _)| t.to_owned()),
+            cookie_received: cookie_for.map(|(_, ms)| at(base, ms)),
+        }
+    }
+
+    fn event(base: Instant, kind: EventKind, started_ms: u64, done_ms: u64) -> Event {
+        Event {
+            kind,
+            started: at(base, started_ms),
+            done: at(base, done_ms),
+        }
+    }
+
+    #[test]
+    fn the_checker_counts_what_it_must_and_excuses_what_faults_explain() {
+        let base = Instant::now();
+        let events = vec![
+            event(base, EventKind::Policy(Some("LBCookie")), 0, 1),
+            event(base, EventKind::TargetKilled("b".into()), 5_000, 5_001),
+            event(base, EventKind::Deregistered("c".into()), 8_000, 8_100),
+            event(base, EventKind::Registered("c".into()), 9_000, 9_100),
+        ];
+        let samples = vec![
+            sample(base, 0, 1_000, "a", None),
+            sample(base, 0, 1_100, "a", Some(("a", 1_002))),
+            // Moved without a fault: a violation.
+            sample(base, 0, 1_200, "b", Some(("a", 1_002))),
+            // Moved right after its target was killed: explained.
+            sample(base, 1, 4_990, "b", Some(("b", 4_000))),
+            sample(base, 1, 5_010, "a", Some(("b", 4_000))),
+            // A failure at the kill: the dead target's; a failure later: another error.
+            Sample {
+                status: Some(503),
+                target: None,
+                ..sample(base, 2, 5_000, "-", None)
+            },
+            Sample {
+                status: None,
+                target: None,
+                ..sample(base, 2, 7_000, "-", None)
+            },
+            // Sent after c's deregistration was acknowledged, before it came back.
+            sample(base, 3, 8_200, "c", None),
+            // Sent during the call (before the acknowledgement), and after re-registration: fine.
+            sample(base, 3, 8_050, "c", None),
+            sample(base, 3, 9_200, "c", None),
+        ];
+        let report = check(&samples, &events, &[]);
+        assert_eq!(report.stickiness_violations.len(), 1, "{report:#?}");
+        assert_eq!(report.excused_moves, 1, "{report:#?}");
+        assert_eq!(report.dead_target_errors, 1, "{report:#?}");
+        assert_eq!(report.other_errors.len(), 1, "{report:#?}");
+        assert_eq!(report.deregistered_hits.len(), 1, "{report:#?}");
+    }
+
+    #[test]
+    fn cookies_from_before_a_policy_change_or_without_a_policy_pin_nothing() {
+        let base = Instant::now();
+        let events = vec![
+            event(base, EventKind::Policy(Some("LBCookie")), 0, 1),
+            event(base, EventKind::Policy(Some("AppCookie")), 2_000, 2_010),
+            event(base, EventKind::Policy(None), 4_000, 4_010),
+        ];
+        let samples = vec![
+            // Issued under LBCookie, sent under AppCookie: not a pin.
+            sample(base, 0, 3_000, "b", Some(("a", 1_000))),
+            // Issued under AppCookie, sent with no policy: not a pin.
+            sample(base, 0, 5_000, "b", Some(("a", 3_500))),
+        ];
+        let report = check(&samples, &events, &[]);
+        assert_eq!(report.pinned_requests, 0, "{report:#?}");
+        assert!(report.stickiness_violations.is_empty(), "{report:#?}");
+    }
+}

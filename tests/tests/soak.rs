@@ -1,0 +1,40 @@
+//! The soak test with faults (see `sticky_tests::soak`): about 2 minutes here, longer with
+//! `STICKY_SOAK_SECONDS` or `cargo run --release -p sticky-tests --bin soak -- --seconds 600`.
+//! Everything but a dead target's in-flight requests must go right.
+
+use std::time::Duration;
+
+#[test]
+fn sticky_clients_keep_their_sessions_through_faults() {
+    let seconds: u64 = std::env::var("STICKY_SOAK_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(110);
+    let report = sticky_tests::soak::run(Duration::from_secs(seconds));
+    println!("{}", report.summary());
+    assert!(
+        report.requests > 1_000,
+        "too little traffic to mean anything: {}",
+        report.summary()
+    );
+    assert!(
+        report.pinned_requests > 500,
+        "too few sticky requests: {}",
+        report.summary()
+    );
+    assert!(
+        report.other_errors.is_empty(),
+        "other errors: {:#?}",
+        report.other_errors
+    );
+    assert!(
+        report.stickiness_violations.is_empty(),
+        "stickiness violations: {:#?}",
+        report.stickiness_violations
+    );
+    assert!(
+        report.deregistered_hits.is_empty(),
+        "requests reached a deregistered target: {:#?}",
+        report.deregistered_hits
+    );
+}
