@@ -276,6 +276,10 @@ impl Bootstrap {
                 }}]}
             }
         }}]});
+        // Retries are only for requests that never reached a target (connection refused or
+        // reset before the request): a dead target makes one per request sent to it, many at
+        // once. Envoy's default cap of 3 concurrent retries would turn the excess into 503s.
+        let circuit_breakers = json!({"thresholds": [{"max_retries": 10_000}]});
         // Only the sticky filter sets the routing header; the others get Envoy's plain round robin.
         let override_host = match self.filters {
             HttpFilters::Sticky { .. } => override_host,
@@ -296,6 +300,7 @@ impl Bootstrap {
                     "type": "STATIC",
                     "load_assignment": {"cluster_name": "targets", "endpoints": [{"lb_endpoints": lb_endpoints}]},
                     "load_balancing_policy": override_host,
+                    "circuit_breakers": circuit_breakers,
                 }])
             }
             Endpoints::Eds { control, service_name } => json!([
@@ -317,6 +322,7 @@ impl Bootstrap {
                         }
                     },
                     "load_balancing_policy": override_host,
+                    "circuit_breakers": circuit_breakers,
                 },
                 {
                     "name": CONTROL_CLUSTER,

@@ -60,6 +60,8 @@ struct Sample {
     cookie_sent: Option<String>,
     cookie_target: Option<String>,
     cookie_received: Option<Instant>,
+    /// For a failure: what Envoy or the transport said.
+    error: Option<String>,
 }
 
 /// A client's cookies, kept like a browser keeps them (set, replaced, deleted).
@@ -208,6 +210,7 @@ fn client_loop(client: usize, url: &str, stop: &AtomicBool, samples: &Mutex<Vec<
                         _ => None,
                     };
                 }
+                let error = (reply.status >= 500).then(|| reply.body.chars().take(200).collect());
                 Sample {
                     client,
                     sent,
@@ -217,9 +220,10 @@ fn client_loop(client: usize, url: &str, stop: &AtomicBool, samples: &Mutex<Vec<
                     cookie_sent,
                     cookie_target,
                     cookie_received,
+                    error,
                 }
             }
-            Err(_) => Sample {
+            Err(e) => Sample {
                 client,
                 sent,
                 answered,
@@ -228,6 +232,7 @@ fn client_loop(client: usize, url: &str, stop: &AtomicBool, samples: &Mutex<Vec<
                 cookie_sent,
                 cookie_target,
                 cookie_received,
+                error: Some(e),
             },
         };
         samples.lock().unwrap_or_else(PoisonError::into_inner).push(sample);
@@ -331,11 +336,17 @@ fn check(samples: &[Sample], events: &[Event], health: &[(Instant, String, bool)
         if near_kill {
             report.dead_target_errors += 1;
         } else {
+            let recent: Vec<String> = events
+                .iter()
+                .filter(|e| e.started <= sample.answered && e.started + Duration::from_secs(10) >= sample.sent)
+                .map(|e| format!("{:?} at +{:?}", e.kind, since_start(e.started)))
+                .collect();
             report.other_errors.push(format!(
-                "client {} at +{:?}: status {:?}",
+                "client {} at +{:?}: status {:?} ({}); events in the 10 s before: {recent:?}",
                 sample.client,
                 since_start(sample.sent),
-                sample.status
+                sample.status,
+                sample.error.as_deref().unwrap_or_default().trim(),
             ));
         }
     }
@@ -438,6 +449,7 @@ mod tests {
             cookie_sent: cookie_for.map(|_| "c".to_owned()),
             cookie_target: cookie_for.map(|(t, _)| t.to_owned()),
             cookie_received: cookie_for.map(|(_, ms)| at(base, ms)),
+            error: None,
         }
     }
 
