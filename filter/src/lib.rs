@@ -28,6 +28,7 @@ proxy_wasm::main! {{
 /// Tick period of a root context following the control service. Short: the first tick comes
 /// one period after start, and a poll is sent on the first tick it is due.
 const TICK: Duration = Duration::from_millis(100);
+/// Digits of the poller id.
 const HEX: &[u8; 16] = b"0123456789abcdef";
 /// Extra time Envoy gives a poll beyond the control service's own hold time.
 const POLL_GRACE_MS: u64 = 5_000;

@@ -6,7 +6,8 @@
 //! panic is passed on, so it is replayed by every later run once fixed.
 //!
 //! Budget: `STICKY_FUZZ_SECONDS` (all targets), else the test's default. Seed:
-//! `STICKY_FUZZ_SEED`, else the clock (printed, to replay a run).
+//! `STICKY_FUZZ_SEED`, else the clock (printed, to replay a run). `STICKY_FUZZ_WRITE_SEEDS=1`
+//! writes the test's seed inputs into the corpus (`seed-<hash>`), to keep them in the repository.
 
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::path::PathBuf;
@@ -63,6 +64,11 @@ pub fn run_for(target: &str, budget: u64, seeds: &[Vec<u8>], mut check: impl FnM
                 .map_or(1, |d| d.as_nanos() as u64)
         });
     eprintln!("fuzz {target}: {budget} s, STICKY_FUZZ_SEED={seed}");
+    if std::env::var_os("STICKY_FUZZ_WRITE_SEEDS").is_some() {
+        for seed in seeds {
+            save(target, "seed", seed);
+        }
+    }
     let mut pool = corpus(target);
     let corpus_size = pool.len();
     pool.extend(seeds.iter().cloned());
@@ -113,13 +119,18 @@ pub fn run_for(target: &str, budget: u64, seeds: &[Vec<u8>], mut check: impl FnM
 }
 
 fn save_crash(target: &str, input: &[u8]) -> PathBuf {
-    // FNV-1a: a stable name, so the same crash is saved once.
+    save(target, "crash", input)
+}
+
+/// Writes `input` into the corpus as `<kind>-<hash>`.
+fn save(target: &str, kind: &str, input: &[u8]) -> PathBuf {
+    // FNV-1a: a stable name, so the same input is saved once.
     let hash = input.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
         (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
     });
     let dir = corpus_dir(target);
     let _ = std::fs::create_dir_all(&dir);
-    let path = dir.join(format!("crash-{hash:016x}"));
+    let path = dir.join(format!("{kind}-{hash:016x}"));
     let _ = std::fs::write(&path, input);
     path
 }

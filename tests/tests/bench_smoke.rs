@@ -35,7 +35,7 @@ fn benchmark_smoke_run_writes_every_row_and_the_chart() {
             "no scale row {size}:\n{results}"
         );
     }
-    assert!(results.contains("Policy change, API answer"), "{results}");
+    assert!(results.contains("Policy change, API call sent"), "{results}");
     assert!(results.contains("re-pinned"), "{results}");
     let png = std::fs::read(out.path().join("throughput.png")).expect("chart");
     assert!(

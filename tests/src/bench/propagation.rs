@@ -13,8 +13,12 @@ use crate::live::Live;
 
 #[derive(Debug, Clone)]
 pub struct Propagation {
-    /// API answer -> enforced, one per trial, sorted.
+    /// API call sent -> first request under the new policy, one per trial, sorted.
     pub policy_lags: Vec<Duration>,
+    /// API call sent -> answered (the service answers once every follower holds the change).
+    pub answer_times: Vec<Duration>,
+    /// Requests sent after the answer that were still handled under the old policy.
+    pub stale_after_answer: usize,
     pub repinned_after: Duration,
     /// Requests that failed while the session moved.
     pub failed_while_repinning: u32,
@@ -41,23 +45,28 @@ pub fn measure(trials: usize, wait_health: bool) -> anyhow::Result<Propagation> 
     live.create_lb_cookie_policy("LBCookie", 300);
 
     let mut policy_lags = Vec::with_capacity(trials);
+    let mut answer_times = Vec::with_capacity(trials);
+    let mut stale_after_answer = 0;
     for trial in 0..trials {
         let enable = trial % 2 == 0;
+        let sent = Instant::now();
         live.set_policy(enable.then_some("LBCookie"));
-        let acknowledged = Instant::now();
+        answer_times.push(sent.elapsed());
         loop {
             let reply = live.get(0, "/", &[]);
             if reply.sticky_cookie().is_some() == enable {
-                policy_lags.push(acknowledged.elapsed());
+                policy_lags.push(sent.elapsed());
                 break;
             }
-            if acknowledged.elapsed() > Duration::from_secs(5) {
+            stale_after_answer += 1;
+            if sent.elapsed() > Duration::from_secs(5) {
                 bail!("trial {trial}: the policy change did not reach Envoy within 5 s");
             }
         }
         std::thread::sleep(Duration::from_millis(20));
     }
     policy_lags.sort();
+    answer_times.sort();
 
     // Target death, with an LB cookie session on the target.
     live.set_policy(Some("LBCookie"));
@@ -95,6 +104,8 @@ pub fn measure(trials: usize, wait_health: bool) -> anyhow::Result<Propagation> 
     live.targets.restart(&victim)?;
     Ok(Propagation {
         policy_lags,
+        answer_times,
+        stale_after_answer,
         repinned_after,
         failed_while_repinning,
         out_of_service_after,
@@ -104,12 +115,17 @@ pub fn measure(trials: usize, wait_health: bool) -> anyhow::Result<Propagation> 
 impl Propagation {
     pub fn markdown(&self) -> String {
         let lags = &self.policy_lags;
+        let answers = &self.answer_times;
         let mut out = format!(
-            "- Policy change, API answer → first request under the new policy ({} flips): p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms\n",
+            "- Policy change, API call sent → first request under the new policy ({} flips): p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms\n\
+             - … API call sent → answered (once every filter and Envoy holds the change): p50 {:.2} ms, p99 {:.2} ms; requests sent after the answer still under the old policy: {}\n",
             lags.len(),
             ms(percentile(lags, 0.5)),
             ms(percentile(lags, 0.99)),
             ms(lags.last().copied().unwrap_or_default()),
+            ms(percentile(answers, 0.5)),
+            ms(percentile(answers, 0.99)),
+            self.stale_after_answer,
         );
         out.push_str(&format!(
             "- Target death → its session re-pinned to another target: {:.1} ms ({} failed requests meanwhile)\n",
