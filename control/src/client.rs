@@ -246,7 +246,20 @@ impl QueryClient {
 
     /// Envoy's REST EDS request for `clusters`.
     pub fn eds(&self, clusters: &[&str]) -> Result<serde_json::Value, ClientError> {
-        let body = serde_json::json!({"node": {"id": "client", "cluster": "client"}, "resource_names": clusters, "type_url": crate::http::EDS_TYPE_URL});
+        self.eds_as(clusters, "client", None)
+    }
+
+    /// Envoy's REST EDS request for `clusters`, from Envoy `node` holding `version_info`.
+    pub fn eds_as(
+        &self,
+        clusters: &[&str],
+        node: &str,
+        version_info: Option<&str>,
+    ) -> Result<serde_json::Value, ClientError> {
+        let mut body = serde_json::json!({"node": {"id": node, "cluster": "client"}, "resource_names": clusters, "type_url": crate::http::EDS_TYPE_URL});
+        if let Some(version) = version_info {
+            body["version_info"] = version.into();
+        }
         let response = self
             .agent
             .post(&format!("{}/v3/discovery:endpoints", self.url()))

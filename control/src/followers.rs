@@ -117,17 +117,21 @@ impl Followers {
         });
     }
 
-    /// Live followers still behind `version`.
-    pub fn lagging(&self, version: u64) -> Vec<String> {
+    /// Live followers still behind: filters behind `version`, Envoys behind `endpoints_version`
+    /// (the version at which what EDS serves last changed).
+    pub fn lagging(&self, version: u64, endpoints_version: u64) -> Vec<String> {
         let entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
         entries
             .iter()
             .filter(|(key, entry)| {
-                let live = match key {
-                    Follower::Poller(_) => entry.open_polls > 0 || entry.last_seen.elapsed() < POLLER_GRACE,
-                    Follower::Eds(_) => entry.last_seen.elapsed() < EDS_GRACE,
+                let (live, needed) = match key {
+                    Follower::Poller(_) => (
+                        entry.open_polls > 0 || entry.last_seen.elapsed() < POLLER_GRACE,
+                        version,
+                    ),
+                    Follower::Eds(_) => (entry.last_seen.elapsed() < EDS_GRACE, endpoints_version),
                 };
-                live && entry.version < version
+                live && entry.version < needed
             })
             .map(|(key, entry)| match key {
                 Follower::Poller(id) => format!("filter {id} at version {}", entry.version),
@@ -136,9 +140,14 @@ impl Followers {
             .collect()
     }
 
-    /// Waits until no live follower is behind `version`, at most `limit`; on time-out, the
-    /// followers still behind.
-    pub async fn wait_until_current(&self, version: u64, limit: Duration) -> Result<(), Vec<String>> {
+    /// Waits until no live follower is behind (see [`Followers::lagging`]), at most `limit`; on
+    /// time-out, the followers still behind.
+    pub async fn wait_until_current(
+        &self,
+        version: u64,
+        endpoints_version: u64,
+        limit: Duration,
+    ) -> Result<(), Vec<String>> {
         let deadline = tokio::time::Instant::now() + limit;
         let discovered = tokio::time::Instant::from_std(self.discovered_at);
         if discovered > tokio::time::Instant::now() {
@@ -148,7 +157,7 @@ impl Followers {
             let notified = self.changed.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let lagging = self.lagging(version);
+            let lagging = self.lagging(version, endpoints_version);
             if lagging.is_empty() {
                 return Ok(());
             }
@@ -173,23 +182,26 @@ mod tests {
     async fn waits_for_open_polls_and_recent_eds_fetches_to_catch_up() {
         let followers = Followers::default();
         assert_eq!(
-            followers.wait_until_current(5, Duration::ZERO).await,
+            followers.wait_until_current(5, 5, Duration::ZERO).await,
             Ok(()),
             "nobody follows"
         );
         let poll = followers.poll_opened("aa", 4);
         followers.eds_fetched("envoy-1", 4);
-        assert_eq!(followers.lagging(5).len(), 2);
+        assert_eq!(followers.lagging(5, 5).len(), 2);
         assert!(
             followers
-                .wait_until_current(5, Duration::from_millis(10))
+                .wait_until_current(5, 5, Duration::from_millis(10))
                 .await
                 .is_err()
         );
         drop(poll);
         let _again = followers.poll_opened("aa", 5);
         followers.eds_fetched("envoy-1", 5);
-        assert_eq!(followers.wait_until_current(5, Duration::from_millis(10)).await, Ok(()));
+        assert_eq!(
+            followers.wait_until_current(5, 5, Duration::from_millis(10)).await,
+            Ok(())
+        );
     }
 
     #[tokio::test]
@@ -198,7 +210,7 @@ mod tests {
         let _poll = followers.poll_opened("bb", 1);
         let waiter = {
             let followers = std::sync::Arc::clone(&followers);
-            tokio::spawn(async move { followers.wait_until_current(2, Duration::from_secs(5)).await })
+            tokio::spawn(async move { followers.wait_until_current(2, 2, Duration::from_secs(5)).await })
         };
         tokio::time::sleep(Duration::from_millis(20)).await;
         let started = Instant::now();
@@ -211,8 +223,22 @@ mod tests {
     async fn after_a_start_changes_wait_until_every_follower_had_time_to_reconnect() {
         let followers = Followers::new(Duration::from_millis(100));
         let started = Instant::now();
-        assert_eq!(followers.wait_until_current(1, Duration::from_secs(1)).await, Ok(()));
+        assert_eq!(followers.wait_until_current(1, 1, Duration::from_secs(1)).await, Ok(()));
         assert!(started.elapsed() >= Duration::from_millis(90));
+    }
+
+    #[tokio::test]
+    async fn envoys_are_waited_for_only_when_the_endpoints_changed() {
+        let followers = Followers::default();
+        let _poll = followers.poll_opened("cc", 7);
+        followers.eds_fetched("envoy-1", 4);
+        // Version 7 changed a policy; the endpoints last changed at 4, which Envoy holds.
+        assert_eq!(followers.wait_until_current(7, 4, Duration::ZERO).await, Ok(()));
+        // Version 7 registered a target: Envoy must fetch it first.
+        assert_eq!(
+            followers.wait_until_current(7, 7, Duration::ZERO).await,
+            Err(vec!["Envoy envoy-1 (EDS) at version 4".to_owned()])
+        );
     }
 
     #[test]

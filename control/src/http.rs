@@ -19,7 +19,7 @@ use crate::error::ApiError;
 use crate::followers::is_poller_id;
 use crate::health::HealthStatus;
 use crate::query::Params;
-use crate::service::Service;
+use crate::service::{Inner, Service};
 use crate::sigv4::{self, RequestToVerify};
 use crate::xml;
 
@@ -94,12 +94,12 @@ async fn query_api(State(app): State<AppState>, method: Method, uri: Uri, header
         Ok(xml::response(action, &result, &request_id))
     })();
     // A change is answered once every live filter and Envoy holds it (bounded).
-    let version_after = service.version();
+    let (version_after, endpoints_version) = service.versions();
     if result.is_ok() && version_after != version_before && !service.config.sync_timeout.is_zero() {
         let started = std::time::Instant::now();
         match service
             .followers
-            .wait_until_current(version_after, service.config.sync_timeout)
+            .wait_until_current(version_after, endpoints_version, service.config.sync_timeout)
             .await
         {
             Ok(()) => service.metrics.observe_sync(started.elapsed()),
@@ -213,36 +213,39 @@ async fn endpoints(State(app): State<AppState>, headers: HeaderMap, body: Bytes)
             .unwrap_or(0);
         app.service.followers.eds_fetched(node, accepted);
     }
-    let version = app.service.version();
-    let resources: Vec<serde_json::Value> = app.service.read(|inner| {
-        names
+    // The version of the endpoints, not of the whole state: Envoy reports it back on its next
+    // fetch, and a change that leaves the endpoints alone need not wait for that fetch.
+    let (version, resources) = app.service.read(|inner| {
+        let resources: Vec<serde_json::Value> = names
             .iter()
-            .filter_map(|cluster| {
-                let (lb_name, port) = cluster.rsplit_once('_')?;
-                let port: u16 = port.parse().ok()?;
-                let lb = inner.load_balancers.get(lb_name)?;
-                let listener = lb.listeners.get(&port)?;
-                let endpoints: Vec<serde_json::Value> = inner
-                    .targets(lb, listener.instance_port)
-                    .into_iter()
-                    .map(|(id, address, _)| {
-                        let health = match inner.health_of(lb_name, &id) {
-                            HealthStatus::InService => "HEALTHY",
-                            // Pending instances get no traffic, as in ELB.
-                            HealthStatus::OutOfService | HealthStatus::Pending => "UNHEALTHY",
-                        };
-                        json!({
-                            "endpoint": {"address": {"socket_address": {"address": address.ip().to_string(), "port_value": address.port()}}},
-                            "health_status": health,
-                        })
-                    })
-                    .collect();
-                Some(json!({"@type": EDS_TYPE_URL, "cluster_name": cluster, "endpoints": [{"lb_endpoints": endpoints}]}))
-            })
-            .collect()
+            .filter_map(|cluster| cluster_load_assignment(inner, cluster))
+            .collect();
+        (inner.endpoints_version, resources)
     });
     axum::Json(json!({"version_info": version.to_string(), "resources": resources, "type_url": EDS_TYPE_URL}))
         .into_response()
+}
+
+/// The ClusterLoadAssignment of EDS cluster `cluster` (`<load balancer>_<port>`), if it exists.
+fn cluster_load_assignment(inner: &Inner, cluster: &str) -> Option<serde_json::Value> {
+    let (lb_name, port) = cluster.rsplit_once('_')?;
+    let port: u16 = port.parse().ok()?;
+    let lb = inner.load_balancers.get(lb_name)?;
+    let listener = lb.listeners.get(&port)?;
+    let endpoints: Vec<serde_json::Value> = inner
+        .targets(lb, listener.instance_port)
+        .into_iter()
+        .map(|(id, address, _)| {
+            let health = match inner.health_of(lb_name, &id) {
+                HealthStatus::InService => "HEALTHY",
+                // Pending instances get no traffic, as in ELB.
+                HealthStatus::OutOfService | HealthStatus::Pending => "UNHEALTHY",
+            };
+            let socket_address = json!({"address": address.ip().to_string(), "port_value": address.port()});
+            json!({"endpoint": {"address": {"socket_address": socket_address}}, "health_status": health})
+        })
+        .collect();
+    Some(json!({"@type": EDS_TYPE_URL, "cluster_name": cluster, "endpoints": [{"lb_endpoints": endpoints}]}))
 }
 
 async fn metrics(State(app): State<AppState>) -> Response {

@@ -57,6 +57,9 @@ pub struct Inner {
     pub registry: Registry,
     pub keys: KeyRing,
     pub version: u64,
+    /// The version at which what Envoy's EDS serves (listeners, their targets' addresses and
+    /// health) last changed: a policy or key change need not wait for Envoy's next fetch.
+    pub endpoints_version: u64,
     /// Health per (load balancer, instance id). Not persisted: re-learnt after a restart.
     pub health: HashMap<(String, String), InstanceHealth>,
     store: Store,
@@ -121,6 +124,7 @@ impl Service {
             registry: snapshot.registry,
             keys,
             version: snapshot.version + 1,
+            endpoints_version: snapshot.version + 1,
             health: HashMap::new(),
             store,
         };
@@ -180,7 +184,9 @@ impl Service {
             })
             .collect();
         inner.store.commit(&changes, version).map_err(ApiError::internal)?;
+        let mut endpoints_changed = false;
         for write in writes {
+            endpoints_changed |= inner.changes_endpoints(&write);
             match write {
                 Write::PutLoadBalancer(lb) => {
                     let name = lb.name.clone();
@@ -196,6 +202,9 @@ impl Service {
             }
         }
         inner.version = version;
+        if endpoints_changed {
+            inner.endpoints_version = version;
+        }
         drop(inner);
         self.version.send_replace(version);
         Ok(result)
@@ -215,6 +224,7 @@ impl Service {
         inner.health.insert(key, health);
         if flipped {
             inner.version += 1;
+            inner.endpoints_version = inner.version;
             let version = inner.version;
             drop(inner);
             self.metrics.count("sticky_control_health_flips_total", &[]);
@@ -228,6 +238,11 @@ impl Service {
 
     pub fn version(&self) -> u64 {
         *self.version.borrow()
+    }
+
+    /// The current version, and the version at which the endpoints Envoy fetches last changed.
+    pub fn versions(&self) -> (u64, u64) {
+        self.read(|inner| (inner.version, inner.endpoints_version))
     }
 
     /// Rotates the cookie key when due and drops retired keys no cookie can still use.
@@ -277,6 +292,24 @@ impl Service {
 }
 
 impl Inner {
+    /// Whether `write` would change what EDS serves. Conservative: a registry change counts.
+    fn changes_endpoints(&self, write: &Write) -> bool {
+        match write {
+            Write::PutLoadBalancer(lb) => self.load_balancers.get(&lb.name).is_none_or(|old| {
+                old.instances != lb.instances
+                    || old.listeners.len() != lb.listeners.len()
+                    || old
+                        .listeners
+                        .iter()
+                        .zip(&lb.listeners)
+                        .any(|((port, a), (new_port, b))| port != new_port || a.instance_port != b.instance_port)
+            }),
+            Write::DeleteLoadBalancer(name) => self.load_balancers.contains_key(name),
+            Write::ReplaceRegistry(registry) => *registry != self.registry,
+            Write::ReplaceKeys(_) => false,
+        }
+    }
+
     fn prune_health(&mut self, name: &str) {
         let registered: BTreeSet<String> = self
             .load_balancers
@@ -407,11 +440,11 @@ fn bootstrap_writes(inner: &Inner, bootstrap: Bootstrap) -> anyhow::Result<Vec<W
 mod tests {
     use super::*;
 
-    #[test]
-    fn the_example_bootstrap_file_applies() {
+    /// The example bootstrap applied to a fresh store in its own directory.
+    fn example_service(test: &str) -> (Arc<Service>, std::path::PathBuf) {
         let text = include_str!("../bootstrap.example.json");
         let bootstrap: Bootstrap = serde_json::from_str(text).unwrap();
-        let dir = std::env::temp_dir().join(format!("sticky-bootstrap-test-{}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!("sticky-{test}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let store = Store::open(&dir.join("db")).unwrap();
         let config = ServiceConfig {
@@ -422,7 +455,61 @@ mod tests {
             cookie: CookieSettings::default(),
             sync_timeout: Duration::ZERO,
         };
-        let service = Service::open(config, store, Some(bootstrap)).unwrap();
+        (Service::open(config, store, Some(bootstrap)).unwrap(), dir)
+    }
+
+    #[test]
+    fn the_endpoints_version_moves_only_when_what_eds_serves_changes() {
+        let (service, dir) = example_service("endpoints-version");
+        let put = |change: &dyn Fn(&mut LoadBalancer)| {
+            service
+                .write(|inner| {
+                    let mut lb = inner.load_balancers["terraform-balancer"].clone();
+                    change(&mut lb);
+                    Ok((vec![Write::PutLoadBalancer(lb)], ()))
+                })
+                .unwrap();
+            service.versions()
+        };
+        let (_, endpoints_at_start) = service.versions();
+
+        let (version, endpoints) = put(&|lb| {
+            lb.policies.insert(
+                "sticky".to_owned(),
+                Policy::LbCookie {
+                    cookie_expiration_period: Some(60),
+                },
+            );
+            if let Some(listener) = lb.listeners.get_mut(&80) {
+                listener.policy_names = vec!["sticky".to_owned()];
+            }
+        });
+        assert!(version > endpoints_at_start, "a policy change is a new version");
+        assert_eq!(endpoints, endpoints_at_start, "… that leaves the endpoints alone");
+        service.rotate_keys().unwrap();
+        assert_eq!(service.versions().1, endpoints_at_start, "so does a key rotation");
+
+        let (version, endpoints) = put(&|lb| {
+            lb.instances.pop_last();
+        });
+        assert_eq!(endpoints, version, "deregistering a target changes the endpoints");
+
+        let first = service.read(|inner| inner.load_balancers["terraform-balancer"].instances.first().cloned());
+        let healthy = InstanceHealth {
+            status: HealthStatus::InService,
+            consecutive_ok: 2,
+            consecutive_failed: 0,
+            last_failure: String::new(),
+        };
+        service.set_health(("terraform-balancer".to_owned(), first.unwrap()), healthy);
+        let (version, endpoints) = service.versions();
+        assert_eq!(endpoints, version, "so does a health flip");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn the_example_bootstrap_file_applies() {
+        let (service, dir) = example_service("bootstrap-test");
         let state = service.filter_state("terraform-balancer", 80).unwrap();
         let addresses: Vec<&str> = state.targets.iter().map(|t| t.address.as_str()).collect();
         assert_eq!(addresses, ["127.0.0.1:9001", "127.0.0.1:9002", "127.0.0.1:9003"]);

@@ -646,3 +646,77 @@ fn a_change_is_answered_once_every_follower_holds_it() {
         .unwrap();
     assert!(metrics.contains("sticky_control_sync_waits_total"), "{metrics}");
 }
+
+#[test]
+fn a_policy_change_does_not_wait_for_envoy_but_a_new_target_does() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let control = Control::start(
+        &bootstrap(&[("i-1", fake(1)), ("i-2", fake(2))], &["i-1"]),
+        &["--sync-timeout-ms", "3000"],
+    );
+    std::thread::sleep(sticky_control::service::FOLLOWER_DISCOVERY);
+    // A slow Envoy: fetches EDS every 400 ms, reporting the version it accepted last.
+    let stop = Arc::new(AtomicBool::new(false));
+    let envoy = {
+        let (stop, client) = (Arc::clone(&stop), control.client());
+        std::thread::spawn(move || {
+            let mut accepted: Option<String> = None;
+            while !stop.load(Ordering::Relaxed) {
+                let answer = client
+                    .eds_as(&["terraform-balancer_80"], "slow-envoy", accepted.as_deref())
+                    .unwrap();
+                accepted = answer["version_info"].as_str().map(str::to_owned);
+                std::thread::sleep(Duration::from_millis(400));
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_millis(900));
+
+    let sent = Instant::now();
+    control
+        .call(
+            "CreateLBCookieStickinessPolicy",
+            &[
+                ("LoadBalancerName", "terraform-balancer"),
+                ("PolicyName", "sticky"),
+                ("CookieExpirationPeriod", "60"),
+            ],
+        )
+        .ok();
+    control
+        .call(
+            "SetLoadBalancerPoliciesOfListener",
+            &[
+                ("LoadBalancerName", "terraform-balancer"),
+                ("LoadBalancerPort", "80"),
+                ("PolicyNames.member.1", "sticky"),
+            ],
+        )
+        .ok();
+    let policy_took = sent.elapsed();
+    assert!(
+        policy_took < Duration::from_millis(200),
+        "policy calls answered without waiting for the EDS fetch: {policy_took:?}"
+    );
+
+    let sent = Instant::now();
+    control
+        .call(
+            "RegisterInstancesWithLoadBalancer",
+            &[
+                ("LoadBalancerName", "terraform-balancer"),
+                ("Instances.member.1.InstanceId", "i-2"),
+            ],
+        )
+        .ok();
+    let register_took = sent.elapsed();
+    // Envoy reports the new endpoints on the fetch after the one that got them.
+    assert!(
+        register_took >= Duration::from_millis(350) && register_took < Duration::from_millis(2_000),
+        "a registration waits for the slow Envoy's next two fetches: {register_took:?}"
+    );
+    stop.store(true, Ordering::Relaxed);
+    envoy.join().unwrap();
+}

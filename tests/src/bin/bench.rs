@@ -339,19 +339,7 @@ fn main() -> anyhow::Result<()> {
     drop((plain, noop, no_policy, lb, app, native, haproxy, before));
 
     // --- Scale: the sticky hit with more and more targets registered.
-    let mut scale = Vec::new();
-    for &count in &args.scale {
-        eprintln!("scale: {count} targets…");
-        scale.push(scale_point(
-            count,
-            &addresses[0],
-            &sticky_wasm,
-            &load,
-            &args,
-            work.path(),
-            &cpus,
-        )?);
-    }
+    let scale = scale_points(&addresses[0], &sticky_wasm, &load, &args, work.path(), &cpus)?;
 
     // --- Propagation through the live system.
     eprintln!("propagation…");
@@ -381,7 +369,7 @@ fn main() -> anyhow::Result<()> {
         "# Benchmark results\n\nWritten by `cargo run --release -p sticky-tests --bin bench` ({} min) on {}.\n\n\
          Machine: {}\n\nSetup: {setup}\n\n## Throughput, latency and proxy CPU\n\n{throughput}\n\
          ![throughput and CPU per request](throughput.png)\n\n\
-         ## Scale: LB-cookie sticky hit with more targets registered\n\nOne Envoy per size, its `targets` cluster and the filter's state holding every target (the extra ones are unreachable loopback addresses never chosen: every request carries a cookie for a live target).\n\n{scale_md}\n\
+         ## Scale: LB-cookie sticky hit with more targets registered\n\nOne Envoy per size, all running at once and measured in alternating rounds, its `targets` cluster and the filter's state holding every target (the extra ones are unreachable loopback addresses never chosen: every request carries a cookie for a live target).\n\n{scale_md}\n\
          ## Propagation (control service + Envoy following it)\n\n{propagation_md}",
         (started.elapsed().as_secs_f64() / 60.0).ceil(),
         machine.date,
@@ -504,17 +492,15 @@ fn issued_cookie(base: &str, path: &str, name: &str) -> anyhow::Result<String> {
         .with_context(|| format!("{base}{path} set no cookie {name}: {:?}", reply.set_cookies))
 }
 
-/// The sticky hit with `count` targets registered (the first is the live `target`), the
-/// memory of that Envoy, and of an Envoy without the filter with the same cluster.
-fn scale_point(
+/// An Envoy whose `targets` cluster and filter state hold `count` targets (the first is the
+/// live `target`, the others unreachable loopback addresses), and the cookie pinning `target`.
+fn scale_envoy(
     count: usize,
     target: &(String, std::net::SocketAddr),
     wasm: &Path,
-    load: &Load,
-    args: &Args,
     work: &Path,
     cpus: &Cpus,
-) -> anyhow::Result<ScalePoint> {
+) -> anyhow::Result<(Bootstrap, EnvoyProcess, String)> {
     let mut targets = vec![TargetState {
         id: target.0.clone(),
         address: target.1.to_string(),
@@ -539,35 +525,86 @@ fn scale_point(
     };
     let cookie = format!("{STICKY_COOKIE}={}", issue_cookie(&state, target.1)?);
     let bootstrap = Bootstrap::sticky(wasm.to_path_buf(), state)?;
-    let dir = work.join(format!("scale-{count}"));
-    let envoy = EnvoyProcess::start_on_cpus(&bootstrap, &dir, 1, cpus.proxy.as_deref())?;
-    let system = System::new("3c", "sticky hit", &envoy, vec![("Cookie", cookie)]);
-    system.check()?;
-    system.measure(&Load {
+    let envoy = EnvoyProcess::start_on_cpus(
+        &bootstrap,
+        &work.join(format!("scale-{count}")),
+        1,
+        cpus.proxy.as_deref(),
+    )?;
+    Ok((bootstrap, envoy, cookie))
+}
+
+/// The sticky hit at every size in `args.scale`: one Envoy per size, all running at once and
+/// measured in alternating rounds like the throughput rows; then each Envoy's memory, and that
+/// of an idle Envoy without the filter with the same cluster.
+fn scale_points(
+    target: &(String, std::net::SocketAddr),
+    wasm: &Path,
+    load: &Load,
+    args: &Args,
+    work: &Path,
+    cpus: &Cpus,
+) -> anyhow::Result<Vec<ScalePoint>> {
+    let mut envoys = Vec::new();
+    for &count in &args.scale {
+        eprintln!("scale: starting an Envoy with {count} targets…");
+        envoys.push((count, scale_envoy(count, target, wasm, work, cpus)?));
+    }
+    let systems: Vec<System> = envoys
+        .iter()
+        .map(|(_, (_, envoy, cookie))| System::new("3c", "sticky hit", envoy, vec![("Cookie", cookie.clone())]))
+        .collect();
+    let warm = Load {
         duration: Duration::from_secs(1),
         ..load.clone()
-    })?;
-    let mut hit = Row {
-        key: "3c",
-        system: format!("sticky hit, {count} targets"),
-        measurements: Vec::new(),
     };
-    for _ in 0..args.rounds {
-        hit.measurements.push(system.measure(load)?);
+    for system in &systems {
+        system.check()?;
+        system.measure(&warm)?;
     }
-    let envoy_mib = resident_mib(envoy.pid())?;
-    drop(envoy);
-    let mut plain_bootstrap = bootstrap.clone();
-    plain_bootstrap.filters = HttpFilters::RouterOnly;
-    // Idle: round robin over the unreachable addresses would fail requests.
-    let plain = EnvoyProcess::start_on_cpus(&plain_bootstrap, &dir.join("plain"), 1, cpus.proxy.as_deref())?;
-    let plain_envoy_mib = resident_mib(plain.pid())?;
-    Ok(ScalePoint {
-        targets: count,
-        hit,
-        envoy_mib,
-        plain_envoy_mib,
-    })
+    let mut rows: Vec<Row> = args
+        .scale
+        .iter()
+        .map(|count| Row {
+            key: "3c",
+            system: format!("sticky hit, {count} targets"),
+            measurements: Vec::new(),
+        })
+        .collect();
+    for round in 0..args.rounds {
+        for (system, row) in systems.iter().zip(rows.iter_mut()) {
+            let m = system.measure(load)?;
+            eprintln!(
+                "  {}: {:.0} req/s, {:.4} proxy CPU s / 1,000 req",
+                row.system,
+                m.requests_per_second,
+                m.cpu_per_1000()
+            );
+            row.measurements.push(m);
+        }
+        eprintln!("scale round {} of {} done", round + 1, args.rounds);
+    }
+    let mut points = Vec::new();
+    for ((count, (bootstrap, envoy, _)), hit) in envoys.into_iter().zip(rows) {
+        let envoy_mib = resident_mib(envoy.pid())?;
+        drop(envoy);
+        let mut plain_bootstrap = bootstrap;
+        plain_bootstrap.filters = HttpFilters::RouterOnly;
+        // Idle: round robin over the unreachable addresses would fail requests.
+        let plain = EnvoyProcess::start_on_cpus(
+            &plain_bootstrap,
+            &work.join(format!("scale-{count}")).join("plain"),
+            1,
+            cpus.proxy.as_deref(),
+        )?;
+        points.push(ScalePoint {
+            targets: count,
+            hit,
+            envoy_mib,
+            plain_envoy_mib: resident_mib(plain.pid())?,
+        });
+    }
+    Ok(points)
 }
 
 /// The cookie value the filter issues (by the same core code) for a session on `target`.
