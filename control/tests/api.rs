@@ -625,18 +625,8 @@ fn a_change_is_answered_once_every_follower_holds_it() {
     stop.store(true, Ordering::Relaxed);
     follower.join().unwrap();
     std::thread::sleep(Duration::from_millis(2_500));
-    let sent = Instant::now();
-    control
-        .call(
-            "RegisterInstancesWithLoadBalancer",
-            &[
-                ("LoadBalancerName", "terraform-balancer"),
-                ("Instances.member.1.InstanceId", "i-2"),
-            ],
-        )
-        .ok();
     assert!(
-        sent.elapsed() < Duration::from_millis(500),
+        answered_in(&control, "RegisterInstancesWithLoadBalancer", REGISTER_I2) < Duration::from_millis(500),
         "a gone follower is not waited for"
     );
     let metrics = ureq::get(&format!("{}/metrics", control.url()))
@@ -674,44 +664,29 @@ fn a_policy_change_does_not_wait_for_envoy_but_a_new_target_does() {
     };
     std::thread::sleep(Duration::from_millis(900));
 
-    let sent = Instant::now();
-    control
-        .call(
-            "CreateLBCookieStickinessPolicy",
-            &[
-                ("LoadBalancerName", "terraform-balancer"),
-                ("PolicyName", "sticky"),
-                ("CookieExpirationPeriod", "60"),
-            ],
-        )
-        .ok();
-    control
-        .call(
-            "SetLoadBalancerPoliciesOfListener",
-            &[
-                ("LoadBalancerName", "terraform-balancer"),
-                ("LoadBalancerPort", "80"),
-                ("PolicyNames.member.1", "sticky"),
-            ],
-        )
-        .ok();
-    let policy_took = sent.elapsed();
+    let policy_took = answered_in(
+        &control,
+        "CreateLBCookieStickinessPolicy",
+        &[
+            ("LoadBalancerName", "terraform-balancer"),
+            ("PolicyName", "sticky"),
+            ("CookieExpirationPeriod", "60"),
+        ],
+    ) + answered_in(
+        &control,
+        "SetLoadBalancerPoliciesOfListener",
+        &[
+            ("LoadBalancerName", "terraform-balancer"),
+            ("LoadBalancerPort", "80"),
+            ("PolicyNames.member.1", "sticky"),
+        ],
+    );
     assert!(
         policy_took < Duration::from_millis(200),
         "policy calls answered without waiting for the EDS fetch: {policy_took:?}"
     );
 
-    let sent = Instant::now();
-    control
-        .call(
-            "RegisterInstancesWithLoadBalancer",
-            &[
-                ("LoadBalancerName", "terraform-balancer"),
-                ("Instances.member.1.InstanceId", "i-2"),
-            ],
-        )
-        .ok();
-    let register_took = sent.elapsed();
+    let register_took = answered_in(&control, "RegisterInstancesWithLoadBalancer", REGISTER_I2);
     // Envoy reports the new endpoints on the fetch after the one that got them.
     assert!(
         register_took >= Duration::from_millis(350) && register_took < Duration::from_millis(2_000),
@@ -719,4 +694,16 @@ fn a_policy_change_does_not_wait_for_envoy_but_a_new_target_does() {
     );
     stop.store(true, Ordering::Relaxed);
     envoy.join().unwrap();
+}
+
+const REGISTER_I2: &[(&str, &str)] = &[
+    ("LoadBalancerName", "terraform-balancer"),
+    ("Instances.member.1.InstanceId", "i-2"),
+];
+
+/// How long `action` took to be answered (successfully).
+fn answered_in(control: &Control, action: &str, params: &[(&str, &str)]) -> Duration {
+    let sent = Instant::now();
+    control.call(action, params).ok();
+    sent.elapsed()
 }
