@@ -329,12 +329,9 @@ fn create_app_cookie_policy(service: &Service, params: &Params) -> Result<String
 
 fn set_listener_policies(service: &Service, params: &Params) -> Result<String, ApiError> {
     let port: u16 = params.required_number("LoadBalancerPort")?;
-    let names = params.list("PolicyNames")?.ok_or_else(|| {
-        ApiError::new(
-            ErrorCode::MissingParameter,
-            "The request must contain the parameter PolicyNames",
-        )
-    })?;
+    // An absent list is the empty list: osc-cli sends no `PolicyNames` at all for an empty
+    // list, and removing stickiness is what an operator means by naming no policy.
+    let names = params.list("PolicyNames")?.unwrap_or_default();
     update(service, params, |_, lb| {
         if !lb.listeners.contains_key(&port) {
             return Err(ApiError::new(

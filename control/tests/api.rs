@@ -200,6 +200,20 @@ fn every_action_with_lists_and_errors() {
         "{}",
         described.body
     );
+    // An absent list is the empty list (osc-cli sends none for an empty list).
+    set("80", &["LBCookie"]).ok();
+    control
+        .call(
+            "SetLoadBalancerPoliciesOfListener",
+            &with(&lb, &[("LoadBalancerPort", "80")]),
+        )
+        .ok();
+    let described = control.call("DescribeLoadBalancers", &[]).ok();
+    assert!(
+        described.body.contains("<PolicyNames></PolicyNames>"),
+        "an absent PolicyNames removes the listener's policy: {}",
+        described.body
+    );
     control
         .call("DeleteLoadBalancerPolicy", &with(&lb, &[("PolicyName", "LBCookie")]))
         .ok();

@@ -123,4 +123,21 @@ fn osc_cli_runs_the_seed_commands() {
         state["policy"],
         serde_json::json!({"kind": "app_cookie", "app_cookie_name": "session", "duration_seconds": null})
     );
+    // Stickiness off, as an operator types it with osc-cli: no PolicyNames at all (osc-cli
+    // sends nothing for an empty list).
+    osc(&[
+        "SetLoadBalancerPoliciesOfListener",
+        "--LoadBalancerName",
+        "terraform-balancer",
+        "--LoadBalancerPort",
+        "80",
+    ]);
+    let described = osc(&["DescribeLoadBalancers"]);
+    assert!(!described.contains("\"member\": \"AppCookie\""), "{described}");
+    let state = control.state("terraform-balancer", 80, None, 0).1;
+    assert_eq!(
+        state["policy"],
+        serde_json::Value::Null,
+        "stickiness removed by osc-cli"
+    );
 }

@@ -14,6 +14,14 @@ if err="$("$aws" elb delete-load-balancer-policy --endpoint-url "$endpoint" --lo
   echo "deleting a policy in use succeeded" >&2; exit 1
 fi
 grep -q InvalidConfigurationRequest <<<"$err" || { echo "unexpected error: $err" >&2; exit 1; }
+# An empty list removes stickiness. (Omitting --policy-names is refused by the CLI itself, before
+# anything is sent: the parameter is required in botocore's model.)
+if err="$("$aws" elb set-load-balancer-policies-of-listener --endpoint-url "$endpoint" --load-balancer-name "$lb" --load-balancer-port 80 2>&1)"; then
+  echo "the aws CLI sent a call without --policy-names" >&2; exit 1
+fi
+grep -q 'required: --policy-names' <<<"$err" || { echo "unexpected error: $err" >&2; exit 1; }
 "$aws" elb set-load-balancer-policies-of-listener --endpoint-url "$endpoint" --load-balancer-name "$lb" --load-balancer-port 80 --policy-names '[]'
+out="$("$aws" elb describe-load-balancers --endpoint-url "$endpoint" --load-balancer-names "$lb" --output json)"
+python3 -c 'import json,sys; d=json.load(sys.stdin); p=d["LoadBalancerDescriptions"][0]["ListenerDescriptions"][0]["PolicyNames"]; sys.exit(0 if p == [] else "policy still set: %s" % p)' <<<"$out"
 "$aws" elb delete-load-balancer-policy --endpoint-url "$endpoint" --load-balancer-name "$lb" --policy-name CliCookie
 echo "aws CLI: all calls as expected"
