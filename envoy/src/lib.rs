@@ -21,6 +21,13 @@ pub const WASM_TARGET: &str = "wasm32-wasip1";
 pub const CONTROL_CLUSTER: &str = "control";
 /// The cargo profile of the filter's artifact.
 pub const WASM_PROFILE: &str = "wasm";
+/// How long Envoy gives a target to accept a connection, and to acknowledge what was sent to
+/// it, before giving up on it: the request goes to another target and the target is ejected
+/// until the health check decides. Targets sit on the bouncer's private network, where a
+/// connect takes well under a millisecond and a lost segment is resent within 200 ms; a second
+/// is ample for a live target and is the longest a request pays for a target that vanished
+/// without a reset (powered off, network cut). `Bootstrap::connect_timeout` sets it.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum EnvoyError {
@@ -111,12 +118,27 @@ fn build_wasm_once(built: &OnceLock<Result<PathBuf, (String, String)>>, package:
 /// Builds the control service's binary (debug profile) once per process and returns its path.
 pub fn build_control() -> Result<PathBuf, EnvoyError> {
     static BUILT: OnceLock<Result<PathBuf, (String, String)>> = OnceLock::new();
-    BUILT
+    build_binary_once(&BUILT, "sticky-control", "sticky-control")
+}
+
+/// Builds the demo target's binary (`demo-target`, debug profile) once per process and returns
+/// its path: the tests that kill a target's process, or run it on a test host of its own.
+pub fn build_demo_target() -> Result<PathBuf, EnvoyError> {
+    static BUILT: OnceLock<Result<PathBuf, (String, String)>> = OnceLock::new();
+    build_binary_once(&BUILT, "sticky-demo-target", "demo-target")
+}
+
+fn build_binary_once(
+    built: &OnceLock<Result<PathBuf, (String, String)>>,
+    package: &str,
+    bin: &str,
+) -> Result<PathBuf, EnvoyError> {
+    built
         .get_or_init(|| {
-            cargo_build(&["--quiet", "-p", "sticky-control", "--bin", "sticky-control"]).map(|()| {
+            cargo_build(&["--quiet", "-p", package, "--bin", bin]).map(|()| {
                 let target_dir =
                     std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| workspace_root().join("target"), PathBuf::from);
-                target_dir.join("debug").join("sticky-control")
+                target_dir.join("debug").join(bin)
             })
         })
         .clone()
@@ -207,6 +229,8 @@ pub struct Bootstrap {
     pub routing_header: String,
     pub endpoints: Endpoints,
     pub filters: HttpFilters,
+    /// See [`DEFAULT_CONNECT_TIMEOUT`].
+    pub connect_timeout: Duration,
 }
 
 impl Bootstrap {
@@ -224,6 +248,7 @@ impl Bootstrap {
                 wasm,
                 config: Box::new(config),
             },
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
         })
     }
 
@@ -258,6 +283,7 @@ impl Bootstrap {
                 wasm,
                 config: Box::new(config),
             },
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
         })
     }
 
@@ -276,62 +302,106 @@ impl Bootstrap {
                 }}]}
             }
         }}]});
-        // Retries are only for requests that never reached a target (connection refused or
-        // reset before the request): a dead target makes one per request sent to it, many at
-        // once. Envoy's default cap of 3 concurrent retries would turn the excess into 503s.
+        // A dead target makes one retry per request sent to it, many at once: Envoy's default
+        // cap of 3 concurrent retries would turn the excess into 503s.
         let circuit_breakers = json!({"thresholds": [{"max_retries": 10_000}]});
         // Only the sticky filter sets the routing header; the others get Envoy's plain round robin.
-        let override_host = match self.filters {
+        let load_balancing_policy = match self.filters {
             HttpFilters::Sticky { .. } => override_host,
             _ => json!({"policies": [{"typed_extension_config": {
                 "name": "envoy.load_balancing_policies.round_robin",
                 "typed_config": {"@type": "type.googleapis.com/envoy.extensions.load_balancing_policies.round_robin.v3.RoundRobin"}
             }}]}),
         };
-        match &self.endpoints {
+        let timeout_ms = u64::try_from(self.connect_timeout.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        let keepalive_seconds = timeout_ms.div_ceil(1000);
+        let mut targets = json!({
+            "name": "targets",
+            "connect_timeout": format!("{}s", self.connect_timeout.as_secs_f64()),
+            "load_balancing_policy": load_balancing_policy,
+            "circuit_breakers": circuit_breakers,
+            // Passive detection: the first connection that times out, is refused or is reset
+            // ejects its host (local-origin failures only; the application's 5xx never eject).
+            // override_host skips an ejected host, so pinned requests fall back to another target
+            // at once and the filter re-pins their sessions there. The ejection lasts 30 s (longer
+            // when repeated), by which time the health check has marked the target OutOfService.
+            "outlier_detection": {
+                "split_external_local_origin_errors": true,
+                "consecutive_local_origin_failure": 1,
+                "enforcing_consecutive_local_origin_failure": 100,
+                "enforcing_consecutive_5xx": 0,
+                "enforcing_consecutive_gateway_failure": 0,
+                "enforcing_success_rate": 0,
+                "enforcing_local_origin_success_rate": 0,
+                "enforcing_failure_percentage": 0,
+                "enforcing_failure_percentage_local_origin": 0,
+                "base_ejection_time": "30s",
+                "max_ejection_percent": 100
+            },
+            // A target that vanishes without a reset (powered off, network cut) never answers:
+            // TCP_USER_TIMEOUT aborts a connection whose sent data stays unacknowledged for the
+            // connect timeout (a request written on a pooled connection), and keepalive probes
+            // after as long idle find one whose request was sent before the target vanished. A
+            // slow but live target acknowledges both, so slow responses are never cut.
+            "upstream_bind_config": {"socket_options": [{
+                "description": "TCP_USER_TIMEOUT",
+                "level": 6,
+                "name": 18,
+                "int_value": timeout_ms,
+                "state": "STATE_PREBIND"
+            }]},
+            "upstream_connection_options": {"tcp_keepalive": {
+                "keepalive_time": keepalive_seconds,
+                "keepalive_interval": keepalive_seconds,
+                "keepalive_probes": 2
+            }},
+        });
+        let control_cluster = match &self.endpoints {
             Endpoints::Static(endpoints) => {
                 let lb_endpoints: Vec<_> = endpoints
                     .iter()
                     .map(|a| json!({"endpoint": {"address": address(a)}}))
                     .collect();
-                json!([{
-                    "name": "targets",
-                    "connect_timeout": "1s",
-                    "type": "STATIC",
-                    "load_assignment": {"cluster_name": "targets", "endpoints": [{"lb_endpoints": lb_endpoints}]},
-                    "load_balancing_policy": override_host,
-                    "circuit_breakers": circuit_breakers,
-                }])
+                extend(
+                    &mut targets,
+                    json!({
+                        "type": "STATIC",
+                        "load_assignment": {"cluster_name": "targets", "endpoints": [{"lb_endpoints": lb_endpoints}]},
+                    }),
+                );
+                None
             }
-            Endpoints::Eds { control, service_name } => json!([
-                {
-                    "name": "targets",
-                    "connect_timeout": "1s",
-                    "type": "EDS",
-                    "eds_cluster_config": {
-                        "service_name": service_name,
-                        "eds_config": {
-                            "resource_api_version": "V3",
-                            "api_config_source": {
-                                "api_type": "REST",
-                                "transport_api_version": "V3",
-                                "cluster_names": [CONTROL_CLUSTER],
-                                "refresh_delay": "0.1s",
-                                "request_timeout": "1s"
+            Endpoints::Eds { control, service_name } => {
+                extend(
+                    &mut targets,
+                    json!({
+                        "type": "EDS",
+                        "eds_cluster_config": {
+                            "service_name": service_name,
+                            "eds_config": {
+                                "resource_api_version": "V3",
+                                "api_config_source": {
+                                    "api_type": "REST",
+                                    "transport_api_version": "V3",
+                                    "cluster_names": [CONTROL_CLUSTER],
+                                    "refresh_delay": "0.1s",
+                                    "request_timeout": "1s"
+                                }
                             }
-                        }
-                    },
-                    "load_balancing_policy": override_host,
-                    "circuit_breakers": circuit_breakers,
-                },
-                {
+                        },
+                    }),
+                );
+                Some(json!({
                     "name": CONTROL_CLUSTER,
                     "connect_timeout": "1s",
                     "type": "STATIC",
                     "load_assignment": {"cluster_name": CONTROL_CLUSTER, "endpoints": [{"lb_endpoints": [{"endpoint": {"address": address(control)}}]}]},
-                }
-            ]),
-        }
+                }))
+            }
+        };
+        json!([targets].into_iter().chain(control_cluster).collect::<Vec<_>>())
     }
 
     /// Renders `envoy/bootstrap.yaml`: every `${NAME}` becomes a JSON value.
@@ -390,6 +460,13 @@ impl Bootstrap {
             .fold(BOOTSTRAP_TEMPLATE.to_owned(), |text, (name, value)| {
                 text.replace(&format!("${{{name}}}"), &value.to_string())
             })
+    }
+}
+
+/// Adds the fields of the JSON object `more` to the JSON object `object`.
+fn extend(object: &mut serde_json::Value, more: serde_json::Value) {
+    if let (Some(object), serde_json::Value::Object(more)) = (object.as_object_mut(), more) {
+        object.extend(more);
     }
 }
 

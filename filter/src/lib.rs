@@ -1,6 +1,8 @@
-//! The proxy-wasm shell around `sticky-core`: reads the Cookie header once, removes any
-//! client-supplied routing header, sets it for pinned requests, learns the answering target
-//! from `upstream.address` and sets cookies on responses.
+//! The proxy-wasm shell around `sticky-core`: reads the Cookie header once, replaces any
+//! client-supplied routing header with the target it routes to, learns the answering target
+//! from the upstream header the route adds (or the `upstream.address` property), tells the
+//! core which target answered (passive detection of unreachable targets) and sets cookies on
+//! responses.
 //!
 //! Every host call goes through `proxy_wasm::hostcalls`, whose `Result`s are handled here:
 //! the SDK's trait helpers `unwrap()` them (and assume UTF-8), and a panic kills the VM.
@@ -14,7 +16,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType};
-use sticky_core::{ControlSource, Listener, PluginConfig, PollSchedule, RequestDecision};
+use sticky_core::{ControlSource, Listener, PluginConfig, PollSchedule, RequestDecision, TargetIndex};
 
 use crate::metrics::Metrics;
 
@@ -112,6 +114,9 @@ impl StickyRoot {
                 let changed = runtime.listener.borrow().as_ref().map(|l| l.version()) != Some(listener.version());
                 if changed {
                     runtime.metrics.state_updates.increment();
+                    if let Some(previous) = runtime.listener.borrow().as_ref() {
+                        listener.carry_unreachable_from(previous);
+                    }
                     *runtime.listener.borrow_mut() = Some(Rc::new(listener));
                 }
                 self.poll.succeeded(now);
@@ -197,6 +202,7 @@ impl RootContext for StickyRoot {
             runtime,
             listener: None,
             decision: RequestDecision::UNPINNED,
+            routed: None,
             now: 0,
         }))
     }
@@ -211,6 +217,8 @@ struct StickyHttp {
     /// The state this request was decided with; the response is decided with the same.
     listener: Option<Rc<Listener>>,
     decision: RequestDecision,
+    /// The target named in the routing header.
+    routed: Option<TargetIndex>,
     now: u64,
 }
 
@@ -225,8 +233,8 @@ impl HttpContext for StickyHttp {
             runtime.remove_routing_header();
             return Action::Continue;
         };
+        self.now = now_secs();
         if listener.has_policy() {
-            self.now = now_secs();
             let cookie = hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, "cookie")
                 .ok()
                 .flatten();
@@ -235,13 +243,13 @@ impl HttpContext for StickyHttp {
         }
         // Pinned: the cookie's target. Otherwise the filter balances over the healthy targets
         // of its state itself, so a deregistered target is out at once, not at Envoy's next
-        // EDS refresh.
-        let target = self.decision.pinned.or_else(|| {
+        // EDS refresh, and a target Envoy could not reach is skipped.
+        self.routed = self.decision.pinned.or_else(|| {
             let sequence = runtime.sequence.get();
             runtime.sequence.set(sequence.wrapping_add(1));
-            listener.pick(sequence)
+            listener.pick(sequence, self.now)
         });
-        match target.and_then(|i| listener.target(i)) {
+        match self.routed.and_then(|i| listener.target(i)) {
             // Replacing drops every client-supplied copy of the header.
             Some(target) => {
                 let _ = hostcalls::set_map_value_bytes(
@@ -252,7 +260,7 @@ impl HttpContext for StickyHttp {
             }
             None => runtime.remove_routing_header(),
         }
-        if listener.has_policy() {
+        if listener.has_policy() || self.routed.is_some() {
             self.listener = Some(listener);
         }
         Action::Continue
@@ -286,6 +294,14 @@ impl HttpContext for StickyHttp {
             // An Envoy whose route does not add the header: ask for the property (dearer).
             None => hostcalls::get_property(vec!["upstream", "address"]).ok().flatten(),
         };
+        // Envoy's route reports how many attempts the request took (read only on a failover).
+        let retried = || response_header("x-envoy-attempt-count").is_some_and(|count| count.as_slice() != b"1");
+        if listener.observe_answer(self.routed, upstream.as_deref(), retried, self.now) {
+            self.runtime.metrics.unreachable.increment();
+        }
+        if !listener.has_policy() {
+            return Action::Continue;
+        }
         let set_cookies = response_headers
             .iter()
             .filter(|(name, _)| name.eq_ignore_ascii_case("set-cookie"))

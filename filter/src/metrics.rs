@@ -26,6 +26,8 @@ pub struct Metrics {
     pub state_updates: Counter,
     /// Failed polls of the control service (the filter keeps its last state).
     pub control_errors: Counter,
+    /// Targets Envoy could not reach (another answered): no request names them for a while.
+    pub unreachable: Counter,
     pinned: Counter,
     rejected: [Counter; Rejection::ALL.len()],
     assigned: Counter,
@@ -43,6 +45,7 @@ impl Metrics {
             no_state: Counter::define("sticky.no_state"),
             state_updates: Counter::define("sticky.state_updates"),
             control_errors: Counter::define("sticky.control_errors"),
+            unreachable: Counter::define("sticky.unreachable"),
             pinned: Counter::define("sticky.pinned"),
             rejected: Rejection::ALL.map(|r| Counter::define(&format!("sticky.rejected.{}", r.as_str()))),
             assigned: Counter::define("sticky.assigned"),

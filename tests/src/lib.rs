@@ -3,9 +3,11 @@
 //! what each request carries).
 
 pub mod bench;
+pub mod hosts;
 pub mod live;
 pub mod scenarios;
 pub mod soak;
+pub mod traffic;
 
 use std::collections::HashSet;
 use std::io::{Read, Write};
@@ -92,7 +94,19 @@ pub fn get(
     cookies: &[(&str, &str)],
     headers: &[(&str, &str)],
 ) -> Result<Reply, String> {
-    let mut request = agent.get(&format!("{base}{path}"));
+    request(agent, "GET", base, path, cookies, headers)
+}
+
+/// [`get`] with another method (a POST or PUT sends a small body).
+pub fn request(
+    agent: &ureq::Agent,
+    method: &str,
+    base: &str,
+    path: &str,
+    cookies: &[(&str, &str)],
+    headers: &[(&str, &str)],
+) -> Result<Reply, String> {
+    let mut request = agent.request(method, &format!("{base}{path}"));
     if !cookies.is_empty() {
         let cookie = cookies
             .iter()
@@ -104,7 +118,11 @@ pub fn get(
     for (name, value) in headers {
         request = request.set(name, value);
     }
-    let response = match request.call() {
+    let sent = match method {
+        "POST" | "PUT" | "PATCH" => request.send_string("form=1"),
+        _ => request.call(),
+    };
+    let response = match sent {
         Ok(response) => response,
         Err(ureq::Error::Status(_, response)) => response,
         Err(e) => return Err(e.to_string()),

@@ -9,6 +9,7 @@ use sticky_control::process::ControlProcess;
 use sticky_demo_target::DemoTargets;
 use sticky_envoy::{Bootstrap, EnvoyProcess, build_control, build_filter, control_bootstrap};
 
+use crate::hosts::{Placement, TargetProcesses};
 use crate::{LOAD_BALANCER, Reply, TARGET_IDS, agent, get};
 
 pub const ACCESS_KEY: (&str, &str) = ("AKIDLIVETEST", "live-test-secret");
@@ -22,8 +23,25 @@ pub const HEALTH_CHECK: [(&str, &str); 5] = [
     ("HealthCheck.HealthyThreshold", "2"),
 ];
 
-pub struct Live {
-    pub targets: DemoTargets,
+/// What the live system needs of its targets: their instance ids and addresses.
+pub trait Targets {
+    fn addresses(&self) -> Vec<(String, std::net::SocketAddr)>;
+}
+
+impl Targets for DemoTargets {
+    fn addresses(&self) -> Vec<(String, std::net::SocketAddr)> {
+        DemoTargets::addresses(self)
+    }
+}
+
+impl Targets for TargetProcesses {
+    fn addresses(&self) -> Vec<(String, std::net::SocketAddr)> {
+        TargetProcesses::addresses(self)
+    }
+}
+
+pub struct Live<T = DemoTargets> {
+    pub targets: T,
     pub control: ControlProcess,
     pub envoys: Vec<EnvoyProcess>,
     agent: ureq::Agent,
@@ -43,13 +61,27 @@ pub fn eventually(limit: Duration, what: &str, mut check: impl FnMut() -> bool) 
 }
 
 impl Live {
-    /// Three demo targets registered with `terraform-balancer` (listener 80), the control
-    /// service (with `control_args`), and `envoys` Envoys following it. Returns once every
-    /// target is in service and every Envoy balances over all three.
+    /// Three demo targets (in this process) registered with `terraform-balancer` (listener
+    /// 80), the control service (with `control_args`), and `envoys` Envoys following it.
+    /// Returns once every target is in service and every Envoy balances over all three.
     pub fn start(envoys: usize, control_args: &[&str]) -> Self {
-        let dir = tempfile::tempdir().expect("temp dir");
         let specs: Vec<(&str, u16)> = TARGET_IDS.iter().map(|id| (*id, 0)).collect();
-        let targets = DemoTargets::start(&specs).expect("demo targets");
+        Self::start_with(DemoTargets::start(&specs).expect("demo targets"), envoys, control_args)
+    }
+}
+
+impl Live<TargetProcesses> {
+    /// [`Live::start`] with the three targets as processes placed by `placement`.
+    pub fn start_processes(placement: Placement, envoys: usize, control_args: &[&str]) -> Self {
+        let targets = TargetProcesses::start(&TARGET_IDS, placement).unwrap_or_else(|e| panic!("{e:#}"));
+        Self::start_with(targets, envoys, control_args)
+    }
+}
+
+impl<T: Targets> Live<T> {
+    /// [`Live::start`] in front of `targets` (instance ids [`TARGET_IDS`]).
+    pub fn start_with(targets: T, envoys: usize, control_args: &[&str]) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
         let bootstrap = control_bootstrap(LOAD_BALANCER, &targets.addresses());
         let binary = build_control().unwrap_or_else(|e| panic!("{e}"));
         let control = ControlProcess::start(

@@ -1,11 +1,15 @@
-//! The soak test with faults: sticky clients keep sending requests through Envoy while, on a
-//! schedule, targets are killed and restarted, the control service is killed (-9) and
-//! restarted, the policy flips between LB cookie, app cookie and none, targets are
-//! deregistered and registered again, and keys rotate (every 5 s). Every request is recorded
-//! with its send and answer times; the events with theirs. The checks afterwards count:
+//! The soak test with faults: sticky clients keep sending requests (GETs, and a POST in five)
+//! through Envoy while, on a schedule, a target's process is killed (-9) and restarted,
+//! another target's host vanishes from the network (its link goes down: packets are dropped
+//! without an answer) and comes back, the control service is killed (-9) and restarted, the
+//! policy flips between LB cookie, app cookie and none, targets are deregistered and registered
+//! again, and keys rotate (every 5 s). The targets run on test hosts (network namespaces,
+//! [`crate::hosts`]). Every request is recorded with its send and answer times; the events with
+//! theirs. The checks afterwards count:
 //!
-//! - errors attributable to a dead target's in-flight requests (sent within a second of a
-//!   kill), and other errors;
+//! - errors of requests in flight to a target when it died or vanished (sent from a second
+//!   before the fault to a few seconds after it), split by idempotent and not (only the
+//!   latter may fail: Envoy retries the former elsewhere), and other errors;
 //! - stickiness violations: a request carrying a cookie issued under the policy in force was
 //!   answered by another target than the cookie's, although, since the client last saw it, that
 //!   target was neither killed, nor deregistered, nor out of service;
@@ -17,21 +21,32 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use crate::hosts::{Placement, TargetProcesses};
 use crate::live::{ACCESS_KEY, Live};
-use crate::{LOAD_BALANCER, STICKY_COOKIE, TARGET_IDS, agent, get};
+use crate::traffic::{Plan, Sample, Traffic};
+use crate::{LOAD_BALANCER, TARGET_IDS};
 
-/// Clients sending at once, and the pause between two requests of one client.
+/// Clients sending at once, and how each sends.
 const CLIENTS: usize = 6;
-const PAUSE: Duration = Duration::from_millis(15);
-/// A client logs in again (a new app session) every this many requests.
-const RELOGIN_EVERY: u64 = 40;
+const PLAN: Plan = Plan {
+    pause: Duration::from_millis(15),
+    relogin_every: 40,
+    post_every: Some(5),
+    path: "/",
+};
 /// Time between scheduled faults.
 const STEP: Duration = Duration::from_secs(3);
+/// How long after a target dies or vanishes a failed request is counted as one that was in
+/// flight to it: the connect timeout, plus the keepalive probes that find a connection whose
+/// request was sent before the target vanished (2 × the connect timeout), with room to spare.
+const IN_FLIGHT_WINDOW: Duration = Duration::from_secs(4);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EventKind {
     TargetKilled(String),
     TargetRestarted(String),
+    TargetVanished(String),
+    TargetReappeared(String),
     ControlKilled,
     ControlRestarted,
     Policy(Option<&'static str>),
@@ -48,55 +63,16 @@ pub struct Event {
     pub done: Instant,
 }
 
-#[derive(Debug, Clone)]
-struct Sample {
-    client: usize,
-    sent: Instant,
-    answered: Instant,
-    /// None: a transport error.
-    status: Option<u16>,
-    target: Option<String>,
-    /// The stickiness cookie the request carried, the target whose answer set it, and when.
-    cookie_sent: Option<String>,
-    cookie_target: Option<String>,
-    cookie_received: Option<Instant>,
-    /// For a failure: what Envoy or the transport said.
-    error: Option<String>,
-}
-
-/// A client's cookies, kept like a browser keeps them (set, replaced, deleted).
-#[derive(Default)]
-struct Jar(HashMap<String, String>);
-
-impl Jar {
-    fn take(&mut self, set_cookies: &[String]) {
-        for header in set_cookies {
-            let Some((name, rest)) = header.split_once('=') else {
-                continue;
-            };
-            let value = rest.split(';').next().unwrap_or_default();
-            let lower = header.to_ascii_lowercase();
-            let deleted = value.is_empty() || lower.contains("max-age=0") || lower.contains("expires=thu, 01 jan 1970");
-            if deleted {
-                self.0.remove(name.trim());
-            } else {
-                self.0.insert(name.trim().to_owned(), value.to_owned());
-            }
-        }
-    }
-
-    fn pairs(&self) -> Vec<(&str, &str)> {
-        self.0.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect()
-    }
-}
-
 /// What the run counted.
 #[derive(Debug, Clone, Default)]
 pub struct SoakReport {
     pub seconds: f64,
     pub requests: usize,
     pub events: usize,
-    pub dead_target_errors: usize,
+    /// Failed requests in flight to a target when it died or vanished: idempotent ones (Envoy
+    /// retries them elsewhere, so this must be 0) and the others (POST: not retried once sent).
+    pub in_flight_errors_idempotent: Vec<String>,
+    pub in_flight_errors_other: usize,
     pub other_errors: Vec<String>,
     pub stickiness_violations: Vec<String>,
     pub deregistered_hits: Vec<String>,
@@ -109,13 +85,15 @@ impl SoakReport {
     pub fn summary(&self) -> String {
         format!(
             "soak {:.0} s: {} requests ({} carrying a cookie of the policy in force), {} scheduled faults; \
-             errors from a dead target's in-flight requests {}; other errors {}; stickiness violations {}; \
+             failed requests in flight to a target that died or vanished: idempotent {}, not idempotent {}; \
+             other errors {}; stickiness violations {}; \
              requests to a deregistered target after the acknowledgement {}; (moves explained by faults {})",
             self.seconds,
             self.requests,
             self.pinned_requests,
             self.events,
-            self.dead_target_errors,
+            self.in_flight_errors_idempotent.len(),
+            self.in_flight_errors_other,
             self.other_errors.len(),
             self.stickiness_violations.len(),
             self.deregistered_hits.len(),
@@ -126,24 +104,18 @@ impl SoakReport {
 
 /// Runs the soak for `duration` (plus start-up) and returns its counts.
 pub fn run(duration: Duration) -> SoakReport {
-    let mut live = Live::start(1, &["--key-rotation", "5"]);
+    let mut live = Live::start_processes(Placement::TestHosts, 1, &["--key-rotation", "5"]);
     live.create_lb_cookie_policy("LBCookie", 300);
     live.create_app_cookie_policy("AppCookie", "session");
-    let url = live.envoys[0].url();
     let control_port = live.control.port;
 
+    let traffic = Traffic::start(CLIENTS, &live.envoys[0].url(), PLAN);
     let stop = Arc::new(AtomicBool::new(false));
-    let samples = Arc::new(Mutex::new(Vec::<Sample>::new()));
     let health = Arc::new(Mutex::new(Vec::<(Instant, String, bool)>::new()));
-    let mut threads = Vec::new();
-    for client in 0..CLIENTS {
-        let (stop, samples, url) = (Arc::clone(&stop), Arc::clone(&samples), url.clone());
-        threads.push(std::thread::spawn(move || client_loop(client, &url, &stop, &samples)));
-    }
-    {
-        // Each target's InService state, as the control service reports it (when it is up).
+    // Each target's InService state, as the control service reports it (when it is up).
+    let monitor = {
         let (stop, health) = (Arc::clone(&stop), Arc::clone(&health));
-        threads.push(std::thread::spawn(move || {
+        std::thread::spawn(move || {
             let api = sticky_control::client::QueryClient::new(
                 format!("127.0.0.1:{control_port}"),
                 ACCESS_KEY.0,
@@ -161,84 +133,18 @@ pub fn run(duration: Duration) -> SoakReport {
                 }
                 std::thread::sleep(Duration::from_millis(200));
             }
-        }));
-    }
+        })
+    };
 
     let started = Instant::now();
     let events = schedule(&mut live, duration);
+    let samples = traffic.stop();
     stop.store(true, Ordering::Relaxed);
-    for thread in threads {
-        let _ = thread.join();
-    }
-    let samples = samples.lock().unwrap_or_else(PoisonError::into_inner).clone();
+    let _ = monitor.join();
     let health = health.lock().unwrap_or_else(PoisonError::into_inner).clone();
     let mut report = check(&samples, &events, &health);
     report.seconds = started.elapsed().as_secs_f64();
     report
-}
-
-fn client_loop(client: usize, url: &str, stop: &AtomicBool, samples: &Mutex<Vec<Sample>>) {
-    let agent = agent();
-    let mut jar = Jar::default();
-    // The target whose answer set the current stickiness cookie, and when.
-    let mut cookie_origin: Option<(String, Instant)> = None;
-    let mut n = 0u64;
-    while !stop.load(Ordering::Relaxed) {
-        let path = if !jar.0.contains_key("session") || n.is_multiple_of(RELOGIN_EVERY) {
-            "/login"
-        } else {
-            "/"
-        };
-        let cookie_sent = jar.0.get(STICKY_COOKIE).cloned();
-        let (cookie_target, cookie_received) = match &cookie_origin {
-            Some((target, at)) => (Some(target.clone()), Some(*at)),
-            None => (None, None),
-        };
-        let sent = Instant::now();
-        let result = get(&agent, url, path, &jar.pairs(), &[]);
-        let answered = Instant::now();
-        let sample = match result {
-            Ok(reply) => {
-                let target = (reply.status < 500)
-                    .then(|| serde_json::from_str::<serde_json::Value>(&reply.body).ok())
-                    .flatten()
-                    .and_then(|v| v["target"].as_str().map(str::to_owned));
-                jar.take(&reply.set_cookies);
-                if reply.set_cookie(STICKY_COOKIE).is_some() {
-                    cookie_origin = match (jar.0.contains_key(STICKY_COOKIE), &target) {
-                        (true, Some(t)) => Some((t.clone(), answered)),
-                        _ => None,
-                    };
-                }
-                let error = (reply.status >= 500).then(|| reply.body.chars().take(200).collect());
-                Sample {
-                    client,
-                    sent,
-                    answered,
-                    status: Some(reply.status),
-                    target,
-                    cookie_sent,
-                    cookie_target,
-                    cookie_received,
-                    error,
-                }
-            }
-            Err(e) => Sample {
-                client,
-                sent,
-                answered,
-                status: None,
-                target: None,
-                cookie_sent,
-                cookie_target,
-                cookie_received,
-                error: Some(e),
-            },
-        };
-        samples.lock().unwrap_or_else(PoisonError::into_inner).push(sample);
-        n += 1;
-        std::thread::sleep(PAUSE);
-    }
 }
 
 fn record(events: &mut Vec<Event>, kind: EventKind, started: Instant) {
@@ -250,7 +156,7 @@ fn record(events: &mut Vec<Event>, kind: EventKind, started: Instant) {
 }
 
 /// The fault schedule, repeated until `duration` has passed; returns what happened when.
-fn schedule(live: &mut Live, duration: Duration) -> Vec<Event> {
+fn schedule(live: &mut Live<TargetProcesses>, duration: Duration) -> Vec<Event> {
     let start = Instant::now();
     let mut events = Vec::new();
     let policies: [Option<&'static str>; 3] = [Some("LBCookie"), Some("AppCookie"), None];
@@ -261,16 +167,30 @@ fn schedule(live: &mut Live, duration: Duration) -> Vec<Event> {
     while start.elapsed() < duration {
         let victim = TARGET_IDS[round % TARGET_IDS.len()].to_owned();
         let other = TARGET_IDS[(round + 1) % TARGET_IDS.len()].to_owned();
+        let vanishing = TARGET_IDS[(round + 2) % TARGET_IDS.len()].to_owned();
 
-        // A target dies and comes back.
+        // A target's process dies and comes back.
         std::thread::sleep(STEP);
         let t = Instant::now();
-        live.targets.stop(&victim);
-        record(&mut events, EventKind::TargetKilled(victim.clone()), t);
+        if live.targets.kill(&victim).is_ok() {
+            record(&mut events, EventKind::TargetKilled(victim.clone()), t);
+        }
         std::thread::sleep(STEP);
         let t = Instant::now();
         if live.targets.restart(&victim).is_ok() {
             record(&mut events, EventKind::TargetRestarted(victim.clone()), t);
+        }
+
+        // Another target's host vanishes from the network and comes back.
+        std::thread::sleep(STEP);
+        let t = Instant::now();
+        if live.targets.vanish(&vanishing).is_ok() {
+            record(&mut events, EventKind::TargetVanished(vanishing.clone()), t);
+        }
+        std::thread::sleep(STEP);
+        let t = Instant::now();
+        if live.targets.reappear(&vanishing).is_ok() {
+            record(&mut events, EventKind::TargetReappeared(vanishing.clone()), t);
         }
 
         // Another target is deregistered, then registered again.
@@ -326,15 +246,24 @@ fn check(samples: &[Sample], events: &[Event], health: &[(Instant, String, bool)
     let since_start = |at: Instant| at.duration_since(first.sent);
     let grace = Duration::from_millis(300);
 
-    // Errors: near a kill (the dead target's in-flight requests) or not.
-    for sample in samples.iter().filter(|s| s.status.is_none_or(|code| code >= 500)) {
-        let near_kill = events.iter().any(|e| {
-            matches!(e.kind, EventKind::TargetKilled(_))
+    // Errors: of requests in flight to a target that died or vanished, or not.
+    for sample in samples.iter().filter(|s| s.failed()) {
+        let in_flight = events.iter().any(|e| {
+            matches!(e.kind, EventKind::TargetKilled(_) | EventKind::TargetVanished(_))
                 && sample.sent + Duration::from_secs(1) >= e.started
-                && sample.sent <= e.done + Duration::from_secs(1)
+                && sample.sent <= e.done + IN_FLIGHT_WINDOW
         });
-        if near_kill {
-            report.dead_target_errors += 1;
+        if in_flight && sample.idempotent() {
+            report.in_flight_errors_idempotent.push(format!(
+                "client {}: {} at +{:?}: status {:?} ({})",
+                sample.client,
+                sample.method,
+                since_start(sample.sent),
+                sample.status,
+                sample.error.as_deref().unwrap_or_default().trim(),
+            ));
+        } else if in_flight {
+            report.in_flight_errors_other += 1;
         } else {
             let recent: Vec<String> = events
                 .iter()
@@ -413,7 +342,7 @@ fn check(samples: &[Sample], events: &[Event], health: &[(Instant, String, bool)
         let target_event = events.iter().any(|e| {
             e.started <= window_end
                 && e.done + grace >= window_start
-                && matches!(&e.kind, EventKind::TargetKilled(t) | EventKind::Deregistered(t) if t == pinned_to)
+                && matches!(&e.kind, EventKind::TargetKilled(t) | EventKind::TargetVanished(t) | EventKind::Deregistered(t) if t == pinned_to)
         });
         let out_of_service = health.iter().any(|(at, id, in_service)| {
             id == pinned_to && !in_service && *at + Duration::from_secs(1) >= window_start && *at <= window_end
@@ -442,6 +371,7 @@ mod tests {
     fn sample(base: Instant, client: usize, sent_ms: u64, target: &str, cookie_for: Option<(&str, u64)>) -> Sample {
         Sample {
             client,
+            method: "GET",
             sent: at(base, sent_ms),
             answered: at(base, sent_ms + 2),
             status: Some(200),
@@ -478,16 +408,23 @@ mod tests {
             // Moved right after its target was killed: explained.
             sample(base, 1, 4_990, "b", Some(("b", 4_000))),
             sample(base, 1, 5_010, "a", Some(("b", 4_000))),
-            // A failure at the kill: the dead target's; a failure later: another error.
+            // Failures in flight at the kill: a GET (which must not fail) and a POST; a
+            // failure later: another error.
             Sample {
                 status: Some(503),
                 target: None,
                 ..sample(base, 2, 5_000, "-", None)
             },
             Sample {
+                method: "POST",
+                status: Some(503),
+                target: None,
+                ..sample(base, 2, 5_500, "-", None)
+            },
+            Sample {
                 status: None,
                 target: None,
-                ..sample(base, 2, 7_000, "-", None)
+                ..sample(base, 2, 9_500, "-", None)
             },
             // Sent after c's deregistration was acknowledged, before it came back.
             sample(base, 3, 8_200, "c", None),
@@ -498,7 +435,8 @@ mod tests {
         let report = check(&samples, &events, &[]);
         assert_eq!(report.stickiness_violations.len(), 1, "{report:#?}");
         assert_eq!(report.excused_moves, 1, "{report:#?}");
-        assert_eq!(report.dead_target_errors, 1, "{report:#?}");
+        assert_eq!(report.in_flight_errors_idempotent.len(), 1, "{report:#?}");
+        assert_eq!(report.in_flight_errors_other, 1, "{report:#?}");
         assert_eq!(report.other_errors.len(), 1, "{report:#?}");
         assert_eq!(report.deregistered_hits.len(), 1, "{report:#?}");
     }

@@ -1,6 +1,7 @@
 //! The soak test with faults (see `sticky_tests::soak`): about 2 minutes here, longer with
 //! `STICKY_SOAK_SECONDS` or `cargo run --release -p sticky-tests --bin soak -- --seconds 600`.
-//! Everything but a dead target's in-flight requests must go right.
+//! Everything must go right but non-idempotent requests in flight to a target when it died or
+//! vanished (a POST that reached a target is not sent twice).
 
 use std::time::Duration;
 
@@ -21,6 +22,11 @@ fn sticky_clients_keep_their_sessions_through_faults() {
         report.pinned_requests > 500,
         "too few sticky requests: {}",
         report.summary()
+    );
+    assert!(
+        report.in_flight_errors_idempotent.is_empty(),
+        "idempotent requests failed when a target died or vanished: {:#?}",
+        report.in_flight_errors_idempotent
     );
     assert!(
         report.other_errors.is_empty(),

@@ -20,10 +20,12 @@ pub enum Rejection {
     UnknownTarget,
     #[error("cookie names a target that is unhealthy")]
     UnhealthyTarget,
+    #[error("cookie names a target Envoy could not reach a moment ago")]
+    UnreachableTarget,
 }
 
 impl Rejection {
-    pub const ALL: [Rejection; 7] = [
+    pub const ALL: [Rejection; 8] = [
         Rejection::Malformed,
         Rejection::UnsupportedVersion,
         Rejection::UnknownKey,
@@ -31,6 +33,7 @@ impl Rejection {
         Rejection::Expired,
         Rejection::UnknownTarget,
         Rejection::UnhealthyTarget,
+        Rejection::UnreachableTarget,
     ];
 
     /// Stable snake_case name, used in metric names.
@@ -43,13 +46,17 @@ impl Rejection {
             Rejection::Expired => "expired",
             Rejection::UnknownTarget => "unknown_target",
             Rejection::UnhealthyTarget => "unhealthy_target",
+            Rejection::UnreachableTarget => "unreachable_target",
         }
     }
 
     /// The cookie was authentic and unexpired, but its target cannot take the request:
     /// the session must move (and, for app cookies, the cookie be rewritten).
     pub fn is_target_gone(self) -> bool {
-        matches!(self, Rejection::UnknownTarget | Rejection::UnhealthyTarget)
+        matches!(
+            self,
+            Rejection::UnknownTarget | Rejection::UnhealthyTarget | Rejection::UnreachableTarget
+        )
     }
 }
 

@@ -5,6 +5,7 @@
 //! headers, the clock and (for new cookies) a nonce.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::codec::{Binding, CookieContent, KeyRing, MAX_TARGET_ID_LEN, PolicyKind, open_buffer};
 use crate::cookies::{self, AppCookieChange, Lifetime};
@@ -17,6 +18,12 @@ const MAX_COOKIE_ATTEMPTS: usize = 4;
 
 /// The latest expiry a cookie can carry (the wire format's u32 seconds).
 const MAX_EXPIRY: u64 = u32::MAX as u64;
+
+/// How long a target Envoy could not reach gets no request from the filter (pinned or not):
+/// as long as Envoy's outlier detection ejects it (`base_ejection_time`), by which time the
+/// health check has decided. Envoy's `override_host` keeps sending requests that name an
+/// ejected host to it, so the filter must stop naming it.
+pub const UNREACHABLE_HOLD_SECONDS: u64 = 30;
 
 /// Index of a target in the listener's target list.
 pub type TargetIndex = usize;
@@ -93,6 +100,10 @@ pub struct Listener {
     /// The healthy targets, for requests no cookie pins.
     healthy: Vec<TargetIndex>,
     keys: KeyRing,
+    /// Per target, until when (Unix seconds) it counts as unreachable: the one thing requests
+    /// change, learnt from responses ([`Listener::observe_answer`]). Atomics, so a listener
+    /// shared between requests (or threads) needs no lock.
+    unreachable_until: Vec<AtomicU64>,
 }
 
 /// What a request's stickiness cookie turned out to be.
@@ -255,6 +266,7 @@ impl Listener {
             by_address,
             healthy,
             keys,
+            unreachable_until: state.targets.iter().map(|_| AtomicU64::new(0)).collect(),
         })
     }
 
@@ -266,10 +278,73 @@ impl Listener {
     /// (None when no target is healthy). Choosing here, from the state, rather than leaving it
     /// to Envoy's endpoints means a deregistered target gets no new request from the moment
     /// the filter has the new state, whatever Envoy's EDS still lists.
-    pub fn pick(&self, sequence: u64) -> Option<TargetIndex> {
+    ///
+    /// A target Envoy could not reach a moment ago is skipped while others are left; when
+    /// every healthy target is unreachable, the round robin goes on over all of them.
+    pub fn pick(&self, sequence: u64, now: u64) -> Option<TargetIndex> {
         let count = u64::try_from(self.healthy.len()).ok().filter(|c| *c > 0)?;
         let slot = usize::try_from(sequence % count).ok()?;
-        self.healthy.get(slot).copied()
+        let (head, from_slot) = self.healthy.split_at(slot);
+        from_slot
+            .iter()
+            .chain(head)
+            .copied()
+            .find(|&target| !self.is_unreachable(target, now))
+            .or_else(|| self.healthy.get(slot).copied())
+    }
+
+    /// Whether Envoy could not reach `target` within the last [`UNREACHABLE_HOLD_SECONDS`].
+    pub fn is_unreachable(&self, target: TargetIndex, now: u64) -> bool {
+        self.unreachable_until
+            .get(target)
+            .is_some_and(|until| until.load(Ordering::Relaxed) > now)
+    }
+
+    /// Passive detection, from a response: the filter named `routed` in the routing header,
+    /// and `upstream` (`ip:port`) answered after Envoy `retried` (asked only when another
+    /// target answered). `override_host` tries the named host first, so another registered
+    /// target answering a retried request means Envoy could not reach `routed` (refused, timed
+    /// out, reset): `routed` gets no request for [`UNREACHABLE_HOLD_SECONDS`] and cookies
+    /// naming it are rewritten. Without a retry, Envoy did not know `routed` yet (its endpoints
+    /// lag the filter's state) and nothing is learnt. Returns whether it was marked.
+    pub fn observe_answer(
+        &self,
+        routed: Option<TargetIndex>,
+        upstream: Option<&[u8]>,
+        retried: impl FnOnce() -> bool,
+        now: u64,
+    ) -> bool {
+        let (Some(routed), Some(answered)) = (routed, upstream.and_then(|a| self.by_address.get(a))) else {
+            return false;
+        };
+        if routed == answered || !retried() {
+            return false;
+        }
+        match self.unreachable_until.get(routed) {
+            Some(until) => {
+                until.store(now.saturating_add(UNREACHABLE_HOLD_SECONDS), Ordering::Relaxed);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Keeps what `previous` (the state this one replaces) learnt of unreachable targets, for
+    /// the targets both list with the same id and address.
+    pub fn carry_unreachable_from(&self, previous: &Listener) {
+        for (target, until) in previous.targets.iter().zip(&previous.unreachable_until) {
+            let until = until.load(Ordering::Relaxed);
+            if until == 0 {
+                continue;
+            }
+            let same = self
+                .by_id
+                .get(target.id.as_bytes())
+                .filter(|&i| self.targets.get(i).is_some_and(|t| t.address == target.address));
+            if let Some(mark) = same.and_then(|i| self.unreachable_until.get(i)) {
+                mark.store(until, Ordering::Relaxed);
+            }
+        }
     }
 
     pub fn has_policy(&self) -> bool {
@@ -367,6 +442,7 @@ impl Listener {
         match self.by_id.get(opened.target_id) {
             None => gone(Rejection::UnknownTarget),
             Some(index) if !self.targets[index].healthy => gone(Rejection::UnhealthyTarget),
+            Some(index) if self.is_unreachable(index, now) => gone(Rejection::UnreachableTarget),
             Some(index) => CookieStatus::Valid {
                 target: index,
                 issued_at: opened.issued_at,

@@ -718,12 +718,12 @@ fn state_json_round_trips_and_defaults_apply() {
 fn requests_no_cookie_pins_go_round_robin_over_healthy_targets_only() {
     let l = listener(None);
     let picked: Vec<_> = (0..6)
-        .map(|n| l.pick(n).and_then(|i| l.target(i)).map(|t| t.address.to_string()))
+        .map(|n| l.pick(n, NOW).and_then(|i| l.target(i)).map(|t| t.address.to_string()))
         .collect();
     let expected: Vec<_> = [T1, T2, T1, T2, T1, T2].iter().map(|a| Some((*a).to_owned())).collect();
     assert_eq!(picked, expected, "i-3 is unhealthy: never picked");
     assert_eq!(
-        l.pick(u64::MAX)
+        l.pick(u64::MAX, NOW)
             .and_then(|i| l.target(i))
             .map(|t| t.id.to_string())
             .as_deref(),
@@ -733,5 +733,78 @@ fn requests_no_cookie_pins_go_round_robin_over_healthy_targets_only() {
     for target in &mut none_healthy.targets {
         target.healthy = false;
     }
-    assert_eq!(Listener::compile(&none_healthy).unwrap().pick(0), None);
+    assert_eq!(Listener::compile(&none_healthy).unwrap().pick(0, NOW), None);
+}
+
+#[test]
+fn a_target_envoy_could_not_reach_is_passed_over_until_the_hold_ends() {
+    use crate::listener::UNREACHABLE_HOLD_SECONDS as HOLD;
+    let l = listener(lb_policy(600));
+    let (i1, i2) = (0, 1);
+    let retried = || true;
+    // Only another registered target answering a retried request routed to i-1 marks it.
+    assert!(
+        !l.observe_answer(Some(i1), Some(T1.as_bytes()), retried, NOW),
+        "it answered itself"
+    );
+    let unknown = Some(&b"10.9.9.9:80"[..]);
+    assert!(
+        !l.observe_answer(Some(i1), unknown, retried, NOW),
+        "an unknown upstream proves nothing"
+    );
+    assert!(
+        !l.observe_answer(Some(i1), None, retried, NOW),
+        "no upstream proves nothing"
+    );
+    assert!(
+        !l.observe_answer(None, Some(T2.as_bytes()), retried, NOW),
+        "nothing was routed"
+    );
+    assert!(
+        !l.observe_answer(Some(i1), Some(T2.as_bytes()), || false, NOW),
+        "not retried: Envoy did not know i-1 yet, it did not fail"
+    );
+    assert!(!l.is_unreachable(i1, NOW));
+    assert!(l.observe_answer(Some(i1), Some(T2.as_bytes()), retried, NOW));
+
+    // No request is routed to it while the hold lasts: not the unpinned ones...
+    let picked: Vec<_> = (0..4).map(|n| l.pick(n, NOW + HOLD - 1)).collect();
+    assert_eq!(picked, [Some(i2); 4]);
+    // ...nor those whose cookie names it: the cookie is rejected, and rewritten for whoever
+    // answers.
+    let cookie = lb_cookie("i-1", NOW, NOW + 600);
+    let (request, outcome, set_cookie) = exchange(&l, &[("AWSELB", &cookie)], T2, &[], NOW + 1);
+    assert_eq!(request.pinned, None);
+    assert_eq!(
+        request.cookie,
+        CookieStatus::Rejected {
+            reason: Rejection::UnreachableTarget,
+            expires_at: Some(NOW + 600)
+        }
+    );
+    assert_eq!(outcome, ResponseOutcome::Repinned);
+    let next = l.on_request(Some(&header(&[("AWSELB", &value_of(&set_cookie.unwrap()))])), NOW + 1);
+    assert_eq!(pinned_address(&l, &next).as_deref(), Some(T2));
+
+    // A new state for the same targets keeps the mark; a target that moved address does not.
+    let renewed = listener(lb_policy(600));
+    renewed.carry_unreachable_from(&l);
+    assert!(renewed.is_unreachable(i1, NOW + 1));
+    let mut moved = state(lb_policy(600));
+    moved.targets[0].address = "127.0.0.1:9101".into();
+    let moved = Listener::compile(&moved).unwrap();
+    moved.carry_unreachable_from(&l);
+    assert!(!moved.is_unreachable(i1, NOW + 1));
+
+    // When the hold ends it takes requests again.
+    assert!(!l.is_unreachable(i1, NOW + HOLD));
+    assert_eq!(l.pick(0, NOW + HOLD), Some(i1));
+    let back = l.on_request(Some(&header(&[("AWSELB", &cookie)])), NOW + HOLD);
+    assert_eq!(back.pinned, Some(i1));
+
+    // Every healthy target unreachable: the round robin goes on over them all.
+    assert!(l.observe_answer(Some(i2), Some(T1.as_bytes()), retried, NOW));
+    assert!(l.observe_answer(Some(i1), Some(T2.as_bytes()), retried, NOW));
+    let picked: Vec<_> = (0..2).map(|n| l.pick(n, NOW + 1)).collect();
+    assert_eq!(picked, [Some(i1), Some(i2)]);
 }

@@ -7,7 +7,7 @@
 //! | `/login` | sets `session=<signed-looking value>; HttpOnly; Path=/` (with `?permanent=1`, an `Expires` 31 days ahead, like Flask's permanent sessions) |
 //! | `/logout` | deletes `session` the way Flask does (`Expires` in 1970, `Max-Age=0`) |
 //! | `/health` | `200 ok` (for health checks) |
-//! | anything else | JSON: `target`, `path`, the `cookie` header and the routing header it received |
+//! | anything else | JSON: `target`, `path`, the `cookie` header and the routing header it received; with `?delay_ms=N`, after N ms (at most 10 s), as a slow app would |
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -55,7 +55,18 @@ pub fn app(id: &str) -> Router {
         .with_state(AppState { id: id.to_owned() })
 }
 
-async fn echo(State(state): State<AppState>, uri: Uri, headers: HeaderMap) -> axum::Json<Echo> {
+/// The longest `delay_ms` honoured.
+const MAX_DELAY_MS: u64 = 10_000;
+
+async fn echo(
+    State(state): State<AppState>,
+    Query(query): Query<HashMap<String, String>>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> axum::Json<Echo> {
+    if let Some(delay) = query.get("delay_ms").and_then(|v| v.parse::<u64>().ok()) {
+        tokio::time::sleep(Duration::from_millis(delay.min(MAX_DELAY_MS))).await;
+    }
     let text = |name: &str| {
         headers
             .get(name)
