@@ -337,7 +337,8 @@ impl Bootstrap {
                 "enforcing_local_origin_success_rate": 0,
                 "enforcing_failure_percentage": 0,
                 "enforcing_failure_percentage_local_origin": 0,
-                "base_ejection_time": "30s",
+                // As long as the filter stops naming a target Envoy could not reach.
+                "base_ejection_time": format!("{}s", sticky_core::UNREACHABLE_HOLD_SECONDS),
                 "max_ejection_percent": 100
             },
             // A target that vanishes without a reset (powered off, network cut) never answers:

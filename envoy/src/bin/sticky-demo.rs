@@ -36,6 +36,10 @@ struct Args {
     /// Envoy worker threads.
     #[arg(long, default_value_t = 1)]
     concurrency: u32,
+    /// How long Envoy waits for a target to accept a connection or acknowledge what was sent
+    /// to it before trying another target (and marking it unreachable), in milliseconds.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    connect_timeout_ms: u64,
     /// Where the bootstrap files, the database and the logs go. The database persists between runs.
     #[arg(long, default_value_os_t = workspace_root().join(".demo"))]
     dir: PathBuf,
@@ -71,6 +75,7 @@ fn main() -> anyhow::Result<()> {
         Bootstrap::following(build_filter()?, control.address(), "terraform-balancer", 80, "bouncer")?;
     envoy_bootstrap.listen_port = args.port;
     envoy_bootstrap.admin_port = args.admin_port;
+    envoy_bootstrap.connect_timeout = std::time::Duration::from_millis(args.connect_timeout_ms);
     let envoy = EnvoyProcess::start(&envoy_bootstrap, &args.dir.join("envoy"), args.concurrency)?;
 
     let osc_config = args.dir.join("osc-config.json");

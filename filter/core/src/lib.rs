@@ -17,7 +17,10 @@ mod tests;
 
 pub use codec::{Binding, KeyRing, PolicyKind};
 pub use error::{JsonError, Rejection, StateError};
-pub use listener::{CookieStatus, Listener, RequestDecision, ResponseDecision, ResponseOutcome, Target, TargetIndex};
+pub use listener::{
+    CookieStatus, Listener, RequestDecision, ResponseDecision, ResponseOutcome, Target, TargetIndex,
+    UNREACHABLE_HOLD_SECONDS,
+};
 pub use plugin::{ControlSource, PluginConfig, PluginConfigError};
 pub use poll::PollSchedule;
 pub use state::{CookieSettings, FilterState, KeyRingState, KeyState, PolicyState, SameSite, TargetState};
