@@ -323,9 +323,10 @@ impl Bootstrap {
             "load_balancing_policy": load_balancing_policy,
             "circuit_breakers": circuit_breakers,
             // Passive detection: the first connection that times out, is refused or is reset
-            // ejects its host (local-origin failures only; the application's 5xx never eject).
-            // override_host skips an ejected host, so pinned requests fall back to another target
-            // at once and the filter re-pins their sessions there. The ejection lasts 30 s (longer
+            // ejects its host from the round robin (local-origin failures only; the
+            // application's 5xx never eject). override_host does not skip an ejected host when
+            // the routing header names it (measured), so the filter stops naming it too (the
+            // core's `Listener::observe_answer`), for as long. The ejection lasts 30 s (longer
             // when repeated), by which time the health check has marked the target OutOfService.
             "outlier_detection": {
                 "split_external_local_origin_errors": true,
@@ -439,7 +440,7 @@ impl Bootstrap {
             HttpFilters::Sticky { config, .. } => (
                 config.upstream_header.clone(),
                 json!([{
-                    "header": {"key": config.upstream_header, "value": "%UPSTREAM_REMOTE_ADDRESS%"},
+                    "header": {"key": config.upstream_header, "value": sticky_core::plugin::UPSTREAM_HEADER_VALUE},
                     // An upstream cannot plant its own value.
                     "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"
                 }]),

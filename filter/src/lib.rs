@@ -16,7 +16,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType};
-use sticky_core::{ControlSource, Listener, PluginConfig, PollSchedule, RequestDecision, TargetIndex};
+use sticky_core::{ControlSource, Listener, PluginConfig, PollSchedule, RequestDecision, TargetIndex, UpstreamReport};
 
 use crate::metrics::Metrics;
 
@@ -295,18 +295,29 @@ impl HttpContext for StickyHttp {
             None => hostcalls::get_property(vec!["upstream", "address"]).ok().flatten(),
         };
         // Envoy's route reports how many attempts the request took (read only on a failover).
+        // What is learnt goes to the state in force now, which may be newer than the one that
+        // routed this request.
         let retried = || response_header("x-envoy-attempt-count").is_some_and(|count| count.as_slice() != b"1");
-        if listener.observe_answer(self.routed, upstream.as_deref(), retried, self.now) {
+        let routed = self
+            .routed
+            .and_then(|i| listener.target(i))
+            .map(|t| t.address.as_bytes());
+        let report = upstream.as_deref().map(UpstreamReport::parse);
+        let current = self.runtime.listener.borrow().clone();
+        let learner = current.as_deref().unwrap_or(&listener);
+        if learner.observe_answer(routed, report, retried, self.now) {
             self.runtime.metrics.unreachable.increment();
         }
         if !listener.has_policy() {
             return Action::Continue;
         }
+        // Envoy's own 503 after giving up on the upstream: nobody answered.
+        let answered = report.filter(|r| !r.failed).map(|r| r.address);
         let set_cookies = response_headers
             .iter()
             .filter(|(name, _)| name.eq_ignore_ascii_case("set-cookie"))
             .map(|(_, value)| value.as_slice());
-        let response = listener.on_response(&self.decision, upstream.as_deref(), set_cookies, self.now, draw_nonce);
+        let response = listener.on_response(&self.decision, answered, set_cookies, self.now, draw_nonce);
         self.runtime.metrics.count_response(response.outcome);
         if let Some(set_cookie) = response.set_cookie {
             let _ = hostcalls::add_map_value(MapType::HttpResponseHeaders, "set-cookie", &set_cookie);

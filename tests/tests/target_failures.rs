@@ -172,21 +172,31 @@ fn a_vanished_target_fails_no_idempotent_request_and_costs_at_most_the_connect_t
 
     let vanished = Instant::now();
     live.targets.vanish(&victim).unwrap();
-    let until_ejected = eventually(Duration::from_secs(15), "Envoy ejects the vanished target", || {
-        health_flags(&live, address).contains("failed_outlier_check")
-    });
-    let ejected = vanished + until_ejected;
-    // The filter learns it from the first response another target gave to a request it had
-    // routed there (Envoy's retry): a few milliseconds after Envoy, or at once if it did first.
-    let until_learned = eventually(Duration::from_secs(15), "the filter stops routing to it", || {
-        live.counter(0, "unreachable") >= 1
-    });
-    let learned = vanished + until_learned;
-    let until_out_of_service = eventually(
+    // Envoy ejects it at its first timeout; the filter learns it from the first response
+    // another target gave to a request it had routed there (Envoy's retry). Each instant is
+    // when the test saw it, at most 20 ms after it happened.
+    let (mut ejected, mut learned) = (None, None);
+    eventually(
+        Duration::from_secs(15),
+        "Envoy ejects the vanished target and the filter stops routing to it",
+        || {
+            if ejected.is_none() && health_flags(&live, address).contains("failed_outlier_check") {
+                ejected = Some(Instant::now());
+            }
+            if learned.is_none() && live.counter(0, "unreachable") >= 1 {
+                learned = Some(Instant::now());
+            }
+            ejected.is_some() && learned.is_some()
+        },
+    );
+    let (ejected, learned) = (ejected.unwrap(), learned.unwrap());
+    let (until_ejected, until_learned) = (ejected - vanished, learned - vanished);
+    eventually(
         Duration::from_secs(30),
         "the health check marks it OutOfService",
         || live.instance_state(&victim) == "OutOfService",
     );
+    let until_out_of_service = vanished.elapsed();
     wait_answers(&traffic, &clients, ejected, 20, "the victim's clients go on elsewhere");
     let samples = traffic.stop();
     live.targets.reappear(&victim).unwrap();

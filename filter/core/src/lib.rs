@@ -21,6 +21,6 @@ pub use listener::{
     CookieStatus, Listener, RequestDecision, ResponseDecision, ResponseOutcome, Target, TargetIndex,
     UNREACHABLE_HOLD_SECONDS,
 };
-pub use plugin::{ControlSource, PluginConfig, PluginConfigError};
+pub use plugin::{ControlSource, PluginConfig, PluginConfigError, UpstreamReport};
 pub use poll::PollSchedule;
 pub use state::{CookieSettings, FilterState, KeyRingState, KeyState, PolicyState, SameSite, TargetState};

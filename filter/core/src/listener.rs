@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crate::codec::{Binding, CookieContent, KeyRing, MAX_TARGET_ID_LEN, PolicyKind, open_buffer};
 use crate::cookies::{self, AppCookieChange, Lifetime};
 use crate::error::{JsonError, Rejection, StateError};
+use crate::plugin::UpstreamReport;
 use crate::state::{CookieSettings, FilterState, PolicyState, SameSite};
 
 /// At most this many stickiness cookies of one request are tried (bounds the work a client can
@@ -300,27 +301,47 @@ impl Listener {
             .is_some_and(|until| until.load(Ordering::Relaxed) > now)
     }
 
-    /// Passive detection, from a response: the filter named `routed` in the routing header,
-    /// and `upstream` (`ip:port`) answered after Envoy `retried` (asked only when another
-    /// target answered). `override_host` tries the named host first, so another registered
-    /// target answering a retried request means Envoy could not reach `routed` (refused, timed
-    /// out, reset): `routed` gets no request for [`UNREACHABLE_HOLD_SECONDS`] and cookies
-    /// naming it are rewritten. Without a retry, Envoy did not know `routed` yet (its endpoints
-    /// lag the filter's state) and nothing is learnt. Returns whether it was marked.
+    /// Passive detection, from a response: the filter named the target at `routed` (`ip:port`)
+    /// in the routing header, and the route reported the last upstream Envoy tried (`report`);
+    /// `retried` says whether Envoy retried (asked only when another target answered).
+    ///
+    /// - Envoy gave up on the reported target (connect failure, connection terminated or
+    ///   reset: its own 503): that target is unreachable.
+    /// - Another registered target answered a retried request: `override_host` tries the named
+    ///   host first, so Envoy could not reach `routed`. Without a retry, Envoy did not know
+    ///   `routed` yet (its endpoints lag the filter's state) and nothing is learnt.
+    /// - A target that answered is reachable: its own mark, if any, is cleared.
+    ///
+    /// An unreachable target gets no request for [`UNREACHABLE_HOLD_SECONDS`] and cookies
+    /// naming it are rewritten. Returns whether a target was marked. Addresses rather than
+    /// indices, so the shell can tell the listener in force when the response comes, which may
+    /// be newer than the one that routed the request.
     pub fn observe_answer(
         &self,
-        routed: Option<TargetIndex>,
-        upstream: Option<&[u8]>,
+        routed: Option<&[u8]>,
+        report: Option<UpstreamReport<'_>>,
         retried: impl FnOnce() -> bool,
         now: u64,
     ) -> bool {
-        let (Some(routed), Some(answered)) = (routed, upstream.and_then(|a| self.by_address.get(a))) else {
+        let Some((reported, failed)) = report.and_then(|r| Some((self.by_address.get(r.address)?, r.failed))) else {
             return false;
         };
-        if routed == answered || !retried() {
-            return false;
+        if failed {
+            return self.mark_unreachable(reported, now);
         }
-        match self.unreachable_until.get(routed) {
+        if let Some(mark) = self.unreachable_until.get(reported)
+            && mark.load(Ordering::Relaxed) != 0
+        {
+            mark.store(0, Ordering::Relaxed);
+        }
+        match routed.and_then(|a| self.by_address.get(a)) {
+            Some(routed) if routed != reported && retried() => self.mark_unreachable(routed, now),
+            _ => false,
+        }
+    }
+
+    fn mark_unreachable(&self, target: TargetIndex, now: u64) -> bool {
+        match self.unreachable_until.get(target) {
             Some(until) => {
                 until.store(now.saturating_add(UNREACHABLE_HOLD_SECONDS), Ordering::Relaxed);
                 true
@@ -330,11 +351,12 @@ impl Listener {
     }
 
     /// Keeps what `previous` (the state this one replaces) learnt of unreachable targets, for
-    /// the targets both list with the same id and address.
+    /// the targets both list, healthy, with the same id and address. (A target the health
+    /// check had marked unhealthy and now finds healthy again starts afresh.)
     pub fn carry_unreachable_from(&self, previous: &Listener) {
         for (target, until) in previous.targets.iter().zip(&previous.unreachable_until) {
             let until = until.load(Ordering::Relaxed);
-            if until == 0 {
+            if until == 0 || !target.healthy {
                 continue;
             }
             let same = self
@@ -345,6 +367,11 @@ impl Listener {
                 mark.store(until, Ordering::Relaxed);
             }
         }
+    }
+
+    /// Whether some healthy target is not marked unreachable.
+    fn any_reachable(&self, now: u64) -> bool {
+        self.healthy.iter().any(|&t| !self.is_unreachable(t, now))
     }
 
     pub fn has_policy(&self) -> bool {
@@ -442,7 +469,11 @@ impl Listener {
         match self.by_id.get(opened.target_id) {
             None => gone(Rejection::UnknownTarget),
             Some(index) if !self.targets[index].healthy => gone(Rejection::UnhealthyTarget),
-            Some(index) if self.is_unreachable(index, now) => gone(Rejection::UnreachableTarget),
+            // Moved elsewhere only while there is somewhere else to go: with every healthy
+            // target unreachable, sessions stay where they are rather than flap between them.
+            Some(index) if self.is_unreachable(index, now) && self.any_reachable(now) => {
+                gone(Rejection::UnreachableTarget)
+            }
             Some(index) => CookieStatus::Valid {
                 target: index,
                 issued_at: opened.issued_at,

@@ -8,11 +8,39 @@ use crate::state::FilterState;
 /// Header the filter sets to the pinned target's `ip:port`; the cluster's `override_host`
 /// load balancing policy reads it.
 pub const DEFAULT_ROUTING_HEADER: &str = "x-sticky-target";
-/// Response header Envoy's route fills with the answering upstream's `ip:port`
-/// (`%UPSTREAM_REMOTE_ADDRESS%`); the filter reads it, then removes it before the client sees
-/// it. Reading a header costs a fraction of the `upstream.address` property, which is the
-/// fallback when the header is absent.
+/// Response header Envoy's route fills with the last upstream's `ip:port` and Envoy's response
+/// flags (`%UPSTREAM_REMOTE_ADDRESS% %RESPONSE_FLAGS%`, see [`UpstreamReport`]); the filter
+/// reads it, then removes it before the client sees it. Reading a header costs a fraction of
+/// the `upstream.address` property, which is the fallback when the header is absent.
 pub const DEFAULT_UPSTREAM_HEADER: &str = "x-sticky-upstream";
+/// The value Envoy's route gives the upstream header.
+pub const UPSTREAM_HEADER_VALUE: &str = "%UPSTREAM_REMOTE_ADDRESS% %RESPONSE_FLAGS%";
+
+/// What the upstream header says: the last upstream Envoy tried, and whether Envoy gave up on
+/// it for a connection-level failure (response flags `UF` connect failure, `UC` connection
+/// terminated, `UR` reset by the upstream, `URX` retries exhausted): then the answer is Envoy's
+/// own 503 and `address` did not answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UpstreamReport<'a> {
+    pub address: &'a [u8],
+    pub failed: bool,
+}
+
+impl<'a> UpstreamReport<'a> {
+    /// Parses `ip:port[ flags]` (flags comma-separated, `-` for none); a bare address (the
+    /// `upstream.address` property, an older route) has no flags.
+    pub fn parse(value: &'a [u8]) -> Self {
+        let (address, flags) = match value.iter().position(|&b| b == b' ') {
+            Some(space) => value.split_at(space),
+            None => (value, &b""[..]),
+        };
+        let failed = flags
+            .trim_ascii()
+            .split(|&b| b == b',')
+            .any(|flag| matches!(flag, b"UF" | b"UC" | b"UR" | b"URX"));
+        Self { address, failed }
+    }
+}
 /// How long the control service may hold a state long-poll open.
 pub const DEFAULT_POLL_TIMEOUT_MS: u64 = 25_000;
 

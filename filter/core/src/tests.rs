@@ -6,6 +6,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use crate::codec::{Binding, CookieContent, PolicyKind};
 use crate::error::{Rejection, StateError};
 use crate::listener::{CookieStatus, Listener, RequestDecision, ResponseOutcome};
+use crate::plugin::UpstreamReport;
 use crate::state::{CookieSettings, FilterState, PolicyState, SameSite, TargetState};
 use crate::testing::{key_ring, ring_state};
 
@@ -134,6 +135,11 @@ fn exchange(
         nonce,
     );
     (request, response.outcome, response.set_cookie)
+}
+
+/// What the route's upstream header reports (`ip:port` and Envoy's response flags).
+fn from(value: &str) -> Option<UpstreamReport<'_>> {
+    Some(UpstreamReport::parse(value.as_bytes()))
 }
 
 fn pinned_address(l: &Listener, d: &RequestDecision) -> Option<String> {
@@ -744,28 +750,51 @@ fn a_target_envoy_could_not_reach_is_passed_over_until_the_hold_ends() {
     let retried = || true;
     // Only another registered target answering a retried request routed to i-1 marks it.
     assert!(
-        !l.observe_answer(Some(i1), Some(T1.as_bytes()), retried, NOW),
+        !l.observe_answer(Some(T1.as_bytes()), from(T1), retried, NOW),
         "it answered itself"
     );
-    let unknown = Some(&b"10.9.9.9:80"[..]);
+    let unknown = from("10.9.9.9:80 -");
     assert!(
-        !l.observe_answer(Some(i1), unknown, retried, NOW),
+        !l.observe_answer(Some(T1.as_bytes()), unknown, retried, NOW),
         "an unknown upstream proves nothing"
     );
     assert!(
-        !l.observe_answer(Some(i1), None, retried, NOW),
+        !l.observe_answer(Some(T1.as_bytes()), None, retried, NOW),
         "no upstream proves nothing"
     );
+    assert!(!l.observe_answer(None, from(T2), retried, NOW), "nothing was routed");
     assert!(
-        !l.observe_answer(None, Some(T2.as_bytes()), retried, NOW),
-        "nothing was routed"
-    );
-    assert!(
-        !l.observe_answer(Some(i1), Some(T2.as_bytes()), || false, NOW),
+        !l.observe_answer(Some(T1.as_bytes()), from(T2), || false, NOW),
         "not retried: Envoy did not know i-1 yet, it did not fail"
     );
     assert!(!l.is_unreachable(i1, NOW));
-    assert!(l.observe_answer(Some(i1), Some(T2.as_bytes()), retried, NOW));
+    // Envoy's own 503 after giving up on the upstream marks that upstream (a POST it did not
+    // retry), whatever was routed.
+    let gave_up = listener(lb_policy(600));
+    for (flags, marked) in [
+        ("UC", true),
+        ("UF,URX", true),
+        ("UR", true),
+        ("-", false),
+        ("NR", false),
+    ] {
+        let value = format!("{T2} {flags}");
+        assert_eq!(
+            gave_up.observe_answer(None, from(&value), || false, NOW),
+            marked,
+            "{flags}"
+        );
+        assert_eq!(gave_up.is_unreachable(i2, NOW), marked, "{flags}");
+    }
+    assert_eq!(
+        UpstreamReport::parse(T1.as_bytes()),
+        UpstreamReport {
+            address: T1.as_bytes(),
+            failed: false
+        },
+        "a bare address (the upstream.address property)"
+    );
+    assert!(l.observe_answer(Some(T1.as_bytes()), from(T2), retried, NOW));
 
     // No request is routed to it while the hold lasts: not the unpinned ones...
     let picked: Vec<_> = (0..4).map(|n| l.pick(n, NOW + HOLD - 1)).collect();
@@ -786,7 +815,8 @@ fn a_target_envoy_could_not_reach_is_passed_over_until_the_hold_ends() {
     let next = l.on_request(Some(&header(&[("AWSELB", &value_of(&set_cookie.unwrap()))])), NOW + 1);
     assert_eq!(pinned_address(&l, &next).as_deref(), Some(T2));
 
-    // A new state for the same targets keeps the mark; a target that moved address does not.
+    // A new state for the same targets keeps the mark; a target that moved address does not,
+    // nor one the health check saw fail and recover.
     let renewed = listener(lb_policy(600));
     renewed.carry_unreachable_from(&l);
     assert!(renewed.is_unreachable(i1, NOW + 1));
@@ -795,6 +825,19 @@ fn a_target_envoy_could_not_reach_is_passed_over_until_the_hold_ends() {
     let moved = Listener::compile(&moved).unwrap();
     moved.carry_unreachable_from(&l);
     assert!(!moved.is_unreachable(i1, NOW + 1));
+    let mut unhealthy = state(lb_policy(600));
+    unhealthy.targets[0].healthy = false;
+    let unhealthy = Listener::compile(&unhealthy).unwrap();
+    unhealthy.carry_unreachable_from(&l);
+    let recovered = listener(lb_policy(600));
+    recovered.carry_unreachable_from(&unhealthy);
+    assert!(!recovered.is_unreachable(i1, NOW + 1));
+
+    // A marked target that answers (routed there because nothing else was left) is reachable.
+    let answered = listener(lb_policy(600));
+    answered.carry_unreachable_from(&l);
+    assert!(!answered.observe_answer(Some(T2.as_bytes()), from(T1), || false, NOW + 1));
+    assert!(!answered.is_unreachable(i1, NOW + 1));
 
     // When the hold ends it takes requests again.
     assert!(!l.is_unreachable(i1, NOW + HOLD));
@@ -802,9 +845,14 @@ fn a_target_envoy_could_not_reach_is_passed_over_until_the_hold_ends() {
     let back = l.on_request(Some(&header(&[("AWSELB", &cookie)])), NOW + HOLD);
     assert_eq!(back.pinned, Some(i1));
 
-    // Every healthy target unreachable: the round robin goes on over them all.
-    assert!(l.observe_answer(Some(i2), Some(T1.as_bytes()), retried, NOW));
-    assert!(l.observe_answer(Some(i1), Some(T2.as_bytes()), retried, NOW));
-    let picked: Vec<_> = (0..2).map(|n| l.pick(n, NOW + 1)).collect();
+    // Every healthy target unreachable: the round robin goes on over them all, and cookies
+    // keep their target (sessions do not flap between unreachable targets).
+    let all = listener(lb_policy(600));
+    let marked = |routed: &str, other: &str| all.observe_answer(Some(routed.as_bytes()), from(other), retried, NOW);
+    assert!(marked(T1, T2));
+    assert!(marked(T2, T3), "i-3 is unhealthy: it may answer, it is never picked");
+    let picked: Vec<_> = (0..2).map(|n| all.pick(n, NOW + 1)).collect();
     assert_eq!(picked, [Some(i1), Some(i2)]);
+    let stays = all.on_request(Some(&header(&[("AWSELB", &cookie)])), NOW + 1);
+    assert_eq!(stays.pinned, Some(i1));
 }
