@@ -313,9 +313,7 @@ impl Bootstrap {
                 "typed_config": {"@type": "type.googleapis.com/envoy.extensions.load_balancing_policies.round_robin.v3.RoundRobin"}
             }}]}),
         };
-        let timeout_ms = u64::try_from(self.connect_timeout.as_millis())
-            .unwrap_or(u64::MAX)
-            .max(1);
+        let timeout_ms = timeout_ms(self.connect_timeout);
         let keepalive_seconds = timeout_ms.div_ceil(1000);
         let mut targets = json!({
             "name": "targets",
@@ -414,7 +412,13 @@ impl Bootstrap {
         });
         let filters = match &self.filters {
             HttpFilters::RouterOnly => json!([router]),
-            HttpFilters::Sticky { wasm, config } => json!([wasm_filter("sticky", wasm, &config.to_json()), router]),
+            HttpFilters::Sticky { wasm, config } => {
+                // Envoy waits the connect timeout on a vanished target; a quicker failure is a
+                // refused connection or a keep-alive race, which Envoy's retry absorbs.
+                let mut config = config.clone();
+                config.unreachable_after_ms = timeout_ms(self.connect_timeout).div_ceil(2);
+                json!([wasm_filter("sticky", wasm, &config.to_json()), router])
+            }
             HttpFilters::NoopWasm { wasm } => json!([wasm_filter("noop", wasm, ""), router]),
             HttpFilters::NativeCookieSession {
                 cookie_name,
@@ -463,6 +467,11 @@ impl Bootstrap {
                 text.replace(&format!("${{{name}}}"), &value.to_string())
             })
     }
+}
+
+/// A timeout in whole milliseconds, at least 1.
+fn timeout_ms(timeout: Duration) -> u64 {
+    u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX).max(1)
 }
 
 /// Adds the fields of the JSON object `more` to the JSON object `object`.

@@ -39,6 +39,8 @@ const POLL_GRACE_MS: u64 = 5_000;
 struct Runtime {
     routing_header: String,
     upstream_header: String,
+    /// See `PluginConfig::unreachable_after_ms`.
+    unreachable_after_ms: u64,
     control: Option<ControlSource>,
     /// The current listener state; replaced whole when a new state arrives.
     listener: RefCell<Option<Rc<Listener>>>,
@@ -184,6 +186,7 @@ impl RootContext for StickyRoot {
         self.runtime = Some(Rc::new(Runtime {
             routing_header: config.routing_header,
             upstream_header: config.upstream_header,
+            unreachable_after_ms: config.unreachable_after_ms,
             control: config.control,
             listener: RefCell::new(listener),
             sequence: Cell::new(0),
@@ -204,6 +207,7 @@ impl RootContext for StickyRoot {
             decision: RequestDecision::UNPINNED,
             routed: None,
             now: 0,
+            started_ms: 0,
         }))
     }
 
@@ -219,7 +223,9 @@ struct StickyHttp {
     decision: RequestDecision,
     /// The target named in the routing header.
     routed: Option<TargetIndex>,
+    /// Wall-clock Unix seconds, and milliseconds, when the request came.
     now: u64,
+    started_ms: u64,
 }
 
 impl Context for StickyHttp {}
@@ -233,7 +239,8 @@ impl HttpContext for StickyHttp {
             runtime.remove_routing_header();
             return Action::Continue;
         };
-        self.now = now_secs();
+        self.started_ms = now_millis();
+        self.now = self.started_ms / 1000;
         if listener.has_policy() {
             let cookie = hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, "cookie")
                 .ok()
@@ -298,15 +305,30 @@ impl HttpContext for StickyHttp {
         // What is learnt goes to the state in force now, which may be newer than the one that
         // routed this request.
         let retried = || response_header("x-envoy-attempt-count").is_some_and(|count| count.as_slice() != b"1");
+        let waited = || now_millis().saturating_sub(self.started_ms) >= self.runtime.unreachable_after_ms;
         let routed = self
             .routed
             .and_then(|i| listener.target(i))
             .map(|t| t.address.as_bytes());
         let report = upstream.as_deref().map(UpstreamReport::parse);
+        let gave_up = report.is_some_and(|r| r.failed);
+        let confirm = || waited() && (gave_up || retried());
         let current = self.runtime.listener.borrow().clone();
         let learner = current.as_deref().unwrap_or(&listener);
-        if learner.observe_answer(routed, report, retried, self.now) {
+        if let Some((target, why)) = learner.observe_answer(routed, report, confirm, self.now) {
             self.runtime.metrics.unreachable.increment();
+            if let Some(target) = learner.target(target) {
+                log(
+                    LogLevel::Warn,
+                    &format!(
+                        "sticky: target {} ({}) unreachable for {} s: {}",
+                        target.id,
+                        target.address,
+                        sticky_core::UNREACHABLE_HOLD_SECONDS,
+                        why.as_str()
+                    ),
+                );
+            }
         }
         if !listener.has_policy() {
             return Action::Continue;
@@ -351,15 +373,8 @@ fn response_header(name: &str) -> Option<Vec<u8>> {
         .flatten()
 }
 
-/// Wall-clock Unix seconds, as the host tells it (0 if it cannot, which expires nothing early).
-fn now_secs() -> u64 {
-    hostcalls::get_current_time()
-        .ok()
-        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-        .map_or(0, |d| d.as_secs())
-}
-
-/// Host clock in milliseconds, for scheduling polls.
+/// Wall-clock Unix milliseconds, as the host tells it (0 if it cannot, which expires nothing
+/// early): for cookies (in seconds), timing an exchange and scheduling polls.
 fn now_millis() -> u64 {
     hostcalls::get_current_time()
         .ok()

@@ -76,6 +76,8 @@ pub struct SoakReport {
     pub other_errors: Vec<String>,
     pub stickiness_violations: Vec<String>,
     pub deregistered_hits: Vec<String>,
+    /// What the filter logged about targets it found unreachable (for diagnosis).
+    pub unreachable_log: Vec<String>,
     /// Moves of a pinned client that the faults explain (for information).
     pub excused_moves: usize,
     pub pinned_requests: usize,
@@ -144,6 +146,13 @@ pub fn run(duration: Duration) -> SoakReport {
     let health = health.lock().unwrap_or_else(PoisonError::into_inner).clone();
     let mut report = check(&samples, &events, &health);
     report.seconds = started.elapsed().as_secs_f64();
+    let first = samples.first().map_or(started, |s| s.sent);
+    report.unreachable_log = std::fs::read_to_string(&live.envoys[0].log)
+        .unwrap_or_default()
+        .lines()
+        .filter(|line| line.contains("unreachable for"))
+        .map(|line| format!("(soak +{:?} at the end) {line}", first.elapsed()))
+        .collect();
     report
 }
 
@@ -350,9 +359,16 @@ fn check(samples: &[Sample], events: &[Event], health: &[(Instant, String, bool)
         if target_event || out_of_service {
             report.excused_moves += 1;
         } else {
+            let recent: Vec<String> = events
+                .iter()
+                .filter(|e| e.started <= current.answered && e.started + Duration::from_secs(10) >= current.sent)
+                .map(|e| format!("{:?} at +{:?}", e.kind, since_start(e.started)))
+                .collect();
             report.stickiness_violations.push(format!(
-                "client {}: cookie for {pinned_to}, answered by {answered_by} at +{:?}",
+                "client {}: cookie for {pinned_to} (received at +{:?}), answered by {answered_by} at +{:?}; \
+                 events in the 10 s before: {recent:?}",
                 current.client,
+                since_start(received),
                 since_start(current.sent)
             ));
         }

@@ -35,8 +35,9 @@ fn sticky_clients_keep_their_sessions_through_faults() {
     );
     assert!(
         report.stickiness_violations.is_empty(),
-        "stickiness violations: {:#?}",
-        report.stickiness_violations
+        "stickiness violations: {:#?}\nthe filter's unreachable targets: {:#?}",
+        report.stickiness_violations,
+        report.unreachable_log
     );
     assert!(
         report.deregistered_hits.is_empty(),

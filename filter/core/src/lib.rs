@@ -19,7 +19,7 @@ pub use codec::{Binding, KeyRing, PolicyKind};
 pub use error::{JsonError, Rejection, StateError};
 pub use listener::{
     CookieStatus, Listener, RequestDecision, ResponseDecision, ResponseOutcome, Target, TargetIndex,
-    UNREACHABLE_HOLD_SECONDS,
+    UNREACHABLE_HOLD_SECONDS, Unreachable,
 };
 pub use plugin::{ControlSource, PluginConfig, PluginConfigError, UpstreamReport};
 pub use poll::PollSchedule;

@@ -88,6 +88,24 @@ impl SortedIndex {
     }
 }
 
+/// How the filter learnt that Envoy could not reach a target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unreachable {
+    /// Envoy answered its own 503 after giving up on it (response flags).
+    EnvoyGaveUp,
+    /// A request routed to it was retried and answered by another target.
+    RetriedElsewhere,
+}
+
+impl Unreachable {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Unreachable::EnvoyGaveUp => "Envoy gave up on it (its own 503)",
+            Unreachable::RetriedElsewhere => "a request routed to it was retried on another target",
+        }
+    }
+}
+
 /// A validated state, ready to decide requests. Built once per state change.
 #[derive(Debug)]
 pub struct Listener {
@@ -302,32 +320,32 @@ impl Listener {
     }
 
     /// Passive detection, from a response: the filter named the target at `routed` (`ip:port`)
-    /// in the routing header, and the route reported the last upstream Envoy tried (`report`);
-    /// `retried` says whether Envoy retried (asked only when another target answered).
+    /// in the routing header, and the route reported the last upstream Envoy tried (`report`).
+    /// `confirm` says whether the evidence holds: Envoy retried the request or gave up on it,
+    /// after waiting on the target long enough to mean it is gone (asked only when there is
+    /// evidence; see `PluginConfig::unreachable_after_ms`).
     ///
     /// - Envoy gave up on the reported target (connect failure, connection terminated or
     ///   reset: its own 503): that target is unreachable.
-    /// - Another registered target answered a retried request: `override_host` tries the named
-    ///   host first, so Envoy could not reach `routed`. Without a retry, Envoy did not know
-    ///   `routed` yet (its endpoints lag the filter's state) and nothing is learnt.
+    /// - Another registered target answered: `override_host` tries the named host first, so
+    ///   Envoy could not reach `routed`. (Unconfirmed: Envoy did not know `routed` yet, its
+    ///   endpoints lagging the filter's state, or retried at once after a refused connection.)
     /// - A target that answered is reachable: its own mark, if any, is cleared.
     ///
     /// An unreachable target gets no request for [`UNREACHABLE_HOLD_SECONDS`] and cookies
-    /// naming it are rewritten. Returns whether a target was marked. Addresses rather than
+    /// naming it are rewritten. Returns the target marked, and why. Addresses rather than
     /// indices, so the shell can tell the listener in force when the response comes, which may
     /// be newer than the one that routed the request.
     pub fn observe_answer(
         &self,
         routed: Option<&[u8]>,
         report: Option<UpstreamReport<'_>>,
-        retried: impl FnOnce() -> bool,
+        confirm: impl FnOnce() -> bool,
         now: u64,
-    ) -> bool {
-        let Some((reported, failed)) = report.and_then(|r| Some((self.by_address.get(r.address)?, r.failed))) else {
-            return false;
-        };
+    ) -> Option<(TargetIndex, Unreachable)> {
+        let (reported, failed) = report.and_then(|r| Some((self.by_address.get(r.address)?, r.failed)))?;
         if failed {
-            return self.mark_unreachable(reported, now);
+            return (confirm() && self.mark_unreachable(reported, now)).then_some((reported, Unreachable::EnvoyGaveUp));
         }
         if let Some(mark) = self.unreachable_until.get(reported)
             && mark.load(Ordering::Relaxed) != 0
@@ -335,8 +353,10 @@ impl Listener {
             mark.store(0, Ordering::Relaxed);
         }
         match routed.and_then(|a| self.by_address.get(a)) {
-            Some(routed) if routed != reported && retried() => self.mark_unreachable(routed, now),
-            _ => false,
+            Some(routed) if routed != reported && confirm() => self
+                .mark_unreachable(routed, now)
+                .then_some((routed, Unreachable::RetriedElsewhere)),
+            _ => None,
         }
     }
 

@@ -43,6 +43,8 @@ impl<'a> UpstreamReport<'a> {
 }
 /// How long the control service may hold a state long-poll open.
 pub const DEFAULT_POLL_TIMEOUT_MS: u64 = 25_000;
+/// See [`PluginConfig::unreachable_after_ms`]: half of Envoy's default connect timeout here.
+pub const DEFAULT_UNREACHABLE_AFTER_MS: u64 = 500;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -62,6 +64,15 @@ pub struct PluginConfig {
     /// The control service to follow.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub control: Option<ControlSource>,
+    /// A target counts as unreachable when Envoy retried a request on another target, or gave
+    /// up on it, after waiting at least this long (a connect or acknowledgement timeout: the
+    /// target vanished). Quicker failures (connection refused, a keep-alive connection the
+    /// target had just closed) cost only Envoy's immediate retry, and mark nothing.
+    #[serde(
+        default = "default_unreachable_after",
+        skip_serializing_if = "is_default_unreachable_after"
+    )]
+    pub unreachable_after_ms: u64,
 }
 
 /// Where the filter long-polls its state: the control service, through an Envoy cluster.
@@ -93,6 +104,14 @@ fn default_upstream_header() -> String {
 
 fn is_default_upstream_header(name: &str) -> bool {
     name == DEFAULT_UPSTREAM_HEADER
+}
+
+fn default_unreachable_after() -> u64 {
+    DEFAULT_UNREACHABLE_AFTER_MS
+}
+
+fn is_default_unreachable_after(ms: &u64) -> bool {
+    *ms == DEFAULT_UNREACHABLE_AFTER_MS
 }
 
 fn default_authority() -> String {
@@ -134,6 +153,8 @@ pub enum PluginConfigError {
     UpstreamHeader(String),
     #[error("control source: {0}")]
     Control(&'static str),
+    #[error("unreachable_after_ms must be 1 to 600000, got {0}")]
+    UnreachableAfter(u64),
 }
 
 fn is_header_token(text: &str) -> bool {
@@ -151,6 +172,7 @@ impl PluginConfig {
             upstream_header: default_upstream_header(),
             state,
             control: None,
+            unreachable_after_ms: DEFAULT_UNREACHABLE_AFTER_MS,
         }
     }
 
@@ -172,6 +194,9 @@ impl PluginConfig {
         }
         if !is_header_token(&config.upstream_header) || config.upstream_header == config.routing_header {
             return Err(PluginConfigError::UpstreamHeader(config.upstream_header));
+        }
+        if !(1..=600_000).contains(&config.unreachable_after_ms) {
+            return Err(PluginConfigError::UnreachableAfter(config.unreachable_after_ms));
         }
         if let Some(control) = &config.control {
             let name_ok = !control.load_balancer.is_empty()

@@ -5,7 +5,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 use crate::codec::{Binding, CookieContent, PolicyKind};
 use crate::error::{Rejection, StateError};
-use crate::listener::{CookieStatus, Listener, RequestDecision, ResponseOutcome};
+use crate::listener::{CookieStatus, Listener, RequestDecision, ResponseOutcome, Unreachable};
 use crate::plugin::UpstreamReport;
 use crate::state::{CookieSettings, FilterState, PolicyState, SameSite, TargetState};
 use crate::testing::{key_ring, ring_state};
@@ -748,24 +748,28 @@ fn a_target_envoy_could_not_reach_is_passed_over_until_the_hold_ends() {
     let l = listener(lb_policy(600));
     let (i1, i2) = (0, 1);
     let retried = || true;
-    // Only another registered target answering a retried request routed to i-1 marks it.
+    // Only another registered target answering a request routed to i-1, confirmed (Envoy
+    // retried after waiting on i-1), marks it.
     assert!(
-        !l.observe_answer(Some(T1.as_bytes()), from(T1), retried, NOW),
+        l.observe_answer(Some(T1.as_bytes()), from(T1), retried, NOW).is_none(),
         "it answered itself"
     );
     let unknown = from("10.9.9.9:80 -");
     assert!(
-        !l.observe_answer(Some(T1.as_bytes()), unknown, retried, NOW),
+        l.observe_answer(Some(T1.as_bytes()), unknown, retried, NOW).is_none(),
         "an unknown upstream proves nothing"
     );
     assert!(
-        !l.observe_answer(Some(T1.as_bytes()), None, retried, NOW),
+        l.observe_answer(Some(T1.as_bytes()), None, retried, NOW).is_none(),
         "no upstream proves nothing"
     );
-    assert!(!l.observe_answer(None, from(T2), retried, NOW), "nothing was routed");
     assert!(
-        !l.observe_answer(Some(T1.as_bytes()), from(T2), || false, NOW),
-        "not retried: Envoy did not know i-1 yet, it did not fail"
+        l.observe_answer(None, from(T2), retried, NOW).is_none(),
+        "nothing was routed"
+    );
+    assert!(
+        l.observe_answer(Some(T1.as_bytes()), from(T2), || false, NOW).is_none(),
+        "unconfirmed: Envoy did not know i-1 yet, or retried at once"
     );
     assert!(!l.is_unreachable(i1, NOW));
     // Envoy's own 503 after giving up on the upstream marks that upstream (a POST it did not
@@ -780,12 +784,20 @@ fn a_target_envoy_could_not_reach_is_passed_over_until_the_hold_ends() {
     ] {
         let value = format!("{T2} {flags}");
         assert_eq!(
-            gave_up.observe_answer(None, from(&value), || false, NOW),
+            gave_up.observe_answer(None, from(&value), || true, NOW).is_some(),
             marked,
             "{flags}"
         );
         assert_eq!(gave_up.is_unreachable(i2, NOW), marked, "{flags}");
     }
+    let quick = listener(lb_policy(600));
+    let refused_at_once = format!("{T2} UF");
+    assert!(
+        quick
+            .observe_answer(None, from(&refused_at_once), || false, NOW)
+            .is_none(),
+        "Envoy gave up at once (refused): unconfirmed, nothing learnt"
+    );
     assert_eq!(
         UpstreamReport::parse(T1.as_bytes()),
         UpstreamReport {
@@ -794,7 +806,10 @@ fn a_target_envoy_could_not_reach_is_passed_over_until_the_hold_ends() {
         },
         "a bare address (the upstream.address property)"
     );
-    assert!(l.observe_answer(Some(T1.as_bytes()), from(T2), retried, NOW));
+    assert_eq!(
+        l.observe_answer(Some(T1.as_bytes()), from(T2), retried, NOW),
+        Some((i1, Unreachable::RetriedElsewhere))
+    );
 
     // No request is routed to it while the hold lasts: not the unpinned ones...
     let picked: Vec<_> = (0..4).map(|n| l.pick(n, NOW + HOLD - 1)).collect();
@@ -836,7 +851,11 @@ fn a_target_envoy_could_not_reach_is_passed_over_until_the_hold_ends() {
     // A marked target that answers (routed there because nothing else was left) is reachable.
     let answered = listener(lb_policy(600));
     answered.carry_unreachable_from(&l);
-    assert!(!answered.observe_answer(Some(T2.as_bytes()), from(T1), || false, NOW + 1));
+    assert!(
+        answered
+            .observe_answer(Some(T2.as_bytes()), from(T1), || false, NOW + 1)
+            .is_none()
+    );
     assert!(!answered.is_unreachable(i1, NOW + 1));
 
     // When the hold ends it takes requests again.
@@ -848,7 +867,10 @@ fn a_target_envoy_could_not_reach_is_passed_over_until_the_hold_ends() {
     // Every healthy target unreachable: the round robin goes on over them all, and cookies
     // keep their target (sessions do not flap between unreachable targets).
     let all = listener(lb_policy(600));
-    let marked = |routed: &str, other: &str| all.observe_answer(Some(routed.as_bytes()), from(other), retried, NOW);
+    let marked = |routed: &str, other: &str| {
+        all.observe_answer(Some(routed.as_bytes()), from(other), retried, NOW)
+            .is_some()
+    };
     assert!(marked(T1, T2));
     assert!(marked(T2, T3), "i-3 is unhealthy: it may answer, it is never picked");
     let picked: Vec<_> = (0..2).map(|n| all.pick(n, NOW + 1)).collect();
