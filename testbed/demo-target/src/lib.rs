@@ -63,6 +63,9 @@ async fn echo(
     Query(query): Query<HashMap<String, String>>,
     uri: Uri,
     headers: HeaderMap,
+    // Read to the end, as an app does: a server that leaves a request body unread closes the
+    // connection after answering, which races with the proxy's next request on it.
+    _body: axum::body::Bytes,
 ) -> axum::Json<Echo> {
     if let Some(delay) = query.get("delay_ms").and_then(|v| v.parse::<u64>().ok()) {
         tokio::time::sleep(Duration::from_millis(delay.min(MAX_DELAY_MS))).await;
