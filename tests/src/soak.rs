@@ -164,6 +164,15 @@ fn record(events: &mut Vec<Event>, kind: EventKind, started: Instant) {
     });
 }
 
+/// One step of the schedule on a target: after a pause, `fault`, recorded when it succeeded.
+fn target_fault(events: &mut Vec<Event>, kind: EventKind, fault: impl FnOnce() -> anyhow::Result<()>) {
+    std::thread::sleep(STEP);
+    let started = Instant::now();
+    if fault().is_ok() {
+        record(events, kind, started);
+    }
+}
+
 /// The fault schedule, repeated until `duration` has passed; returns what happened when.
 fn schedule(live: &mut Live<TargetProcesses>, duration: Duration) -> Vec<Event> {
     let start = Instant::now();
@@ -179,28 +188,21 @@ fn schedule(live: &mut Live<TargetProcesses>, duration: Duration) -> Vec<Event> 
         let vanishing = TARGET_IDS[(round + 2) % TARGET_IDS.len()].to_owned();
 
         // A target's process dies and comes back.
-        std::thread::sleep(STEP);
-        let t = Instant::now();
-        if live.targets.kill(&victim).is_ok() {
-            record(&mut events, EventKind::TargetKilled(victim.clone()), t);
-        }
-        std::thread::sleep(STEP);
-        let t = Instant::now();
-        if live.targets.restart(&victim).is_ok() {
-            record(&mut events, EventKind::TargetRestarted(victim.clone()), t);
-        }
+        let targets = &mut live.targets;
+        target_fault(&mut events, EventKind::TargetKilled(victim.clone()), || {
+            targets.kill(&victim)
+        });
+        target_fault(&mut events, EventKind::TargetRestarted(victim.clone()), || {
+            targets.restart(&victim)
+        });
 
         // Another target's host vanishes from the network and comes back.
-        std::thread::sleep(STEP);
-        let t = Instant::now();
-        if live.targets.vanish(&vanishing).is_ok() {
-            record(&mut events, EventKind::TargetVanished(vanishing.clone()), t);
-        }
-        std::thread::sleep(STEP);
-        let t = Instant::now();
-        if live.targets.reappear(&vanishing).is_ok() {
-            record(&mut events, EventKind::TargetReappeared(vanishing.clone()), t);
-        }
+        target_fault(&mut events, EventKind::TargetVanished(vanishing.clone()), || {
+            targets.vanish(&vanishing)
+        });
+        target_fault(&mut events, EventKind::TargetReappeared(vanishing.clone()), || {
+            targets.reappear(&vanishing)
+        });
 
         // Another target is deregistered, then registered again.
         std::thread::sleep(STEP);
@@ -253,6 +255,14 @@ fn check(samples: &[Sample], events: &[Event], health: &[(Instant, String, bool)
         return report;
     };
     let since_start = |at: Instant| at.duration_since(first.sent);
+    // The events of the 10 s before a sample was answered, for a report line.
+    let events_before = |sample: &Sample| -> Vec<String> {
+        events
+            .iter()
+            .filter(|e| e.started <= sample.answered && e.started + Duration::from_secs(10) >= sample.sent)
+            .map(|e| format!("{:?} at +{:?}", e.kind, since_start(e.started)))
+            .collect()
+    };
     let grace = Duration::from_millis(300);
 
     // Errors: of requests in flight to a target that died or vanished, or not.
@@ -274,11 +284,7 @@ fn check(samples: &[Sample], events: &[Event], health: &[(Instant, String, bool)
         } else if in_flight {
             report.in_flight_errors_other += 1;
         } else {
-            let recent: Vec<String> = events
-                .iter()
-                .filter(|e| e.started <= sample.answered && e.started + Duration::from_secs(10) >= sample.sent)
-                .map(|e| format!("{:?} at +{:?}", e.kind, since_start(e.started)))
-                .collect();
+            let recent = events_before(sample);
             report.other_errors.push(format!(
                 "client {} at +{:?}: status {:?} ({}); events in the 10 s before: {recent:?}",
                 sample.client,
@@ -359,11 +365,7 @@ fn check(samples: &[Sample], events: &[Event], health: &[(Instant, String, bool)
         if target_event || out_of_service {
             report.excused_moves += 1;
         } else {
-            let recent: Vec<String> = events
-                .iter()
-                .filter(|e| e.started <= current.answered && e.started + Duration::from_secs(10) >= current.sent)
-                .map(|e| format!("{:?} at +{:?}", e.kind, since_start(e.started)))
-                .collect();
+            let recent = events_before(current);
             report.stickiness_violations.push(format!(
                 "client {}: cookie for {pinned_to} (received at +{:?}), answered by {answered_by} at +{:?}; \
                  events in the 10 s before: {recent:?}",
