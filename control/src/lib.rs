@@ -2,6 +2,7 @@
 //! checks, Envoy's REST EDS and the filters' state feed. See the README's "Control service".
 
 pub mod api;
+pub mod bootstrap;
 pub mod client;
 pub mod error;
 pub mod followers;
@@ -17,5 +18,6 @@ pub mod sigv4;
 pub mod store;
 pub mod xml;
 
+pub use bootstrap::BootstrapFile;
 pub use http::{HttpOptions, app};
-pub use service::{Bootstrap, Service, ServiceConfig};
+pub use service::{Service, ServiceConfig};

@@ -9,7 +9,7 @@ use anyhow::Context;
 use clap::Parser;
 use sticky_control::sigv4::AccessKeys;
 use sticky_control::store::Store;
-use sticky_control::{Bootstrap, HttpOptions, Service, ServiceConfig, app};
+use sticky_control::{BootstrapFile, HttpOptions, Service, ServiceConfig, app};
 use sticky_core::CookieSettings;
 
 /// Control service for sticky sessions on Envoy: speaks the Outscale LBU / AWS classic ELB
@@ -101,7 +101,7 @@ async fn main() -> anyhow::Result<()> {
         cookie,
         sync_timeout: Duration::from_millis(args.sync_timeout_ms),
     };
-    let bootstrap: Option<Bootstrap> = match &args.bootstrap {
+    let bootstrap: Option<BootstrapFile> = match &args.bootstrap {
         Some(path) => {
             let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
             Some(serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?)

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::bootstrap::BootstrapFile;
 use crate::client::QueryClient;
 
 #[derive(Debug, thiserror::Error)]
@@ -28,17 +29,17 @@ pub struct ControlProcess {
 
 impl ControlProcess {
     /// Starts `binary` on 127.0.0.1:`port` (0: a free port) in `dir` (database `control.db`,
-    /// log `control.log`) with `bootstrap` (JSON) and one access key, plus `extra` arguments.
+    /// log `control.log`) with `bootstrap` and one access key, plus `extra` arguments.
     pub fn start(
         binary: &Path,
         dir: &Path,
         port: u16,
-        bootstrap: &str,
+        bootstrap: &BootstrapFile,
         access_key: (&str, &str),
         extra: &[&str],
     ) -> Result<Self, ProcessError> {
         std::fs::create_dir_all(dir)?;
-        std::fs::write(dir.join("bootstrap.json"), bootstrap)?;
+        std::fs::write(dir.join("bootstrap.json"), bootstrap.to_json())?;
         let port = if port == 0 {
             TcpListener::bind("127.0.0.1:0")?.local_addr()?.port()
         } else {

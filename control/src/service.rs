@@ -5,16 +5,16 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use serde::Deserialize;
 use sticky_core::{CookieSettings, FilterState, PolicyState, TargetState};
 use tokio::sync::watch;
 
+use crate::bootstrap::BootstrapFile;
 use crate::error::ApiError;
 use crate::followers::Followers;
 use crate::health::{HealthStatus, InstanceHealth};
 use crate::keys::KeyRing;
 use crate::metrics::Metrics;
-use crate::model::{self, HealthCheck, InstanceAddress, Listener, LoadBalancer, Policy, Registry};
+use crate::model::{LoadBalancer, Policy, Registry};
 use crate::sigv4::AccessKeys;
 use crate::store::{Change, Store};
 
@@ -73,44 +73,9 @@ pub struct Service {
     pub followers: Followers,
 }
 
-/// The declarative bootstrap file: the instance registry, and load balancers created when
-/// missing (what terraform creates in the original deployment).
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Bootstrap {
-    #[serde(default)]
-    pub instances: BTreeMap<String, InstanceAddress>,
-    #[serde(default)]
-    pub load_balancers: Vec<BootstrapLoadBalancer>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BootstrapLoadBalancer {
-    pub name: String,
-    pub listeners: Vec<BootstrapListener>,
-    #[serde(default)]
-    pub instances: Vec<String>,
-    #[serde(default)]
-    pub health_check: Option<HealthCheck>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BootstrapListener {
-    #[serde(default = "http")]
-    pub protocol: String,
-    pub load_balancer_port: u16,
-    pub instance_port: u16,
-}
-
-fn http() -> String {
-    "HTTP".to_owned()
-}
-
 impl Service {
     /// Loads the store (creating the key ring on first start), applies the bootstrap file.
-    pub fn open(config: ServiceConfig, store: Store, bootstrap: Option<Bootstrap>) -> anyhow::Result<Arc<Self>> {
+    pub fn open(config: ServiceConfig, store: Store, bootstrap: Option<BootstrapFile>) -> anyhow::Result<Arc<Self>> {
         let snapshot = store.load()?;
         let now = unix_now();
         let fresh_keys = snapshot.keys.is_none();
@@ -147,7 +112,7 @@ impl Service {
             writes.push(Write::ReplaceKeys(service.read(|i| i.keys.clone())));
         }
         if let Some(bootstrap) = bootstrap {
-            writes.extend(service.read(|inner| bootstrap_writes(inner, bootstrap))?);
+            writes.extend(service.read(|inner| bootstrap.writes(&inner.load_balancers, &inner.registry))?);
         }
         service
             .write(|_| Ok((writes, ())))
@@ -376,66 +341,6 @@ impl Inner {
     }
 }
 
-/// The writes that apply a bootstrap file: the registry as declared, and load balancers that
-/// do not exist yet.
-fn bootstrap_writes(inner: &Inner, bootstrap: Bootstrap) -> anyhow::Result<Vec<Write>> {
-    let mut writes = Vec::new();
-    let registry = Registry {
-        instances: bootstrap.instances,
-    };
-    for lb in bootstrap.load_balancers {
-        model::validate_name("load balancer name", &lb.name)?;
-        if inner.load_balancers.contains_key(&lb.name) {
-            continue;
-        }
-        let mut listeners = BTreeMap::new();
-        for l in &lb.listeners {
-            let protocol = model::validate_protocol("protocol", &l.protocol)?;
-            if l.load_balancer_port == 0 || l.instance_port == 0 {
-                anyhow::bail!("load balancer {}: ports must be 1 to 65535", lb.name);
-            }
-            let listener = Listener {
-                protocol: protocol.clone(),
-                load_balancer_port: l.load_balancer_port,
-                instance_protocol: protocol,
-                instance_port: l.instance_port,
-                policy_names: Vec::new(),
-            };
-            if listeners.insert(l.load_balancer_port, listener).is_some() {
-                anyhow::bail!(
-                    "load balancer {}: port {} is declared twice",
-                    lb.name,
-                    l.load_balancer_port
-                );
-            }
-        }
-        let first_port = lb
-            .listeners
-            .first()
-            .map(|l| l.instance_port)
-            .ok_or_else(|| anyhow::anyhow!("load balancer {} has no listener", lb.name))?;
-        let health_check = lb.health_check.unwrap_or_else(|| HealthCheck::default_for(first_port));
-        health_check.validate()?;
-        for id in &lb.instances {
-            if !registry.knows(id) {
-                anyhow::bail!("load balancer {}: instance {id} is not in the registry", lb.name);
-            }
-        }
-        writes.push(Write::PutLoadBalancer(LoadBalancer {
-            name: lb.name,
-            created_at: unix_now(),
-            listeners,
-            policies: BTreeMap::new(),
-            instances: lb.instances.into_iter().collect(),
-            health_check,
-        }));
-    }
-    if registry != inner.registry {
-        writes.push(Write::ReplaceRegistry(registry));
-    }
-    Ok(writes)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -443,7 +348,7 @@ mod tests {
     /// The example bootstrap applied to a fresh store in its own directory.
     fn example_service(test: &str) -> (Arc<Service>, std::path::PathBuf) {
         let text = include_str!("../bootstrap.example.json");
-        let bootstrap: Bootstrap = serde_json::from_str(text).unwrap();
+        let bootstrap: BootstrapFile = serde_json::from_str(text).unwrap();
         let dir = std::env::temp_dir().join(format!("sticky-{test}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let store = Store::open(&dir.join("db")).unwrap();

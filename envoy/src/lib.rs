@@ -1,26 +1,20 @@
-//! Envoy for the sticky filter: finding (or explaining how to install) the Envoy binary,
-//! building the filter's `.wasm`, rendering the bootstrap (`envoy/bootstrap.yaml`) and running
+//! Envoy for the sticky filter: finding (or explaining how to install) the Envoy binary, rendering the bootstrap (`envoy/bootstrap.yaml`) and running
 //! Envoy as a child process. Used by the demo launcher, the end-to-end tests and benchmarks.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use sticky_core::{ControlSource, FilterState, KeyRingState, KeyState, PluginConfig};
+use sticky_core::{ControlSource, FilterState, PluginConfig};
 
 /// The bootstrap template; see the comments in the file.
 pub const BOOTSTRAP_TEMPLATE: &str = include_str!("../bootstrap.yaml");
-/// The wasm target the filter is built for.
-pub const WASM_TARGET: &str = "wasm32-wasip1";
 /// The Envoy cluster that reaches the control service.
 pub const CONTROL_CLUSTER: &str = "control";
-/// The cargo profile of the filter's artifact.
-pub const WASM_PROFILE: &str = "wasm";
 /// How long Envoy gives a target to accept a connection, and to acknowledge what was sent to
 /// it, before giving up on it: the request goes to another target and the target is ejected
 /// until the health check decides. Targets sit on the bouncer's private network, where a
@@ -33,22 +27,14 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 pub enum EnvoyError {
     #[error("envoy binary not found ({0}); install it with: envoy/install-envoy.sh (or set ENVOY_BIN)")]
     EnvoyMissing(String),
-    #[error("building the filter failed; run it yourself to see why: {command}\n{stderr}")]
-    Build { command: String, stderr: String },
+    #[error(transparent)]
+    Build(#[from] sticky_testing::artifacts::BuildError),
     #[error("envoy exited during start-up ({status}); its log {log}:\n{tail}")]
     Exited { status: String, log: String, tail: String },
     #[error("envoy was not ready within {0:?}; its log: {1}")]
     NotReady(Duration, String),
     #[error("{0}")]
     Io(#[from] std::io::Error),
-}
-
-/// The repository root (this crate lives in `envoy/`).
-pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_default()
 }
 
 /// The Envoy binary: `$ENVOY_BIN`, else the one `envoy/install-envoy.sh` put in `.venv`.
@@ -61,7 +47,10 @@ pub fn envoy_binary() -> Result<PathBuf, EnvoyError> {
             Err(EnvoyError::EnvoyMissing(format!("ENVOY_BIN={}", bin.display())))
         };
     }
-    let venv = std::env::var_os("STICKY_VENV").map_or_else(|| workspace_root().join(".venv"), PathBuf::from);
+    let venv = std::env::var_os("STICKY_VENV").map_or_else(
+        || sticky_testing::artifacts::workspace_root().join(".venv"),
+        PathBuf::from,
+    );
     let lib = venv.join("lib");
     let found = std::fs::read_dir(&lib).ok().and_then(|entries| {
         entries
@@ -70,129 +59,6 @@ pub fn envoy_binary() -> Result<PathBuf, EnvoyError> {
             .find(|p| p.is_file())
     });
     found.ok_or_else(|| EnvoyError::EnvoyMissing(format!("nothing under {}", lib.display())))
-}
-
-/// Runs `cargo build` with `args` in the workspace; the error names the exact command.
-fn cargo_build(args: &[&str]) -> Result<(), (String, String)> {
-    let root = workspace_root();
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    let command = format!("(cd {} && {cargo} build {})", root.display(), args.join(" "));
-    match Command::new(&cargo).arg("build").args(args).current_dir(&root).output() {
-        Ok(out) if out.status.success() => Ok(()),
-        Ok(out) => Err((command, String::from_utf8_lossy(&out.stderr).into_owned())),
-        Err(e) => Err((command, e.to_string())),
-    }
-}
-
-/// Builds the filter for `wasm32-wasip1` once per process and returns the `.wasm` path.
-pub fn build_filter() -> Result<PathBuf, EnvoyError> {
-    static BUILT: OnceLock<Result<PathBuf, (String, String)>> = OnceLock::new();
-    build_wasm_once(&BUILT, "sticky-filter")
-}
-
-/// Builds the do-nothing wasm filter (`filter/noop`, the benchmarks' floor) once per process
-/// and returns the `.wasm` path.
-pub fn build_noop_filter() -> Result<PathBuf, EnvoyError> {
-    static BUILT: OnceLock<Result<PathBuf, (String, String)>> = OnceLock::new();
-    build_wasm_once(&BUILT, "sticky-noop-filter")
-}
-
-fn build_wasm_once(built: &OnceLock<Result<PathBuf, (String, String)>>, package: &str) -> Result<PathBuf, EnvoyError> {
-    built
-        .get_or_init(|| {
-            cargo_build(&[
-                "--quiet",
-                "-p",
-                package,
-                "--target",
-                WASM_TARGET,
-                "--profile",
-                WASM_PROFILE,
-            ])
-            .map(|()| wasm_artifact(package))
-        })
-        .clone()
-        .map_err(|(command, stderr)| EnvoyError::Build { command, stderr })
-}
-
-/// Builds the control service's binary (debug profile) once per process and returns its path.
-pub fn build_control() -> Result<PathBuf, EnvoyError> {
-    static BUILT: OnceLock<Result<PathBuf, (String, String)>> = OnceLock::new();
-    build_binary_once(&BUILT, "sticky-control", "sticky-control")
-}
-
-/// Builds the demo target's binary (`demo-target`, debug profile) once per process and returns
-/// its path: the tests that kill a target's process, or run it on a test host of its own.
-pub fn build_demo_target() -> Result<PathBuf, EnvoyError> {
-    static BUILT: OnceLock<Result<PathBuf, (String, String)>> = OnceLock::new();
-    build_binary_once(&BUILT, "sticky-demo-target", "demo-target")
-}
-
-fn build_binary_once(
-    built: &OnceLock<Result<PathBuf, (String, String)>>,
-    package: &str,
-    bin: &str,
-) -> Result<PathBuf, EnvoyError> {
-    built
-        .get_or_init(|| {
-            cargo_build(&["--quiet", "-p", package, "--bin", bin]).map(|()| {
-                let target_dir =
-                    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| workspace_root().join("target"), PathBuf::from);
-                target_dir.join("debug").join(bin)
-            })
-        })
-        .clone()
-        .map_err(|(command, stderr)| EnvoyError::Build { command, stderr })
-}
-
-/// Where the filter's release artifact is.
-pub fn filter_artifact() -> PathBuf {
-    wasm_artifact("sticky-filter")
-}
-
-/// Where the `.wasm` of a cdylib `package` of the workspace is built.
-fn wasm_artifact(package: &str) -> PathBuf {
-    let target_dir =
-        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| workspace_root().join("target"), PathBuf::from);
-    target_dir
-        .join(WASM_TARGET)
-        .join(WASM_PROFILE)
-        .join(format!("{}.wasm", package.replace('-', "_")))
-}
-
-/// A free TCP port on 127.0.0.1 (free when asked; the caller binds it soon after).
-pub fn free_port() -> Result<u16, EnvoyError> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
-/// A key ring of one fresh random key.
-pub fn random_key_ring(id: u16) -> Result<KeyRingState, EnvoyError> {
-    let mut secret = [0u8; 32];
-    getrandom::fill(&mut secret).map_err(|e| std::io::Error::other(e.to_string()))?;
-    Ok(KeyRingState {
-        active: id,
-        keys: vec![KeyState::from_secret(id, &secret)],
-    })
-}
-
-/// A control service bootstrap file declaring `load_balancer` with listener 80 (instance port
-/// 80) and `instances` (id, loopback address) registered, each instance's port 80 mapped to
-/// its address's port, with an HTTP health check every 5 s (thresholds 2/2).
-pub fn control_bootstrap(load_balancer: &str, instances: &[(String, SocketAddr)]) -> serde_json::Value {
-    let registry: serde_json::Map<String, serde_json::Value> = instances
-        .iter()
-        .map(|(id, a)| (id.clone(), json!({"ip": a.ip().to_string(), "ports": {"80": a.port()}})))
-        .collect();
-    let ids: Vec<&String> = instances.iter().map(|(id, _)| id).collect();
-    json!({
-        "instances": registry,
-        "load_balancers": [{
-            "name": load_balancer,
-            "listeners": [{"protocol": "HTTP", "load_balancer_port": 80, "instance_port": 80}],
-            "instances": ids,
-            "health_check": {"target": "HTTP:80/health", "interval": 5, "timeout": 2, "unhealthy_threshold": 2, "healthy_threshold": 2}
-        }]
-    })
 }
 
 /// The HTTP filters in front of the router.
@@ -240,8 +106,8 @@ impl Bootstrap {
         let config = PluginConfig::new(Some(state));
         Ok(Self {
             node_id: "sticky-bouncer".to_owned(),
-            admin_port: free_port()?,
-            listen_port: free_port()?,
+            admin_port: sticky_testing::free_port()?,
+            listen_port: sticky_testing::free_port()?,
             routing_header: config.routing_header.clone(),
             endpoints,
             filters: HttpFilters::Sticky {
@@ -272,8 +138,8 @@ impl Bootstrap {
         });
         Ok(Self {
             node_id: node_id.to_owned(),
-            admin_port: free_port()?,
-            listen_port: free_port()?,
+            admin_port: sticky_testing::free_port()?,
+            listen_port: sticky_testing::free_port()?,
             routing_header: config.routing_header.clone(),
             endpoints: Endpoints::Eds {
                 control,

@@ -7,6 +7,10 @@
 //! Every host call goes through `proxy_wasm::hostcalls`, whose `Result`s are handled here:
 //! the SDK's trait helpers `unwrap()` them (and assume UTF-8), and a panic kills the VM.
 
+// Input decides every index here: a slice out of bounds would panic the host's request.
+#![deny(clippy::indexing_slicing)]
+#![cfg_attr(test, allow(clippy::indexing_slicing))]
+
 mod metrics;
 
 use std::cell::{Cell, RefCell};
@@ -30,8 +34,6 @@ proxy_wasm::main! {{
 /// Tick period of a root context following the control service. Short: the first tick comes
 /// one period after start, and a poll is sent on the first tick it is due.
 const TICK: Duration = Duration::from_millis(100);
-/// Digits of the poller id.
-const HEX: &[u8; 16] = b"0123456789abcdef";
 /// Extra time Envoy gives a poll beyond the control service's own hold time.
 const POLL_GRACE_MS: u64 = 5_000;
 
@@ -175,11 +177,7 @@ impl RootContext for StickyRoot {
         if config.control.is_some() {
             let mut id = [0u8; 8];
             if getrandom::fill(&mut id).is_ok() {
-                self.poller = id.iter().fold(String::with_capacity(16), |mut hex, b| {
-                    hex.push(char::from(HEX[usize::from(b >> 4)]));
-                    hex.push(char::from(HEX[usize::from(b & 0xf)]));
-                    hex
-                });
+                self.poller = id.iter().map(|b| format!("{b:02x}")).collect();
             }
             let _ = hostcalls::set_tick_period(TICK);
         }

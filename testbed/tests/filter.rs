@@ -16,7 +16,7 @@ const ROUTING: &str = "x-sticky-target";
 fn testbed() -> &'static Testbed {
     static TESTBED: OnceLock<Testbed> = OnceLock::new();
     TESTBED.get_or_init(|| {
-        let wasm = sticky_envoy::build_filter().unwrap_or_else(|e| panic!("{e}"));
+        let wasm = sticky_testing::artifacts::build_filter().unwrap_or_else(|e| panic!("{e}"));
         Testbed::load(&wasm).unwrap()
     })
 }

@@ -116,7 +116,7 @@ fn fuzz_the_filter_with_arbitrary_header_bytes() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(30);
-    let wasm = sticky_envoy::build_filter().unwrap_or_else(|e| panic!("{e}"));
+    let wasm = sticky_testing::artifacts::build_filter().unwrap_or_else(|e| panic!("{e}"));
     let testbed = Testbed::load(&wasm).unwrap();
     let mut rng = Rng(0x5eed_1234_abcd_0001 ^ u64::from(std::process::id()));
     let mut executions = 0u64;

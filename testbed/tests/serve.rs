@@ -21,7 +21,7 @@ impl Drop for Served {
 
 fn serve(args: &[String]) -> Served {
     let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let wasm = sticky_envoy::build_filter().unwrap_or_else(|e| panic!("{e}"));
+    let wasm = sticky_testing::artifacts::build_filter().unwrap_or_else(|e| panic!("{e}"));
     let child = Command::new(env!("CARGO_BIN_EXE_testbed"))
         .args([
             "serve",
@@ -106,11 +106,11 @@ fn serve_with_a_static_state_pins_sessions() {
 fn serve_follows_the_control_service() {
     use sticky_control::process::ControlProcess;
     let targets = DemoTargets::start(&[("i-a", 0), ("i-b", 0)]).unwrap();
-    let bootstrap = sticky_envoy::control_bootstrap("terraform-balancer", &targets.addresses());
+    let bootstrap = sticky_control::BootstrapFile::one_listener("terraform-balancer", &targets.addresses());
     let dir = std::env::temp_dir().join(format!("testbed-control-{}", std::process::id()));
-    let binary = sticky_envoy::build_control().unwrap_or_else(|e| panic!("{e}"));
+    let binary = sticky_testing::artifacts::build_control().unwrap_or_else(|e| panic!("{e}"));
     let key = ("AKIDTESTBED", "testbed-secret");
-    let control = ControlProcess::start(&binary, &dir, 0, &bootstrap.to_string(), key, &[]).unwrap();
+    let control = ControlProcess::start(&binary, &dir, 0, &bootstrap, key, &[]).unwrap();
     let served = serve(&[
         "--control".into(),
         control.address().to_string(),

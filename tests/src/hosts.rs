@@ -165,7 +165,7 @@ impl Drop for TestHost {
 impl TargetProcesses {
     /// Starts one target per id and returns once every one accepts connections.
     pub fn start(ids: &[&str], placement: Placement) -> anyhow::Result<Self> {
-        let binary = sticky_envoy::build_demo_target()?;
+        let binary = sticky_testing::artifacts::build_demo_target()?;
         if placement == Placement::TestHosts {
             remove_stale_hosts();
         }
@@ -175,7 +175,7 @@ impl TargetProcesses {
         };
         for id in ids {
             let (host, address) = match placement {
-                Placement::Loopback => (None, SocketAddr::from(([127, 0, 0, 1], sticky_envoy::free_port()?))),
+                Placement::Loopback => (None, SocketAddr::from(([127, 0, 0, 1], sticky_testing::free_port()?))),
                 Placement::TestHosts => {
                     let (host, address) = TestHost::create()?;
                     (Some(host), SocketAddr::from((address, 80)))

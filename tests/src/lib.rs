@@ -2,6 +2,9 @@
 //! the filter, and an HTTP client that keeps no cookies of its own (the tests choose exactly
 //! what each request carries).
 
+// Test support: an expectation that fails is a test failure, reported by panicking.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 pub mod bench;
 pub mod hosts;
 pub mod live;
@@ -17,7 +20,9 @@ use std::time::Duration;
 
 use sticky_core::{CookieSettings, FilterState, PolicyState, TargetState};
 use sticky_demo_target::{DemoTargets, Echo};
-use sticky_envoy::{Bootstrap, EnvoyProcess, build_filter, random_key_ring};
+use sticky_envoy::{Bootstrap, EnvoyProcess};
+use sticky_testing::artifacts::build_filter;
+use sticky_testing::random_key_ring;
 
 pub const LOAD_BALANCER: &str = "terraform-balancer";
 pub const STICKY_COOKIE: &str = "AWSELB";

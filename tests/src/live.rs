@@ -4,10 +4,12 @@
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
+use sticky_control::BootstrapFile;
 use sticky_control::client::{QueryClient, Reply as ApiReply};
 use sticky_control::process::ControlProcess;
 use sticky_demo_target::DemoTargets;
-use sticky_envoy::{Bootstrap, EnvoyProcess, build_control, build_filter, control_bootstrap};
+use sticky_envoy::{Bootstrap, EnvoyProcess};
+use sticky_testing::artifacts::{build_control, build_filter};
 
 use crate::hosts::{Placement, TargetProcesses};
 use crate::{LOAD_BALANCER, Reply, TARGET_IDS, agent, get};
@@ -82,13 +84,13 @@ impl<T: Targets> Live<T> {
     /// [`Live::start`] in front of `targets` (instance ids [`TARGET_IDS`]).
     pub fn start_with(targets: T, envoys: usize, control_args: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
-        let bootstrap = control_bootstrap(LOAD_BALANCER, &targets.addresses());
+        let bootstrap = BootstrapFile::one_listener(LOAD_BALANCER, &targets.addresses());
         let binary = build_control().unwrap_or_else(|e| panic!("{e}"));
         let control = ControlProcess::start(
             &binary,
             &dir.path().join("control"),
             0,
-            &bootstrap.to_string(),
+            &bootstrap,
             ACCESS_KEY,
             control_args,
         )

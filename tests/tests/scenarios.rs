@@ -111,7 +111,7 @@ fn simulated(policy: Option<PolicyState>) -> Simulated {
             keys: vec![KeyState::from_secret(1, &[4; 32])],
         },
     };
-    let wasm = sticky_envoy::build_filter().unwrap_or_else(|e| panic!("{e}"));
+    let wasm = sticky_testing::artifacts::build_filter().unwrap_or_else(|e| panic!("{e}"));
     let testbed = Testbed::load(&wasm).unwrap();
     Simulated {
         plugin: testbed.plugin(&PluginConfig::new(Some(state)).to_json(), &[]).unwrap(),

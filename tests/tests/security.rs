@@ -3,6 +3,8 @@
 //! re-encoded cookies, or a cookie replayed as the other policy kind, never pin. (Cookies of
 //! another listener or load balancer: `filter/core` codec tests, the AAD binds both.)
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::collections::HashSet;
 use std::time::Duration;
 

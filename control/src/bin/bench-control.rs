@@ -10,7 +10,7 @@ use clap::Parser;
 use sticky_control::client::QueryClient;
 use sticky_control::sigv4::AccessKeys;
 use sticky_control::store::Store;
-use sticky_control::{Bootstrap, HttpOptions, Service, ServiceConfig, app};
+use sticky_control::{BootstrapFile, HttpOptions, Service, ServiceConfig, app};
 use sticky_core::CookieSettings;
 
 /// Benchmarks the control service: mixed signed API load, and long-poll propagation.
@@ -42,7 +42,7 @@ fn main() -> anyhow::Result<()> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    let bootstrap: Bootstrap = serde_json::from_value(serde_json::json!({
+    let bootstrap: BootstrapFile = serde_json::from_value(serde_json::json!({
         "instances": {"i-1": {"ip": "127.0.0.1", "ports": {"80": 1}}, "i-2": {"ip": "127.0.0.1", "ports": {"80": 2}}},
         "load_balancers": [{"name": "bench", "listeners": [{"load_balancer_port": 80, "instance_port": 80}], "instances": ["i-1", "i-2"]}]
     }))?;

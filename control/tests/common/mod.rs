@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
+use sticky_control::BootstrapFile;
 pub use sticky_control::client::{QueryClient, Reply, SignedRequest, Style};
 use sticky_control::process::ControlProcess;
 
@@ -18,8 +19,8 @@ pub struct Control {
 }
 
 impl Control {
-    /// Starts the service with a fresh database and `bootstrap` (JSON).
-    pub fn start(bootstrap: &str, extra: &[&str]) -> Self {
+    /// Starts the service with a fresh database and `bootstrap`.
+    pub fn start(bootstrap: &BootstrapFile, extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap().keep();
         // No filter follows these services: API calls answer at once unless a test says otherwise.
         let mut extra = extra.to_vec();
@@ -97,25 +98,17 @@ impl Drop for Control {
     }
 }
 
-/// A bootstrap with load balancer `terraform-balancer` (listener 80 → instance port 80) and
-/// the given instances, mapped to loopback addresses.
-pub fn bootstrap(instances: &[(&str, std::net::SocketAddr)], registered: &[&str]) -> String {
-    let registry: serde_json::Map<String, serde_json::Value> = instances
+/// A bootstrap with load balancer `terraform-balancer` (listener 80 → instance port 80, ELB's
+/// default health check), `instances` in the registry and `registered` registered.
+pub fn bootstrap(instances: &[(&str, std::net::SocketAddr)], registered: &[&str]) -> BootstrapFile {
+    let instances: Vec<(String, std::net::SocketAddr)> = instances
         .iter()
-        .map(|(id, address)| {
-            (
-                (*id).to_owned(),
-                serde_json::json!({"ip": address.ip().to_string(), "ports": {"80": address.port()}}),
-            )
-        })
+        .map(|(id, address)| ((*id).to_owned(), *address))
         .collect();
-    serde_json::json!({
-        "instances": registry,
-        "load_balancers": [{
-            "name": "terraform-balancer",
-            "listeners": [{"protocol": "HTTP", "load_balancer_port": 80, "instance_port": 80}],
-            "instances": registered,
-        }]
-    })
-    .to_string()
+    let mut file = BootstrapFile::one_listener("terraform-balancer", &instances);
+    for lb in &mut file.load_balancers {
+        lb.instances = registered.iter().map(|id| (*id).to_owned()).collect();
+        lb.health_check = None;
+    }
+    file
 }

@@ -6,9 +6,11 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Parser;
+use sticky_control::BootstrapFile;
 use sticky_control::process::ControlProcess;
 use sticky_demo_target::DemoTargets;
-use sticky_envoy::{Bootstrap, EnvoyProcess, build_control, build_filter, control_bootstrap, workspace_root};
+use sticky_envoy::{Bootstrap, EnvoyProcess};
+use sticky_testing::artifacts::{build_control, build_filter, workspace_root};
 
 /// Sticky sessions for Envoy, all on 127.0.0.1: demo targets, the control service (LBU/ELB API)
 /// and Envoy with the sticky filter.
@@ -60,13 +62,13 @@ fn main() -> anyhow::Result<()> {
     let targets = DemoTargets::start(&specs).context("starting the demo targets")?;
 
     // What terraform creates in the original deployment: the instances and the load balancer.
-    let bootstrap = control_bootstrap("terraform-balancer", &targets.addresses());
+    let bootstrap = BootstrapFile::one_listener("terraform-balancer", &targets.addresses());
     let control_binary = build_control()?;
     let control = ControlProcess::start(
         &control_binary,
         &args.dir.join("control"),
         args.control_port,
-        &serde_json::to_string_pretty(&bootstrap)?,
+        &bootstrap,
         (key_id, secret),
         &[],
     )

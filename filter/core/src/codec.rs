@@ -62,13 +62,10 @@ impl Binding {
         Ok(Self { bytes })
     }
 
-    /// Header followed by the binding, in a stack buffer (no allocation per cookie).
-    fn aad(&self, header: &[u8; HEADER_LEN]) -> ([u8; HEADER_LEN + BINDING_MAX], usize) {
-        let mut aad = [0u8; HEADER_LEN + BINDING_MAX];
-        aad[..HEADER_LEN].copy_from_slice(header);
-        let len = HEADER_LEN + self.bytes.len();
-        aad[HEADER_LEN..len].copy_from_slice(&self.bytes);
-        (aad, len)
+    /// Header followed by the binding, in the caller's stack buffer (no allocation per cookie).
+    fn aad<'a>(&self, header: &[u8; HEADER_LEN], buf: &'a mut AadBuffer) -> &'a [u8] {
+        let len = fill(buf, header.iter().chain(&self.bytes));
+        buf.get(..len).unwrap_or_default()
     }
 }
 
@@ -89,6 +86,13 @@ pub struct CookieContent<'a> {
     pub expires_at: u64,
 }
 
+type AadBuffer = [u8; HEADER_LEN + BINDING_MAX];
+
+/// Copies `bytes` to the start of `slots`, as many as fit; returns how many it copied.
+fn fill<'a>(slots: &mut [u8], bytes: impl Iterator<Item = &'a u8>) -> usize {
+    slots.iter_mut().zip(bytes).map(|(slot, byte)| *slot = *byte).count()
+}
+
 /// Scratch space for opening one cookie without allocating.
 pub type OpenBuffer = [u8; MAX_SEALED_LEN];
 
@@ -102,15 +106,16 @@ struct RingKey {
     cipher: Aes256Gcm,
 }
 
-/// The active key (seals) and every key accepted for opening. Ciphers are keyed once, here.
+/// The active key (seals) and every other key accepted for opening. Ciphers are keyed once,
+/// here.
 pub struct KeyRing {
-    keys: Vec<RingKey>,
-    active: usize,
+    active: RingKey,
+    others: Vec<RingKey>,
 }
 
 impl std::fmt::Debug for KeyRing {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let ids: Vec<u16> = self.keys.iter().map(|k| k.id).collect();
+        let ids: Vec<u16> = self.keys().map(|k| k.id).collect();
         f.debug_struct("KeyRing")
             .field("active", &self.active_id())
             .field("keys", &ids)
@@ -131,15 +136,21 @@ impl KeyRing {
             let cipher = Aes256Gcm::new_from_slice(&secret).map_err(|_| StateError::KeySecret(key.id))?;
             keys.push(RingKey { id: key.id, cipher });
         }
-        let active = keys
+        let position = keys
             .iter()
             .position(|k| k.id == state.active)
             .ok_or(StateError::ActiveKeyMissing(state.active))?;
-        Ok(Self { keys, active })
+        let active = keys.swap_remove(position);
+        Ok(Self { active, others: keys })
     }
 
     pub fn active_id(&self) -> u16 {
-        self.keys[self.active].id
+        self.active.id
+    }
+
+    /// Every key, the active one first.
+    fn keys(&self) -> impl Iterator<Item = &RingKey> {
+        std::iter::once(&self.active).chain(&self.others)
     }
 
     /// Seals `content` under the active key with the caller's fresh 96-bit nonce.
@@ -153,27 +164,28 @@ impl KeyRing {
         if target.is_empty() || target.len() > MAX_TARGET_ID_LEN {
             return Err(Rejection::Malformed);
         }
-        let key = &self.keys[self.active];
-        let mut sealed = [0u8; MAX_SEALED_LEN];
+        let key = &self.active;
         let header = header(key.id);
-        sealed[..HEADER_LEN].copy_from_slice(&header);
-        sealed[HEADER_LEN..HEADER_LEN + NONCE_LEN].copy_from_slice(&nonce);
-        let body_start = HEADER_LEN + NONCE_LEN;
-        let body_end = body_start + TIMES_LEN + target.len();
-        sealed[body_start..body_start + 4].copy_from_slice(&to_wire_time(content.issued_at));
-        sealed[body_start + 4..body_start + 8].copy_from_slice(&to_wire_time(content.expires_at));
-        sealed[body_start + TIMES_LEN..body_end].copy_from_slice(target);
-        let (aad, aad_len) = binding.aad(&header);
+        // header | nonce | body (times, target id; encrypted in place) | tag
+        let mut sealed = [0u8; MAX_SEALED_LEN];
+        let (prefix, rest) = sealed
+            .split_at_mut_checked(HEADER_LEN + NONCE_LEN)
+            .ok_or(Rejection::Malformed)?;
+        fill(prefix, header.iter().chain(&nonce));
+        let (body, rest) = rest
+            .split_at_mut_checked(TIMES_LEN + target.len())
+            .ok_or(Rejection::Malformed)?;
+        let issued_at = to_wire_time(content.issued_at);
+        let expires_at = to_wire_time(content.expires_at);
+        fill(body, issued_at.iter().chain(&expires_at).chain(target));
+        let mut aad = [0u8; HEADER_LEN + BINDING_MAX];
         let tag = key
             .cipher
-            .encrypt_in_place_detached(
-                Nonce::from_slice(&nonce),
-                &aad[..aad_len],
-                &mut sealed[body_start..body_end],
-            )
+            .encrypt_in_place_detached(Nonce::from_slice(&nonce), binding.aad(&header, &mut aad), body)
             .map_err(|_| Rejection::Malformed)?;
-        sealed[body_end..body_end + TAG_LEN].copy_from_slice(&tag);
-        Ok(URL_SAFE_NO_PAD.encode(&sealed[..body_end + TAG_LEN]))
+        let copied = fill(rest, tag.iter());
+        let len = HEADER_LEN + NONCE_LEN + TIMES_LEN + target.len() + copied;
+        Ok(URL_SAFE_NO_PAD.encode(sealed.get(..len).ok_or(Rejection::Malformed)?))
     }
 
     /// Opens a cookie value. Never panics, whatever the bytes.
@@ -187,31 +199,39 @@ impl KeyRing {
             return Err(Rejection::Malformed);
         }
         let len = URL_SAFE_NO_PAD
-            .decode_slice(value, &mut buf[..])
+            .decode_slice(value, buf.as_mut_slice())
             .map_err(|_| Rejection::Malformed)?;
         if len < MIN_SEALED_LEN {
             return Err(Rejection::Malformed);
         }
-        if buf[0] != COOKIE_VERSION {
+        let sealed = buf.get_mut(..len).ok_or(Rejection::Malformed)?;
+        let (head, rest) = sealed
+            .split_at_mut_checked(HEADER_LEN + NONCE_LEN)
+            .ok_or(Rejection::Malformed)?;
+        let (body, tag) = rest
+            .split_at_mut_checked(rest.len().saturating_sub(TAG_LEN))
+            .ok_or(Rejection::Malformed)?;
+        let [version, id_high, id_low, nonce @ ..] = &*head else {
+            return Err(Rejection::Malformed);
+        };
+        if *version != COOKIE_VERSION {
             return Err(Rejection::UnsupportedVersion);
         }
-        let key_id = u16::from_be_bytes([buf[1], buf[2]]);
-        let key = self.keys.iter().find(|k| k.id == key_id).ok_or(Rejection::UnknownKey)?;
-        let header = [buf[0], buf[1], buf[2]];
-        let (aad, aad_len) = binding.aad(&header);
-        let (head, rest) = buf.split_at_mut(HEADER_LEN + NONCE_LEN);
-        let (body, tail) = rest.split_at_mut(len - HEADER_LEN - NONCE_LEN - TAG_LEN);
-        let nonce = Nonce::from_slice(&head[HEADER_LEN..]);
-        let tag = Tag::from_slice(&tail[..TAG_LEN]);
+        let key_id = u16::from_be_bytes([*id_high, *id_low]);
+        let key = self.keys().find(|k| k.id == key_id).ok_or(Rejection::UnknownKey)?;
+        let mut aad = [0u8; HEADER_LEN + BINDING_MAX];
+        let aad = binding.aad(&[*version, *id_high, *id_low], &mut aad);
         key.cipher
-            .decrypt_in_place_detached(nonce, &aad[..aad_len], body, tag)
+            .decrypt_in_place_detached(Nonce::from_slice(nonce), aad, body, Tag::from_slice(tag))
             .map_err(|_| Rejection::Forged)?;
         let body: &'b [u8] = body;
+        let (times, target_id) = body.split_at_checked(TIMES_LEN).ok_or(Rejection::Malformed)?;
+        let (issued_at, expires_at) = times.split_at_checked(4).ok_or(Rejection::Malformed)?;
         Ok(OpenedCookie {
             key_id,
-            issued_at: from_wire_time(&body[..4]),
-            expires_at: from_wire_time(&body[4..8]),
-            target_id: &body[TIMES_LEN..],
+            issued_at: from_wire_time(issued_at),
+            expires_at: from_wire_time(expires_at),
+            target_id,
         })
     }
 }
@@ -226,9 +246,7 @@ fn to_wire_time(secs: u64) -> [u8; 4] {
 }
 
 fn from_wire_time(bytes: &[u8]) -> u64 {
-    let mut word = [0u8; 4];
-    word.copy_from_slice(bytes);
-    u64::from(u32::from_be_bytes(word))
+    <[u8; 4]>::try_from(bytes).map_or(0, |word| u64::from(u32::from_be_bytes(word)))
 }
 
 #[cfg(test)]

@@ -10,26 +10,31 @@ use crate::state::{CookieSettings, SameSite};
 /// whitespace and the quotes of a quoted value. Pairs without `=` are skipped.
 pub fn request_cookies(header: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
     header.split(|&b| b == b';').filter_map(|pair| {
-        let eq = pair.iter().position(|&b| b == b'=')?;
-        let name = trim(&pair[..eq]);
-        let mut value = trim(&pair[eq + 1..]);
-        if value.len() >= 2 && value[0] == b'"' && value[value.len() - 1] == b'"' {
-            value = &value[1..value.len() - 1];
-        }
+        let (name, value) = split_pair(pair)?;
+        let value = match value {
+            [b'"', quoted @ .., b'"'] => quoted,
+            _ => value,
+        };
         (!name.is_empty()).then_some((name, value))
     })
 }
 
-fn trim(bytes: &[u8]) -> &[u8] {
-    let start = bytes
-        .iter()
-        .position(|&b| b != b' ' && b != b'\t')
-        .unwrap_or(bytes.len());
-    let end = bytes
-        .iter()
-        .rposition(|&b| b != b' ' && b != b'\t')
-        .map_or(start, |i| i + 1);
-    &bytes[start..end.max(start)]
+/// `name=value`, both trimmed; `None` without `=`.
+fn split_pair(pair: &[u8]) -> Option<(&[u8], &[u8])> {
+    let eq = pair.iter().position(|&b| b == b'=')?;
+    let (name, value) = pair.split_at_checked(eq)?;
+    Some((trim(name), trim(value.get(1..)?)))
+}
+
+/// Strips the optional whitespace of RFC 6265 (spaces and tabs only).
+fn trim(mut bytes: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = bytes {
+        bytes = rest;
+    }
+    while let [rest @ .., b' ' | b'\t'] = bytes {
+        bytes = rest;
+    }
+    bytes
 }
 
 /// True if `name` is an RFC 6265 cookie name (an RFC 7230 token).
@@ -68,17 +73,14 @@ pub enum AppCookieChange {
 pub fn app_cookie_change(set_cookie: &[u8], name: &str, now: u64) -> Option<AppCookieChange> {
     let mut parts = set_cookie.split(|&b| b == b';');
     let pair = parts.next()?;
-    let eq = pair.iter().position(|&b| b == b'=')?;
-    if trim(&pair[..eq]) != name.as_bytes() {
+    let (cookie, _) = split_pair(pair)?;
+    if cookie != name.as_bytes() {
         return None;
     }
     let mut max_age: Option<i64> = None;
     let mut expires: Option<u64> = None;
     for attribute in parts {
-        let (key, value) = match attribute.iter().position(|&b| b == b'=') {
-            Some(eq) => (trim(&attribute[..eq]), trim(&attribute[eq + 1..])),
-            None => (trim(attribute), &b""[..]),
-        };
+        let (key, value) = split_pair(attribute).unwrap_or((trim(attribute), &b""[..]));
         if key.eq_ignore_ascii_case(b"max-age") {
             max_age = parse_max_age(value).or(max_age);
         } else if key.eq_ignore_ascii_case(b"expires") {

@@ -2,6 +2,10 @@
 //! control service, the cookie codec and key ring, the policy model, and the stickiness
 //! decisions. No I/O and no proxy-wasm calls: time and nonces come from the caller.
 
+// Input decides every index here: a slice out of bounds would panic the host's request.
+#![deny(clippy::indexing_slicing)]
+#![cfg_attr(test, allow(clippy::indexing_slicing))]
+
 pub mod codec;
 pub mod cookies;
 pub mod error;
@@ -10,8 +14,8 @@ pub mod plugin;
 pub mod poll;
 pub mod state;
 
-#[cfg(test)]
-mod testing;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 #[cfg(test)]
 mod tests;
 

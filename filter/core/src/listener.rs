@@ -74,8 +74,12 @@ impl SortedIndex {
     /// Sorts the entries; a key listed twice is refused with the index of its second target.
     fn new(mut entries: Vec<(Box<[u8]>, TargetIndex)>) -> Result<Self, TargetIndex> {
         entries.sort_unstable();
-        match entries.windows(2).find(|pair| pair[0].0 == pair[1].0) {
-            Some(pair) => Err(pair[0].1.max(pair[1].1)),
+        let duplicate = entries.windows(2).find_map(|pair| match pair {
+            [a, b] if a.0 == b.0 => Some(a.1.max(b.1)),
+            _ => None,
+        });
+        match duplicate {
+            Some(index) => Err(index),
             None => Ok(Self(entries)),
         }
     }
@@ -84,7 +88,8 @@ impl SortedIndex {
         self.0
             .binary_search_by(|(k, _)| (**k).cmp(key))
             .ok()
-            .map(|i| self.0[i].1)
+            .and_then(|i| self.0.get(i))
+            .map(|(_, index)| *index)
     }
 }
 
@@ -272,10 +277,18 @@ impl Listener {
                 healthy: target.healthy,
             });
         }
-        let by_id = SortedIndex::new(by_id).map_err(|i| StateError::DuplicateTargetId(state.targets[i].id.clone()))?;
-        let by_address = SortedIndex::new(by_address)
-            .map_err(|i| StateError::DuplicateTargetAddress(state.targets[i].address.clone()))?;
-        let healthy = (0..targets.len()).filter(|&i| targets[i].healthy).collect();
+        let listed = |i: TargetIndex, field: fn(&crate::state::TargetState) -> &String| {
+            state.targets.get(i).map(|t| field(t).clone()).unwrap_or_default()
+        };
+        let by_id = SortedIndex::new(by_id).map_err(|i| StateError::DuplicateTargetId(listed(i, |t| &t.id)))?;
+        let by_address =
+            SortedIndex::new(by_address).map_err(|i| StateError::DuplicateTargetAddress(listed(i, |t| &t.address)))?;
+        let healthy = targets
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| t.healthy)
+            .map(|(i, _)| i)
+            .collect();
         Ok(Self {
             version: state.version,
             policy,
@@ -488,7 +501,7 @@ impl Listener {
         };
         match self.by_id.get(opened.target_id) {
             None => gone(Rejection::UnknownTarget),
-            Some(index) if !self.targets[index].healthy => gone(Rejection::UnhealthyTarget),
+            Some(index) if !self.targets.get(index).is_some_and(|t| t.healthy) => gone(Rejection::UnhealthyTarget),
             // Moved elsewhere only while there is somewhere else to go: with every healthy
             // target unreachable, sessions stay where they are rather than flap between them.
             Some(index) if self.is_unreachable(index, now) && self.any_reachable(now) => {

@@ -61,7 +61,7 @@ fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let wasm = match args.wasm {
         Some(path) => path,
-        None => sticky_envoy::build_filter()?,
+        None => sticky_testing::artifacts::build_filter()?,
     };
     let testbed = Testbed::load(&wasm)?;
     println!(

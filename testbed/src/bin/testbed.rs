@@ -58,7 +58,7 @@ fn main() -> anyhow::Result<()> {
     } = Cli::parse().command;
     let wasm = match wasm {
         Some(path) => path,
-        None => sticky_envoy::build_filter()?,
+        None => sticky_testing::artifacts::build_filter()?,
     };
     let testbed = Testbed::load(&wasm)?;
     let (plugin_config, clusters, endpoints) = match (control, config) {

@@ -65,7 +65,7 @@ impl HaproxyProcess {
     /// `cpus` if given; returns once it accepts connections.
     pub fn start(dir: &Path, targets: &[SocketAddr], cpus: Option<&str>) -> anyhow::Result<Self> {
         std::fs::create_dir_all(dir)?;
-        let port = sticky_envoy::free_port()?;
+        let port = sticky_testing::free_port()?;
         let path = dir.join("haproxy.cfg");
         std::fs::write(&path, config(port, targets))?;
         let mut command = match cpus {

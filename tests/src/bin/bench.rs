@@ -12,6 +12,8 @@
 //! propagation through the live system. Writes `docs/benchmarks/results.md`, a PNG chart, and
 //! the README's results section. `--smoke` runs every step briefly (the tests run it).
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -20,7 +22,9 @@ use anyhow::{Context as _, bail};
 use clap::Parser;
 use sticky_core::{CookieSettings, FilterState, Listener, PolicyState, TargetState};
 use sticky_demo_target::DemoTargets;
-use sticky_envoy::{Bootstrap, EnvoyProcess, HttpFilters, build_filter, build_noop_filter, random_key_ring};
+use sticky_envoy::{Bootstrap, EnvoyProcess, HttpFilters};
+use sticky_testing::artifacts::{build_filter, build_noop_filter};
+use sticky_testing::random_key_ring;
 use sticky_tests::bench::haproxy::{HAPROXY_COOKIE, HaproxyProcess};
 use sticky_tests::bench::load::{Load, Measurement, bind_this_process, resident_mib};
 use sticky_tests::bench::propagation;
@@ -117,7 +121,7 @@ fn main() -> anyhow::Result<()> {
     if (args.smoke || !args.only.is_empty()) && args.readme == "README.md" {
         args.readme = "none".to_owned();
     }
-    let root = sticky_envoy::workspace_root();
+    let root = sticky_testing::artifacts::workspace_root();
     let out = if args.out.is_absolute() {
         args.out.clone()
     } else {

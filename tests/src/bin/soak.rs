@@ -2,6 +2,8 @@
 //! counts; exits non-zero if anything went wrong but non-idempotent requests in flight to a
 //! target when it died or vanished.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::time::Duration;
 
 use clap::Parser;

@@ -1,0 +1,153 @@
+//! The declarative bootstrap file (`--bootstrap`): the instance registry, and the load balancers
+//! to create when missing (what terraform creates in the seed deployment). One schema, read by
+//! the service and written by the launcher and the tests.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::{self, HealthCheck, InstanceAddress, Listener, LoadBalancer, Registry};
+use crate::service::{Write, unix_now};
+
+/// The declarative bootstrap file: the instance registry, and load balancers created when
+/// missing (what terraform creates in the original deployment).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BootstrapFile {
+    #[serde(default)]
+    pub instances: BTreeMap<String, InstanceAddress>,
+    #[serde(default)]
+    pub load_balancers: Vec<BootstrapLoadBalancer>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BootstrapLoadBalancer {
+    pub name: String,
+    pub listeners: Vec<BootstrapListener>,
+    #[serde(default)]
+    pub instances: Vec<String>,
+    #[serde(default)]
+    pub health_check: Option<HealthCheck>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BootstrapListener {
+    #[serde(default = "http")]
+    pub protocol: String,
+    pub load_balancer_port: u16,
+    pub instance_port: u16,
+}
+
+fn http() -> String {
+    "HTTP".to_owned()
+}
+
+impl BootstrapFile {
+    /// Load balancer `load_balancer` with listener 80 (instance port 80) and `instances` (id,
+    /// address) in the registry and registered, each instance's port 80 mapped to its address's
+    /// port, with an HTTP health check of `/health` every 5 s (timeout 2 s, thresholds 2/2).
+    pub fn one_listener(load_balancer: &str, instances: &[(String, SocketAddr)]) -> Self {
+        let registry = instances
+            .iter()
+            .map(|(id, address)| {
+                let entry = InstanceAddress {
+                    ip: address.ip(),
+                    ports: BTreeMap::from([(80, address.port())]),
+                };
+                (id.clone(), entry)
+            })
+            .collect();
+        Self {
+            instances: registry,
+            load_balancers: vec![BootstrapLoadBalancer {
+                name: load_balancer.to_owned(),
+                listeners: vec![BootstrapListener {
+                    protocol: http(),
+                    load_balancer_port: 80,
+                    instance_port: 80,
+                }],
+                instances: instances.iter().map(|(id, _)| id.clone()).collect(),
+                health_check: Some(HealthCheck {
+                    target: "HTTP:80/health".to_owned(),
+                    interval: 5,
+                    timeout: 2,
+                    unhealthy_threshold: 2,
+                    healthy_threshold: 2,
+                }),
+            }],
+        }
+    }
+
+    /// The file's text.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).unwrap_or_default()
+    }
+
+    /// The writes that apply the file to a service holding `existing` load balancers and
+    /// `registry_now`: the registry as declared, and the load balancers that do not exist yet.
+    pub fn writes(
+        self,
+        existing: &BTreeMap<String, LoadBalancer>,
+        registry_now: &Registry,
+    ) -> anyhow::Result<Vec<Write>> {
+        let bootstrap = self;
+        let mut writes = Vec::new();
+        let registry = Registry {
+            instances: bootstrap.instances,
+        };
+        for lb in bootstrap.load_balancers {
+            model::validate_name("load balancer name", &lb.name)?;
+            if existing.contains_key(&lb.name) {
+                continue;
+            }
+            let mut listeners = BTreeMap::new();
+            for l in &lb.listeners {
+                let protocol = model::validate_protocol("protocol", &l.protocol)?;
+                if l.load_balancer_port == 0 || l.instance_port == 0 {
+                    anyhow::bail!("load balancer {}: ports must be 1 to 65535", lb.name);
+                }
+                let listener = Listener {
+                    protocol: protocol.clone(),
+                    load_balancer_port: l.load_balancer_port,
+                    instance_protocol: protocol,
+                    instance_port: l.instance_port,
+                    policy_names: Vec::new(),
+                };
+                if listeners.insert(l.load_balancer_port, listener).is_some() {
+                    anyhow::bail!(
+                        "load balancer {}: port {} is declared twice",
+                        lb.name,
+                        l.load_balancer_port
+                    );
+                }
+            }
+            let first_port = lb
+                .listeners
+                .first()
+                .map(|l| l.instance_port)
+                .ok_or_else(|| anyhow::anyhow!("load balancer {} has no listener", lb.name))?;
+            let health_check = lb.health_check.unwrap_or_else(|| HealthCheck::default_for(first_port));
+            health_check.validate()?;
+            for id in &lb.instances {
+                if !registry.knows(id) {
+                    anyhow::bail!("load balancer {}: instance {id} is not in the registry", lb.name);
+                }
+            }
+            writes.push(Write::PutLoadBalancer(LoadBalancer {
+                name: lb.name,
+                created_at: unix_now(),
+                listeners,
+                policies: BTreeMap::new(),
+                instances: lb.instances.into_iter().collect(),
+                health_check,
+            }));
+        }
+        if registry != *registry_now {
+            writes.push(Write::ReplaceRegistry(registry));
+        }
+        Ok(writes)
+    }
+}

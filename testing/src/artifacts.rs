@@ -1,0 +1,120 @@
+//! Building what the tests and the demo run, once per process: the filter's `.wasm` (the very
+//! artifact Envoy loads), the do-nothing filter the benchmarks compare with, and the service
+//! binaries that tests start as processes.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+/// The wasm target the filter is built for.
+pub const WASM_TARGET: &str = "wasm32-wasip1";
+/// The cargo profile of the filter's artifact.
+pub const WASM_PROFILE: &str = "wasm";
+
+/// A build that failed, with the command to run to see why.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("building failed; run it yourself to see why: {command}\n{stderr}")]
+pub struct BuildError {
+    pub command: String,
+    pub stderr: String,
+}
+
+/// The repository root (this crate lives in `testing/`).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
+}
+
+/// Runs `cargo build` with `args` in the workspace; the error names the exact command.
+fn cargo_build(args: &[&str]) -> Result<(), BuildError> {
+    let root = workspace_root();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let command = format!("(cd {} && {cargo} build {})", root.display(), args.join(" "));
+    match Command::new(&cargo).arg("build").args(args).current_dir(&root).output() {
+        Ok(out) if out.status.success() => Ok(()),
+        Ok(out) => Err(BuildError {
+            command,
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }),
+        Err(e) => Err(BuildError {
+            command,
+            stderr: e.to_string(),
+        }),
+    }
+}
+
+/// Builds the filter for `wasm32-wasip1` once per process and returns the `.wasm` path.
+pub fn build_filter() -> Result<PathBuf, BuildError> {
+    static BUILT: OnceLock<Result<PathBuf, BuildError>> = OnceLock::new();
+    build_wasm_once(&BUILT, "sticky-filter")
+}
+
+/// Builds the do-nothing wasm filter (`filter/noop`, the benchmarks' floor) once per process
+/// and returns the `.wasm` path.
+pub fn build_noop_filter() -> Result<PathBuf, BuildError> {
+    static BUILT: OnceLock<Result<PathBuf, BuildError>> = OnceLock::new();
+    build_wasm_once(&BUILT, "sticky-noop-filter")
+}
+
+fn build_wasm_once(built: &OnceLock<Result<PathBuf, BuildError>>, package: &str) -> Result<PathBuf, BuildError> {
+    built
+        .get_or_init(|| {
+            cargo_build(&[
+                "--quiet",
+                "-p",
+                package,
+                "--target",
+                WASM_TARGET,
+                "--profile",
+                WASM_PROFILE,
+            ])
+            .map(|()| wasm_artifact(package))
+        })
+        .clone()
+}
+
+/// Builds the control service's binary (debug profile) once per process and returns its path.
+pub fn build_control() -> Result<PathBuf, BuildError> {
+    static BUILT: OnceLock<Result<PathBuf, BuildError>> = OnceLock::new();
+    build_binary_once(&BUILT, "sticky-control", "sticky-control")
+}
+
+/// Builds the demo target's binary (`demo-target`, debug profile) once per process and returns
+/// its path: the tests that kill a target's process, or run it on a test host of its own.
+pub fn build_demo_target() -> Result<PathBuf, BuildError> {
+    static BUILT: OnceLock<Result<PathBuf, BuildError>> = OnceLock::new();
+    build_binary_once(&BUILT, "sticky-demo-target", "demo-target")
+}
+
+fn build_binary_once(
+    built: &OnceLock<Result<PathBuf, BuildError>>,
+    package: &str,
+    bin: &str,
+) -> Result<PathBuf, BuildError> {
+    built
+        .get_or_init(|| {
+            cargo_build(&["--quiet", "-p", package, "--bin", bin]).map(|()| {
+                let target_dir =
+                    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| workspace_root().join("target"), PathBuf::from);
+                target_dir.join("debug").join(bin)
+            })
+        })
+        .clone()
+}
+
+/// Where the filter's release artifact is.
+pub fn filter_artifact() -> PathBuf {
+    wasm_artifact("sticky-filter")
+}
+
+/// Where the `.wasm` of a cdylib `package` of the workspace is built.
+fn wasm_artifact(package: &str) -> PathBuf {
+    let target_dir =
+        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| workspace_root().join("target"), PathBuf::from);
+    target_dir
+        .join(WASM_TARGET)
+        .join(WASM_PROFILE)
+        .join(format!("{}.wasm", package.replace('-', "_")))
+}

@@ -1,0 +1,29 @@
+//! Test support for the whole workspace, so no test writes it again: building the artifacts the
+//! tests run ([`artifacts`]), state fixtures and Set-Cookie reading ([`fixtures`], from the
+//! core's `testing` feature), free loopback ports, fresh key rings, and [`eventually`].
+
+pub mod artifacts;
+mod eventually;
+
+pub use eventually::{eventually, patience};
+/// State fixtures and Set-Cookie reading (`sticky_core::testing`).
+pub use sticky_core::testing as fixtures;
+
+use std::net::TcpListener;
+
+use sticky_core::{KeyRingState, KeyState};
+
+/// A free TCP port on 127.0.0.1 (free when asked; the caller binds it soon after).
+pub fn free_port() -> std::io::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// A key ring of one fresh random key.
+pub fn random_key_ring(id: u16) -> std::io::Result<KeyRingState> {
+    let mut secret = [0u8; 32];
+    getrandom::fill(&mut secret).map_err(|e| std::io::Error::other(e.to_string()))?;
+    Ok(KeyRingState {
+        active: id,
+        keys: vec![KeyState::from_secret(id, &secret)],
+    })
+}
