@@ -53,8 +53,7 @@ pub fn dispatch(service: &Service, action: &str, params: &Params) -> Result<Stri
 
 fn load_balancer<'a>(inner: &'a Inner, name: &str) -> Result<&'a LoadBalancer, ApiError> {
     inner
-        .load_balancers
-        .get(name)
+        .load_balancer(name)
         .ok_or_else(|| ApiError::load_balancer_not_found(name))
 }
 
@@ -68,7 +67,7 @@ fn update<R>(
     service.write(|inner| {
         let mut lb = load_balancer(inner, &name)?.clone();
         let result = change(inner, &mut lb)?;
-        let writes = if inner.load_balancers.get(&name) == Some(&lb) {
+        let writes = if inner.load_balancer(&name) == Some(&lb) {
             vec![]
         } else {
             vec![Write::PutLoadBalancer(lb)]
@@ -125,7 +124,7 @@ fn create_load_balancer(service: &Service, params: &Params) -> Result<String, Ap
         .and_then(|p| p.parse().ok())
         .unwrap_or(80);
     service.write(|inner| {
-        if let Some(existing) = inner.load_balancers.get(&name) {
+        if let Some(existing) = inner.load_balancer(&name) {
             // Idempotent for the same listeners, as ELB.
             let same = existing.listeners.len() == listeners.len()
                 && existing.listeners.iter().all(|(p, l)| {
@@ -166,7 +165,7 @@ fn delete_load_balancer(service: &Service, params: &Params) -> Result<String, Ap
     let name = params.required("LoadBalancerName")?.to_owned();
     // Deleting a load balancer that does not exist succeeds, as in ELB.
     service.write(|inner| {
-        let writes = if inner.load_balancers.contains_key(&name) {
+        let writes = if inner.load_balancer(&name).is_some() {
             vec![Write::DeleteLoadBalancer(name.clone())]
         } else {
             vec![]
@@ -185,7 +184,7 @@ fn describe_load_balancers(service: &Service, params: &Params) -> Result<String,
     let marker = params.get("Marker").map(str::to_owned);
     service.read(|inner| {
         let selected: Vec<&LoadBalancer> = if names.is_empty() {
-            inner.load_balancers.values().collect()
+            inner.load_balancers().collect()
         } else {
             names
                 .iter()
@@ -456,7 +455,7 @@ fn register_instances(service: &Service, params: &Params) -> Result<String, ApiE
     let ids = instance_ids(params, true)?.unwrap_or_default();
     let registered = update(service, params, |inner, lb| {
         for id in &ids {
-            if !inner.registry.knows(id) {
+            if !inner.registry().knows(id) {
                 return Err(ApiError::new(
                     ErrorCode::InvalidInstance,
                     format!("The instance {id} is not known (not in the instance registry, not ip:port)"),
@@ -525,7 +524,7 @@ fn describe_instance_health(service: &Service, params: &Params) -> Result<String
         };
         let mut xml = Xml::new();
         xml.members("InstanceStates", ids, |x, id| {
-            let health = inner.health.get(&(name.clone(), id.clone()));
+            let health = inner.health(&name, &id);
             let (state, reason, description) = match health.map(|h| h.status) {
                 Some(HealthStatus::InService) => ("InService", "N/A", "N/A".to_owned()),
                 Some(HealthStatus::OutOfService) => (

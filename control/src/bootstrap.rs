@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use serde::{Deserialize, Serialize};
 
 use crate::model::{self, HealthCheck, InstanceAddress, Listener, LoadBalancer, Registry};
-use crate::service::{Write, unix_now};
+use crate::service::{Inner, Write, unix_now};
 
 /// The declarative bootstrap file: the instance registry, and load balancers created when
 /// missing (what terraform creates in the original deployment).
@@ -86,13 +86,9 @@ impl BootstrapFile {
         serde_json::to_string_pretty(self).unwrap_or_default()
     }
 
-    /// The writes that apply the file to a service holding `existing` load balancers and
-    /// `registry_now`: the registry as declared, and the load balancers that do not exist yet.
-    pub fn writes(
-        self,
-        existing: &BTreeMap<String, LoadBalancer>,
-        registry_now: &Registry,
-    ) -> anyhow::Result<Vec<Write>> {
+    /// The writes that apply the file to the service's `existing` state: the registry as
+    /// declared, and the load balancers that do not exist yet.
+    pub fn writes(self, existing: &Inner) -> anyhow::Result<Vec<Write>> {
         let bootstrap = self;
         let mut writes = Vec::new();
         let registry = Registry {
@@ -100,7 +96,7 @@ impl BootstrapFile {
         };
         for lb in bootstrap.load_balancers {
             model::validate_name("load balancer name", &lb.name)?;
-            if existing.contains_key(&lb.name) {
+            if existing.load_balancer(&lb.name).is_some() {
                 continue;
             }
             let mut listeners = BTreeMap::new();
@@ -145,7 +141,7 @@ impl BootstrapFile {
                 health_check,
             }));
         }
-        if registry != *registry_now {
+        if registry != *existing.registry() {
             writes.push(Write::ReplaceRegistry(registry));
         }
         Ok(writes)

@@ -256,15 +256,21 @@ impl QueryClient {
         node: &str,
         version_info: Option<&str>,
     ) -> Result<serde_json::Value, ClientError> {
-        let mut body = serde_json::json!({"node": {"id": node, "cluster": "client"}, "resource_names": clusters, "type_url": crate::http::EDS_TYPE_URL});
-        if let Some(version) = version_info {
-            body["version_info"] = version.into();
-        }
+        let request = crate::feed::DiscoveryRequest {
+            version_info: version_info.map(str::to_owned),
+            node: Some(crate::feed::Node {
+                id: node.to_owned(),
+                cluster: "client".to_owned(),
+            }),
+            resource_names: clusters.iter().map(|c| (*c).to_owned()).collect(),
+            type_url: Some(crate::feed::EDS_TYPE_URL.to_owned()),
+        };
+        let body = serde_json::to_string(&request).map_err(|e| ClientError(e.to_string()))?;
         let response = self
             .agent
             .post(&format!("{}/v3/discovery:endpoints", self.url()))
             .set("content-type", "application/json")
-            .send_string(&body.to_string())
+            .send_string(&body)
             .map_err(|e| ClientError(e.to_string()))?;
         let text = response.into_string().map_err(|e| ClientError(e.to_string()))?;
         serde_json::from_str(&text).map_err(|e| ClientError(e.to_string()))

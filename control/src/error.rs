@@ -110,8 +110,14 @@ impl ApiError {
         )
     }
 
-    pub fn internal(message: impl std::fmt::Display) -> Self {
-        Self::new(ErrorCode::InternalFailure, format!("internal failure: {message}"))
+    /// A failure of the service itself: logged here with its cause, answered without it (a
+    /// client learns nothing of the service's insides).
+    pub fn internal(cause: impl std::fmt::Display) -> Self {
+        tracing::error!(%cause, "internal failure");
+        Self::new(
+            ErrorCode::InternalFailure,
+            "The request processing has failed because of an unknown error, exception or failure.",
+        )
     }
 
     /// The response, tagged with the request id.

@@ -1,31 +1,40 @@
-//! The HTTP surface: the Query API at `/`, the filters' state feed, Envoy's REST EDS,
-//! `/metrics` and `/healthz`.
+//! The HTTP surface: the Query API at `/`, the filters' state feed and Envoy's REST EDS (behind
+//! one bearer-token layer), `/metrics` and `/healthz`. Handlers only carry requests to the API
+//! (`api`), the projections (`feed`) and the metrics; every route has a time limit and a bound
+//! on concurrent requests.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
-use serde_json::json;
 use subtle::ConstantTimeEq;
+use tower::limit::ConcurrencyLimitLayer;
+use tower_http::timeout::TimeoutLayer;
 
 use crate::api;
 use crate::error::ApiError;
+use crate::feed::{self, DiscoveryRequest};
 use crate::followers::is_poller_id;
-use crate::health::HealthStatus;
 use crate::query::Params;
-use crate::service::{Inner, Service};
+use crate::service::Service;
 use crate::sigv4::{self, RequestToVerify};
 use crate::xml;
 
 /// Largest request body the API reads.
 const MAX_BODY: usize = 1 << 20;
-pub const EDS_TYPE_URL: &str = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
+/// API calls served at once; more wait their turn (each may wait for the followers).
+const API_CONCURRENCY: usize = 64;
+/// Feed long-polls and EDS fetches served at once: one long-poll per filter VM per listener.
+const FEED_CONCURRENCY: usize = 10_000;
+/// What a request may take beyond its own wait (for followers, or for a change).
+const TIME_MARGIN: Duration = Duration::from_secs(30);
 
 /// Options of the HTTP surface.
 #[derive(Clone)]
@@ -42,57 +51,62 @@ struct AppState {
 }
 
 pub fn app(service: Arc<Service>, options: HttpOptions) -> Router {
-    Router::new()
+    let api_time = service.config.sync_timeout + TIME_MARGIN;
+    let feed_time = service.config.long_poll_timeout + TIME_MARGIN;
+    let state = AppState { service, options };
+    let api = Router::new()
         .route("/", get(query_api).post(query_api))
+        .layer(ConcurrencyLimitLayer::new(API_CONCURRENCY))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            api_time,
+        ));
+    let feed = Router::new()
         .route("/v1/state/{load_balancer}/{port}", get(state_feed))
         .route("/v3/discovery:endpoints", post(endpoints))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_feed_token))
+        .layer(ConcurrencyLimitLayer::new(FEED_CONCURRENCY))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            feed_time,
+        ));
+    Router::new()
+        .merge(api)
+        .merge(feed)
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok" }))
         .layer(DefaultBodyLimit::max(MAX_BODY))
-        .with_state(AppState { service, options })
+        .with_state(state)
 }
 
 fn request_id() -> String {
     let mut bytes = [0u8; 16];
     let _ = getrandom::fill(&mut bytes);
     let hex = hex::encode(bytes);
+    let part = |range: std::ops::Range<usize>| hex.get(range).unwrap_or_default();
     format!(
         "{}-{}-{}-{}-{}",
-        &hex[..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..]
+        part(0..8),
+        part(8..12),
+        part(12..16),
+        part(16..20),
+        part(20..32)
     )
 }
 
+/// One Query API call, verified and applied on a blocking thread (the store commits to disk).
 async fn query_api(State(app): State<AppState>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
     let request_id = request_id();
-    let service = &app.service;
-    let mut action_name = String::from("unknown");
+    let service = Arc::clone(&app.service);
     let version_before = service.version();
-    let result = (|| -> Result<String, ApiError> {
-        let path_and_query = uri.path_and_query().map_or("/", |p| p.as_str());
-        let request = RequestToVerify {
-            method: method.as_str(),
-            path_and_query,
-            headers: &headers,
-            body: &body,
-        };
-        let access_key = sigv4::verify(&service.config.access_keys, &request, SystemTime::now())?;
-        let form = headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.to_ascii_lowercase().starts_with("application/x-www-form-urlencoded"));
-        let params = Params::parse(uri.query(), (method == Method::POST && form).then_some(&body[..]))?;
-        let action = params.required("Action")?;
-        if api::ACTIONS.contains(&action) {
-            action.clone_into(&mut action_name);
-        }
-        tracing::debug!(%request_id, action, %access_key, "api call");
-        let result = api::dispatch(service, action, &params)?;
-        Ok(xml::response(action, &result, &request_id))
-    })();
+    let call = {
+        let (service, request_id) = (Arc::clone(&service), request_id.clone());
+        tokio::task::spawn_blocking(move || verify_and_dispatch(&service, &method, &uri, &headers, &body, &request_id))
+    };
+    let (action_name, result) = match call.await {
+        Ok(answer) => answer,
+        Err(e) => ("unknown".to_owned(), Err(ApiError::internal(e))),
+    };
     // A change is answered once every live filter and Envoy holds it (bounded).
     let (version_after, endpoints_version) = service.versions();
     if result.is_ok() && version_after != version_before && !service.config.sync_timeout.is_zero() {
@@ -109,33 +123,72 @@ async fn query_api(State(app): State<AppState>, method: Method, uri: Uri, header
             }
         }
     }
+    let code = result.as_ref().map_or_else(|e| e.code.as_str(), |_| "OK");
+    service.metrics.count(
+        "sticky_control_api_requests_total",
+        &[("action", &action_name), ("code", code)],
+    );
     match result {
         Ok(body) => {
-            service.metrics.count(
-                "sticky_control_api_requests_total",
-                &[("action", &action_name), ("code", "OK")],
-            );
             tracing::info!(%request_id, action = %action_name, "ok");
             (StatusCode::OK, [(header::CONTENT_TYPE, "text/xml")], body).into_response()
         }
         Err(error) => {
-            service.metrics.count(
-                "sticky_control_api_requests_total",
-                &[("action", &action_name), ("code", error.code.as_str())],
-            );
-            tracing::info!(%request_id, action = %action_name, code = error.code.as_str(), message = %error.message, "refused");
+            tracing::info!(%request_id, action = %action_name, code, message = %error.message, "refused");
             error.into_response_with(&request_id)
         }
     }
 }
 
-fn feed_authorised(options: &HttpOptions, headers: &HeaderMap) -> bool {
-    let Some(token) = &options.feed_token else { return true };
-    let presented = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    presented.is_some_and(|p| p.as_bytes().ct_eq(token.as_bytes()).into())
+/// The action's name (when it is one of the API's) and its XML answer.
+fn verify_and_dispatch(
+    service: &Service,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &[u8],
+    request_id: &str,
+) -> (String, Result<String, ApiError>) {
+    let mut action_name = String::from("unknown");
+    let result = (|| {
+        let path_and_query = uri.path_and_query().map_or("/", |p| p.as_str());
+        let request = RequestToVerify {
+            method: method.as_str(),
+            path_and_query,
+            headers,
+            body,
+        };
+        let access_key = sigv4::verify(&service.config.access_keys, &request, SystemTime::now())?;
+        let form = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.to_ascii_lowercase().starts_with("application/x-www-form-urlencoded"));
+        let params = Params::parse(uri.query(), (*method == Method::POST && form).then_some(body))?;
+        let action = params.required("Action")?;
+        if api::ACTIONS.contains(&action) {
+            action.clone_into(&mut action_name);
+        }
+        tracing::debug!(%request_id, action, %access_key, "api call");
+        let result = api::dispatch(service, action, &params)?;
+        Ok(xml::response(action, &result, request_id))
+    })();
+    (action_name, result)
+}
+
+/// The state feed and EDS carry cookie keys and backend addresses: with a token configured,
+/// only a caller presenting it gets through.
+async fn require_feed_token(State(app): State<AppState>, request: Request, next: Next) -> Response {
+    if let Some(token) = &app.options.feed_token {
+        let presented = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if !presented.is_some_and(|p| bool::from(p.as_bytes().ct_eq(token.as_bytes()))) {
+            return (StatusCode::UNAUTHORIZED, "a valid bearer token is required\n").into_response();
+        }
+    }
+    next.run(request).await
 }
 
 #[derive(Deserialize)]
@@ -149,16 +202,12 @@ struct FeedQuery {
 }
 
 /// The filter state of one listener. Answers at once when the caller's version is not the
-/// current one, otherwise when the state changes or the wait times out.
+/// current one, otherwise when the state changes, the wait times out or the service stops.
 async fn state_feed(
     State(app): State<AppState>,
     Path((load_balancer, port)): Path<(String, u16)>,
     Query(query): Query<FeedQuery>,
-    headers: HeaderMap,
 ) -> Response {
-    if !feed_authorised(&app.options, &headers) {
-        return (StatusCode::UNAUTHORIZED, "a valid bearer token is required\n").into_response();
-    }
     let service = &app.service;
     let _open = query
         .poller
@@ -172,7 +221,10 @@ async fn state_feed(
         let wait = query
             .timeout_ms
             .map_or(limit, |ms| Duration::from_millis(ms).min(limit));
-        let _ = tokio::time::timeout(wait, changes.changed()).await;
+        tokio::select! {
+            _ = tokio::time::timeout(wait, changes.changed()) => {}
+            () = service.stopping() => {}
+        }
     }
     match service.filter_state(&load_balancer, port) {
         Some(state) => {
@@ -181,81 +233,198 @@ async fn state_feed(
         }
         None => (
             StatusCode::NOT_FOUND,
-            axum::Json(json!({"error": format!("no listener on port {port} of load balancer {load_balancer}")})),
+            axum::Json(serde_json::json!({
+                "error": format!("no listener on port {port} of load balancer {load_balancer}")
+            })),
         )
             .into_response(),
     }
 }
 
-/// The EDS cluster name of a listener: `<load balancer>_<port>` (load balancer names hold no `_`).
-pub fn cluster_name(load_balancer: &str, port: u16) -> String {
-    format!("{load_balancer}_{port}")
-}
-
 /// Envoy's REST EDS (`api_type: REST`): one ClusterLoadAssignment per requested listener, with
 /// each endpoint's health.
-async fn endpoints(State(app): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
-    if !feed_authorised(&app.options, &headers) {
-        return (StatusCode::UNAUTHORIZED, "a valid bearer token is required\n").into_response();
-    }
-    let request: serde_json::Value = match serde_json::from_slice(&body) {
-        Ok(v) => v,
-        Err(e) => return (StatusCode::BAD_REQUEST, format!("not a DiscoveryRequest: {e}\n")).into_response(),
+async fn endpoints(State(app): State<AppState>, body: Bytes) -> Response {
+    let Ok(request) = serde_json::from_slice::<DiscoveryRequest>(&body) else {
+        return (StatusCode::BAD_REQUEST, "not a DiscoveryRequest\n").into_response();
     };
-    let names: Vec<String> = request["resource_names"]
-        .as_array()
-        .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
-        .unwrap_or_default();
-    if let Some(node) = request["node"]["id"].as_str() {
-        let accepted = request["version_info"]
-            .as_str()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
-        app.service.followers.eds_fetched(node, accepted);
+    if let Some(node) = request.node.as_ref().filter(|n| !n.id.is_empty()) {
+        app.service.followers.eds_fetched(&node.id, request.accepted_version());
     }
-    // The version of the endpoints, not of the whole state: Envoy reports it back on its next
-    // fetch, and a change that leaves the endpoints alone need not wait for that fetch.
-    let (version, resources) = app.service.read(|inner| {
-        let resources: Vec<serde_json::Value> = names
-            .iter()
-            .filter_map(|cluster| cluster_load_assignment(inner, cluster))
-            .collect();
-        (inner.endpoints_version, resources)
-    });
-    axum::Json(json!({"version_info": version.to_string(), "resources": resources, "type_url": EDS_TYPE_URL}))
-        .into_response()
-}
-
-/// The ClusterLoadAssignment of EDS cluster `cluster` (`<load balancer>_<port>`), if it exists.
-fn cluster_load_assignment(inner: &Inner, cluster: &str) -> Option<serde_json::Value> {
-    let (lb_name, port) = cluster.rsplit_once('_')?;
-    let port: u16 = port.parse().ok()?;
-    let lb = inner.load_balancers.get(lb_name)?;
-    let listener = lb.listeners.get(&port)?;
-    let endpoints: Vec<serde_json::Value> = inner
-        .targets(lb, listener.instance_port)
-        .into_iter()
-        .map(|(id, address, _)| {
-            let health = match inner.health_of(lb_name, &id) {
-                HealthStatus::InService => "HEALTHY",
-                // Pending instances get no traffic, as in ELB.
-                HealthStatus::OutOfService | HealthStatus::Pending => "UNHEALTHY",
-            };
-            let socket_address = json!({"address": address.ip().to_string(), "port_value": address.port()});
-            json!({"endpoint": {"address": {"socket_address": socket_address}}, "health_status": health})
-        })
-        .collect();
-    Some(json!({"@type": EDS_TYPE_URL, "cluster_name": cluster, "endpoints": [{"lb_endpoints": endpoints}]}))
+    let response = app.service.read(|inner| feed::discovery_response(inner, &request));
+    axum::Json(response).into_response()
 }
 
 async fn metrics(State(app): State<AppState>) -> Response {
     let service = &app.service;
     let (load_balancers, keys) =
-        service.read(|inner| (inner.load_balancers.len() as u64, inner.keys.keys().len() as u64));
+        service.read(|inner| (inner.load_balancer_count() as u64, inner.keys().keys().len() as u64));
+    let followers = service.followers.census();
     let text = service.metrics.render(&[
         ("sticky_control_state_version", service.version()),
         ("sticky_control_load_balancers", load_balancers),
         ("sticky_control_cookie_keys", keys),
+        ("sticky_control_followers", followers.live),
+        ("sticky_control_open_polls", followers.open_polls),
+        ("sticky_control_discovering_followers", u64::from(followers.discovering)),
     ]);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}
+
+/// The routes and the shapes of their answers and errors, in process (axum's `oneshot`); the
+/// real binary is driven by `tests/api.rs` and the standard clients.
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use axum::http::Request;
+    use sticky_core::CookieSettings;
+    use tower::ServiceExt;
+
+    use super::*;
+    use crate::bootstrap::BootstrapFile;
+    use crate::service::ServiceConfig;
+    use crate::sigv4::AccessKeys;
+    use crate::store::Store;
+
+    const TOKEN: &str = "feed-token";
+
+    fn service() -> Arc<Service> {
+        let config = ServiceConfig {
+            access_keys: AccessKeys::new([("AKIDTEST".to_owned(), "secret".to_owned())]),
+            long_poll_timeout: Duration::from_secs(5),
+            key_rotation: Duration::from_secs(3600),
+            key_retention: Duration::from_secs(3600),
+            cookie: CookieSettings::default(),
+            sync_timeout: Duration::ZERO,
+        };
+        let instances = [("i-1".to_owned(), "127.0.0.1:9001".parse().unwrap())];
+        let bootstrap = BootstrapFile::one_listener("terraform-balancer", &instances);
+        let store = Store::open(std::path::Path::new(":memory:")).unwrap();
+        Service::open(config, store, Some(bootstrap)).unwrap()
+    }
+
+    fn app_with_token() -> Router {
+        app(
+            service(),
+            HttpOptions {
+                feed_token: Some(TOKEN.to_owned()),
+            },
+        )
+    }
+
+    async fn send(app: Router, request: Request<Body>) -> (StatusCode, String) {
+        let response = app.oneshot(request).await.unwrap();
+        let status = response.status();
+        let body = axum::body::to_bytes(response.into_body(), MAX_BODY).await.unwrap();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    fn get(uri: &str, token: Option<&str>) -> Request<Body> {
+        let mut request = Request::get(uri);
+        if let Some(token) = token {
+            request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        request.body(Body::empty()).unwrap()
+    }
+
+    fn eds(body: &str, token: Option<&str>) -> Request<Body> {
+        let mut request = Request::post("/v3/discovery:endpoints").header(header::CONTENT_TYPE, "application/json");
+        if let Some(token) = token {
+            request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        request.body(Body::from(body.to_owned())).unwrap()
+    }
+
+    #[tokio::test]
+    async fn health_and_metrics_need_no_token() {
+        assert_eq!(
+            send(app_with_token(), get("/healthz", None)).await,
+            (StatusCode::OK, "ok".to_owned())
+        );
+        let (status, text) = send(app_with_token(), get("/metrics", None)).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(text.contains("sticky_control_load_balancers 1"), "{text}");
+        assert!(text.contains("sticky_control_followers 0"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn the_feed_and_eds_need_the_token() {
+        for token in [None, Some("wrong")] {
+            let (status, _) = send(app_with_token(), get("/v1/state/terraform-balancer/80", token)).await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "feed with {token:?}");
+            let (status, _) = send(app_with_token(), eds(r#"{"resource_names":[]}"#, token)).await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "EDS with {token:?}");
+        }
+        let (status, body) = send(app_with_token(), get("/v1/state/terraform-balancer/80", Some(TOKEN))).await;
+        assert_eq!(status, StatusCode::OK);
+        let state: sticky_core::FilterState = serde_json::from_str(&body).unwrap();
+        assert_eq!(state.targets.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn feed_and_eds_errors_are_plain_and_say_nothing_internal() {
+        let (status, body) = send(app_with_token(), get("/v1/state/nope/80", Some(TOKEN))).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert!(body.contains("no listener on port 80 of load balancer nope"), "{body}");
+        let (status, body) = send(app_with_token(), eds("{not json", Some(TOKEN))).await;
+        assert_eq!(
+            (status, body.as_str()),
+            (StatusCode::BAD_REQUEST, "not a DiscoveryRequest\n")
+        );
+        let (status, _) = send(
+            app_with_token(),
+            get("/v1/state/terraform-balancer/notaport", Some(TOKEN)),
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        let (status, _) = send(app_with_token(), get("/nowhere", None)).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+    }
+
+    #[tokio::test]
+    async fn eds_answers_typed_assignments_of_the_listeners_asked_for() {
+        let request = r#"{"node":{"id":"envoy-1"},"resource_names":["terraform-balancer_80","nope_80","junk"]}"#;
+        let (status, body) = send(app_with_token(), eds(request, Some(TOKEN))).await;
+        assert_eq!(status, StatusCode::OK);
+        let answer: feed::DiscoveryResponse = serde_json::from_str(&body).unwrap();
+        assert_eq!(answer.type_url, feed::EDS_TYPE_URL);
+        let [assignment] = answer.resources.as_slice() else {
+            panic!("one assignment: {body}");
+        };
+        assert_eq!(assignment.cluster_name, "terraform-balancer_80");
+        let endpoint = &assignment.endpoints[0].lb_endpoints[0];
+        assert_eq!(endpoint.endpoint.address.socket_address.port_value, 9001);
+        assert_eq!(
+            endpoint.health_status,
+            feed::EndpointHealth::Unhealthy,
+            "pending until probed"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unsigned_api_call_gets_an_elb_error_document() {
+        let (status, body) = send(app_with_token(), get("/?Action=DescribeLoadBalancers", None)).await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        assert!(body.contains("<Code>MissingAuthenticationToken</Code>"), "{body}");
+        assert!(body.contains("<RequestId>"), "{body}");
+    }
+
+    #[tokio::test]
+    async fn a_stopping_service_answers_waiting_long_polls_at_once() {
+        let service = service();
+        let app = app(Arc::clone(&service), HttpOptions { feed_token: None });
+        let version = service.version();
+        let poll = tokio::spawn(send(
+            app,
+            get(
+                &format!("/v1/state/terraform-balancer/80?version={version}&timeout_ms=60000"),
+                None,
+            ),
+        ));
+        service.stop();
+        let (status, _) = tokio::time::timeout(Duration::from_secs(10), poll)
+            .await
+            .expect("answered when the service stopped, not at its 60 s time-out")
+            .unwrap();
+        assert_eq!(status, StatusCode::OK);
+    }
 }

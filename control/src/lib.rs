@@ -5,6 +5,7 @@ pub mod api;
 pub mod bootstrap;
 pub mod client;
 pub mod error;
+pub mod feed;
 pub mod followers;
 pub mod health;
 pub mod http;

@@ -117,27 +117,56 @@ async fn main() -> anyhow::Result<()> {
         .with_context(|| format!("binding {}", args.listen))?;
     tracing::info!(address = %listener.local_addr()?, db = %args.db.display(), "sticky-control listening");
     let router = app(
-        service,
+        Arc::clone(&service),
         HttpOptions {
             feed_token: args.feed_token.clone(),
         },
     );
     axum::serve(listener, router)
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
+        .with_graceful_shutdown(async move {
+            let signal = stop_signal().await;
+            tracing::info!(
+                signal,
+                "stopping: answering the waiting long-polls, finishing the calls in flight"
+            );
+            service.stop();
         })
         .await?;
     Ok(())
+}
+
+/// Ctrl-C or SIGTERM (what systemd, a container runtime or `kill` send), whichever comes first.
+async fn stop_signal() -> &'static str {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM; stop with Ctrl-C");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => "SIGINT",
+        () = terminate => "SIGTERM",
+    }
 }
 
 async fn maintain_keys(service: Arc<Service>) {
     let mut tick = tokio::time::interval(Duration::from_secs(5));
     loop {
         tick.tick().await;
-        match service.maintain_keys(sticky_control::service::unix_now()) {
-            Ok(true) => tracing::info!("cookie key ring rotated or pruned"),
-            Ok(false) => {}
-            Err(e) => tracing::error!(error = %e, "cookie key maintenance failed"),
+        // A rotation commits to the store: off the async workers.
+        let service = Arc::clone(&service);
+        let outcome =
+            tokio::task::spawn_blocking(move || service.maintain_keys(sticky_control::service::unix_now())).await;
+        match outcome {
+            Ok(Ok(true)) => tracing::info!("cookie key ring rotated or pruned"),
+            Ok(Ok(false)) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "cookie key maintenance failed"),
+            Err(e) => tracing::error!(error = %e, "cookie key maintenance stopped"),
         }
     }
 }

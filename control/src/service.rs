@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use sticky_core::{CookieSettings, FilterState, PolicyState, TargetState};
+use sticky_core::{CookieSettings, FilterState};
 use tokio::sync::watch;
 
 use crate::bootstrap::BootstrapFile;
@@ -52,16 +52,18 @@ pub enum Write {
     ReplaceKeys(KeyRing),
 }
 
+/// The domain as the API, the prober and the feed read it (through [`Service::read`]); it
+/// changes only through [`Service::write`] and [`Service::set_health`].
 pub struct Inner {
-    pub load_balancers: BTreeMap<String, LoadBalancer>,
-    pub registry: Registry,
-    pub keys: KeyRing,
-    pub version: u64,
+    load_balancers: BTreeMap<String, LoadBalancer>,
+    registry: Registry,
+    keys: KeyRing,
+    version: u64,
     /// The version at which what Envoy's EDS serves (listeners, their targets' addresses and
     /// health) last changed: a policy or key change need not wait for Envoy's next fetch.
-    pub endpoints_version: u64,
+    endpoints_version: u64,
     /// Health per (load balancer, instance id). Not persisted: re-learnt after a restart.
-    pub health: HashMap<(String, String), InstanceHealth>,
+    health: HashMap<(String, String), InstanceHealth>,
     store: Store,
 }
 
@@ -69,6 +71,8 @@ pub struct Service {
     pub config: ServiceConfig,
     inner: Mutex<Inner>,
     version: watch::Sender<u64>,
+    /// Set once the service is stopping: waiting long-polls answer at once.
+    stop: watch::Sender<bool>,
     pub metrics: Metrics,
     pub followers: Followers,
 }
@@ -104,6 +108,7 @@ impl Service {
             config,
             inner: Mutex::new(inner),
             version: watch::channel(version).0,
+            stop: watch::channel(false).0,
             metrics: Metrics::default(),
             followers: Followers::new(discovery),
         });
@@ -112,7 +117,7 @@ impl Service {
             writes.push(Write::ReplaceKeys(service.read(|i| i.keys.clone())));
         }
         if let Some(bootstrap) = bootstrap {
-            writes.extend(service.read(|inner| bootstrap.writes(&inner.load_balancers, &inner.registry))?);
+            writes.extend(service.read(|inner| bootstrap.writes(inner))?);
         }
         service
             .write(|_| Ok((writes, ())))
@@ -197,6 +202,18 @@ impl Service {
         }
     }
 
+    /// Stops the service's waits: every long-poll answers now, so a graceful shutdown does not
+    /// wait out their time-outs.
+    pub fn stop(&self) {
+        self.stop.send_replace(true);
+    }
+
+    /// Resolves once [`Service::stop`] was called.
+    pub async fn stopping(&self) {
+        let mut stop = self.stop.subscribe();
+        let _ = stop.wait_for(|stopping| *stopping).await;
+    }
+
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.version.subscribe()
     }
@@ -252,11 +269,45 @@ impl Service {
 
     /// The filter state of listener `port` of load balancer `name`.
     pub fn filter_state(&self, name: &str, port: u16) -> Option<FilterState> {
-        self.read(|inner| inner.filter_state(&self.config.cookie, name, port))
+        self.read(|inner| crate::feed::filter_state(inner, &self.config.cookie, name, port))
     }
 }
 
 impl Inner {
+    pub fn load_balancer(&self, name: &str) -> Option<&LoadBalancer> {
+        self.load_balancers.get(name)
+    }
+
+    /// Every load balancer, by name.
+    pub fn load_balancers(&self) -> impl Iterator<Item = &LoadBalancer> {
+        self.load_balancers.values()
+    }
+
+    pub fn load_balancer_count(&self) -> usize {
+        self.load_balancers.len()
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    pub fn keys(&self) -> &KeyRing {
+        &self.keys
+    }
+
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    pub fn endpoints_version(&self) -> u64 {
+        self.endpoints_version
+    }
+
+    /// The last probe results of instance `id` in load balancer `name`, if probed.
+    pub fn health(&self, name: &str, id: &str) -> Option<&InstanceHealth> {
+        self.health.get(&(name.to_owned(), id.to_owned()))
+    }
+
     /// Whether `write` would change what EDS serves. Conservative: a registry change counts.
     fn changes_endpoints(&self, write: &Write) -> bool {
         match write {
@@ -305,40 +356,6 @@ impl Inner {
             })
             .collect()
     }
-
-    pub fn filter_state(&self, cookie: &CookieSettings, name: &str, port: u16) -> Option<FilterState> {
-        let lb = self.load_balancers.get(name)?;
-        let listener = lb.listeners.get(&port)?;
-        let policy = lb.listener_policy(port).map(|p| match p {
-            Policy::LbCookie {
-                cookie_expiration_period,
-            } => PolicyState::LbCookie {
-                expiration_period: cookie_expiration_period.unwrap_or(0),
-            },
-            Policy::AppCookie { cookie_name } => PolicyState::AppCookie {
-                app_cookie_name: cookie_name.clone(),
-                duration_seconds: None,
-            },
-        });
-        let targets = self
-            .targets(lb, listener.instance_port)
-            .into_iter()
-            .map(|(id, address, healthy)| TargetState {
-                id,
-                address: address.to_string(),
-                healthy,
-            })
-            .collect();
-        Some(FilterState {
-            version: self.version,
-            load_balancer: name.to_owned(),
-            listener_port: port,
-            policy,
-            cookie: cookie.clone(),
-            targets,
-            keys: self.keys.to_state(),
-        })
-    }
 }
 
 #[cfg(test)]
@@ -369,7 +386,7 @@ mod tests {
         let put = |change: &dyn Fn(&mut LoadBalancer)| {
             service
                 .write(|inner| {
-                    let mut lb = inner.load_balancers["terraform-balancer"].clone();
+                    let mut lb = inner.load_balancer("terraform-balancer").unwrap().clone();
                     change(&mut lb);
                     Ok((vec![Write::PutLoadBalancer(lb)], ()))
                 })
@@ -399,7 +416,14 @@ mod tests {
         });
         assert_eq!(endpoints, version, "deregistering a target changes the endpoints");
 
-        let first = service.read(|inner| inner.load_balancers["terraform-balancer"].instances.first().cloned());
+        let first = service.read(|inner| {
+            inner
+                .load_balancer("terraform-balancer")
+                .unwrap()
+                .instances
+                .first()
+                .cloned()
+        });
         let healthy = InstanceHealth {
             status: HealthStatus::InService,
             consecutive_ok: 2,

@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{ACCESS_KEY, Control, QueryClient, SECRET_KEY, bootstrap};
+use sticky_testing::eventually;
 
 const WRITERS: usize = 4;
 const KILLS: usize = 3;
@@ -135,12 +136,18 @@ fn every_acknowledged_write_survives_kill_9_during_a_burst() {
         })
         .collect();
 
+    let acknowledged = || outcomes.lock().unwrap().acknowledged.len();
+    let some_more_writes = |since: usize| {
+        eventually(Duration::from_secs(30), "more writes acknowledged", || {
+            acknowledged() >= since + 20
+        });
+    };
     for _ in 0..KILLS {
-        std::thread::sleep(Duration::from_millis(400));
         // kill -9 mid-burst, then start again on the same database.
+        some_more_writes(acknowledged());
         control.restart();
     }
-    std::thread::sleep(Duration::from_millis(300));
+    some_more_writes(acknowledged());
     stop.store(true, Ordering::Relaxed);
     for writer in writers {
         writer.join().unwrap();

@@ -103,10 +103,7 @@ impl Response {
 
     /// The value of the cookie `name` this response sets.
     pub fn cookie(&self, name: &str) -> Option<String> {
-        self.set_cookies().iter().find_map(|c| {
-            let pair = c.split(';').next()?;
-            pair.strip_prefix(&format!("{name}=")).map(str::to_owned)
-        })
+        sticky_testing::fixtures::cookie_set(self.set_cookies().iter().map(String::as_str), name)
     }
 }
 

@@ -5,8 +5,9 @@
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use sticky_core::{CookieSettings, FilterState, KeyRingState, KeyState, PluginConfig, PolicyState, TargetState};
+use sticky_core::{FilterState, PluginConfig, PolicyState};
 use sticky_testbed::{Plugin, Testbed};
+use sticky_testing::fixtures::{app_cookie_policy, filter_state, lb_cookie_policy, ring_state, targets};
 
 const T1: &str = "127.0.0.1:9001";
 const T2: &str = "127.0.0.1:9002";
@@ -24,43 +25,13 @@ fn testbed() -> &'static Testbed {
 fn state(policy: Option<PolicyState>, version: u64) -> FilterState {
     FilterState {
         version,
-        load_balancer: "terraform-balancer".into(),
-        listener_port: 80,
-        policy,
-        cookie: CookieSettings::default(),
-        targets: vec![
-            TargetState {
-                id: "i-1".into(),
-                address: T1.into(),
-                healthy: true,
-            },
-            TargetState {
-                id: "i-2".into(),
-                address: T2.into(),
-                healthy: true,
-            },
-            TargetState {
-                id: "i-3".into(),
-                address: T3.into(),
-                healthy: true,
-            },
-        ],
-        keys: KeyRingState {
-            active: 1,
-            keys: vec![KeyState::from_secret(1, &[7; 32])],
-        },
+        ..filter_state(policy, targets(&[T1, T2, T3], &[]), ring_state(&[(1, 7)], 1))
     }
 }
 
 /// An unpinned request goes where the filter's round robin over the healthy targets says.
 fn balanced_to(stream_header: Option<&[u8]>, healthy: &[&str]) -> bool {
     stream_header.is_some_and(|v| healthy.iter().any(|t| t.as_bytes() == v))
-}
-
-fn lb_policy(period: u64) -> Option<PolicyState> {
-    Some(PolicyState::LbCookie {
-        expiration_period: period,
-    })
 }
 
 fn plugin(state: FilterState) -> Plugin {
@@ -80,7 +51,7 @@ fn cookie_header(cookies: &[(&str, &str)]) -> Vec<u8> {
 
 #[test]
 fn lb_cookie_assigns_then_pins_with_six_host_calls_on_a_sticky_hit() {
-    let mut plugin = plugin(state(lb_policy(600), 1));
+    let mut plugin = plugin(state(Some(lb_cookie_policy(600)), 1));
     let stream = plugin.request(&[(":path", b"/")]).unwrap();
     assert!(
         balanced_to(stream.header(ROUTING), &[T1, T2, T3]),
@@ -117,7 +88,7 @@ fn lb_cookie_assigns_then_pins_with_six_host_calls_on_a_sticky_hit() {
 
 #[test]
 fn client_routing_headers_are_removed_or_replaced() {
-    let mut plugin = plugin(state(lb_policy(600), 1));
+    let mut plugin = plugin(state(Some(lb_cookie_policy(600)), 1));
     let spoofed = [(":path", &b"/"[..]), (ROUTING, b"10.9.9.9:1"), (ROUTING, b"10.9.9.9:1")];
     let stream = plugin.request(&spoofed).unwrap();
     assert_eq!(stream.header_count(ROUTING), 1, "unpinned: every copy replaced");
@@ -144,7 +115,7 @@ fn client_routing_headers_are_removed_or_replaced() {
 
 #[test]
 fn an_expired_cookie_gets_a_new_target_and_cookie() {
-    let mut plugin = plugin(state(lb_policy(60), 1));
+    let mut plugin = plugin(state(Some(lb_cookie_policy(60)), 1));
     let stream = plugin.request(&[]).unwrap();
     let cookie = plugin
         .respond(&stream, Some(T1), &[])
@@ -192,7 +163,7 @@ fn the_filter_follows_the_control_service_and_fails_static() {
     plugin.tick().unwrap();
     assert!(plugin.take_http_calls().is_empty(), "one poll in flight");
 
-    let json = serde_json::to_vec(&state(lb_policy(600), 7)).unwrap();
+    let json = serde_json::to_vec(&state(Some(lb_cookie_policy(600)), 7)).unwrap();
     plugin.answer_http_call(&calls[0], 200, &json).unwrap();
     assert_eq!(plugin.counter("sticky.state_updates"), 1);
     let next = plugin.take_http_calls();
@@ -241,10 +212,7 @@ fn the_filter_follows_the_control_service_and_fails_static() {
 
 #[test]
 fn app_cookie_failover_through_a_state_update() {
-    let policy = Some(PolicyState::AppCookie {
-        app_cookie_name: "session".into(),
-        duration_seconds: None,
-    });
+    let policy = Some(app_cookie_policy(None));
     let config = r#"{"control":{"cluster":"control","load_balancer":"terraform-balancer","listener_port":80}}"#;
     let mut plugin = testbed().plugin(config, &["control"]).unwrap();
     plugin.tick().unwrap();

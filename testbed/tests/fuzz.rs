@@ -9,8 +9,9 @@
 
 use std::time::{Duration, Instant};
 
-use sticky_core::{CookieSettings, FilterState, KeyRingState, KeyState, PluginConfig, PolicyState, TargetState};
+use sticky_core::{FilterState, PluginConfig, PolicyState};
 use sticky_testbed::Testbed;
+use sticky_testing::fixtures::{app_cookie_policy, filter_state, lb_cookie_policy, ring_state, targets};
 
 struct Rng(u64);
 
@@ -34,24 +35,12 @@ impl Rng {
 }
 
 fn state(policy: PolicyState) -> FilterState {
-    FilterState {
-        version: 1,
-        load_balancer: "fuzz".into(),
-        listener_port: 80,
-        policy: Some(policy),
-        cookie: CookieSettings::default(),
-        targets: (1..=3)
-            .map(|i| TargetState {
-                id: format!("i-{i}"),
-                address: format!("127.0.0.1:900{i}"),
-                healthy: i != 3,
-            })
-            .collect(),
-        keys: KeyRingState {
-            active: 1,
-            keys: vec![KeyState::from_secret(1, &[3; 32])],
-        },
-    }
+    let addresses = ["127.0.0.1:9001", "127.0.0.1:9002", "127.0.0.1:9003"];
+    filter_state(
+        Some(policy),
+        targets(&addresses, &addresses[2..]),
+        ring_state(&[(1, 3)], 1),
+    )
 }
 
 /// One fuzz input: (cookie header, routing header, set-cookie, upstream).
@@ -120,16 +109,7 @@ fn fuzz_the_filter_with_arbitrary_header_bytes() {
     let testbed = Testbed::load(&wasm).unwrap();
     let mut rng = Rng(0x5eed_1234_abcd_0001 ^ u64::from(std::process::id()));
     let mut executions = 0u64;
-    for (name, policy) in [
-        ("lb", PolicyState::LbCookie { expiration_period: 600 }),
-        (
-            "app",
-            PolicyState::AppCookie {
-                app_cookie_name: "session".into(),
-                duration_seconds: None,
-            },
-        ),
-    ] {
+    for (name, policy) in [("lb", lb_cookie_policy(600)), ("app", app_cookie_policy(None))] {
         let mut plugin = testbed
             .plugin(&PluginConfig::new(Some(state(policy))).to_json(), &[])
             .unwrap();

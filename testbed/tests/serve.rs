@@ -5,10 +5,12 @@
 use std::collections::HashSet;
 use std::net::{SocketAddr, TcpListener};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use sticky_core::{CookieSettings, FilterState, KeyRingState, KeyState, PluginConfig, PolicyState, TargetState};
+use sticky_core::PluginConfig;
 use sticky_demo_target::DemoTargets;
+use sticky_testing::eventually;
+use sticky_testing::fixtures::{filter_state, lb_cookie_policy, named_targets, ring_state};
 
 struct Served(Child, u16);
 
@@ -34,11 +36,9 @@ fn serve(args: &[String]) -> Served {
         .stdin(Stdio::null())
         .spawn()
         .unwrap();
-    let start = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(start.elapsed() < Duration::from_secs(30), "testbed serve did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    eventually(Duration::from_secs(30), "testbed serve accepts connections", || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
     Served(child, port)
 }
 
@@ -52,10 +52,7 @@ fn get(port: u16, path: &str, cookie: Option<&str>, routing: Option<&str>) -> (u
         request = request.set("x-sticky-target", routing);
     }
     let response = request.call().unwrap();
-    let sticky = response
-        .all("set-cookie")
-        .iter()
-        .find_map(|c| c.split(';').next()?.strip_prefix("AWSELB=").map(str::to_owned));
+    let sticky = sticky_testing::fixtures::cookie_set(response.all("set-cookie"), "AWSELB");
     let status = response.status();
     let body: serde_json::Value = serde_json::from_str(&response.into_string().unwrap()).unwrap();
     (status, body["target"].as_str().unwrap_or_default().to_owned(), sticky)
@@ -65,25 +62,11 @@ fn get(port: u16, path: &str, cookie: Option<&str>, routing: Option<&str>) -> (u
 fn serve_with_a_static_state_pins_sessions() {
     let targets = DemoTargets::start(&[("i-a", 0), ("i-b", 0), ("i-c", 0)]).unwrap();
     let addresses: Vec<(String, SocketAddr)> = targets.addresses();
-    let state = FilterState {
-        version: 1,
-        load_balancer: "testbed".into(),
-        listener_port: 80,
-        policy: Some(PolicyState::LbCookie { expiration_period: 600 }),
-        cookie: CookieSettings::default(),
-        targets: addresses
-            .iter()
-            .map(|(id, a)| TargetState {
-                id: id.clone(),
-                address: a.to_string(),
-                healthy: true,
-            })
-            .collect(),
-        keys: KeyRingState {
-            active: 1,
-            keys: vec![KeyState::from_secret(1, &[5; 32])],
-        },
-    };
+    let state = filter_state(
+        Some(lb_cookie_policy(600)),
+        named_targets(addresses.clone()),
+        ring_state(&[(1, 5)], 1),
+    );
     let dir = std::env::temp_dir().join(format!("testbed-serve-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let config = dir.join("plugin.json");
@@ -133,17 +116,14 @@ fn serve_follows_the_control_service() {
         )
         .unwrap()
         .ok();
-    let start = Instant::now();
-    let (pinned, cookie) = loop {
+    let mut pinned = None;
+    eventually(Duration::from_secs(10), "the policy reaches the testbed", || {
         if let (200, target, Some(cookie)) = get(served.1, "/", None, None) {
-            break (target, cookie);
+            pinned = Some((target, cookie));
         }
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "the policy never reached the testbed"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+        pinned.is_some()
+    });
+    let (pinned, cookie) = pinned.unwrap();
     let cookie = format!("AWSELB={cookie}");
     for _ in 0..10 {
         assert_eq!(get(served.1, "/", Some(&cookie), None).1, pinned);

@@ -18,10 +18,11 @@ use std::net::TcpStream;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use sticky_core::{CookieSettings, FilterState, PolicyState, TargetState};
+use sticky_core::{FilterState, PolicyState};
 use sticky_demo_target::{DemoTargets, Echo};
 use sticky_envoy::{Bootstrap, EnvoyProcess};
 use sticky_testing::artifacts::build_filter;
+use sticky_testing::fixtures::{cookie_set, filter_state, named_targets};
 use sticky_testing::random_key_ring;
 
 pub const LOAD_BALANCER: &str = "terraform-balancer";
@@ -71,9 +72,7 @@ impl Reply {
 
     /// The value the response sets for cookie `name`.
     pub fn cookie_value(&self, name: &str) -> Option<String> {
-        let header = self.set_cookie(name)?;
-        let pair = header.split(';').next()?;
-        Some(pair[name.len() + 1..].to_owned())
+        cookie_set(self.set_cookies.iter().map(String::as_str), name)
     }
 
     /// The stickiness cookie's new value, if one was issued.
@@ -152,23 +151,8 @@ impl Stack {
     pub fn start_with(policy: Option<PolicyState>, adjust: impl FnOnce(&mut FilterState)) -> Self {
         let specs: Vec<(&str, u16)> = TARGET_IDS.iter().map(|id| (*id, 0)).collect();
         let targets = DemoTargets::start(&specs).expect("start demo targets");
-        let mut state = FilterState {
-            version: 1,
-            load_balancer: LOAD_BALANCER.to_owned(),
-            listener_port: 80,
-            policy,
-            cookie: CookieSettings::default(),
-            targets: targets
-                .addresses()
-                .into_iter()
-                .map(|(id, address)| TargetState {
-                    id,
-                    address: address.to_string(),
-                    healthy: true,
-                })
-                .collect(),
-            keys: random_key_ring(1).expect("key ring"),
-        };
+        let listed = named_targets(targets.addresses());
+        let mut state = filter_state(policy, listed, random_key_ring(1).expect("key ring"));
         adjust(&mut state);
         let wasm = build_filter().unwrap_or_else(|e| panic!("{e}"));
         let bootstrap = Bootstrap::sticky(wasm, state.clone()).expect("bootstrap");

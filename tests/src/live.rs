@@ -2,7 +2,7 @@
 //! Envoys whose filter follows it (state long-poll) and whose cluster comes from its EDS.
 
 use std::collections::HashSet;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use sticky_control::BootstrapFile;
 use sticky_control::client::{QueryClient, Reply as ApiReply};
@@ -10,6 +10,7 @@ use sticky_control::process::ControlProcess;
 use sticky_demo_target::DemoTargets;
 use sticky_envoy::{Bootstrap, EnvoyProcess};
 use sticky_testing::artifacts::{build_control, build_filter};
+pub use sticky_testing::eventually;
 
 use crate::hosts::{Placement, TargetProcesses};
 use crate::{LOAD_BALANCER, Reply, TARGET_IDS, agent, get};
@@ -48,18 +49,6 @@ pub struct Live<T = DemoTargets> {
     pub envoys: Vec<EnvoyProcess>,
     agent: ureq::Agent,
     _dir: tempfile::TempDir,
-}
-
-/// Polls `check` every 20 ms until it is true or `limit` passes; returns the time it took.
-pub fn eventually(limit: Duration, what: &str, mut check: impl FnMut() -> bool) -> Duration {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if check() {
-            return start.elapsed();
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    panic!("not within {limit:?}: {what}");
 }
 
 impl Live {

@@ -8,6 +8,7 @@ use std::time::Duration;
 use sticky_core::PolicyState;
 
 use crate::STICKY_COOKIE;
+use sticky_testing::fixtures::{app_cookie_policy, cookie_set, lb_cookie_policy};
 
 /// What a scenario sees of one answer.
 #[derive(Debug, Clone)]
@@ -19,12 +20,7 @@ pub struct Answer {
 
 impl Answer {
     pub fn cookie(&self, name: &str) -> Option<String> {
-        self.set_cookies.iter().find_map(|c| {
-            c.split(';')
-                .next()?
-                .strip_prefix(&format!("{name}="))
-                .map(str::to_owned)
-        })
+        cookie_set(self.set_cookies.iter().map(String::as_str), name)
     }
 
     pub fn sticky(&self) -> Option<String> {
@@ -55,16 +51,11 @@ pub struct Scenario {
 }
 
 fn lb(period: u64) -> Option<PolicyState> {
-    Some(PolicyState::LbCookie {
-        expiration_period: period,
-    })
+    Some(lb_cookie_policy(period))
 }
 
 fn app() -> Option<PolicyState> {
-    Some(PolicyState::AppCookie {
-        app_cookie_name: "session".into(),
-        duration_seconds: None,
-    })
+    Some(app_cookie_policy(None))
 }
 
 fn pinned(proxy: &mut dyn Proxy, cookies: &[(&str, &str)], times: usize) -> HashSet<String> {

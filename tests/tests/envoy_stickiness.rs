@@ -8,21 +8,8 @@ use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use sticky_core::PolicyState;
+use sticky_testing::fixtures::{app_cookie_policy, lb_cookie_policy};
 use sticky_tests::{STICKY_COOKIE, Stack, TARGET_IDS};
-
-fn lb_policy(period: u64) -> Option<PolicyState> {
-    Some(PolicyState::LbCookie {
-        expiration_period: period,
-    })
-}
-
-fn app_policy() -> Option<PolicyState> {
-    Some(PolicyState::AppCookie {
-        app_cookie_name: "session".into(),
-        duration_seconds: None,
-    })
-}
 
 fn all_targets() -> HashSet<String> {
     TARGET_IDS.iter().map(|s| (*s).to_owned()).collect()
@@ -30,7 +17,7 @@ fn all_targets() -> HashSet<String> {
 
 #[test]
 fn lb_cookie_first_response_sets_the_cookie_and_follow_ups_stay_on_its_target() {
-    let stack = Stack::start(lb_policy(300));
+    let stack = Stack::start(Some(lb_cookie_policy(300)));
     let first = stack.get("/", &[], &[]);
     assert_eq!(first.status, 200);
     let set_cookie = first
@@ -58,7 +45,7 @@ fn lb_cookie_first_response_sets_the_cookie_and_follow_ups_stay_on_its_target() 
 
 #[test]
 fn lb_cookie_is_not_honoured_after_its_duration() {
-    let stack = Stack::start(lb_policy(2));
+    let stack = Stack::start(Some(lb_cookie_policy(2)));
     let first = stack.get("/", &[], &[]);
     let cookie = first.sticky_cookie().expect("cookie");
     assert!(first.set_cookie(STICKY_COOKIE).unwrap().contains("Max-Age=2"));
@@ -81,7 +68,7 @@ fn lb_cookie_is_not_honoured_after_its_duration() {
 
 #[test]
 fn garbage_or_tampered_cookies_get_a_new_valid_cookie_and_a_200() {
-    let stack = Stack::start(lb_policy(300));
+    let stack = Stack::start(Some(lb_cookie_policy(300)));
     let valid = stack.get("/", &[], &[]).sticky_cookie().unwrap();
     let mut raw = URL_SAFE_NO_PAD.decode(&valid).unwrap();
     let middle = raw.len() / 2;
@@ -115,7 +102,7 @@ fn garbage_or_tampered_cookies_get_a_new_valid_cookie_and_a_200() {
 
 #[test]
 fn app_cookie_stickiness_starts_when_the_target_sets_session() {
-    let stack = Stack::start(app_policy());
+    let stack = Stack::start(Some(app_cookie_policy(None)));
     // Before the app sets `session`: nothing sticky, no stickiness cookie.
     for _ in 0..6 {
         let reply = stack.get("/", &[], &[]);
@@ -164,7 +151,7 @@ fn app_cookie_stickiness_starts_when_the_target_sets_session() {
 
 #[test]
 fn app_cookie_with_an_expiry_gives_the_stickiness_cookie_the_same() {
-    let stack = Stack::start(app_policy());
+    let stack = Stack::start(Some(app_cookie_policy(None)));
     let login = stack.get("/login?permanent=1", &[], &[]);
     let app = login.set_cookie("session").unwrap().to_owned();
     let expires = app.split("; ").find(|a| a.starts_with("Expires=")).unwrap().to_owned();
@@ -174,7 +161,7 @@ fn app_cookie_with_an_expiry_gives_the_stickiness_cookie_the_same() {
 
 #[test]
 fn a_client_supplied_routing_header_has_no_effect() {
-    let stack = Stack::start(lb_policy(300));
+    let stack = Stack::start(Some(lb_cookie_policy(300)));
     let spoofed = stack.address_of("i-target2");
     let header = [("x-sticky-target", spoofed.as_str())];
     assert_eq!(
@@ -214,7 +201,7 @@ fn a_client_supplied_routing_header_has_no_effect() {
 
 #[test]
 fn hostile_cookie_headers_never_trap_the_filter() {
-    let stack = Stack::start(lb_policy(300));
+    let stack = Stack::start(Some(lb_cookie_policy(300)));
     let huge = "A".repeat(50_000);
     let many: Vec<(String, String)> = (0..600)
         .map(|i| (STICKY_COOKIE.to_owned(), format!("junk{i}")))
@@ -257,7 +244,7 @@ fn no_policy_means_no_cookie_and_plain_balancing() {
 
 #[test]
 fn an_unhealthy_target_in_the_state_gets_no_pin() {
-    let stack = Stack::start_with(lb_policy(300), |state| state.targets[0].healthy = false);
+    let stack = Stack::start_with(Some(lb_cookie_policy(300)), |state| state.targets[0].healthy = false);
     // Envoy's static endpoints still list it, but the filter balances over healthy targets
     // only: it gets no request, and no cookie names it. (A response from an unhealthy
     // upstream issuing nothing: core test lb_cookie_answer_from_an_unknown_or_unhealthy_upstream_issues_nothing.)

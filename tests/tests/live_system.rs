@@ -125,7 +125,11 @@ fn a_dead_target_loses_its_sessions_to_a_healthy_one_and_they_stay_there() {
     eventually(Duration::from_secs(15), "the old target back in service", || {
         live.instance_state(&old) == "InService"
     });
-    std::thread::sleep(Duration::from_millis(300));
+    eventually(
+        Duration::from_secs(5),
+        "new sessions reach the old target again",
+        || live.spread(0, 12, &[]).contains(&old),
+    );
     let after = live.spread(0, 20, &[("session", &session), (STICKY_COOKIE, &sticky)]);
     assert_eq!(after, HashSet::from([new]), "the session stays on its new target");
 }
@@ -156,8 +160,7 @@ fn deregistered_targets_lose_their_sessions_and_their_traffic() {
         }
     });
     println!("deregistration: session moved {moved:?} after the API answered");
-    // Envoy's EDS refreshes every 100 ms; after that no request reaches the old target.
-    std::thread::sleep(Duration::from_millis(300));
+    // The API answered once Envoy's EDS held the change: no request reaches the old target.
     let new = live.get(0, "/", &[(STICKY_COOKIE, &cookie)]).target();
     assert_eq!(live.spread(0, 20, &[(STICKY_COOKIE, &cookie)]), HashSet::from([new]));
     let unpinned = live.spread(0, 40, &[]);

@@ -5,8 +5,9 @@
 
 use std::time::Duration;
 
-use sticky_core::{CookieSettings, FilterState, KeyRingState, KeyState, PluginConfig, PolicyState, TargetState};
+use sticky_core::{PluginConfig, PolicyState};
 use sticky_testbed::{Plugin, Testbed};
+use sticky_testing::fixtures::{filter_state, named_targets, ring_state};
 use sticky_tests::scenarios::{Answer, Proxy, scenarios};
 use sticky_tests::{STICKY_COOKIE, Stack, TARGET_IDS};
 
@@ -93,24 +94,8 @@ impl Proxy for Simulated {
 }
 
 fn simulated(policy: Option<PolicyState>) -> Simulated {
-    let state = FilterState {
-        version: 1,
-        load_balancer: sticky_tests::LOAD_BALANCER.into(),
-        listener_port: 80,
-        policy,
-        cookie: CookieSettings::default(),
-        targets: (0..3)
-            .map(|i| TargetState {
-                id: TARGET_IDS[i].into(),
-                address: address(i),
-                healthy: true,
-            })
-            .collect(),
-        keys: KeyRingState {
-            active: 1,
-            keys: vec![KeyState::from_secret(1, &[4; 32])],
-        },
-    };
+    let targets = named_targets(TARGET_IDS.iter().enumerate().map(|(i, id)| (*id, address(i))));
+    let state = filter_state(policy, targets, ring_state(&[(1, 4)], 1));
     let wasm = sticky_testing::artifacts::build_filter().unwrap_or_else(|e| panic!("{e}"));
     let testbed = Testbed::load(&wasm).unwrap();
     Simulated {

@@ -3,7 +3,7 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use sticky_control::BootstrapFile;
 pub use sticky_control::client::{QueryClient, Reply, SignedRequest, Style};
@@ -88,6 +88,27 @@ impl Control {
 
     pub fn eds(&self, clusters: &[&str]) -> serde_json::Value {
         self.client().eds(clusters).unwrap()
+    }
+
+    /// The value of an unlabelled counter or gauge on `/metrics` (0 when absent).
+    pub fn metric(&self, name: &str) -> u64 {
+        let text = ureq::get(&format!("{}/metrics", self.url()))
+            .call()
+            .unwrap()
+            .into_string()
+            .unwrap();
+        text.lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Waits until the service no longer waits for followers to reconnect after its start.
+    pub fn wait_for_discovery(&self) {
+        sticky_testing::eventually(
+            Duration::from_secs(20),
+            "the followers' discovery window closes",
+            || self.metric("sticky_control_discovering_followers") == 0,
+        );
     }
 }
 

@@ -37,15 +37,27 @@ pub fn targets(addresses: &[&str], unhealthy: &[&str]) -> Vec<TargetState> {
         .collect()
 }
 
+/// Healthy targets with these ids and addresses.
+pub fn named_targets<I: Into<String>, A: ToString>(targets: impl IntoIterator<Item = (I, A)>) -> Vec<TargetState> {
+    targets
+        .into_iter()
+        .map(|(id, address)| TargetState {
+            id: id.into(),
+            address: address.to_string(),
+            healthy: true,
+        })
+        .collect()
+}
+
 /// Duration-based stickiness for `period` seconds (0: a browser-session cookie).
-pub fn lb_cookie(period: u64) -> PolicyState {
+pub fn lb_cookie_policy(period: u64) -> PolicyState {
     PolicyState::LbCookie {
         expiration_period: period,
     }
 }
 
 /// Application-based stickiness following the app's cookie `session`.
-pub fn app_cookie(duration_seconds: Option<u64>) -> PolicyState {
+pub fn app_cookie_policy(duration_seconds: Option<u64>) -> PolicyState {
     PolicyState::AppCookie {
         app_cookie_name: "session".to_owned(),
         duration_seconds,

@@ -7,8 +7,8 @@ use crate::codec::{Binding, CookieContent, PolicyKind};
 use crate::error::{Rejection, StateError};
 use crate::listener::{CookieStatus, Listener, RequestDecision, ResponseOutcome, Unreachable};
 use crate::plugin::UpstreamReport;
-use crate::state::{CookieSettings, FilterState, PolicyState, SameSite, TargetState};
-use crate::testing::{key_ring, ring_state};
+use crate::state::{FilterState, PolicyState, SameSite};
+use crate::testing::{app_cookie_policy, filter_state, key_ring, lb_cookie_policy, ring_state, targets};
 
 const NOW: u64 = 1_700_000_000;
 const LB: &str = "terraform-balancer";
@@ -19,43 +19,13 @@ const T3: &str = "127.0.0.1:9003";
 fn state(policy: Option<PolicyState>) -> FilterState {
     FilterState {
         version: 7,
-        load_balancer: LB.into(),
-        listener_port: 80,
-        policy,
-        cookie: CookieSettings::default(),
-        targets: vec![
-            TargetState {
-                id: "i-1".into(),
-                address: T1.into(),
-                healthy: true,
-            },
-            TargetState {
-                id: "i-2".into(),
-                address: T2.into(),
-                healthy: true,
-            },
-            TargetState {
-                id: "i-3".into(),
-                address: T3.into(),
-                healthy: false,
-            },
-        ],
         // Key 1 is retired (still opens), key 2 seals.
-        keys: ring_state(&[(1, 11), (2, 22)], 2),
+        ..filter_state(
+            policy,
+            targets(&[T1, T2, T3], &[T3]),
+            ring_state(&[(1, 11), (2, 22)], 2),
+        )
     }
-}
-
-fn lb_policy(period: u64) -> Option<PolicyState> {
-    Some(PolicyState::LbCookie {
-        expiration_period: period,
-    })
-}
-
-fn app_policy(duration: Option<u64>) -> Option<PolicyState> {
-    Some(PolicyState::AppCookie {
-        app_cookie_name: "session".into(),
-        duration_seconds: duration,
-    })
 }
 
 fn listener(policy: Option<PolicyState>) -> Listener {
@@ -148,7 +118,7 @@ fn pinned_address(l: &Listener, d: &RequestDecision) -> Option<String> {
 
 #[test]
 fn lb_cookie_request_table() {
-    let l = listener(lb_policy(600));
+    let l = listener(Some(lb_cookie_policy(600)));
     let valid = lb_cookie("i-1", NOW - 10, NOW + 590);
     let long = lb_cookie("i-0123456789abcdef0", NOW - 10, NOW + 590);
     let retired = forge(PolicyKind::LbCookie, (1, 11), "i-2", NOW - 10, NOW + 590, LB, 80);
@@ -242,7 +212,7 @@ fn lb_cookie_request_table() {
 
 #[test]
 fn lb_cookie_first_response_assigns_the_answering_target() {
-    let l = listener(lb_policy(600));
+    let l = listener(Some(lb_cookie_policy(600)));
     let (request, outcome, set_cookie) = exchange(&l, &[], T2, &[], NOW);
     assert_eq!(request.pinned, None);
     assert_eq!(outcome, ResponseOutcome::Assigned);
@@ -259,7 +229,7 @@ fn lb_cookie_first_response_assigns_the_answering_target() {
 
 #[test]
 fn lb_cookie_expiry_slides_after_a_quarter_of_the_period() {
-    let l = listener(lb_policy(600));
+    let l = listener(Some(lb_cookie_policy(600)));
     let value = lb_cookie("i-1", NOW - 149, NOW + 451);
     let (_, outcome, _) = exchange(&l, &[("AWSELB", &value)], T1, &[], NOW);
     assert_eq!(outcome, ResponseOutcome::Unchanged);
@@ -273,7 +243,7 @@ fn lb_cookie_expiry_slides_after_a_quarter_of_the_period() {
 
 #[test]
 fn lb_cookie_invalid_cookies_get_a_new_target_and_cookie() {
-    let l = listener(lb_policy(600));
+    let l = listener(Some(lb_cookie_policy(600)));
     for (name, value, outcome) in [
         ("garbage", "garbage".to_owned(), ResponseOutcome::Assigned),
         (
@@ -307,7 +277,7 @@ fn lb_cookie_invalid_cookies_get_a_new_target_and_cookie() {
 
 #[test]
 fn lb_cookie_session_when_period_is_zero() {
-    let l = listener(lb_policy(0));
+    let l = listener(Some(lb_cookie_policy(0)));
     let (_, _, set_cookie) = exchange(&l, &[], T1, &[], NOW);
     let set_cookie = set_cookie.unwrap();
     assert!(
@@ -326,7 +296,7 @@ fn lb_cookie_session_when_period_is_zero() {
 
 #[test]
 fn lb_cookie_first_valid_of_several_wins() {
-    let l = listener(lb_policy(600));
+    let l = listener(Some(lb_cookie_policy(600)));
     let header = header(&[("AWSELB", "junk"), ("AWSELB", &lb_cookie("i-2", NOW, NOW + 600))]);
     assert_eq!(
         pinned_address(&l, &l.on_request(Some(&header), NOW)).as_deref(),
@@ -336,7 +306,7 @@ fn lb_cookie_first_valid_of_several_wins() {
 
 #[test]
 fn lb_cookie_answer_from_an_unknown_or_unhealthy_upstream_issues_nothing() {
-    let l = listener(lb_policy(600));
+    let l = listener(Some(lb_cookie_policy(600)));
     let (_, outcome, set_cookie) = exchange(&l, &[], "127.0.0.1:1", &[], NOW);
     assert_eq!((outcome, set_cookie), (ResponseOutcome::UnknownUpstream, None));
     let (_, outcome, set_cookie) = exchange(&l, &[], T3, &[], NOW);
@@ -357,7 +327,7 @@ fn lb_cookie_answer_from_an_unknown_or_unhealthy_upstream_issues_nothing() {
 
 #[test]
 fn lb_cookie_pinned_target_that_did_not_answer_moves_the_session() {
-    let l = listener(lb_policy(600));
+    let l = listener(Some(lb_cookie_policy(600)));
     let (request, outcome, set_cookie) = exchange(&l, &[("AWSELB", &lb_cookie("i-1", NOW, NOW + 600))], T2, &[], NOW);
     assert_eq!(pinned_address(&l, &request).as_deref(), Some(T1));
     assert_eq!(outcome, ResponseOutcome::Repinned);
@@ -384,7 +354,7 @@ const FLASK_SESSION: &str = "session=eyJ1c2VyIjoiYWxpY2UifQ.ZZZ.sig; HttpOnly; P
 
 #[test]
 fn app_cookie_stickiness_starts_when_the_target_sets_the_app_cookie() {
-    let l = listener(app_policy(None));
+    let l = listener(Some(app_cookie_policy(None)));
     let (request, outcome, set_cookie) = exchange(&l, &[], T1, &[], NOW);
     assert_eq!(
         (request.pinned, outcome, set_cookie),
@@ -414,7 +384,7 @@ fn app_cookie_stickiness_starts_when_the_target_sets_the_app_cookie() {
 
 #[test]
 fn app_cookie_lifetime_is_followed() {
-    let l = listener(app_policy(None));
+    let l = listener(Some(app_cookie_policy(None)));
     let cases: [(&str, Option<&str>); 4] = [
         ("session=a; Path=/", None),
         ("session=a; Max-Age=3600; Path=/", Some("Max-Age=3600")),
@@ -453,7 +423,7 @@ fn app_cookie_lifetime_is_followed() {
 #[test]
 fn an_absurd_app_cookie_lifetime_is_capped_not_a_crash() {
     // Found by the testbed's fuzzer: Max-Age near u64::MAX overflowed the Expires computation.
-    let l = listener(app_policy(None));
+    let l = listener(Some(app_cookie_policy(None)));
     let (_, outcome, set_cookie) = exchange(&l, &[], T1, &["session=x; Max-Age=6304884492704500459"], NOW);
     assert_eq!(outcome, ResponseOutcome::Assigned);
     let set_cookie = set_cookie.unwrap();
@@ -467,7 +437,7 @@ fn an_absurd_app_cookie_lifetime_is_capped_not_a_crash() {
 
 #[test]
 fn app_cookie_deleted_by_the_target_deletes_the_stickiness_cookie() {
-    let l = listener(app_policy(None));
+    let l = listener(Some(app_cookie_policy(None)));
     let (_, _, set_cookie) = exchange(&l, &[], T1, &[FLASK_SESSION], NOW);
     let ours = value_of(&set_cookie.unwrap());
     for deletion in [
@@ -486,7 +456,7 @@ fn app_cookie_deleted_by_the_target_deletes_the_stickiness_cookie() {
 
 #[test]
 fn app_cookie_set_again_renews_the_stickiness_cookie() {
-    let l = listener(app_policy(None));
+    let l = listener(Some(app_cookie_policy(None)));
     let (_, _, set_cookie) = exchange(&l, &[], T1, &["session=a; Max-Age=60"], NOW);
     let ours = value_of(&set_cookie.unwrap());
     let (request, outcome, set_cookie) = exchange(
@@ -509,7 +479,7 @@ fn app_cookie_set_again_renews_the_stickiness_cookie() {
 
 #[test]
 fn app_cookie_failover_rewrites_the_cookie_and_the_session_stays_on_the_new_target() {
-    let mut s = state(app_policy(None));
+    let mut s = state(Some(app_cookie_policy(None)));
     let healthy = Listener::compile(&s).unwrap();
     let (_, _, set_cookie) = exchange(&healthy, &[], T1, &["session=a; Max-Age=3600"], NOW);
     let on_t1 = value_of(&set_cookie.unwrap());
@@ -564,7 +534,7 @@ fn app_cookie_failover_rewrites_the_cookie_and_the_session_stays_on_the_new_targ
 
 #[test]
 fn app_cookie_without_a_stickiness_cookie_or_with_a_forged_one_is_not_rewritten() {
-    let l = listener(app_policy(None));
+    let l = listener(Some(app_cookie_policy(None)));
     for cookies in [vec![("session", "a")], vec![("session", "a"), ("AWSELB", "forged")]] {
         let (request, outcome, set_cookie) = exchange(&l, &cookies, T1, &[], NOW);
         assert_eq!(
@@ -577,7 +547,7 @@ fn app_cookie_without_a_stickiness_cookie_or_with_a_forged_one_is_not_rewritten(
 
 #[test]
 fn app_cookie_explicit_duration_overrides_the_app_cookie_lifetime() {
-    let l = listener(app_policy(Some(120)));
+    let l = listener(Some(app_cookie_policy(Some(120))));
     let (_, _, set_cookie) = exchange(&l, &[], T1, &["session=a; Max-Age=3600"], NOW);
     let set_cookie = set_cookie.unwrap();
     assert!(set_cookie.contains("Max-Age=120"), "{set_cookie}");
@@ -588,8 +558,8 @@ fn app_cookie_explicit_duration_overrides_the_app_cookie_lifetime() {
 
 #[test]
 fn app_and_lb_cookies_are_not_interchangeable() {
-    let app = listener(app_policy(None));
-    let lb = listener(lb_policy(600));
+    let app = listener(Some(app_cookie_policy(None)));
+    let lb = listener(Some(lb_cookie_policy(600)));
     let (_, _, set_cookie) = exchange(&lb, &[], T1, &[], NOW);
     let lb_value = value_of(&set_cookie.unwrap());
     let request = app.on_request(Some(&header(&[("session", "a"), ("AWSELB", &lb_value)])), NOW);
@@ -604,7 +574,7 @@ fn app_and_lb_cookies_are_not_interchangeable() {
 
 #[test]
 fn many_stickiness_cookies_are_tried_a_bounded_number_of_times() {
-    let l = listener(lb_policy(600));
+    let l = listener(Some(lb_cookie_policy(600)));
     let mut cookies: Vec<(&str, String)> = (0..1000).map(|_| ("AWSELB", "junk".to_owned())).collect();
     cookies.push(("AWSELB", lb_cookie("i-1", NOW, NOW + 600)));
     let header = header(&cookies.iter().map(|(n, v)| (*n, v.as_str())).collect::<Vec<_>>());
@@ -617,7 +587,7 @@ fn many_stickiness_cookies_are_tried_a_bounded_number_of_times() {
 
 #[test]
 fn state_is_validated_before_use() {
-    let valid = state(lb_policy(600));
+    let valid = state(Some(lb_cookie_policy(600)));
     type Mutation = Box<dyn Fn(&mut FilterState)>;
     let cases: Vec<(&str, Mutation, StateError)> = vec![
         (
@@ -706,7 +676,7 @@ fn state_is_validated_before_use() {
 
 #[test]
 fn state_json_round_trips_and_defaults_apply() {
-    let s = state(app_policy(Some(30)));
+    let s = state(Some(app_cookie_policy(Some(30))));
     let json = serde_json::to_string(&s).unwrap();
     assert_eq!(serde_json::from_str::<FilterState>(&json).unwrap(), s);
     let minimal = r#"{"version":1,"load_balancer":"lb","listener_port":80,"keys":{"active":1,"keys":[{"id":1,"secret":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}]}}"#;
@@ -735,7 +705,7 @@ fn requests_no_cookie_pins_go_round_robin_over_healthy_targets_only() {
             .as_deref(),
         Some("i-2")
     );
-    let mut none_healthy = state(lb_policy(600));
+    let mut none_healthy = state(Some(lb_cookie_policy(600)));
     for target in &mut none_healthy.targets {
         target.healthy = false;
     }
@@ -745,7 +715,7 @@ fn requests_no_cookie_pins_go_round_robin_over_healthy_targets_only() {
 #[test]
 fn a_target_envoy_could_not_reach_is_passed_over_until_the_hold_ends() {
     use crate::listener::UNREACHABLE_HOLD_SECONDS as HOLD;
-    let l = listener(lb_policy(600));
+    let l = listener(Some(lb_cookie_policy(600)));
     let (i1, i2) = (0, 1);
     let retried = || true;
     // Only another registered target answering a request routed to i-1, confirmed (Envoy
@@ -774,7 +744,7 @@ fn a_target_envoy_could_not_reach_is_passed_over_until_the_hold_ends() {
     assert!(!l.is_unreachable(i1, NOW));
     // Envoy's own 503 after giving up on the upstream marks that upstream (a POST it did not
     // retry), whatever was routed.
-    let gave_up = listener(lb_policy(600));
+    let gave_up = listener(Some(lb_cookie_policy(600)));
     for (flags, marked) in [
         ("UC", true),
         ("UF,URX", true),
@@ -790,7 +760,7 @@ fn a_target_envoy_could_not_reach_is_passed_over_until_the_hold_ends() {
         );
         assert_eq!(gave_up.is_unreachable(i2, NOW), marked, "{flags}");
     }
-    let quick = listener(lb_policy(600));
+    let quick = listener(Some(lb_cookie_policy(600)));
     let refused_at_once = format!("{T2} UF");
     assert!(
         quick
@@ -832,24 +802,24 @@ fn a_target_envoy_could_not_reach_is_passed_over_until_the_hold_ends() {
 
     // A new state for the same targets keeps the mark; a target that moved address does not,
     // nor one the health check saw fail and recover.
-    let renewed = listener(lb_policy(600));
+    let renewed = listener(Some(lb_cookie_policy(600)));
     renewed.carry_unreachable_from(&l);
     assert!(renewed.is_unreachable(i1, NOW + 1));
-    let mut moved = state(lb_policy(600));
+    let mut moved = state(Some(lb_cookie_policy(600)));
     moved.targets[0].address = "127.0.0.1:9101".into();
     let moved = Listener::compile(&moved).unwrap();
     moved.carry_unreachable_from(&l);
     assert!(!moved.is_unreachable(i1, NOW + 1));
-    let mut unhealthy = state(lb_policy(600));
+    let mut unhealthy = state(Some(lb_cookie_policy(600)));
     unhealthy.targets[0].healthy = false;
     let unhealthy = Listener::compile(&unhealthy).unwrap();
     unhealthy.carry_unreachable_from(&l);
-    let recovered = listener(lb_policy(600));
+    let recovered = listener(Some(lb_cookie_policy(600)));
     recovered.carry_unreachable_from(&unhealthy);
     assert!(!recovered.is_unreachable(i1, NOW + 1));
 
     // A marked target that answers (routed there because nothing else was left) is reachable.
-    let answered = listener(lb_policy(600));
+    let answered = listener(Some(lb_cookie_policy(600)));
     answered.carry_unreachable_from(&l);
     assert!(
         answered
@@ -866,7 +836,7 @@ fn a_target_envoy_could_not_reach_is_passed_over_until_the_hold_ends() {
 
     // Every healthy target unreachable: the round robin goes on over them all, and cookies
     // keep their target (sessions do not flap between unreachable targets).
-    let all = listener(lb_policy(600));
+    let all = listener(Some(lb_cookie_policy(600)));
     let marked = |routed: &str, other: &str| {
         all.observe_answer(Some(routed.as_bytes()), from(other), retried, NOW)
             .is_some()

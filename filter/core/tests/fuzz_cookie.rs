@@ -5,32 +5,19 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use sticky_core::{
-    CookieSettings, CookieStatus, FilterState, KeyRingState, KeyState, Listener, PolicyState, TargetState,
-};
+use sticky_core::{CookieStatus, Listener, PolicyState};
+use sticky_testing::fixtures::{app_cookie_policy, filter_state, lb_cookie_policy, ring_state, targets};
 
 const NOW: u64 = 1_800_000_000;
 
 fn listener(policy: PolicyState) -> Listener {
-    Listener::compile(&FilterState {
-        version: 1,
-        load_balancer: "fuzz".into(),
-        listener_port: 80,
-        policy: Some(policy),
-        cookie: CookieSettings::default(),
-        targets: (1..=3)
-            .map(|i| TargetState {
-                id: format!("i-{i}"),
-                address: format!("127.0.0.1:900{i}"),
-                healthy: i != 3,
-            })
-            .collect(),
-        keys: KeyRingState {
-            active: 2,
-            keys: vec![KeyState::from_secret(1, &[1; 32]), KeyState::from_secret(2, &[2; 32])],
-        },
-    })
-    .unwrap()
+    let addresses = ["127.0.0.1:9001", "127.0.0.1:9002", "127.0.0.1:9003"];
+    let state = filter_state(
+        Some(policy),
+        targets(&addresses, &addresses[2..]),
+        ring_state(&[(1, 1), (2, 2)], 2),
+    );
+    Listener::compile(&state).unwrap()
 }
 
 /// The cookie value `listener` issues for a session answered by target `n`.
@@ -49,11 +36,8 @@ fn genuine(listener: &Listener, n: u8, set_cookie: &[u8]) -> String {
 
 #[test]
 fn fuzz_cookie_headers_through_both_policies() {
-    let lb = listener(PolicyState::LbCookie { expiration_period: 600 });
-    let app = listener(PolicyState::AppCookie {
-        app_cookie_name: "session".into(),
-        duration_seconds: None,
-    });
+    let lb = listener(lb_cookie_policy(600));
+    let app = listener(app_cookie_policy(None));
     let genuine_values: Vec<String> = vec![
         genuine(&lb, 1, b""),
         genuine(&lb, 2, b""),

@@ -6,8 +6,9 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use clap::Parser;
-use sticky_core::{CookieSettings, FilterState, KeyRingState, KeyState, PluginConfig, PolicyState, TargetState};
+use sticky_core::{FilterState, PluginConfig, PolicyState};
 use sticky_testbed::{Plugin, Testbed};
+use sticky_testing::fixtures::{app_cookie_policy, filter_state, lb_cookie_policy, named_targets, ring_state};
 
 /// Measures the filter's per-request cost in the testbed.
 #[derive(Parser)]
@@ -21,24 +22,8 @@ struct Args {
 }
 
 fn state(targets: usize, policy: PolicyState) -> FilterState {
-    FilterState {
-        version: 1,
-        load_balancer: "bench".into(),
-        listener_port: 80,
-        policy: Some(policy),
-        cookie: CookieSettings::default(),
-        targets: (0..targets)
-            .map(|i| TargetState {
-                id: format!("i-{i:017x}"),
-                address: format!("10.{}.{}.{}:80", i >> 16 & 255, i >> 8 & 255, i & 255),
-                healthy: true,
-            })
-            .collect(),
-        keys: KeyRingState {
-            active: 1,
-            keys: vec![KeyState::from_secret(1, &[9; 32])],
-        },
-    }
+    let targets = named_targets((0..targets).map(|i| (format!("i-{i:017x}"), address(i))));
+    filter_state(Some(policy), targets, ring_state(&[(1, 9)], 1))
 }
 
 fn address(i: usize) -> String {
@@ -75,12 +60,7 @@ fn main() -> anyhow::Result<()> {
     for targets in [10usize, 1_000, 100_000] {
         let target = targets / 2;
         let upstream = address(target);
-        let lb = state(
-            targets,
-            PolicyState::LbCookie {
-                expiration_period: 3600,
-            },
-        );
+        let lb = state(targets, lb_cookie_policy(3600));
         let mut plugin = testbed.plugin(&PluginConfig::new(Some(lb)).to_json(), &[])?;
         let first = plugin.request(&[])?;
         let cookie = plugin
@@ -98,13 +78,7 @@ fn main() -> anyhow::Result<()> {
                 let _ = p.respond(&stream, Some(&upstream), &[]);
             }
         });
-        let app = state(
-            targets,
-            PolicyState::AppCookie {
-                app_cookie_name: "session".into(),
-                duration_seconds: None,
-            },
-        );
+        let app = state(targets, app_cookie_policy(None));
         let mut plugin = testbed.plugin(&PluginConfig::new(Some(app)).to_json(), &[])?;
         let first = plugin.request(&[])?;
         let login = plugin.respond(&first, Some(&upstream), &[("set-cookie", b"session=abc; Path=/")])?;

@@ -20,10 +20,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use clap::Parser;
-use sticky_core::{CookieSettings, FilterState, Listener, PolicyState, TargetState};
+use sticky_core::{FilterState, Listener, PolicyState, TargetState};
 use sticky_demo_target::DemoTargets;
 use sticky_envoy::{Bootstrap, EnvoyProcess, HttpFilters};
 use sticky_testing::artifacts::{build_filter, build_noop_filter};
+use sticky_testing::fixtures::{app_cookie_policy, filter_state, lb_cookie_policy, named_targets};
 use sticky_testing::random_key_ring;
 use sticky_tests::bench::haproxy::{HAPROXY_COOKIE, HaproxyProcess};
 use sticky_tests::bench::load::{Load, Measurement, bind_this_process, resident_mib};
@@ -33,7 +34,6 @@ use sticky_tests::{STICKY_COOKIE, agent, get};
 
 const NATIVE_COOKIE: &str = "envoy-session";
 const APP_COOKIE: &str = "session";
-const LOAD_BALANCER: &str = "bench";
 
 #[derive(Parser)]
 #[command(about = "Benchmarks the sticky filter against Envoy without it, Envoy's native stateful session and HAProxy")]
@@ -150,22 +150,7 @@ fn main() -> anyhow::Result<()> {
 
     // --- Throughput: every system at once, rounds alternating.
     let keys = random_key_ring(1)?;
-    let state = |policy: Option<PolicyState>| FilterState {
-        version: 1,
-        load_balancer: LOAD_BALANCER.to_owned(),
-        listener_port: 80,
-        policy,
-        cookie: CookieSettings::default(),
-        targets: addresses
-            .iter()
-            .map(|(id, address)| TargetState {
-                id: id.clone(),
-                address: address.to_string(),
-                healthy: true,
-            })
-            .collect(),
-        keys: keys.clone(),
-    };
+    let state = |policy: Option<PolicyState>| filter_state(policy, named_targets(addresses.clone()), keys.clone());
     let start_envoy = |name: &str, bootstrap: &Bootstrap| {
         EnvoyProcess::start_on_cpus(bootstrap, &work.path().join(name), 1, cpus.proxy.as_deref())
     };
@@ -179,19 +164,11 @@ fn main() -> anyhow::Result<()> {
     let plain = start_envoy("plain", &with_filters(HttpFilters::RouterOnly)?)?;
     let noop = start_envoy("noop", &with_filters(HttpFilters::NoopWasm { wasm: noop_wasm })?)?;
     let no_policy = start_envoy("no-policy", &sticky_bootstrap(None)?)?;
-    let lb_state = state(Some(PolicyState::LbCookie {
-        expiration_period: 3600,
-    }));
+    let lb_state = state(Some(lb_cookie_policy(3600)));
     // The first visit row checks that Envoy issues cookies; the hit uses one made by the core,
     // for the first target.
     let lb = start_envoy("lb-cookie", &Bootstrap::sticky(sticky_wasm.clone(), lb_state.clone())?)?;
-    let app = start_envoy(
-        "app-cookie",
-        &sticky_bootstrap(Some(PolicyState::AppCookie {
-            app_cookie_name: APP_COOKIE.to_owned(),
-            duration_seconds: None,
-        }))?,
-    )?;
+    let app = start_envoy("app-cookie", &sticky_bootstrap(Some(app_cookie_policy(None)))?)?;
     let native = start_envoy(
         "native",
         &with_filters(HttpFilters::NativeCookieSession {
@@ -243,13 +220,7 @@ fn main() -> anyhow::Result<()> {
             let envoys = [
                 start("before-no-policy", None)?,
                 start("before-lb", lb_state.policy.clone())?,
-                start(
-                    "before-app",
-                    Some(PolicyState::AppCookie {
-                        app_cookie_name: APP_COOKIE.to_owned(),
-                        duration_seconds: None,
-                    }),
-                )?,
+                start("before-app", Some(app_cookie_policy(None)))?,
             ];
             let label = format!(" ({})", wasm.file_name().unwrap_or_default().to_string_lossy());
             systems.extend(sticky_rows(
@@ -516,17 +487,7 @@ fn scale_envoy(
         address: format!("127.{}.{}.{}:9", 1 + (i >> 16), (i >> 8) & 0xff, i & 0xff),
         healthy: true,
     }));
-    let state = FilterState {
-        version: 1,
-        load_balancer: LOAD_BALANCER.to_owned(),
-        listener_port: 80,
-        policy: Some(PolicyState::LbCookie {
-            expiration_period: 3600,
-        }),
-        cookie: CookieSettings::default(),
-        targets,
-        keys: random_key_ring(1)?,
-    };
+    let state = filter_state(Some(lb_cookie_policy(3600)), targets, random_key_ring(1)?);
     let cookie = format!("{STICKY_COOKIE}={}", issue_cookie(&state, target.1)?);
     let bootstrap = Bootstrap::sticky(wasm.to_path_buf(), state)?;
     let envoy = EnvoyProcess::start_on_cpus(

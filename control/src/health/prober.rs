@@ -1,7 +1,6 @@
-//! Health checks as configured with ConfigureHealthCheck: `HTTP:port/path` is healthy on a 200
-//! answer, `TCP:port` when a connection opens. A registered instance is pending until its first
-//! probe, whose result counts at once; afterwards UnhealthyThreshold consecutive failures take
-//! it out of service and HealthyThreshold consecutive successes bring it back.
+//! The prober: runs each registered instance's check (`HTTP:port/path` is healthy on a 200
+//! answer, `TCP:port` when a connection opens) at its interval, and feeds each result to the
+//! state machine in `state.rs`.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -10,57 +9,9 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::InstanceHealth;
 use crate::model::HealthTarget;
 use crate::service::Service;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HealthStatus {
-    /// Registered, not probed yet.
-    Pending,
-    InService,
-    OutOfService,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct InstanceHealth {
-    pub status: HealthStatus,
-    pub consecutive_ok: u32,
-    pub consecutive_failed: u32,
-    /// Why the last probe failed, for DescribeInstanceHealth.
-    pub last_failure: String,
-}
-
-impl InstanceHealth {
-    pub const PENDING: InstanceHealth = InstanceHealth {
-        status: HealthStatus::Pending,
-        consecutive_ok: 0,
-        consecutive_failed: 0,
-        last_failure: String::new(),
-    };
-
-    /// The state after one more probe result.
-    pub fn after(&self, outcome: Result<(), String>, healthy_threshold: u32, unhealthy_threshold: u32) -> Self {
-        let mut next = self.clone();
-        match outcome {
-            Ok(()) => {
-                next.consecutive_ok += 1;
-                next.consecutive_failed = 0;
-                if self.status == HealthStatus::Pending || next.consecutive_ok >= healthy_threshold {
-                    next.status = HealthStatus::InService;
-                }
-            }
-            Err(reason) => {
-                next.consecutive_failed += 1;
-                next.consecutive_ok = 0;
-                next.last_failure = reason;
-                if self.status == HealthStatus::Pending || next.consecutive_failed >= unhealthy_threshold {
-                    next.status = HealthStatus::OutOfService;
-                }
-            }
-        }
-        next
-    }
-}
 
 /// One probe to run.
 #[derive(Debug, Clone)]
@@ -134,7 +85,7 @@ pub async fn run(service: Arc<Service>) {
                     &[("result", if outcome.is_ok() { "ok" } else { "failed" })],
                 );
                 let previous = service
-                    .read(|inner| inner.health.get(&probe.key).cloned())
+                    .read(|inner| inner.health(&probe.key.0, &probe.key.1).cloned())
                     .unwrap_or(InstanceHealth::PENDING);
                 let next = previous.after(outcome, probe.healthy_threshold, probe.unhealthy_threshold);
                 if next.status != previous.status {
@@ -151,7 +102,7 @@ pub async fn run(service: Arc<Service>) {
 fn current_probes(service: &Service) -> Vec<Probe> {
     service.read(|inner| {
         let mut probes = Vec::new();
-        for lb in inner.load_balancers.values() {
+        for lb in inner.load_balancers() {
             let Ok((target, path)) = lb.health_check.parsed_target() else {
                 continue;
             };
@@ -159,7 +110,7 @@ fn current_probes(service: &Service) -> Vec<Probe> {
                 HealthTarget::Http { port } | HealthTarget::Tcp { port } => port,
             };
             for id in &lb.instances {
-                let Some(address) = inner.registry.resolve(id, port) else {
+                let Some(address) = inner.registry().resolve(id, port) else {
                     continue;
                 };
                 probes.push(Probe {
@@ -196,30 +147,5 @@ async fn check(client: &reqwest::Client, probe: &Probe) -> Result<(), String> {
                 Err(e) => Err(format!("request failed: {e}")),
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn thresholds_apply_after_the_first_probe() {
-        let ok = || Ok(());
-        let failed = || Err("down".to_owned());
-        let first = InstanceHealth::PENDING.after(ok(), 3, 2);
-        assert_eq!(first.status, HealthStatus::InService, "the first probe counts at once");
-        let one_failure = first.after(failed(), 3, 2);
-        assert_eq!(one_failure.status, HealthStatus::InService);
-        let out = one_failure.after(failed(), 3, 2);
-        assert_eq!(out.status, HealthStatus::OutOfService);
-        assert_eq!(out.last_failure, "down");
-        let back = out.after(ok(), 3, 2).after(ok(), 3, 2);
-        assert_eq!(back.status, HealthStatus::OutOfService);
-        assert_eq!(back.after(ok(), 3, 2).status, HealthStatus::InService);
-        assert_eq!(
-            InstanceHealth::PENDING.after(failed(), 3, 2).status,
-            HealthStatus::OutOfService
-        );
     }
 }

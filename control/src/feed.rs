@@ -1,0 +1,178 @@
+//! What the service serves to the data plane: each listener's filter state (the JSON schema of
+//! `sticky_core::FilterState`, followed by every filter VM on a long poll) and Envoy's REST EDS
+//! (one `ClusterLoadAssignment` per listener, with each target's health). Pure projections of
+//! the domain; the HTTP handlers in `http.rs` only carry them.
+
+use serde::{Deserialize, Serialize};
+use sticky_core::{CookieSettings, FilterState, PolicyState, TargetState};
+
+use crate::health::HealthStatus;
+use crate::model::Policy;
+use crate::service::Inner;
+
+pub const EDS_TYPE_URL: &str = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
+
+/// The filter state of listener `port` of load balancer `name`, if it exists.
+pub fn filter_state(inner: &Inner, cookie: &CookieSettings, name: &str, port: u16) -> Option<FilterState> {
+    let lb = inner.load_balancer(name)?;
+    let listener = lb.listeners.get(&port)?;
+    let policy = lb.listener_policy(port).map(|p| match p {
+        Policy::LbCookie {
+            cookie_expiration_period,
+        } => PolicyState::LbCookie {
+            expiration_period: cookie_expiration_period.unwrap_or(0),
+        },
+        Policy::AppCookie { cookie_name } => PolicyState::AppCookie {
+            app_cookie_name: cookie_name.clone(),
+            duration_seconds: None,
+        },
+    });
+    let targets = inner
+        .targets(lb, listener.instance_port)
+        .into_iter()
+        .map(|(id, address, healthy)| TargetState {
+            id,
+            address: address.to_string(),
+            healthy,
+        })
+        .collect();
+    Some(FilterState {
+        version: inner.version(),
+        load_balancer: name.to_owned(),
+        listener_port: port,
+        policy,
+        cookie: cookie.clone(),
+        targets,
+        keys: inner.keys().to_state(),
+    })
+}
+
+/// The EDS cluster name of a listener: `<load balancer>_<port>` (load balancer names hold no `_`).
+pub fn cluster_name(load_balancer: &str, port: u16) -> String {
+    format!("{load_balancer}_{port}")
+}
+
+/// The part of Envoy's `DiscoveryRequest` the service reads.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct DiscoveryRequest {
+    /// The version Envoy accepted last (absent on its first fetch).
+    #[serde(default)]
+    pub version_info: Option<String>,
+    #[serde(default)]
+    pub node: Option<Node>,
+    #[serde(default)]
+    pub resource_names: Vec<String>,
+    #[serde(default)]
+    pub type_url: Option<String>,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct Node {
+    #[serde(default)]
+    pub id: String,
+    #[serde(default)]
+    pub cluster: String,
+}
+
+impl DiscoveryRequest {
+    /// The endpoints version Envoy reports holding (0 when it holds none).
+    pub fn accepted_version(&self) -> u64 {
+        self.version_info.as_deref().and_then(|v| v.parse().ok()).unwrap_or(0)
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct DiscoveryResponse {
+    pub version_info: String,
+    pub resources: Vec<ClusterLoadAssignment>,
+    pub type_url: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ClusterLoadAssignment {
+    #[serde(rename = "@type")]
+    pub type_url: String,
+    pub cluster_name: String,
+    pub endpoints: Vec<LocalityLbEndpoints>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct LocalityLbEndpoints {
+    pub lb_endpoints: Vec<LbEndpoint>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct LbEndpoint {
+    pub endpoint: Endpoint,
+    pub health_status: EndpointHealth,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Endpoint {
+    pub address: Address,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Address {
+    pub socket_address: SocketAddress,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct SocketAddress {
+    pub address: String,
+    pub port_value: u16,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum EndpointHealth {
+    Healthy,
+    Unhealthy,
+}
+
+/// The answer to `request`: the assignment of every requested listener that exists, at the
+/// version of the endpoints (not of the whole state: Envoy reports it back on its next fetch,
+/// and a change that leaves the endpoints alone need not wait for that fetch).
+pub fn discovery_response(inner: &Inner, request: &DiscoveryRequest) -> DiscoveryResponse {
+    DiscoveryResponse {
+        version_info: inner.endpoints_version().to_string(),
+        resources: request
+            .resource_names
+            .iter()
+            .filter_map(|cluster| cluster_load_assignment(inner, cluster))
+            .collect(),
+        type_url: EDS_TYPE_URL.to_owned(),
+    }
+}
+
+/// The assignment of EDS cluster `cluster` (`<load balancer>_<port>`), if it exists.
+fn cluster_load_assignment(inner: &Inner, cluster: &str) -> Option<ClusterLoadAssignment> {
+    let (lb_name, port) = cluster.rsplit_once('_')?;
+    let port: u16 = port.parse().ok()?;
+    let lb = inner.load_balancer(lb_name)?;
+    let listener = lb.listeners.get(&port)?;
+    let lb_endpoints = inner
+        .targets(lb, listener.instance_port)
+        .into_iter()
+        .map(|(id, address, _)| LbEndpoint {
+            endpoint: Endpoint {
+                address: Address {
+                    socket_address: SocketAddress {
+                        address: address.ip().to_string(),
+                        port_value: address.port(),
+                    },
+                },
+            },
+            health_status: match inner.health_of(lb_name, &id) {
+                HealthStatus::InService => EndpointHealth::Healthy,
+                // Pending instances get no traffic, as in ELB.
+                HealthStatus::OutOfService | HealthStatus::Pending => EndpointHealth::Unhealthy,
+            },
+        })
+        .collect();
+    Some(ClusterLoadAssignment {
+        type_url: EDS_TYPE_URL.to_owned(),
+        cluster_name: cluster.to_owned(),
+        endpoints: vec![LocalityLbEndpoints { lb_endpoints }],
+    })
+}
