@@ -17,12 +17,12 @@ pub enum Style {
 }
 
 #[derive(Debug, Clone)]
-pub struct Reply {
+pub struct ApiReply {
     pub status: u16,
     pub body: String,
 }
 
-impl Reply {
+impl ApiReply {
     /// The text of the first `<tag>` element.
     pub fn field(&self, tag: &str) -> Option<String> {
         let open = format!("<{tag}>");
@@ -100,11 +100,11 @@ impl QueryClient {
     }
 
     /// A correctly signed call, as boto3 sends it.
-    pub fn call(&self, action: &str, params: &[(&str, &str)]) -> Result<Reply, ClientError> {
+    pub fn call(&self, action: &str, params: &[(&str, &str)]) -> Result<ApiReply, ClientError> {
         self.call_as(Style::AwsPost, action, params)
     }
 
-    pub fn call_as(&self, style: Style, action: &str, params: &[(&str, &str)]) -> Result<Reply, ClientError> {
+    pub fn call_as(&self, style: Style, action: &str, params: &[(&str, &str)]) -> Result<ApiReply, ClientError> {
         let (method, path, headers, body) = self.signed(
             style,
             action,
@@ -185,7 +185,7 @@ impl QueryClient {
         path: &str,
         headers: &[(String, String)],
         body: &[u8],
-    ) -> Result<Reply, ClientError> {
+    ) -> Result<ApiReply, ClientError> {
         let mut request = self.agent.request(method, &format!("{}{path}", self.url()));
         for (name, value) in headers {
             if name != "host" {
@@ -204,7 +204,7 @@ impl QueryClient {
         };
         let status = response.status();
         let body = response.into_string().map_err(|e| ClientError(e.to_string()))?;
-        Ok(Reply { status, body })
+        Ok(ApiReply { status, body })
     }
 
     /// The state feed of a listener: answers at once unless `version` is current.

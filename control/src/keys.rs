@@ -25,7 +25,7 @@ impl std::fmt::Debug for CookieKey {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KeyRing {
+pub struct RotatingKeys {
     /// Oldest first; the last one is active.
     keys: Vec<CookieKey>,
 }
@@ -36,7 +36,7 @@ fn random_secret() -> Result<[u8; 32], getrandom::Error> {
     Ok(secret)
 }
 
-impl KeyRing {
+impl RotatingKeys {
     /// A ring of one fresh key.
     pub fn generate(now: i64) -> Result<Self, getrandom::Error> {
         Ok(Self {
@@ -121,7 +121,7 @@ mod tests {
 
     #[test]
     fn rotation_keeps_retired_keys_until_pruned() {
-        let mut ring = KeyRing::generate(1000).unwrap();
+        let mut ring = RotatingKeys::generate(1000).unwrap();
         assert!(!ring.rotation_due(1500, 600));
         assert!(ring.rotation_due(1600, 600));
         let new = ring.rotate(1600).unwrap();
@@ -143,10 +143,10 @@ mod tests {
             created_at: 0,
             retired_at,
         };
-        assert!(KeyRing::from_keys(vec![key(1, Some(5)), key(2, None)]).is_ok());
-        assert!(KeyRing::from_keys(vec![key(1, None), key(2, None)]).is_err());
-        assert!(KeyRing::from_keys(vec![key(1, None), key(2, Some(5))]).is_err());
-        assert!(KeyRing::from_keys(vec![]).is_err());
+        assert!(RotatingKeys::from_keys(vec![key(1, Some(5)), key(2, None)]).is_ok());
+        assert!(RotatingKeys::from_keys(vec![key(1, None), key(2, None)]).is_err());
+        assert!(RotatingKeys::from_keys(vec![key(1, None), key(2, Some(5))]).is_err());
+        assert!(RotatingKeys::from_keys(vec![]).is_err());
         assert!(
             !format!("{:?}", key(7, None)).contains("7, 7"),
             "no key material in debug output"

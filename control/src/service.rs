@@ -12,7 +12,7 @@ use crate::bootstrap::BootstrapFile;
 use crate::error::ApiError;
 use crate::followers::Followers;
 use crate::health::{HealthStatus, InstanceHealth};
-use crate::keys::KeyRing;
+use crate::keys::RotatingKeys;
 use crate::metrics::Metrics;
 use crate::model::{LoadBalancer, Policy, Registry};
 use crate::sigv4::AccessKeys;
@@ -49,7 +49,7 @@ pub enum Write {
     PutLoadBalancer(LoadBalancer),
     DeleteLoadBalancer(String),
     ReplaceRegistry(Registry),
-    ReplaceKeys(KeyRing),
+    ReplaceKeys(RotatingKeys),
 }
 
 /// The domain as the API, the prober and the feed read it (through [`Service::read`]); it
@@ -57,7 +57,7 @@ pub enum Write {
 pub struct Inner {
     load_balancers: BTreeMap<String, LoadBalancer>,
     registry: Registry,
-    keys: KeyRing,
+    keys: RotatingKeys,
     version: u64,
     /// The version at which what Envoy's EDS serves (listeners, their targets' addresses and
     /// health) last changed: a policy or key change need not wait for Envoy's next fetch.
@@ -85,7 +85,7 @@ impl Service {
         let fresh_keys = snapshot.keys.is_none();
         let keys = match snapshot.keys {
             Some(keys) => keys,
-            None => KeyRing::generate(now).map_err(|e| anyhow::anyhow!("cannot draw a key: {e}"))?,
+            None => RotatingKeys::generate(now).map_err(|e| anyhow::anyhow!("cannot draw a key: {e}"))?,
         };
         // The version moves on at every start, so a filter never mistakes new state for old.
         let inner = Inner {
@@ -291,7 +291,7 @@ impl Inner {
         &self.registry
     }
 
-    pub fn keys(&self) -> &KeyRing {
+    pub fn keys(&self) -> &RotatingKeys {
         &self.keys
     }
 
@@ -447,7 +447,7 @@ mod tests {
             "not healthy before the first probe"
         );
         assert!(
-            sticky_core::Listener::compile(&state).is_ok(),
+            sticky_core::CompiledListener::compile(&state).is_ok(),
             "the feed serves a state the filter accepts"
         );
         let _ = std::fs::remove_dir_all(&dir);

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use crate::keys::{CookieKey, KeyRing};
+use crate::keys::{CookieKey, RotatingKeys};
 use crate::model::{InstanceAddress, LoadBalancer, Registry};
 
 #[derive(Debug, thiserror::Error)]
@@ -23,14 +23,14 @@ pub enum Change<'a> {
     PutLoadBalancer(&'a LoadBalancer),
     DeleteLoadBalancer(&'a str),
     ReplaceRegistry(&'a Registry),
-    ReplaceKeys(&'a KeyRing),
+    ReplaceKeys(&'a RotatingKeys),
 }
 
 /// What the store holds.
 pub struct Snapshot {
     pub load_balancers: BTreeMap<String, LoadBalancer>,
     pub registry: Registry,
-    pub keys: Option<KeyRing>,
+    pub keys: Option<RotatingKeys>,
     pub version: u64,
 }
 
@@ -95,7 +95,7 @@ impl Store {
         let keys = if keys.is_empty() {
             None
         } else {
-            Some(KeyRing::from_keys(keys).map_err(StoreError::Corrupt)?)
+            Some(RotatingKeys::from_keys(keys).map_err(StoreError::Corrupt)?)
         };
         let version: Option<String> = self
             .conn

@@ -20,7 +20,7 @@ pub const CONTROL_CLUSTER: &str = "control";
 /// until the health check decides. Targets sit on the bouncer's private network, where a
 /// connect takes well under a millisecond and a lost segment is resent within 200 ms; a second
 /// is ample for a live target and is the longest a request pays for a target that vanished
-/// without a reset (powered off, network cut). `Bootstrap::connect_timeout` sets it.
+/// without a reset (powered off, network cut). `EnvoyBootstrap::connect_timeout` sets it.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
@@ -88,7 +88,7 @@ pub enum Endpoints {
 
 /// Everything the bootstrap template needs.
 #[derive(Debug, Clone)]
-pub struct Bootstrap {
+pub struct EnvoyBootstrap {
     pub node_id: String,
     pub admin_port: u16,
     pub listen_port: u16,
@@ -99,7 +99,7 @@ pub struct Bootstrap {
     pub connect_timeout: Duration,
 }
 
-impl Bootstrap {
+impl EnvoyBootstrap {
     /// A bootstrap for the sticky filter serving `state`'s targets, on fresh ports.
     pub fn sticky(wasm: PathBuf, state: FilterState) -> Result<Self, EnvoyError> {
         let endpoints = Endpoints::Static(state.targets.iter().filter_map(|t| t.address.parse().ok()).collect());
@@ -190,7 +190,7 @@ impl Bootstrap {
             // ejects its host from the round robin (local-origin failures only; the
             // application's 5xx never eject). override_host does not skip an ejected host when
             // the routing header names it (measured), so the filter stops naming it too (the
-            // core's `Listener::observe_answer`), for as long. The ejection lasts 30 s (longer
+            // core's `CompiledListener::observe_answer`), for as long. The ejection lasts 30 s (longer
             // when repeated), by which time the health check has marked the target OutOfService.
             "outlier_detection": {
                 "split_external_local_origin_errors": true,
@@ -384,14 +384,14 @@ pub struct EnvoyProcess {
 impl EnvoyProcess {
     /// Writes the bootstrap into `dir`, starts Envoy with `concurrency` workers and waits until
     /// its admin endpoint reports it ready.
-    pub fn start(bootstrap: &Bootstrap, dir: &Path, concurrency: u32) -> Result<Self, EnvoyError> {
+    pub fn start(bootstrap: &EnvoyBootstrap, dir: &Path, concurrency: u32) -> Result<Self, EnvoyError> {
         Self::start_on_cpus(bootstrap, dir, concurrency, None)
     }
 
     /// [`EnvoyProcess::start`], with the process bound to the CPUs `cpus` (a `taskset -c`
     /// list, e.g. `"1"`) when given: benchmarks keep the proxy off the load generator's CPU.
     pub fn start_on_cpus(
-        bootstrap: &Bootstrap,
+        bootstrap: &EnvoyBootstrap,
         dir: &Path,
         concurrency: u32,
         cpus: Option<&str>,

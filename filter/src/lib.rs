@@ -20,9 +20,11 @@ use std::time::{Duration, UNIX_EPOCH};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType};
-use sticky_core::{ControlSource, Listener, PluginConfig, PollSchedule, RequestDecision, TargetIndex, UpstreamReport};
+use sticky_core::{
+    CompiledListener, ControlSource, PluginConfig, PollSchedule, RequestDecision, TargetIndex, UpstreamReport,
+};
 
-use crate::metrics::Metrics;
+use crate::metrics::FilterMetrics;
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
@@ -45,10 +47,10 @@ struct Runtime {
     unreachable_after_ms: u64,
     control: Option<ControlSource>,
     /// The current listener state; replaced whole when a new state arrives.
-    listener: RefCell<Option<Rc<Listener>>>,
+    listener: RefCell<Option<Rc<CompiledListener>>>,
     /// Round-robin position for requests no cookie pins.
     sequence: Cell<u64>,
-    metrics: Metrics,
+    metrics: FilterMetrics,
 }
 
 #[derive(Default)]
@@ -113,7 +115,7 @@ impl StickyRoot {
             .ok()
             .flatten()
             .unwrap_or_default();
-        match Listener::from_json(&body) {
+        match CompiledListener::from_json(&body) {
             Ok(listener) => {
                 let changed = runtime.listener.borrow().as_ref().map(|l| l.version()) != Some(listener.version());
                 if changed {
@@ -157,7 +159,7 @@ impl RootContext for StickyRoot {
                 return false;
             }
         };
-        let listener = match config.state.as_ref().map(Listener::compile).transpose() {
+        let listener = match config.state.as_ref().map(CompiledListener::compile).transpose() {
             Ok(listener) => listener.map(Rc::new),
             Err(err) => {
                 log(LogLevel::Error, &format!("sticky: refusing state: {err}"));
@@ -188,7 +190,7 @@ impl RootContext for StickyRoot {
             control: config.control,
             listener: RefCell::new(listener),
             sequence: Cell::new(0),
-            metrics: Metrics::define(),
+            metrics: FilterMetrics::define(),
         }));
         true
     }
@@ -217,7 +219,7 @@ impl RootContext for StickyRoot {
 struct StickyHttp {
     runtime: Rc<Runtime>,
     /// The state this request was decided with; the response is decided with the same.
-    listener: Option<Rc<Listener>>,
+    listener: Option<Rc<CompiledListener>>,
     decision: RequestDecision,
     /// The target named in the routing header.
     routed: Option<TargetIndex>,

@@ -20,7 +20,7 @@ impl Counter {
     }
 }
 
-pub struct Metrics {
+pub struct FilterMetrics {
     pub no_state: Counter,
     /// New states taken from the control service.
     pub state_updates: Counter,
@@ -39,7 +39,7 @@ pub struct Metrics {
     no_nonce: Counter,
 }
 
-impl Metrics {
+impl FilterMetrics {
     pub fn define() -> Self {
         Self {
             no_state: Counter::define("sticky.no_state"),

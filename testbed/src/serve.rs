@@ -32,7 +32,7 @@ const HOP_BY_HOP: [&str; 8] = [
 /// The proxy's endpoints: address and health.
 pub type Endpoints = Arc<RwLock<Vec<(SocketAddr, bool)>>>;
 
-pub struct Proxy {
+pub struct TestbedProxy {
     pub plugin: Mutex<Plugin>,
     pub routing_header: String,
     pub endpoints: Endpoints,
@@ -42,7 +42,7 @@ pub struct Proxy {
     next: AtomicUsize,
 }
 
-impl Proxy {
+impl TestbedProxy {
     pub fn new(
         plugin: Plugin,
         routing_header: String,
@@ -140,7 +140,7 @@ impl Proxy {
 }
 
 /// Serves every request through the filter.
-pub async fn handle(State(proxy): State<Arc<Proxy>>, request: Request) -> Response {
+pub async fn handle(State(proxy): State<Arc<TestbedProxy>>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
     let Ok(body) = axum::body::to_bytes(body, 16 << 20).await else {
         return (StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n").into_response();
@@ -225,7 +225,7 @@ pub async fn handle(State(proxy): State<Arc<Proxy>>, request: Request) -> Respon
 }
 
 async fn forward(
-    proxy: &Proxy,
+    proxy: &TestbedProxy,
     method: &axum::http::Method,
     path: &str,
     headers: &[(String, Vec<u8>)],

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use sticky_core::{FilterState, PolicyState};
 use sticky_demo_target::{DemoTargets, Echo};
-use sticky_envoy::{Bootstrap, EnvoyProcess};
+use sticky_envoy::{EnvoyBootstrap, EnvoyProcess};
 use sticky_testing::artifacts::build_filter;
 use sticky_testing::fixtures::{cookie_set, filter_state, named_targets};
 use sticky_testing::random_key_ring;
@@ -155,7 +155,7 @@ impl Stack {
         let mut state = filter_state(policy, listed, random_key_ring(1).expect("key ring"));
         adjust(&mut state);
         let wasm = build_filter().unwrap_or_else(|e| panic!("{e}"));
-        let bootstrap = Bootstrap::sticky(wasm, state.clone()).expect("bootstrap");
+        let bootstrap = EnvoyBootstrap::sticky(wasm, state.clone()).expect("bootstrap");
         let dir = tempfile::tempdir().expect("temp dir");
         let envoy = EnvoyProcess::start(&bootstrap, dir.path(), 1).unwrap_or_else(|e| panic!("{e}"));
         let agent = ureq::AgentBuilder::new()

@@ -5,10 +5,10 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use sticky_control::BootstrapFile;
-use sticky_control::client::{QueryClient, Reply as ApiReply};
+use sticky_control::client::{ApiReply, QueryClient};
 use sticky_control::process::ControlProcess;
 use sticky_demo_target::DemoTargets;
-use sticky_envoy::{Bootstrap, EnvoyProcess};
+use sticky_envoy::{EnvoyBootstrap, EnvoyProcess};
 use sticky_testing::artifacts::{build_control, build_filter};
 pub use sticky_testing::eventually;
 
@@ -87,7 +87,7 @@ impl<T: Targets> Live<T> {
         let wasm = build_filter().unwrap_or_else(|e| panic!("{e}"));
         let envoys = (0..envoys)
             .map(|i| {
-                let bootstrap = Bootstrap::following(
+                let bootstrap = EnvoyBootstrap::following(
                     wasm.clone(),
                     control.address(),
                     LOAD_BALANCER,

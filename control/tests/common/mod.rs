@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use sticky_control::BootstrapFile;
-pub use sticky_control::client::{QueryClient, Reply, SignedRequest, Style};
+pub use sticky_control::client::{ApiReply, QueryClient, SignedRequest, Style};
 use sticky_control::process::ControlProcess;
 
 pub const ACCESS_KEY: &str = "AKIDSTICKYTEST";
@@ -56,11 +56,11 @@ impl Control {
     }
 
     /// A correctly signed call.
-    pub fn call(&self, action: &str, params: &[(&str, &str)]) -> Reply {
+    pub fn call(&self, action: &str, params: &[(&str, &str)]) -> ApiReply {
         self.client().call(action, params).unwrap()
     }
 
-    pub fn call_as(&self, style: Style, action: &str, params: &[(&str, &str)]) -> Reply {
+    pub fn call_as(&self, style: Style, action: &str, params: &[(&str, &str)]) -> ApiReply {
         self.client().call_as(style, action, params).unwrap()
     }
 
@@ -78,7 +78,7 @@ impl Control {
             .unwrap()
     }
 
-    pub fn send(&self, method: &str, path: &str, headers: &[(String, String)], body: &[u8]) -> Reply {
+    pub fn send(&self, method: &str, path: &str, headers: &[(String, String)], body: &[u8]) -> ApiReply {
         self.client().send(method, path, headers, body).unwrap()
     }
 

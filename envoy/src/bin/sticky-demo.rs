@@ -9,7 +9,7 @@ use clap::Parser;
 use sticky_control::BootstrapFile;
 use sticky_control::process::ControlProcess;
 use sticky_demo_target::DemoTargets;
-use sticky_envoy::{Bootstrap, EnvoyProcess};
+use sticky_envoy::{EnvoyBootstrap, EnvoyProcess};
 use sticky_testing::artifacts::{build_control, build_filter, workspace_root};
 
 /// Sticky sessions for Envoy, all on 127.0.0.1: demo targets, the control service (LBU/ELB API)
@@ -74,7 +74,7 @@ fn main() -> anyhow::Result<()> {
     )
     .context("starting the control service")?;
     let mut envoy_bootstrap =
-        Bootstrap::following(build_filter()?, control.address(), "terraform-balancer", 80, "bouncer")?;
+        EnvoyBootstrap::following(build_filter()?, control.address(), "terraform-balancer", 80, "bouncer")?;
     envoy_bootstrap.listen_port = args.port;
     envoy_bootstrap.admin_port = args.admin_port;
     envoy_bootstrap.connect_timeout = std::time::Duration::from_millis(args.connect_timeout_ms);

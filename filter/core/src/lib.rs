@@ -22,7 +22,7 @@ mod tests;
 pub use codec::{Binding, KeyRing, PolicyKind};
 pub use error::{JsonError, Rejection, StateError};
 pub use listener::{
-    CookieStatus, Listener, RequestDecision, ResponseDecision, ResponseOutcome, Target, TargetIndex,
+    CompiledListener, CookieStatus, RequestDecision, ResponseDecision, ResponseOutcome, Target, TargetIndex,
     UNREACHABLE_HOLD_SECONDS, Unreachable,
 };
 pub use plugin::{ControlSource, PluginConfig, PluginConfigError, UpstreamReport};

@@ -1,7 +1,7 @@
 //! A listener's compiled state and the stickiness decisions of DESIGN section 2.
 //!
-//! [`Listener::compile`] validates a [`FilterState`] once and builds the lookup maps a request
-//! needs; [`Listener::on_request`] and [`Listener::on_response`] are then pure functions of the
+//! [`CompiledListener::compile`] validates a [`FilterState`] once and builds the lookup maps a request
+//! needs; [`CompiledListener::on_request`] and [`CompiledListener::on_response`] are then pure functions of the
 //! headers, the clock and (for new cookies) a nonce.
 
 use std::net::SocketAddr;
@@ -113,7 +113,7 @@ impl Unreachable {
 
 /// A validated state, ready to decide requests. Built once per state change.
 #[derive(Debug)]
-pub struct Listener {
+pub struct CompiledListener {
     version: u64,
     policy: Option<(Policy, Binding)>,
     cookie: CookieSettings,
@@ -125,7 +125,7 @@ pub struct Listener {
     healthy: Vec<TargetIndex>,
     keys: KeyRing,
     /// Per target, until when (Unix seconds) it counts as unreachable: the one thing requests
-    /// change, learnt from responses ([`Listener::observe_answer`]). Atomics, so a listener
+    /// change, learnt from responses ([`CompiledListener::observe_answer`]). Atomics, so a listener
     /// shared between requests (or threads) needs no lock.
     unreachable_until: Vec<AtomicU64>,
 }
@@ -203,7 +203,7 @@ impl ResponseDecision {
     }
 }
 
-impl Listener {
+impl CompiledListener {
     /// Parses and validates a JSON state.
     pub fn from_json(json: &[u8]) -> Result<Self, StateError> {
         let state: FilterState = serde_json::from_slice(json).map_err(JsonError::from)?;
@@ -386,7 +386,7 @@ impl Listener {
     /// Keeps what `previous` (the state this one replaces) learnt of unreachable targets, for
     /// the targets both list, healthy, with the same id and address. (A target the health
     /// check had marked unhealthy and now finds healthy again starts afresh.)
-    pub fn carry_unreachable_from(&self, previous: &Listener) {
+    pub fn carry_unreachable_from(&self, previous: &CompiledListener) {
         for (target, until) in previous.targets.iter().zip(&previous.unreachable_until) {
             let until = until.load(Ordering::Relaxed);
             if until == 0 || !target.healthy {

@@ -1,6 +1,6 @@
 //! The filter's state: the one schema shared by the filter (which reads it) and the control
 //! service (which serves it). Serialised as JSON. Validation happens once, when the state is
-//! compiled into [`crate::Listener`]; nothing here is trusted before that.
+//! compiled into [`crate::CompiledListener`]; nothing here is trusted before that.
 
 use serde::{Deserialize, Serialize};
 

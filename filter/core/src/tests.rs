@@ -5,7 +5,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 use crate::codec::{Binding, CookieContent, PolicyKind};
 use crate::error::{Rejection, StateError};
-use crate::listener::{CookieStatus, Listener, RequestDecision, ResponseOutcome, Unreachable};
+use crate::listener::{CompiledListener, CookieStatus, RequestDecision, ResponseOutcome, Unreachable};
 use crate::plugin::UpstreamReport;
 use crate::state::{FilterState, PolicyState, SameSite};
 use crate::testing::{app_cookie_policy, filter_state, key_ring, lb_cookie_policy, ring_state, targets};
@@ -28,8 +28,8 @@ fn state(policy: Option<PolicyState>) -> FilterState {
     }
 }
 
-fn listener(policy: Option<PolicyState>) -> Listener {
-    Listener::compile(&state(policy)).unwrap()
+fn listener(policy: Option<PolicyState>) -> CompiledListener {
+    CompiledListener::compile(&state(policy)).unwrap()
 }
 
 fn nonce() -> Option<[u8; 12]> {
@@ -89,7 +89,7 @@ fn header(cookies: &[(&str, &str)]) -> Vec<u8> {
 
 /// Runs a whole exchange: request with `cookies`, response from `upstream` with `set_cookies`.
 fn exchange(
-    l: &Listener,
+    l: &CompiledListener,
     cookies: &[(&str, &str)],
     upstream: &str,
     set_cookies: &[&str],
@@ -112,7 +112,7 @@ fn from(value: &str) -> Option<UpstreamReport<'_>> {
     Some(UpstreamReport::parse(value.as_bytes()))
 }
 
-fn pinned_address(l: &Listener, d: &RequestDecision) -> Option<String> {
+fn pinned_address(l: &CompiledListener, d: &RequestDecision) -> Option<String> {
     d.pinned.map(|i| l.target(i).unwrap().address.to_string())
 }
 
@@ -480,14 +480,14 @@ fn app_cookie_set_again_renews_the_stickiness_cookie() {
 #[test]
 fn app_cookie_failover_rewrites_the_cookie_and_the_session_stays_on_the_new_target() {
     let mut s = state(Some(app_cookie_policy(None)));
-    let healthy = Listener::compile(&s).unwrap();
+    let healthy = CompiledListener::compile(&s).unwrap();
     let (_, _, set_cookie) = exchange(&healthy, &[], T1, &["session=a; Max-Age=3600"], NOW);
     let on_t1 = value_of(&set_cookie.unwrap());
 
     // i-1 fails its health checks: the request is not pinned; the answer from i-2 rewrites the
     // cookie although the app does not set `session` again, keeping the sealed expiry.
     s.targets[0].healthy = false;
-    let failed = Listener::compile(&s).unwrap();
+    let failed = CompiledListener::compile(&s).unwrap();
     let (request, outcome, set_cookie) = exchange(&failed, &[("session", "a"), ("AWSELB", &on_t1)], T2, &[], NOW + 10);
     assert_eq!(request.pinned, None);
     assert_eq!(outcome, ResponseOutcome::Repinned);
@@ -500,13 +500,13 @@ fn app_cookie_failover_rewrites_the_cookie_and_the_session_stays_on_the_new_targ
 
     // i-1 comes back: the session stays on i-2.
     s.targets[0].healthy = true;
-    let recovered = Listener::compile(&s).unwrap();
+    let recovered = CompiledListener::compile(&s).unwrap();
     let request = recovered.on_request(Some(&header(&[("session", "a"), ("AWSELB", &on_t2)])), NOW + 20);
     assert_eq!(pinned_address(&recovered, &request).as_deref(), Some(T2));
 
     // Deregistration moves the session the same way.
     s.targets.retain(|t| t.id != "i-2");
-    let deregistered = Listener::compile(&s).unwrap();
+    let deregistered = CompiledListener::compile(&s).unwrap();
     let (request, outcome, set_cookie) = exchange(
         &deregistered,
         &[("session", "a"), ("AWSELB", &on_t2)],
@@ -662,14 +662,14 @@ fn state_is_validated_before_use() {
     for (name, mutate, expected) in cases {
         let mut s = valid.clone();
         mutate(&mut s);
-        assert_eq!(Listener::compile(&s).unwrap_err(), expected, "{name}");
+        assert_eq!(CompiledListener::compile(&s).unwrap_err(), expected, "{name}");
     }
     assert!(matches!(
-        Listener::from_json(b"{not json").unwrap_err(),
+        CompiledListener::from_json(b"{not json").unwrap_err(),
         StateError::Json(_)
     ));
     assert!(matches!(
-        Listener::from_json(b"{\"version\":1}").unwrap_err(),
+        CompiledListener::from_json(b"{\"version\":1}").unwrap_err(),
         StateError::Json(_)
     ));
 }
@@ -680,13 +680,13 @@ fn state_json_round_trips_and_defaults_apply() {
     let json = serde_json::to_string(&s).unwrap();
     assert_eq!(serde_json::from_str::<FilterState>(&json).unwrap(), s);
     let minimal = r#"{"version":1,"load_balancer":"lb","listener_port":80,"keys":{"active":1,"keys":[{"id":1,"secret":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}]}}"#;
-    let l = Listener::from_json(minimal.as_bytes()).unwrap();
+    let l = CompiledListener::from_json(minimal.as_bytes()).unwrap();
     assert_eq!(
         (l.version(), l.has_policy(), l.cookie_settings().name.as_str()),
         (1, false, "AWSELB")
     );
     let ipv6 = r#"{"version":1,"load_balancer":"lb","listener_port":80,"policy":{"kind":"lb_cookie","expiration_period":60},"targets":[{"id":"a","address":"[::1]:80","healthy":true}],"keys":{"active":1,"keys":[{"id":1,"secret":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}]}}"#;
-    let l = Listener::from_json(ipv6.as_bytes()).unwrap();
+    let l = CompiledListener::from_json(ipv6.as_bytes()).unwrap();
     assert_eq!(&*l.targets()[0].address, "[::1]:80");
 }
 
@@ -709,7 +709,7 @@ fn requests_no_cookie_pins_go_round_robin_over_healthy_targets_only() {
     for target in &mut none_healthy.targets {
         target.healthy = false;
     }
-    assert_eq!(Listener::compile(&none_healthy).unwrap().pick(0, NOW), None);
+    assert_eq!(CompiledListener::compile(&none_healthy).unwrap().pick(0, NOW), None);
 }
 
 #[test]
@@ -807,12 +807,12 @@ fn a_target_envoy_could_not_reach_is_passed_over_until_the_hold_ends() {
     assert!(renewed.is_unreachable(i1, NOW + 1));
     let mut moved = state(Some(lb_cookie_policy(600)));
     moved.targets[0].address = "127.0.0.1:9101".into();
-    let moved = Listener::compile(&moved).unwrap();
+    let moved = CompiledListener::compile(&moved).unwrap();
     moved.carry_unreachable_from(&l);
     assert!(!moved.is_unreachable(i1, NOW + 1));
     let mut unhealthy = state(Some(lb_cookie_policy(600)));
     unhealthy.targets[0].healthy = false;
-    let unhealthy = Listener::compile(&unhealthy).unwrap();
+    let unhealthy = CompiledListener::compile(&unhealthy).unwrap();
     unhealthy.carry_unreachable_from(&l);
     let recovered = listener(Some(lb_cookie_policy(600)));
     recovered.carry_unreachable_from(&unhealthy);

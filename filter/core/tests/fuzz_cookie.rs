@@ -5,23 +5,23 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use sticky_core::{CookieStatus, Listener, PolicyState};
+use sticky_core::{CompiledListener, CookieStatus, PolicyState};
 use sticky_testing::fixtures::{app_cookie_policy, filter_state, lb_cookie_policy, ring_state, targets};
 
 const NOW: u64 = 1_800_000_000;
 
-fn listener(policy: PolicyState) -> Listener {
+fn listener(policy: PolicyState) -> CompiledListener {
     let addresses = ["127.0.0.1:9001", "127.0.0.1:9002", "127.0.0.1:9003"];
     let state = filter_state(
         Some(policy),
         targets(&addresses, &addresses[2..]),
         ring_state(&[(1, 1), (2, 2)], 2),
     );
-    Listener::compile(&state).unwrap()
+    CompiledListener::compile(&state).unwrap()
 }
 
 /// The cookie value `listener` issues for a session answered by target `n`.
-fn genuine(listener: &Listener, n: u8, set_cookie: &[u8]) -> String {
+fn genuine(listener: &CompiledListener, n: u8, set_cookie: &[u8]) -> String {
     let decision = listener.on_request(Some(b"session=s"), NOW);
     let address = format!("127.0.0.1:900{n}");
     let response = listener.on_response(&decision, Some(address.as_bytes()), [set_cookie], NOW, || Some([n; 12]));

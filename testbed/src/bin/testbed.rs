@@ -10,7 +10,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use sticky_core::PluginConfig;
 use sticky_testbed::Testbed;
-use sticky_testbed::serve::{Proxy, handle};
+use sticky_testbed::serve::{TestbedProxy, handle};
 
 #[derive(Parser)]
 #[command(
@@ -91,7 +91,7 @@ fn main() -> anyhow::Result<()> {
     let plugin = testbed.plugin(&plugin_config.to_json(), &cluster_names)?;
     let tick = plugin.tick_period();
     let endpoints = Arc::new(RwLock::new(endpoints));
-    let proxy = Proxy::new(
+    let proxy = TestbedProxy::new(
         plugin,
         plugin_config.routing_header.clone(),
         Arc::clone(&endpoints),

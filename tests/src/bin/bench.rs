@@ -20,9 +20,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use clap::Parser;
-use sticky_core::{FilterState, Listener, PolicyState, TargetState};
+use sticky_core::{CompiledListener, FilterState, PolicyState, TargetState};
 use sticky_demo_target::DemoTargets;
-use sticky_envoy::{Bootstrap, EnvoyProcess, HttpFilters};
+use sticky_envoy::{EnvoyBootstrap, EnvoyProcess, HttpFilters};
 use sticky_testing::artifacts::{build_filter, build_noop_filter};
 use sticky_testing::fixtures::{app_cookie_policy, filter_state, lb_cookie_policy, named_targets};
 use sticky_testing::random_key_ring;
@@ -151,11 +151,11 @@ fn main() -> anyhow::Result<()> {
     // --- Throughput: every system at once, rounds alternating.
     let keys = random_key_ring(1)?;
     let state = |policy: Option<PolicyState>| filter_state(policy, named_targets(addresses.clone()), keys.clone());
-    let start_envoy = |name: &str, bootstrap: &Bootstrap| {
+    let start_envoy = |name: &str, bootstrap: &EnvoyBootstrap| {
         EnvoyProcess::start_on_cpus(bootstrap, &work.path().join(name), 1, cpus.proxy.as_deref())
     };
-    let sticky_bootstrap = |policy| Bootstrap::sticky(sticky_wasm.clone(), state(policy));
-    let with_filters = |filters: HttpFilters| -> anyhow::Result<Bootstrap> {
+    let sticky_bootstrap = |policy| EnvoyBootstrap::sticky(sticky_wasm.clone(), state(policy));
+    let with_filters = |filters: HttpFilters| -> anyhow::Result<EnvoyBootstrap> {
         let mut bootstrap = sticky_bootstrap(None)?;
         bootstrap.filters = filters;
         Ok(bootstrap)
@@ -167,7 +167,10 @@ fn main() -> anyhow::Result<()> {
     let lb_state = state(Some(lb_cookie_policy(3600)));
     // The first visit row checks that Envoy issues cookies; the hit uses one made by the core,
     // for the first target.
-    let lb = start_envoy("lb-cookie", &Bootstrap::sticky(sticky_wasm.clone(), lb_state.clone())?)?;
+    let lb = start_envoy(
+        "lb-cookie",
+        &EnvoyBootstrap::sticky(sticky_wasm.clone(), lb_state.clone())?,
+    )?;
     let app = start_envoy("app-cookie", &sticky_bootstrap(Some(app_cookie_policy(None)))?)?;
     let native = start_envoy(
         "native",
@@ -475,7 +478,7 @@ fn scale_envoy(
     wasm: &Path,
     work: &Path,
     cpus: &Cpus,
-) -> anyhow::Result<(Bootstrap, EnvoyProcess, String)> {
+) -> anyhow::Result<(EnvoyBootstrap, EnvoyProcess, String)> {
     let mut targets = vec![TargetState {
         id: target.0.clone(),
         address: target.1.to_string(),
@@ -489,7 +492,7 @@ fn scale_envoy(
     }));
     let state = filter_state(Some(lb_cookie_policy(3600)), targets, random_key_ring(1)?);
     let cookie = format!("{STICKY_COOKIE}={}", issue_cookie(&state, target.1)?);
-    let bootstrap = Bootstrap::sticky(wasm.to_path_buf(), state)?;
+    let bootstrap = EnvoyBootstrap::sticky(wasm.to_path_buf(), state)?;
     let envoy = EnvoyProcess::start_on_cpus(
         &bootstrap,
         &work.join(format!("scale-{count}")),
@@ -574,7 +577,7 @@ fn scale_points(
 
 /// The cookie value the filter issues (by the same core code) for a session on `target`.
 fn issue_cookie(state: &FilterState, target: std::net::SocketAddr) -> anyhow::Result<String> {
-    let listener = Listener::compile(state)?;
+    let listener = CompiledListener::compile(state)?;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
         .as_secs();
