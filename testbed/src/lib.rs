@@ -30,14 +30,35 @@ pub use host::{Host, HttpCall, MetricKind};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TestbedError {
-    #[error("loading the module: {0}")]
-    Load(String),
-    #[error("the filter trapped in {export}: {message}")]
-    Trap { export: String, message: String },
+    #[error("loading the module: {step}")]
+    Load {
+        step: String,
+        #[source]
+        source: BoxedError,
+    },
+    /// The trap's message and the guest's backtrace are in `source` (`{:?}` shows them).
+    #[error("the filter trapped in {export}")]
+    Trap {
+        export: String,
+        #[source]
+        source: BoxedError,
+    },
     #[error("the module lacks the export {0}")]
     MissingExport(String),
     #[error("the filter refused its configuration (on_configure returned false); its logs: {0:?}")]
     Refused(Vec<String>),
+}
+
+/// What wasmtime and the file system report, kept whole as an error's source.
+pub type BoxedError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// `TestbedError::Load` at `step`, keeping what failed as its source.
+fn load_error(step: impl Into<String>) -> impl FnOnce(wasmtime::Error) -> TestbedError {
+    let step = step.into();
+    move |source| TestbedError::Load {
+        step,
+        source: source.into(),
+    }
 }
 
 /// A compiled filter module and the host functions it links against.
@@ -110,19 +131,21 @@ impl Response {
 impl Testbed {
     /// Compiles the `.wasm` at `path`.
     pub fn load(path: &Path) -> Result<Self, TestbedError> {
-        let bytes = std::fs::read(path).map_err(|e| TestbedError::Load(format!("{}: {e}", path.display())))?;
+        let bytes = std::fs::read(path).map_err(|e| TestbedError::Load {
+            step: format!("reading {}", path.display()),
+            source: e.into(),
+        })?;
         Self::from_bytes(&bytes)
     }
 
     /// Compiles a module from its binary (or, for ABI conformance tests, WAT text).
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, TestbedError> {
-        let engine = Engine::new(&Config::new()).map_err(|e| TestbedError::Load(e.to_string()))?;
-        let module = Module::new(&engine, bytes).map_err(|e| TestbedError::Load(e.to_string()))?;
+        let engine = Engine::new(&Config::new()).map_err(load_error("configuring the engine"))?;
+        let module = Module::new(&engine, bytes).map_err(load_error("compiling the module"))?;
         let mut linker: Linker<Host> = Linker::new(&engine);
         wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |host: &mut Host| &mut host.wasi)
-            .map_err(|e| TestbedError::Load(e.to_string()))?;
-        abi::add_to_linker(&mut linker).map_err(|e| TestbedError::Load(e.to_string()))?;
-        abi::stub_unknown_imports(&mut linker, &module).map_err(|e| TestbedError::Load(e.to_string()))?;
+            .map_err(load_error("linking WASI"))?;
+        abi::link(&mut linker, &module).map_err(load_error("linking the proxy-wasm ABI"))?;
         Ok(Self { engine, module, linker })
     }
 
@@ -137,7 +160,7 @@ impl Testbed {
         let instance = self
             .linker
             .instantiate(&mut store, &self.module)
-            .map_err(|e| TestbedError::Load(e.to_string()))?;
+            .map_err(load_error("instantiating the module"))?;
         let mut plugin = Plugin {
             store,
             instance,
@@ -189,7 +212,7 @@ impl Plugin {
             .map_err(|_| TestbedError::MissingExport(export.to_owned()))?;
         func.call(&mut self.store, params).map_err(|e| TestbedError::Trap {
             export: export.to_owned(),
-            message: format!("{e:?}"),
+            source: e.into(),
         })
     }
 
