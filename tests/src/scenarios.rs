@@ -1,4 +1,4 @@
-//! One list of behaviour scenarios (the stickiness rules of DESIGN section 2), written once
+//! One list of behaviour scenarios (the stickiness rules of docs/design.md §2), written once
 //! against [`Proxy`] and run against both real Envoy and the testbed: the testbed is trusted only
 //! where it agrees with Envoy.
 

@@ -1,5 +1,5 @@
 //! End to end: the filter's `.wasm` in a real Envoy (started here on 127.0.0.1, one worker) in
-//! front of three demo targets. Each test is one rule of DESIGN section 2.
+//! front of three demo targets. Each test is one rule of docs/design.md §2.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 

@@ -1,4 +1,4 @@
-//! Pure core of the sticky-session filter (DESIGN section 2): the state schema shared with the
+//! Pure core of the sticky-session filter (docs/design.md §2 and §3): the state schema shared with the
 //! control service, the cookie codec and key ring, the policy model, and the stickiness
 //! decisions. No I/O and no proxy-wasm calls: time and nonces come from the caller.
 

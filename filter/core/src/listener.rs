@@ -1,4 +1,4 @@
-//! A listener's compiled state and the stickiness decisions of DESIGN section 2.
+//! A listener's compiled state and the stickiness decisions of docs/design.md §2.
 //!
 //! [`CompiledListener::compile`] validates a [`FilterState`] once and builds the lookup maps a request
 //! needs; [`CompiledListener::on_request`] and [`CompiledListener::on_response`] are then pure functions of the

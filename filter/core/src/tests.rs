@@ -1,4 +1,4 @@
-//! The stickiness rules of DESIGN section 2, as tables.
+//! The stickiness rules of docs/design.md §2, as tables.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
