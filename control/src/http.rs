@@ -318,20 +318,21 @@ mod tests {
         (status, String::from_utf8_lossy(&body).into_owned())
     }
 
-    fn get(uri: &str, token: Option<&str>) -> Request<Body> {
-        let mut request = Request::get(uri);
-        if let Some(token) = token {
-            request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
-        }
-        request.body(Body::empty()).unwrap()
-    }
-
-    fn eds(body: &str, token: Option<&str>) -> Request<Body> {
-        let mut request = Request::post("/v3/discovery:endpoints").header(header::CONTENT_TYPE, "application/json");
+    /// A request presenting `token`, if any, as a bearer token.
+    fn request(method: Method, uri: &str, token: Option<&str>, body: &str) -> Request<Body> {
+        let mut request = Request::builder().method(method).uri(uri);
         if let Some(token) = token {
             request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
         }
         request.body(Body::from(body.to_owned())).unwrap()
+    }
+
+    fn get(uri: &str, token: Option<&str>) -> Request<Body> {
+        request(Method::GET, uri, token, "")
+    }
+
+    fn eds(body: &str, token: Option<&str>) -> Request<Body> {
+        request(Method::POST, "/v3/discovery:endpoints", token, body)
     }
 
     #[tokio::test]

@@ -320,14 +320,14 @@ fn unauthenticated_or_tampered_calls_change_nothing() {
     let control = control_with_three_instances();
     let lb = [("LoadBalancerName", "terraform-balancer")];
     let create = with(&lb, &[("PolicyName", "LBCookie"), ("CookieExpirationPeriod", "10")]);
-    let (method, path, headers, body) = control.signed(
-        Style::AwsPost,
-        "CreateLBCookieStickinessPolicy",
-        &create,
-        ACCESS_KEY,
-        SECRET_KEY,
-        SystemTime::now(),
-    );
+    let sign = |access_key: &str, secret: &str, at: SystemTime| {
+        let action = "CreateLBCookieStickinessPolicy";
+        control
+            .client()
+            .signed(Style::AwsPost, action, &create, access_key, secret, at)
+            .unwrap()
+    };
+    let (method, path, headers, body) = sign(ACCESS_KEY, SECRET_KEY, SystemTime::now());
 
     let mut tampered_body = body.clone();
     tampered_body.extend_from_slice(b"0");
@@ -345,37 +345,16 @@ fn unauthenticated_or_tampered_calls_change_nothing() {
         .send(method, &path, &tampered_header, &body)
         .err(403, "SignatureDoesNotMatch");
 
-    let (_, _, wrong_secret, _) = control.signed(
-        Style::AwsPost,
-        "CreateLBCookieStickinessPolicy",
-        &create,
-        ACCESS_KEY,
-        "wrong",
-        SystemTime::now(),
-    );
+    let (_, _, wrong_secret, _) = sign(ACCESS_KEY, "wrong", SystemTime::now());
     control
         .send(method, &path, &wrong_secret, &body)
         .err(403, "SignatureDoesNotMatch");
-    let (_, _, unknown_key, _) = control.signed(
-        Style::AwsPost,
-        "CreateLBCookieStickinessPolicy",
-        &create,
-        "AKIDUNKNOWN",
-        SECRET_KEY,
-        SystemTime::now(),
-    );
+    let (_, _, unknown_key, _) = sign("AKIDUNKNOWN", SECRET_KEY, SystemTime::now());
     control
         .send(method, &path, &unknown_key, &body)
         .err(403, "InvalidClientTokenId");
     let stale_time = SystemTime::now() - Duration::from_secs(16 * 60);
-    let (_, _, stale, stale_body) = control.signed(
-        Style::AwsPost,
-        "CreateLBCookieStickinessPolicy",
-        &create,
-        ACCESS_KEY,
-        SECRET_KEY,
-        stale_time,
-    );
+    let (_, _, stale, stale_body) = sign(ACCESS_KEY, SECRET_KEY, stale_time);
     control
         .send(method, &path, &stale, &stale_body)
         .err(400, "RequestExpired");

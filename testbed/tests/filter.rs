@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use sticky_core::{FilterState, PluginConfig, PolicyState};
 use sticky_testbed::{Plugin, Testbed};
-use sticky_testing::fixtures::{app_cookie_policy, filter_state, lb_cookie_policy, ring_state, targets};
+use sticky_testing::fixtures::{self, app_cookie_policy, filter_state, lb_cookie_policy, ring_state, targets};
 
 const T1: &str = "127.0.0.1:9001";
 const T2: &str = "127.0.0.1:9002";
@@ -41,12 +41,7 @@ fn plugin(state: FilterState) -> Plugin {
 }
 
 fn cookie_header(cookies: &[(&str, &str)]) -> Vec<u8> {
-    cookies
-        .iter()
-        .map(|(n, v)| format!("{n}={v}"))
-        .collect::<Vec<_>>()
-        .join("; ")
-        .into_bytes()
+    fixtures::cookie_header(cookies).into_bytes()
 }
 
 #[test]

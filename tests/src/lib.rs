@@ -22,7 +22,7 @@ use sticky_core::{FilterState, PolicyState};
 use sticky_demo_target::{DemoTargets, Echo};
 use sticky_envoy::{EnvoyBootstrap, EnvoyProcess};
 use sticky_testing::artifacts::build_filter;
-use sticky_testing::fixtures::{cookie_set, filter_state, named_targets};
+use sticky_testing::fixtures::{cookie_header, cookie_set, filter_state, named_targets};
 use sticky_testing::random_key_ring;
 
 pub const LOAD_BALANCER: &str = "terraform-balancer";
@@ -112,12 +112,7 @@ pub fn request(
 ) -> Result<Reply, String> {
     let mut request = agent.request(method, &format!("{base}{path}"));
     if !cookies.is_empty() {
-        let cookie = cookies
-            .iter()
-            .map(|(n, v)| format!("{n}={v}"))
-            .collect::<Vec<_>>()
-            .join("; ");
-        request = request.set("Cookie", &cookie);
+        request = request.set("Cookie", &cookie_header(cookies));
     }
     for (name, value) in headers {
         request = request.set(name, value);

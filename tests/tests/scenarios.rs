@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use sticky_core::{PluginConfig, PolicyState};
 use sticky_testbed::{Plugin, Testbed};
-use sticky_testing::fixtures::{filter_state, named_targets, ring_state};
+use sticky_testing::fixtures::{cookie_header, filter_state, named_targets, ring_state};
 use sticky_tests::scenarios::{Answer, Proxy, scenarios};
 use sticky_tests::{STICKY_COOKIE, Stack, TARGET_IDS};
 
@@ -45,11 +45,7 @@ fn address(index: usize) -> String {
 
 impl Proxy for Simulated {
     fn get(&mut self, path: &str, cookies: &[(&str, &str)], routing_header: Option<&str>) -> Answer {
-        let cookie = cookies
-            .iter()
-            .map(|(n, v)| format!("{n}={v}"))
-            .collect::<Vec<_>>()
-            .join("; ");
+        let cookie = cookie_header(cookies);
         let mut headers: Vec<(&str, &[u8])> = vec![(":path", path.as_bytes())];
         if !cookies.is_empty() {
             headers.push(("cookie", cookie.as_bytes()));

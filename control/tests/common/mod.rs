@@ -3,10 +3,10 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use sticky_control::BootstrapFile;
-pub use sticky_control::client::{ApiReply, QueryClient, SignedRequest, Style};
+pub use sticky_control::client::{ApiReply, QueryClient, Style};
 use sticky_control::process::ControlProcess;
 
 pub const ACCESS_KEY: &str = "AKIDSTICKYTEST";
@@ -62,20 +62,6 @@ impl Control {
 
     pub fn call_as(&self, style: Style, action: &str, params: &[(&str, &str)]) -> ApiReply {
         self.client().call_as(style, action, params).unwrap()
-    }
-
-    pub fn signed(
-        &self,
-        style: Style,
-        action: &str,
-        params: &[(&str, &str)],
-        access_key: &str,
-        secret: &str,
-        at: SystemTime,
-    ) -> SignedRequest {
-        self.client()
-            .signed(style, action, params, access_key, secret, at)
-            .unwrap()
     }
 
     pub fn send(&self, method: &str, path: &str, headers: &[(String, String)], body: &[u8]) -> ApiReply {

@@ -80,6 +80,15 @@ pub fn key_ring(keys: &[(u16, u8)], active: u16) -> KeyRing {
     KeyRing::from_state(&ring_state(keys, active)).expect("a fixture key ring is valid")
 }
 
+/// A request `Cookie` header carrying `cookies` (name, value), in order.
+pub fn cookie_header(cookies: &[(&str, &str)]) -> String {
+    cookies
+        .iter()
+        .map(|(name, value)| format!("{name}={value}"))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 /// The value cookie `name` gets in a response's `Set-Cookie` headers, if one sets it.
 pub fn cookie_set<'a>(set_cookies: impl IntoIterator<Item = &'a str>, name: &str) -> Option<String> {
     set_cookies.into_iter().find_map(|header| {

@@ -8,7 +8,9 @@ use crate::error::{Rejection, StateError};
 use crate::listener::{CompiledListener, CookieStatus, RequestDecision, ResponseOutcome, Unreachable};
 use crate::plugin::UpstreamReport;
 use crate::state::{FilterState, PolicyState, SameSite};
-use crate::testing::{app_cookie_policy, filter_state, key_ring, lb_cookie_policy, ring_state, targets};
+use crate::testing::{
+    app_cookie_policy, cookie_header, cookie_set, filter_state, key_ring, lb_cookie_policy, ring_state, targets,
+};
 
 const NOW: u64 = 1_700_000_000;
 const LB: &str = "terraform-balancer";
@@ -74,17 +76,11 @@ fn lb_cookie(target: &str, issued_at: u64, expires_at: u64) -> String {
 
 /// The value of the stickiness cookie in a `Set-Cookie` header.
 fn value_of(set_cookie: &str) -> String {
-    let first = set_cookie.split(';').next().unwrap();
-    first.strip_prefix("AWSELB=").unwrap().to_owned()
+    cookie_set([set_cookie], "AWSELB").unwrap()
 }
 
 fn header(cookies: &[(&str, &str)]) -> Vec<u8> {
-    cookies
-        .iter()
-        .map(|(n, v)| format!("{n}={v}"))
-        .collect::<Vec<_>>()
-        .join("; ")
-        .into_bytes()
+    cookie_header(cookies).into_bytes()
 }
 
 /// Runs a whole exchange: request with `cookies`, response from `upstream` with `set_cookies`.
