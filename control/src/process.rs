@@ -120,6 +120,23 @@ impl ControlProcess {
         }
     }
 
+    /// Sends SIGTERM (what systemd or `kill` send) and waits, at most `limit`, for the process
+    /// to exit; returns its exit status, or `None` if it is still running (it is then killed).
+    pub fn terminate(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.take()?;
+        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        None
+    }
+
     /// Kills and starts again on the same port and database.
     pub fn restart(&mut self) -> Result<(), ProcessError> {
         self.kill();

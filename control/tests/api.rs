@@ -735,3 +735,25 @@ const REGISTER_I2: &[(&str, &str)] = &[
     ("LoadBalancerName", "terraform-balancer"),
     ("Instances.member.1.InstanceId", "i-2"),
 ];
+
+#[test]
+fn sigterm_answers_waiting_long_polls_and_stops() {
+    let mut control = control_with_three_instances();
+    let (_, state) = control.state("terraform-balancer", 80, None, 0);
+    let version = state["version"].as_u64().unwrap();
+    let client = control.client();
+    // A filter waiting for a change that will not come (its poll would hold 25 s).
+    let waiter =
+        std::thread::spawn(move || client.state_as("terraform-balancer", 80, Some(version), 25_000, Some("waiting1")));
+    eventually(Duration::from_secs(5), "the long-poll is waiting", || {
+        control.metric("sticky_control_open_polls") == 1
+    });
+    let status = control
+        .terminate(Duration::from_secs(10))
+        .expect("exits on SIGTERM without waiting out the long-poll");
+    assert!(status.success(), "a clean exit: {status}");
+    let (code, answer) = waiter.join().unwrap().expect("the waiting poll is answered");
+    assert_eq!(code, 200);
+    assert_eq!(answer["version"].as_u64(), Some(version), "with the state it holds");
+    assert!(control.log().contains("stopping"), "{}", control.log());
+}

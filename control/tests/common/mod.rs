@@ -46,6 +46,11 @@ impl Control {
         self.process.log()
     }
 
+    /// Sends SIGTERM and waits at most `limit` for the exit; `None` if it did not exit.
+    pub fn terminate(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        self.process.terminate(limit)
+    }
+
     /// Kills and starts again on the same port and database.
     pub fn restart(&mut self) {
         self.process.restart().unwrap_or_else(|e| panic!("{e}"));
