@@ -15,7 +15,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
 use subtle::ConstantTimeEq;
-use tower::limit::ConcurrencyLimitLayer;
+use tower::limit::GlobalConcurrencyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 
 use crate::api;
@@ -56,7 +56,7 @@ pub fn app(service: Arc<Service>, options: HttpOptions) -> Router {
     let state = AppState { service, options };
     let api = Router::new()
         .route("/", get(query_api).post(query_api))
-        .layer(ConcurrencyLimitLayer::new(API_CONCURRENCY))
+        .layer(GlobalConcurrencyLimitLayer::new(API_CONCURRENCY))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
             api_time,
@@ -65,7 +65,8 @@ pub fn app(service: Arc<Service>, options: HttpOptions) -> Router {
         .route("/v1/state/{load_balancer}/{port}", get(state_feed))
         .route("/v3/discovery:endpoints", post(endpoints))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_feed_token))
-        .layer(ConcurrencyLimitLayer::new(FEED_CONCURRENCY))
+        // One bound shared by the feed and EDS (a layer per route would give each its own).
+        .layer(GlobalConcurrencyLimitLayer::new(FEED_CONCURRENCY))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
             feed_time,
