@@ -161,10 +161,15 @@ fn fuzz_the_sigv4_verifier() {
         let Some((method, path, headers, body)) = from_text(input) else {
             return;
         };
-        // Only what an HTTP server would hand over: an origin-form request target.
-        if !path.starts_with('/') || path.parse::<axum::http::Uri>().is_err() {
+        // Only what an HTTP server would hand over: an origin-form request target, as the
+        // service reads it (`Uri::path_and_query`: a `#fragment` is not part of it).
+        let Ok(uri) = path.parse::<axum::http::Uri>() else {
+            return;
+        };
+        if !path.starts_with('/') {
             return;
         }
+        let path = uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
         let request = RequestToVerify {
             method: &method,
             path_and_query: &path,

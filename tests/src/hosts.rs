@@ -17,9 +17,10 @@ use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, bail};
+use sticky_testing::eventually;
 
 /// Where the targets run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -222,17 +223,16 @@ impl TargetProcesses {
             .with_context(|| format!("starting {}", binary.display()))?;
         target.child = Some(child);
         let address = target.address;
-        let start = Instant::now();
-        while TcpStream::connect_timeout(&address, Duration::from_millis(200)).is_err() {
-            if let Some(status) = target.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
-                bail!("target {id} exited at start: {status}");
-            }
-            if start.elapsed() > Duration::from_secs(20) {
-                bail!("target {id} did not accept connections on {address} within 20 s");
-            }
-            std::thread::sleep(Duration::from_millis(10));
+        let mut exited = None;
+        let what = format!("target {id} accepts connections on {address}");
+        eventually(Duration::from_secs(20), &what, || {
+            exited = target.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
+            exited.is_some() || TcpStream::connect_timeout(&address, Duration::from_millis(200)).is_ok()
+        });
+        match exited {
+            Some(status) => bail!("target {id} exited at start: {status}"),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     /// `(id, ip:port)` of every target.
