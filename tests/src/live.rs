@@ -128,6 +128,19 @@ impl<T: Targets> Live<T> {
         self.api().call(action, &all).unwrap_or_else(|e| panic!("{e}")).ok()
     }
 
+    /// Puts listener 80 under an LB cookie policy (`LBCookie`, 300 s) and starts a session on
+    /// Envoy `envoy`: the first request after the API answered already gets a cookie (an answer
+    /// means "in force"). Returns the cookie and the target it pins.
+    pub fn lb_cookie_session(&self, envoy: usize) -> (String, String) {
+        self.create_lb_cookie_policy("LBCookie", 300);
+        self.set_policy(Some("LBCookie"));
+        let first = self.get(envoy, "/", &[]);
+        let cookie = first
+            .sticky_cookie()
+            .expect("an LB cookie on the first request after the API answered");
+        (cookie, first.target())
+    }
+
     pub fn create_lb_cookie_policy(&self, name: &str, period: u64) {
         let period = period.to_string();
         self.call(

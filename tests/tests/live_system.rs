@@ -29,15 +29,8 @@ fn policies_set_through_the_api_are_in_force_when_it_answers() {
     // 1. No policy: requests spread, no stickiness cookie.
     assert_eq!(live.spread(0, 30, &[]), all_targets());
     assert_eq!(live.get(0, "/", &[]).sticky_cookie(), None);
-    live.create_lb_cookie_policy("LBCookie", 300);
-    live.set_policy(Some("LBCookie"));
     // The API answers once every filter holds the change: the very next request shows it.
-    assert!(
-        live.get(0, "/", &[]).sticky_cookie().is_some(),
-        "an LB cookie is issued as soon as the API answered"
-    );
-    let first = live.get(0, "/", &[]);
-    let (cookie, pinned) = (first.sticky_cookie().unwrap(), first.target());
+    let (cookie, pinned) = live.lb_cookie_session(0);
     assert_eq!(
         live.spread(0, 20, &[(STICKY_COOKIE, &cookie)]),
         HashSet::from([pinned.clone()])
@@ -139,14 +132,7 @@ fn a_dead_target_loses_its_sessions_to_a_healthy_one_and_they_stay_there() {
 #[test]
 fn deregistered_targets_lose_their_sessions_and_their_traffic() {
     let live = Live::start(1, &[]);
-    live.create_lb_cookie_policy("LBCookie", 300);
-    live.set_policy(Some("LBCookie"));
-    assert!(
-        live.get(0, "/", &[]).sticky_cookie().is_some(),
-        "the policy is in force once the API answered"
-    );
-    let first = live.get(0, "/", &[]);
-    let (mut cookie, old) = (first.sticky_cookie().unwrap(), first.target());
+    let (mut cookie, old) = live.lb_cookie_session(0);
 
     live.call(
         "DeregisterInstancesFromLoadBalancer",
@@ -174,14 +160,7 @@ fn deregistered_targets_lose_their_sessions_and_their_traffic() {
 #[test]
 fn envoy_keeps_its_sessions_while_the_control_service_is_down() {
     let mut live = Live::start(1, &[]);
-    live.create_lb_cookie_policy("LBCookie", 300);
-    live.set_policy(Some("LBCookie"));
-    assert!(
-        live.get(0, "/", &[]).sticky_cookie().is_some(),
-        "the policy is in force once the API answered"
-    );
-    let first = live.get(0, "/", &[]);
-    let (cookie, pinned) = (first.sticky_cookie().unwrap(), first.target());
+    let (cookie, pinned) = live.lb_cookie_session(0);
     let updates_before = live.counter(0, "state_updates");
 
     live.control.kill();
@@ -226,14 +205,7 @@ fn envoy_keeps_its_sessions_while_the_control_service_is_down() {
 fn cookies_sealed_with_a_rotated_key_are_still_honoured() {
     // Rotate every 3 s (the service checks every 5 s); retired keys are kept for days.
     let live = Live::start(1, &["--key-rotation", "3"]);
-    live.create_lb_cookie_policy("LBCookie", 300);
-    live.set_policy(Some("LBCookie"));
-    assert!(
-        live.get(0, "/", &[]).sticky_cookie().is_some(),
-        "the policy is in force once the API answered"
-    );
-    let first = live.get(0, "/", &[]);
-    let (old_cookie, pinned) = (first.sticky_cookie().unwrap(), first.target());
+    let (old_cookie, pinned) = live.lb_cookie_session(0);
     let old_key = key_id(&old_cookie);
     let mut new_cookie = String::new();
     eventually(Duration::from_secs(15), "new cookies are sealed with a new key", || {

@@ -123,13 +123,7 @@ fn key_material_never_appears_in_api_answers_logs_or_metrics() {
 #[test]
 fn re_encoded_and_cross_listener_cookies_never_pin() {
     let live = Live::start(1, &[]);
-    live.create_lb_cookie_policy("LBCookie", 300);
-    live.set_policy(Some("LBCookie"));
-    eventually(Duration::from_secs(2), "the policy is in effect", || {
-        live.get(0, "/", &[]).sticky_cookie().is_some()
-    });
-    let first = live.get(0, "/", &[]);
-    let cookie = first.sticky_cookie().expect("a cookie");
+    let (cookie, _) = live.lb_cookie_session(0);
     let raw = URL_SAFE_NO_PAD.decode(&cookie).expect("base64url");
     let pinned_before = live.counter(0, "pinned");
     let mut variants = vec![
