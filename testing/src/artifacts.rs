@@ -48,7 +48,7 @@ fn cargo_build(args: &[&str]) -> Result<(), BuildError> {
 /// Builds the filter for `wasm32-wasip1` once per process and returns the `.wasm` path.
 pub fn build_filter() -> Result<PathBuf, BuildError> {
     static BUILT: OnceLock<Result<PathBuf, BuildError>> = OnceLock::new();
-    build_wasm_once(&BUILT, "sticky-filter")
+    build_wasm_once(&BUILT, "sticky-filter-wasm")
 }
 
 /// Builds the do-nothing wasm filter (`filter/noop`, the benchmarks' floor) once per process
@@ -106,7 +106,7 @@ fn build_binary_once(
 
 /// Where the filter's release artifact is.
 pub fn filter_artifact() -> PathBuf {
-    wasm_artifact("sticky-filter")
+    wasm_artifact("sticky-filter-wasm")
 }
 
 /// Where the `.wasm` of a cdylib `package` of the workspace is built.
