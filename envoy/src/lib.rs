@@ -71,6 +71,9 @@ pub enum HttpFilters {
     /// A wasm filter that does nothing (`filter/noop`), then the router: the floor of any wasm
     /// filter's cost, for the benchmarks.
     NoopWasm { wasm: PathBuf },
+    /// An Envoy dynamic module that does nothing (`filter/noop-native`, the file `lib<name>.so`),
+    /// then the router: the floor of any native module's cost, for the benchmarks.
+    NoopModule { module: PathBuf },
     /// Envoy's native `stateful_session` filter with cookie-based session state (the cookie
     /// names the upstream address in base64, unauthenticated), then the router: the peer the
     /// benchmarks compare with.
@@ -286,6 +289,7 @@ impl EnvoyBootstrap {
                 json!([wasm_filter("sticky", wasm, &config.to_json()), router])
             }
             HttpFilters::NoopWasm { wasm } => json!([wasm_filter("noop", wasm, ""), router]),
+            HttpFilters::NoopModule { module } => json!([dynamic_module_filter("noop", module), router]),
             HttpFilters::NativeCookieSession {
                 cookie_name,
                 ttl_seconds,
@@ -349,6 +353,25 @@ fn extend(object: &mut serde_json::Value, more: serde_json::Value) {
 
 /// The `envoy.filters.http.wasm` entry for the plugin `name` (its root id and VM id) running
 /// `wasm` with `configuration`.
+/// The dynamic-module HTTP filter loading `module` (`<dir>/lib<name>.so`; Envoy finds it by name
+/// in `ENVOY_DYNAMIC_MODULES_SEARCH_PATH`, which [`EnvoyProcess`] sets to `<dir>`).
+fn dynamic_module_filter(filter_name: &str, module: &Path) -> serde_json::Value {
+    let name = module
+        .file_stem()
+        .map(|stem| stem.to_string_lossy())
+        .unwrap_or_default()
+        .trim_start_matches("lib")
+        .to_owned();
+    json!({
+        "name": "envoy.filters.http.dynamic_modules",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter",
+            "dynamic_module_config": {"name": name, "do_not_close": true},
+            "filter_name": filter_name
+        }
+    })
+}
+
 fn wasm_filter(name: &str, wasm: &Path, configuration: &str) -> serde_json::Value {
     json!({
         "name": "envoy.filters.http.wasm",
@@ -411,6 +434,11 @@ impl EnvoyProcess {
             }
             None => Command::new(binary),
         };
+        if let HttpFilters::NoopModule { module } = &bootstrap.filters
+            && let Some(dir) = module.parent()
+        {
+            command.env("ENVOY_DYNAMIC_MODULES_SEARCH_PATH", dir);
+        }
         let child = command
             .arg("-c")
             .arg(&config)

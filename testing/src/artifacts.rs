@@ -59,20 +59,37 @@ pub fn build_noop_filter() -> Result<PathBuf, BuildError> {
 }
 
 fn build_wasm_once(built: &OnceLock<Result<PathBuf, BuildError>>, package: &str) -> Result<PathBuf, BuildError> {
+    let args = ["-p", package, "--target", WASM_TARGET, "--profile", WASM_PROFILE];
+    built_once(built, &args, || wasm_artifact(package))
+}
+
+/// Runs `cargo build --quiet <args>` the first time, and answers `artifact` (or the failure)
+/// every time.
+fn built_once(
+    built: &OnceLock<Result<PathBuf, BuildError>>,
+    args: &[&str],
+    artifact: impl FnOnce() -> PathBuf,
+) -> Result<PathBuf, BuildError> {
     built
         .get_or_init(|| {
-            cargo_build(&[
-                "--quiet",
-                "-p",
-                package,
-                "--target",
-                WASM_TARGET,
-                "--profile",
-                WASM_PROFILE,
-            ])
-            .map(|()| wasm_artifact(package))
+            let args: Vec<&str> = std::iter::once("--quiet").chain(args.iter().copied()).collect();
+            cargo_build(&args).map(|()| artifact())
         })
         .clone()
+}
+
+/// Cargo's target directory: `$CARGO_TARGET_DIR`, else `target/` in the workspace.
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| workspace_root().join("target"), PathBuf::from)
+}
+
+/// Builds the do-nothing Envoy dynamic module (`filter/noop-native`, release profile: the
+/// benchmarks' floor for native modules) once per process and returns the `.so` path.
+pub fn build_noop_module() -> Result<PathBuf, BuildError> {
+    static BUILT: OnceLock<Result<PathBuf, BuildError>> = OnceLock::new();
+    built_once(&BUILT, &["--release", "-p", "sticky-noop-module"], || {
+        target_dir().join("release").join("libsticky_noop_module.so")
+    })
 }
 
 /// Builds the control service's binary (debug profile) once per process and returns its path.
@@ -93,15 +110,9 @@ fn build_binary_once(
     package: &str,
     bin: &str,
 ) -> Result<PathBuf, BuildError> {
-    built
-        .get_or_init(|| {
-            cargo_build(&["--quiet", "-p", package, "--bin", bin]).map(|()| {
-                let target_dir =
-                    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| workspace_root().join("target"), PathBuf::from);
-                target_dir.join("debug").join(bin)
-            })
-        })
-        .clone()
+    built_once(built, &["-p", package, "--bin", bin], || {
+        target_dir().join("debug").join(bin)
+    })
 }
 
 /// Where the filter's release artifact is.
@@ -111,9 +122,7 @@ pub fn filter_artifact() -> PathBuf {
 
 /// Where the `.wasm` of a cdylib `package` of the workspace is built.
 fn wasm_artifact(package: &str) -> PathBuf {
-    let target_dir =
-        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| workspace_root().join("target"), PathBuf::from);
-    target_dir
+    target_dir()
         .join(WASM_TARGET)
         .join(WASM_PROFILE)
         .join(format!("{}.wasm", package.replace('-', "_")))

@@ -44,25 +44,32 @@ impl Row {
 
 /// The throughput table: every system, with ratios to Envoy without a filter (`plain`), to
 /// Envoy's native stateful session (`native`) and, for CPU, to the do-nothing wasm filter
-/// (`floor`).
-pub fn throughput_table(rows: &[Row], plain: &str, native: &str, floor: &str) -> anyhow::Result<String> {
+/// (`wasm_floor`) and the do-nothing dynamic module (`module_floor`).
+pub fn throughput_table(
+    rows: &[Row],
+    plain: &str,
+    native: &str,
+    wasm_floor: &str,
+    module_floor: &str,
+) -> anyhow::Result<String> {
     let find = |key: &str| {
         rows.iter()
             .find(|r| r.key == key)
             .map(Row::summary)
             .with_context(|| format!("no row {key}"))
     };
-    let (plain, native, floor) = (find(plain)?, find(native)?, find(floor)?);
+    let (plain, native) = (find(plain)?, find(native)?);
+    let (wasm_floor, module_floor) = (find(wasm_floor)?, find(module_floor)?);
     let mut out = String::new();
     out.push_str(
-        "| # | system | req/s | p50 ms | p99 ms | proxy CPU s / 1,000 req | req/s vs (1) no filter | req/s vs (4) native | CPU vs (2) do-nothing wasm |\n",
+        "| # | system | req/s | p50 ms | p99 ms | proxy CPU s / 1,000 req | req/s vs (1) no filter | req/s vs (4) native | CPU vs (2) do-nothing wasm | CPU vs (2n) do-nothing module |\n",
     );
-    out.push_str("|---|---|---:|---:|---:|---:|---:|---:|---:|\n");
+    out.push_str("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     for row in rows {
         let s = row.summary();
         let _ = writeln!(
             out,
-            "| {} | {} | {:.0} | {:.3} | {:.3} | {:.4} | {:.2}× | {:.2}× | {:.2}× |",
+            "| {} | {} | {:.0} | {:.3} | {:.3} | {:.4} | {:.2}× | {:.2}× | {:.2}× | {:.2}× |",
             row.key,
             row.system,
             s.requests_per_second,
@@ -71,7 +78,8 @@ pub fn throughput_table(rows: &[Row], plain: &str, native: &str, floor: &str) ->
             s.cpu_per_1000,
             s.requests_per_second / plain.requests_per_second,
             s.requests_per_second / native.requests_per_second,
-            s.cpu_per_1000 / floor.cpu_per_1000,
+            s.cpu_per_1000 / wasm_floor.cpu_per_1000,
+            s.cpu_per_1000 / module_floor.cpu_per_1000,
         );
     }
     Ok(out)

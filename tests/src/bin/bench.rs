@@ -1,6 +1,7 @@
 //! The product against its peers, side by side in one run (issue 6):
 //!
 //! 1. Envoy, no filter; 2. Envoy + a do-nothing wasm filter (the floor of any wasm filter);
+//!    (2n) Envoy + a do-nothing dynamic module (the floor of any native module);
 //! 3. Envoy + the sticky filter: no policy, LB cookie first visit, LB cookie sticky hit, app
 //!    cookie hit; 4. Envoy's native `stateful_session` (cookie); 5. HAProxy `cookie … insert
 //!    indirect nocache`.
@@ -23,7 +24,7 @@ use clap::Parser;
 use sticky_core::{CompiledListener, FilterState, PolicyState, TargetState};
 use sticky_demo_target::DemoTargets;
 use sticky_envoy::{EnvoyBootstrap, EnvoyProcess, HttpFilters};
-use sticky_testing::artifacts::{build_filter, build_noop_filter};
+use sticky_testing::artifacts::{build_filter, build_noop_filter, build_noop_module};
 use sticky_testing::fixtures::{app_cookie_policy, filter_state, lb_cookie_policy, named_targets};
 use sticky_testing::random_key_ring;
 use sticky_tests::bench::haproxy::{HAPROXY_COOKIE, HaproxyProcess};
@@ -145,6 +146,7 @@ fn main() -> anyhow::Result<()> {
     eprintln!("building the filters…");
     let sticky_wasm = build_filter()?;
     let noop_wasm = build_noop_filter()?;
+    let noop_module = build_noop_module()?;
     let targets = DemoTargets::start(&[("i-target1", 0), ("i-target2", 0), ("i-target3", 0)])?;
     let addresses = targets.addresses();
 
@@ -163,6 +165,10 @@ fn main() -> anyhow::Result<()> {
     eprintln!("starting the systems…");
     let plain = start_envoy("plain", &with_filters(HttpFilters::RouterOnly)?)?;
     let noop = start_envoy("noop", &with_filters(HttpFilters::NoopWasm { wasm: noop_wasm })?)?;
+    let noop_native = start_envoy(
+        "noop-module",
+        &with_filters(HttpFilters::NoopModule { module: noop_module })?,
+    )?;
     let no_policy = start_envoy("no-policy", &sticky_bootstrap(None)?)?;
     let lb_state = state(Some(lb_cookie_policy(3600)));
     // The first visit row checks that Envoy issues cookies; the hit uses one made by the core,
@@ -200,6 +206,7 @@ fn main() -> anyhow::Result<()> {
     let mut systems = vec![
         System::new("1", "Envoy, no filter", &plain, vec![]),
         System::new("2", "Envoy + do-nothing wasm filter", &noop, vec![]),
+        System::new("2n", "Envoy + do-nothing dynamic module", &noop_native, vec![]),
     ];
     let lb_hit = format!("{STICKY_COOKIE}={lb_cookie}");
     let app_hit = format!("{APP_COOKIE}={app_session}; {STICKY_COOKIE}={app_sticky}");
@@ -264,7 +271,7 @@ fn main() -> anyhow::Result<()> {
         .into_iter()
         .filter(|s| {
             let key = s.key.trim_end_matches('\'');
-            args.only.is_empty() || ["1", "2", "4"].contains(&key) || args.only.iter().any(|k| k == key)
+            args.only.is_empty() || ["1", "2", "2n", "4"].contains(&key) || args.only.iter().any(|k| k == key)
         })
         .collect();
     for system in &systems {
@@ -334,7 +341,7 @@ fn main() -> anyhow::Result<()> {
             _ => "one CPU shared by all".to_owned(),
         }
     );
-    let throughput = throughput_table(&rows, "1", "4", "2")?;
+    let throughput = throughput_table(&rows, "1", "4", "2", "2n")?;
     let scale_md = scale_table(&scale);
     let propagation_md = propagation.markdown();
     let chart_path = out.join("throughput.png");
