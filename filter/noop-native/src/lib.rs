@@ -66,57 +66,27 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_new(
 #[unsafe(no_mangle)]
 pub extern "C" fn envoy_dynamic_module_on_http_filter_destroy(_filter: *const c_void) {}
 
-#[unsafe(no_mangle)]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_request_headers(
-    _filter_envoy: *mut c_void,
-    _filter: *const c_void,
-    _end_of_stream: bool,
-) -> u32 {
-    CONTINUE
+/// Stream hooks: each lets the stream go on.
+macro_rules! continue_hooks {
+    ($($name:ident($($arg:ident: $ty:ty),*)),* $(,)?) => {
+        $(
+            #[unsafe(no_mangle)]
+            pub extern "C" fn $name(_filter_envoy: *mut c_void, _filter: *const c_void $(, $arg: $ty)*) -> u32 {
+                $(let _ = $arg;)*
+                CONTINUE
+            }
+        )*
+    };
 }
 
-#[unsafe(no_mangle)]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_request_body(
-    _filter_envoy: *mut c_void,
-    _filter: *const c_void,
-    _end_of_stream: bool,
-) -> u32 {
-    CONTINUE
-}
-
-#[unsafe(no_mangle)]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_request_trailers(
-    _filter_envoy: *mut c_void,
-    _filter: *const c_void,
-) -> u32 {
-    CONTINUE
-}
-
-#[unsafe(no_mangle)]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_response_headers(
-    _filter_envoy: *mut c_void,
-    _filter: *const c_void,
-    _end_of_stream: bool,
-) -> u32 {
-    CONTINUE
-}
-
-#[unsafe(no_mangle)]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_response_body(
-    _filter_envoy: *mut c_void,
-    _filter: *const c_void,
-    _end_of_stream: bool,
-) -> u32 {
-    CONTINUE
-}
-
-#[unsafe(no_mangle)]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_response_trailers(
-    _filter_envoy: *mut c_void,
-    _filter: *const c_void,
-) -> u32 {
-    CONTINUE
-}
+continue_hooks!(
+    envoy_dynamic_module_on_http_filter_request_headers(end_of_stream: bool),
+    envoy_dynamic_module_on_http_filter_request_body(end_of_stream: bool),
+    envoy_dynamic_module_on_http_filter_request_trailers(),
+    envoy_dynamic_module_on_http_filter_response_headers(end_of_stream: bool),
+    envoy_dynamic_module_on_http_filter_response_body(end_of_stream: bool),
+    envoy_dynamic_module_on_http_filter_response_trailers(),
+);
 
 #[unsafe(no_mangle)]
 pub extern "C" fn envoy_dynamic_module_on_http_filter_local_reply(
