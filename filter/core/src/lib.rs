@@ -1,6 +1,7 @@
 //! Pure core of the sticky-session filter (docs/design.md §2 and §3): the state schema shared with the
 //! control service, the cookie codec and key ring, the policy model, and the stickiness
-//! decisions. No I/O and no proxy-wasm calls: time and nonces come from the caller.
+//! decisions, and the glue every shell shares (one exchange through the filter, following the
+//! control service, the counters). No I/O and no host calls: the shells provide them.
 
 // Input decides every index here: a slice out of bounds would panic the host's request.
 #![deny(clippy::indexing_slicing)]
@@ -8,7 +9,9 @@
 
 pub mod codec;
 pub mod cookies;
+pub mod counters;
 pub mod error;
+pub mod exchange;
 pub mod listener;
 pub mod plugin;
 pub mod poll;
@@ -20,11 +23,13 @@ pub mod testing;
 mod tests;
 
 pub use codec::{Binding, KeyRing, PolicyKind};
+pub use counters::{COUNTERS, Counter};
 pub use error::{JsonError, Rejection, StateError};
+pub use exchange::{Exchange, ExchangeHost, ExchangeSettings};
 pub use listener::{
     CompiledListener, CookieStatus, RequestDecision, ResponseDecision, ResponseOutcome, Target, TargetIndex,
     UNREACHABLE_HOLD_SECONDS, Unreachable,
 };
 pub use plugin::{ControlSource, PluginConfig, PluginConfigError, UpstreamReport};
-pub use poll::PollSchedule;
+pub use poll::{Follower, PollAnswer, PollRequest, PollSchedule};
 pub use state::{CookieSettings, FilterState, KeyRingState, KeyState, PolicyState, SameSite, TargetState};

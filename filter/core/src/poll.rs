@@ -2,6 +2,11 @@
 //! success (the control service holds it open until a change), and an exponential backoff
 //! after failures. Times are milliseconds of any monotonic-enough clock.
 
+use crate::counters::Counter;
+use crate::error::StateError;
+use crate::listener::CompiledListener;
+use crate::plugin::ControlSource;
+
 /// First retry delay after a failure.
 pub const BACKOFF_START_MS: u64 = 100;
 /// Longest retry delay.
@@ -43,6 +48,117 @@ impl PollSchedule {
 
     pub fn consecutive_failures(&self) -> u32 {
         self.consecutive_failures
+    }
+}
+
+/// Extra time a poll is given beyond the control service's own hold time.
+pub const POLL_GRACE_MS: u64 = 5_000;
+
+/// A filter following the control service: when to poll, what to ask, what an answer means.
+/// Both shells drive one per Envoy process (wasm: per VM), from their host's timer and HTTP
+/// call-out.
+#[derive(Debug, Clone)]
+pub struct Follower {
+    control: ControlSource,
+    schedule: PollSchedule,
+    /// This follower's id in its polls (16 hex digits).
+    poller: String,
+}
+
+/// A poll to send: a GET of `path` on the control cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PollRequest {
+    pub path: String,
+    pub authority: String,
+    /// `Bearer <token>`, when the control service requires one.
+    pub authorization: Option<String>,
+    pub timeout_ms: u64,
+}
+
+/// What a poll's answer did.
+#[derive(Debug)]
+pub enum PollAnswer {
+    /// A new state: it replaces the old whole (targets learnt unreachable stay so).
+    Changed(CompiledListener),
+    /// The same version again (the poll's hold time ran out).
+    Unchanged,
+    /// No usable answer: the filter keeps its last state (fail static) and backs off.
+    Failed(Option<StateError>),
+}
+
+impl PollAnswer {
+    /// The counter this answer counts.
+    pub fn counter(&self) -> Option<Counter> {
+        match self {
+            PollAnswer::Changed(_) => Some(Counter::StateUpdates),
+            PollAnswer::Unchanged => None,
+            PollAnswer::Failed(_) => Some(Counter::ControlErrors),
+        }
+    }
+}
+
+impl Follower {
+    /// `id` names this follower in its polls.
+    pub fn new(control: ControlSource, id: [u8; 8]) -> Self {
+        Self {
+            control,
+            schedule: PollSchedule::default(),
+            poller: id.iter().map(|b| format!("{b:02x}")).collect(),
+        }
+    }
+
+    pub fn control(&self) -> &ControlSource {
+        &self.control
+    }
+
+    /// The poll to send now, if one is due; `version` is the state held. Tell the follower
+    /// whether it went out ([`Follower::sent`], [`Follower::not_sent`]).
+    pub fn due_poll(&self, version: Option<u64>, now_ms: u64) -> Option<PollRequest> {
+        self.schedule.due(now_ms).then(|| PollRequest {
+            path: self.control.path(version, &self.poller),
+            authority: self.control.authority.clone(),
+            authorization: self.control.token.as_ref().map(|t| format!("Bearer {t}")),
+            timeout_ms: self.control.poll_timeout_ms.saturating_add(POLL_GRACE_MS),
+        })
+    }
+
+    pub fn sent(&mut self) {
+        self.schedule.sent();
+    }
+
+    /// The host refused to send the poll: counts as a failed poll.
+    pub fn not_sent(&mut self, now_ms: u64) {
+        self.schedule.failed(now_ms);
+    }
+
+    /// Takes a poll's answer (`status` 200 and `body`, or a failure), given the state held.
+    pub fn take_answer(
+        &mut self,
+        now_ms: u64,
+        status_ok: bool,
+        body: &[u8],
+        current: Option<&CompiledListener>,
+    ) -> PollAnswer {
+        if !status_ok {
+            self.schedule.failed(now_ms);
+            return PollAnswer::Failed(None);
+        }
+        match CompiledListener::from_json(body) {
+            Ok(listener) => {
+                self.schedule.succeeded(now_ms);
+                if current.map(CompiledListener::version) == Some(listener.version()) {
+                    return PollAnswer::Unchanged;
+                }
+                if let Some(previous) = current {
+                    listener.carry_unreachable_from(previous);
+                }
+                PollAnswer::Changed(listener)
+            }
+            Err(err) => {
+                self.schedule.failed(now_ms);
+                PollAnswer::Failed(Some(err))
+            }
+        }
     }
 }
 

@@ -15,13 +15,14 @@ mod metrics;
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType};
 use sticky_core::{
-    CompiledListener, ControlSource, PluginConfig, PollSchedule, RequestDecision, TargetIndex, UpstreamReport,
+    CompiledListener, Counter, Exchange, ExchangeHost, ExchangeSettings, Follower, PluginConfig, PollAnswer,
 };
 
 use crate::metrics::FilterMetrics;
@@ -36,18 +37,12 @@ proxy_wasm::main! {{
 /// Tick period of a root context following the control service. Short: the first tick comes
 /// one period after start, and a poll is sent on the first tick it is due.
 const TICK: Duration = Duration::from_millis(100);
-/// Extra time Envoy gives a poll beyond the control service's own hold time.
-const POLL_GRACE_MS: u64 = 5_000;
 
 /// What every HTTP context of a plugin shares.
 struct Runtime {
-    routing_header: String,
-    upstream_header: String,
-    /// See `PluginConfig::unreachable_after_ms`.
-    unreachable_after_ms: u64,
-    control: Option<ControlSource>,
+    settings: ExchangeSettings,
     /// The current listener state; replaced whole when a new state arrives.
-    listener: RefCell<Option<Rc<CompiledListener>>>,
+    listener: RefCell<Option<Arc<CompiledListener>>>,
     /// Round-robin position for requests no cookie pins.
     sequence: Cell<u64>,
     metrics: FilterMetrics,
@@ -56,44 +51,42 @@ struct Runtime {
 #[derive(Default)]
 struct StickyRoot {
     runtime: Option<Rc<Runtime>>,
-    poll: PollSchedule,
-    /// This VM's id in its polls (16 hex digits).
-    poller: String,
+    follower: Option<Follower>,
 }
 
 impl StickyRoot {
     /// Sends a state poll to the control service when one is due.
     fn poll_control(&mut self) {
-        let Some(runtime) = &self.runtime else { return };
-        let Some(control) = &runtime.control else { return };
-        let now = now_millis();
-        if !self.poll.due(now) {
+        let (Some(runtime), Some(follower)) = (&self.runtime, &mut self.follower) else {
             return;
-        }
+        };
+        let now = now_millis();
         let version = runtime.listener.borrow().as_ref().map(|l| l.version());
-        let path = control.path(version, &self.poller);
-        let authorization = control.token.as_ref().map(|t| format!("Bearer {t}"));
+        let Some(poll) = follower.due_poll(version, now) else {
+            return;
+        };
         let mut headers = vec![
             (":method", "GET"),
-            (":path", path.as_str()),
-            (":authority", control.authority.as_str()),
+            (":path", poll.path.as_str()),
+            (":authority", poll.authority.as_str()),
         ];
-        if let Some(authorization) = &authorization {
+        if let Some(authorization) = &poll.authorization {
             headers.push(("authorization", authorization.as_str()));
         }
-        let timeout = Duration::from_millis(control.poll_timeout_ms.saturating_add(POLL_GRACE_MS));
-        match hostcalls::dispatch_http_call(&control.cluster, headers, None, vec![], timeout) {
-            Ok(_) => self.poll.sent(),
+        let cluster = &follower.control().cluster;
+        let timeout = Duration::from_millis(poll.timeout_ms);
+        match hostcalls::dispatch_http_call(cluster, headers, None, vec![], timeout) {
+            Ok(_) => follower.sent(),
             Err(status) => {
-                runtime.metrics.control_errors.increment();
+                runtime.metrics.increment(Counter::ControlErrors);
                 log(
                     LogLevel::Warn,
                     &format!(
-                        "sticky: cannot call the control service on cluster {} (status {})",
-                        control.cluster, status as u32
+                        "sticky: cannot call the control service on cluster {cluster} (status {})",
+                        status as u32
                     ),
                 );
-                self.poll.failed(now);
+                follower.not_sent(now);
             }
         }
     }
@@ -101,40 +94,33 @@ impl StickyRoot {
     /// Takes a poll's answer: a new state replaces the old whole; anything else keeps the old
     /// one (fail static) and backs off.
     fn take_poll_answer(&mut self, body_size: usize) {
-        let Some(runtime) = &self.runtime else { return };
-        let now = now_millis();
+        let (Some(runtime), Some(follower)) = (&self.runtime, &mut self.follower) else {
+            return;
+        };
         let status = hostcalls::get_map_value_bytes(MapType::HttpCallResponseHeaders, ":status")
             .ok()
             .flatten();
-        if status.as_deref() != Some(b"200") {
-            runtime.metrics.control_errors.increment();
-            self.poll.failed(now);
-            return;
-        }
         let body = hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size)
             .ok()
             .flatten()
             .unwrap_or_default();
-        match CompiledListener::from_json(&body) {
-            Ok(listener) => {
-                let changed = runtime.listener.borrow().as_ref().map(|l| l.version()) != Some(listener.version());
-                if changed {
-                    runtime.metrics.state_updates.increment();
-                    if let Some(previous) = runtime.listener.borrow().as_ref() {
-                        listener.carry_unreachable_from(previous);
-                    }
-                    *runtime.listener.borrow_mut() = Some(Rc::new(listener));
-                }
-                self.poll.succeeded(now);
-            }
-            Err(err) => {
-                runtime.metrics.control_errors.increment();
-                log(
-                    LogLevel::Warn,
-                    &format!("sticky: refusing state from the control service: {err}"),
-                );
-                self.poll.failed(now);
-            }
+        let current = runtime.listener.borrow().clone();
+        let answer = follower.take_answer(
+            now_millis(),
+            status.as_deref() == Some(b"200"),
+            &body,
+            current.as_deref(),
+        );
+        if let Some(counter) = answer.counter() {
+            runtime.metrics.increment(counter);
+        }
+        match answer {
+            PollAnswer::Changed(listener) => *runtime.listener.borrow_mut() = Some(Arc::new(listener)),
+            PollAnswer::Failed(Some(err)) => log(
+                LogLevel::Warn,
+                &format!("sticky: refusing state from the control service: {err}"),
+            ),
+            PollAnswer::Unchanged | PollAnswer::Failed(None) => {}
         }
     }
 }
@@ -160,7 +146,7 @@ impl RootContext for StickyRoot {
             }
         };
         let listener = match config.state.as_ref().map(CompiledListener::compile).transpose() {
-            Ok(listener) => listener.map(Rc::new),
+            Ok(listener) => listener.map(Arc::new),
             Err(err) => {
                 log(LogLevel::Error, &format!("sticky: refusing state: {err}"));
                 return false;
@@ -176,18 +162,14 @@ impl RootContext for StickyRoot {
                 ),
             );
         }
-        if config.control.is_some() {
+        if let Some(control) = &config.control {
             let mut id = [0u8; 8];
-            if getrandom::fill(&mut id).is_ok() {
-                self.poller = id.iter().map(|b| format!("{b:02x}")).collect();
-            }
+            let _ = getrandom::fill(&mut id);
+            self.follower = Some(Follower::new(control.clone(), id));
             let _ = hostcalls::set_tick_period(TICK);
         }
         self.runtime = Some(Rc::new(Runtime {
-            routing_header: config.routing_header,
-            upstream_header: config.upstream_header,
-            unreachable_after_ms: config.unreachable_after_ms,
-            control: config.control,
+            settings: ExchangeSettings::from(&config),
             listener: RefCell::new(listener),
             sequence: Cell::new(0),
             metrics: FilterMetrics::define(),
@@ -203,11 +185,7 @@ impl RootContext for StickyRoot {
         let runtime = self.runtime.clone()?;
         Some(Box::new(StickyHttp {
             runtime,
-            listener: None,
-            decision: RequestDecision::UNPINNED,
-            routed: None,
-            now: 0,
-            started_ms: 0,
+            exchange: Exchange::default(),
         }))
     }
 
@@ -218,159 +196,106 @@ impl RootContext for StickyRoot {
 
 struct StickyHttp {
     runtime: Rc<Runtime>,
-    /// The state this request was decided with; the response is decided with the same.
-    listener: Option<Rc<CompiledListener>>,
-    decision: RequestDecision,
-    /// The target named in the routing header.
-    routed: Option<TargetIndex>,
-    /// Wall-clock Unix seconds, and milliseconds, when the request came.
-    now: u64,
-    started_ms: u64,
+    exchange: Exchange,
 }
 
 impl Context for StickyHttp {}
 
 impl HttpContext for StickyHttp {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        let runtime = Rc::clone(&self.runtime);
-        let Some(listener) = runtime.listener.borrow().clone() else {
-            // No state yet: Envoy balances; a client's routing header never counts.
-            runtime.metrics.no_state.increment();
-            runtime.remove_routing_header();
-            return Action::Continue;
-        };
-        self.started_ms = now_millis();
-        self.now = self.started_ms / 1000;
-        if listener.has_policy() {
-            let cookie = hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, "cookie")
-                .ok()
-                .flatten();
-            self.decision = listener.on_request(cookie.as_deref(), self.now);
-            runtime.metrics.count_request(&self.decision);
-        }
-        // Pinned: the cookie's target. Otherwise the filter balances over the healthy targets
-        // of its state itself, so a deregistered target is out at once, not at Envoy's next
-        // EDS refresh, and a target Envoy could not reach is skipped.
-        self.routed = self.decision.pinned.or_else(|| {
+        let runtime = &*self.runtime;
+        let listener = runtime.listener.borrow().clone();
+        let sequence = || {
             let sequence = runtime.sequence.get();
             runtime.sequence.set(sequence.wrapping_add(1));
-            listener.pick(sequence, self.now)
-        });
-        match self.routed.and_then(|i| listener.target(i)) {
-            // Replacing drops every client-supplied copy of the header.
-            Some(target) => {
-                let _ = hostcalls::set_map_value_bytes(
-                    MapType::HttpRequestHeaders,
-                    &runtime.routing_header,
-                    Some(target.address.as_bytes()),
-                );
-            }
-            None => runtime.remove_routing_header(),
-        }
-        if listener.has_policy() || self.routed.is_some() {
-            self.listener = Some(listener);
-        }
+            sequence
+        };
+        self.exchange = Exchange::on_request_headers(&mut WasmHost(runtime), &runtime.settings, listener, sequence);
         Action::Continue
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        let Some(listener) = self.listener.take() else {
-            self.runtime.remove_upstream_header();
-            return Action::Continue;
-        };
-        let upstream_header = self.runtime.upstream_header.as_str();
-        // Every Set-Cookie is needed (the ABI's single-value read returns the first only), but
-        // copying the whole header map is dear: only when the response sets any cookie.
-        let response_headers = if listener.reads_response_cookies() && response_header("set-cookie").is_some() {
-            hostcalls::get_map_bytes(MapType::HttpResponseHeaders).unwrap_or_default()
-        } else {
-            Vec::new()
-        };
-        let from_header = match response_headers
-            .iter()
-            .find(|(name, _)| name.eq_ignore_ascii_case(upstream_header))
-        {
-            Some((_, value)) => Some(value.clone()),
-            None => response_header(upstream_header),
-        };
-        let upstream = match from_header {
-            Some(address) => {
-                self.runtime.remove_upstream_header();
-                Some(address)
-            }
-            // An Envoy whose route does not add the header: ask for the property (dearer).
-            None => hostcalls::get_property(vec!["upstream", "address"]).ok().flatten(),
-        };
-        // Envoy's route reports how many attempts the request took (read only on a failover).
-        // What is learnt goes to the state in force now, which may be newer than the one that
-        // routed this request.
-        let retried = || response_header("x-envoy-attempt-count").is_some_and(|count| count.as_slice() != b"1");
-        let waited = || now_millis().saturating_sub(self.started_ms) >= self.runtime.unreachable_after_ms;
-        let routed = self
-            .routed
-            .and_then(|i| listener.target(i))
-            .map(|t| t.address.as_bytes());
-        let report = upstream.as_deref().map(UpstreamReport::parse);
-        let gave_up = report.is_some_and(|r| r.failed);
-        let confirm = || waited() && (gave_up || retried());
-        let current = self.runtime.listener.borrow().clone();
-        let learner = current.as_deref().unwrap_or(&listener);
-        if let Some((target, why)) = learner.observe_answer(routed, report, confirm, self.now) {
-            self.runtime.metrics.unreachable.increment();
-            if let Some(target) = learner.target(target) {
-                log(
-                    LogLevel::Warn,
-                    &format!(
-                        "sticky: target {} ({}) unreachable for {} s: {}",
-                        target.id,
-                        target.address,
-                        sticky_core::UNREACHABLE_HOLD_SECONDS,
-                        why.as_str()
-                    ),
-                );
-            }
-        }
-        if !listener.has_policy() {
-            return Action::Continue;
-        }
-        // Envoy's own 503 after giving up on the upstream: nobody answered.
-        let answered = report.filter(|r| !r.failed).map(|r| r.address);
-        let set_cookies = response_headers
-            .iter()
-            .filter(|(name, _)| name.eq_ignore_ascii_case("set-cookie"))
-            .map(|(_, value)| value.as_slice());
-        let response = listener.on_response(&self.decision, answered, set_cookies, self.now, draw_nonce);
-        self.runtime.metrics.count_response(response.outcome);
-        if let Some(set_cookie) = response.set_cookie {
-            let _ = hostcalls::add_map_value(MapType::HttpResponseHeaders, "set-cookie", &set_cookie);
-        }
+        let runtime = &*self.runtime;
+        let current = runtime.listener.borrow().clone();
+        self.exchange
+            .on_response_headers(&mut WasmHost(runtime), &runtime.settings, current);
         Action::Continue
     }
 }
 
-impl Runtime {
-    /// Removes a client-supplied routing header. Reading first: a read of an absent header is
-    /// the cheaper call, and clients almost never send it.
-    fn remove_routing_header(&self) {
-        let present = hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, &self.routing_header)
+/// The exchange's host: proxy-wasm's calls for the current HTTP context.
+struct WasmHost<'r>(&'r Runtime);
+
+impl ExchangeHost for WasmHost<'_> {
+    type Value<'a>
+        = Vec<u8>
+    where
+        Self: 'a;
+
+    fn request_header(&self, name: &str) -> Option<Vec<u8>> {
+        hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, name)
             .ok()
             .flatten()
-            .is_some();
-        if present {
-            let _ = hostcalls::set_map_value_bytes(MapType::HttpRequestHeaders, &self.routing_header, None);
+    }
+
+    fn set_request_header(&mut self, name: &str, value: &[u8]) {
+        let _ = hostcalls::set_map_value_bytes(MapType::HttpRequestHeaders, name, Some(value));
+    }
+
+    fn remove_request_header(&mut self, name: &str) {
+        let _ = hostcalls::set_map_value_bytes(MapType::HttpRequestHeaders, name, None);
+    }
+
+    fn response_header(&self, name: &str) -> Option<Vec<u8>> {
+        hostcalls::get_map_value_bytes(MapType::HttpResponseHeaders, name)
+            .ok()
+            .flatten()
+    }
+
+    fn response_header_values(&self, name: &str) -> Vec<Vec<u8>> {
+        // The ABI's single-value read returns the first only, and copying the whole header map
+        // is dear: only when the response has the header at all.
+        if self.response_header(name).is_none() {
+            return Vec::new();
         }
+        hostcalls::get_map_bytes(MapType::HttpResponseHeaders)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|(key, _)| key.eq_ignore_ascii_case(name))
+            .map(|(_, value)| value)
+            .collect()
     }
 
-    /// Envoy's route adds the upstream header to every response: it never reaches the client.
-    fn remove_upstream_header(&self) {
-        let _ = hostcalls::set_map_value_bytes(MapType::HttpResponseHeaders, &self.upstream_header, None);
+    fn remove_response_header(&mut self, name: &str) {
+        let _ = hostcalls::set_map_value_bytes(MapType::HttpResponseHeaders, name, None);
     }
-}
 
-fn response_header(name: &str) -> Option<Vec<u8>> {
-    hostcalls::get_map_value_bytes(MapType::HttpResponseHeaders, name)
-        .ok()
-        .flatten()
+    fn add_response_header(&mut self, name: &str, value: &[u8]) {
+        let _ = hostcalls::add_map_value_bytes(MapType::HttpResponseHeaders, name, value);
+    }
+
+    fn upstream_address(&self) -> Option<Vec<u8>> {
+        // An Envoy whose route does not add the upstream header.
+        hostcalls::get_property(vec!["upstream", "address"]).ok().flatten()
+    }
+
+    fn now_millis(&self) -> u64 {
+        now_millis()
+    }
+
+    /// A fresh 96-bit nonce from WASI `random_get` (Envoy serves it from BoringSSL's CSPRNG).
+    fn nonce(&self) -> Option<[u8; 12]> {
+        let mut nonce = [0u8; 12];
+        getrandom::fill(&mut nonce).ok().map(|()| nonce)
+    }
+
+    fn count(&self, counter: Counter) {
+        self.0.metrics.increment(counter);
+    }
+
+    fn warn(&self, message: &str) {
+        log(LogLevel::Warn, message);
+    }
 }
 
 /// Wall-clock Unix milliseconds, as the host tells it (0 if it cannot, which expires nothing
@@ -380,12 +305,6 @@ fn now_millis() -> u64 {
         .ok()
         .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
-/// A fresh 96-bit nonce from WASI `random_get` (Envoy serves it from BoringSSL's CSPRNG).
-fn draw_nonce() -> Option<[u8; 12]> {
-    let mut nonce = [0u8; 12];
-    getrandom::fill(&mut nonce).ok().map(|()| nonce)
 }
 
 fn log(level: LogLevel, message: &str) {

@@ -1,0 +1,145 @@
+//! The filter's counters, named once for every shell: the wasm shell defines them as proxy-wasm
+//! metrics (`wasmcustom.<name>` in Envoy's stats), the native shell as dynamic-module counters.
+
+use crate::error::Rejection;
+use crate::listener::{CookieStatus, RequestDecision, ResponseOutcome};
+
+/// One of the filter's counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Counter {
+    /// A request came before the filter had any state: Envoy balanced it.
+    NoState,
+    /// New states taken from the control service.
+    StateUpdates,
+    /// Failed polls of the control service (the filter keeps its last state).
+    ControlErrors,
+    /// Targets Envoy could not reach (another answered): no request names them for a while.
+    Unreachable,
+    /// A valid cookie pinned the request.
+    Pinned,
+    /// A cookie was not honoured, by reason.
+    Rejected(Rejection),
+    Assigned,
+    Refreshed,
+    Repinned,
+    Deleted,
+    UnknownUpstream,
+    UnhealthyUpstream,
+    NoNonce,
+    /// A hook of the native shell panicked; the panic was caught (the stream went on untouched).
+    Panics,
+}
+
+/// How many counters there are; [`Counter::index`] is below it.
+pub const COUNTERS: usize = 13 + Rejection::ALL.len();
+
+impl Counter {
+    /// Every counter, in [`Counter::index`] order.
+    pub fn all() -> [Counter; COUNTERS] {
+        let mut all = [Counter::NoState; COUNTERS];
+        for (slot, counter) in all.iter_mut().zip(
+            [
+                Counter::NoState,
+                Counter::StateUpdates,
+                Counter::ControlErrors,
+                Counter::Unreachable,
+                Counter::Pinned,
+                Counter::Assigned,
+                Counter::Refreshed,
+                Counter::Repinned,
+                Counter::Deleted,
+                Counter::UnknownUpstream,
+                Counter::UnhealthyUpstream,
+                Counter::NoNonce,
+                Counter::Panics,
+            ]
+            .into_iter()
+            .chain(Rejection::ALL.map(Counter::Rejected)),
+        ) {
+            *slot = counter;
+        }
+        all
+    }
+
+    /// A dense index, for a shell's table of metric ids.
+    pub fn index(self) -> usize {
+        match self {
+            Counter::NoState => 0,
+            Counter::StateUpdates => 1,
+            Counter::ControlErrors => 2,
+            Counter::Unreachable => 3,
+            Counter::Pinned => 4,
+            Counter::Assigned => 5,
+            Counter::Refreshed => 6,
+            Counter::Repinned => 7,
+            Counter::Deleted => 8,
+            Counter::UnknownUpstream => 9,
+            Counter::UnhealthyUpstream => 10,
+            Counter::NoNonce => 11,
+            Counter::Panics => 12,
+            Counter::Rejected(reason) => 13 + Rejection::ALL.iter().position(|r| *r == reason).unwrap_or(0),
+        }
+    }
+
+    /// The counter's name, e.g. `sticky.pinned`, `sticky.rejected.expired`.
+    pub fn name(self) -> String {
+        let leaf = match self {
+            Counter::NoState => "no_state",
+            Counter::StateUpdates => "state_updates",
+            Counter::ControlErrors => "control_errors",
+            Counter::Unreachable => "unreachable",
+            Counter::Pinned => "pinned",
+            Counter::Assigned => "assigned",
+            Counter::Refreshed => "refreshed",
+            Counter::Repinned => "repinned",
+            Counter::Deleted => "deleted",
+            Counter::UnknownUpstream => "unknown_upstream",
+            Counter::UnhealthyUpstream => "unhealthy_upstream",
+            Counter::NoNonce => "no_nonce",
+            Counter::Panics => "panics",
+            Counter::Rejected(reason) => return format!("sticky.rejected.{}", reason.as_str()),
+        };
+        format!("sticky.{leaf}")
+    }
+
+    /// What a request's decision counts, if anything.
+    pub fn for_request(decision: &RequestDecision) -> Option<Counter> {
+        match decision.cookie {
+            CookieStatus::Valid { .. } => Some(Counter::Pinned),
+            CookieStatus::Rejected { reason, .. } => Some(Counter::Rejected(reason)),
+            CookieStatus::Absent => None,
+        }
+    }
+
+    /// What a response's outcome counts, if anything.
+    pub fn for_response(outcome: ResponseOutcome) -> Option<Counter> {
+        Some(match outcome {
+            ResponseOutcome::Unchanged => return None,
+            ResponseOutcome::Assigned => Counter::Assigned,
+            ResponseOutcome::Refreshed => Counter::Refreshed,
+            ResponseOutcome::Repinned => Counter::Repinned,
+            ResponseOutcome::Deleted => Counter::Deleted,
+            ResponseOutcome::UnknownUpstream => Counter::UnknownUpstream,
+            ResponseOutcome::UnhealthyUpstream => Counter::UnhealthyUpstream,
+            ResponseOutcome::NoNonce => Counter::NoNonce,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_counter_has_its_own_index_and_name() {
+        let all = Counter::all();
+        for (i, counter) in all.iter().enumerate() {
+            assert_eq!(counter.index(), i, "{counter:?}");
+        }
+        let mut names: Vec<String> = all.iter().map(|c| c.name()).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), COUNTERS);
+        assert!(names.contains(&"sticky.rejected.expired".to_owned()), "{names:?}");
+    }
+}

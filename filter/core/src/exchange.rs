@@ -1,0 +1,220 @@
+//! One HTTP exchange through the filter, written once for every shell: what to read from the
+//! request, where to route it, what to learn from the response and which cookie to set. A shell
+//! implements [`ExchangeHost`] over its host's calls (proxy-wasm, Envoy's dynamic-module ABI, a
+//! fake in tests) and calls [`Exchange::on_request_headers`] and
+//! [`Exchange::on_response_headers`] from its hooks.
+
+use std::sync::Arc;
+
+use crate::counters::Counter;
+use crate::listener::{CompiledListener, RequestDecision, TargetIndex};
+use crate::plugin::{PluginConfig, UpstreamReport};
+
+/// What an exchange needs from its host. Header names are lowercase.
+pub trait ExchangeHost {
+    /// A header value as the host lends it (borrowed from the host, or a copy).
+    type Value<'a>: AsRef<[u8]>
+    where
+        Self: 'a;
+
+    /// The first value of a request header.
+    fn request_header(&self, name: &str) -> Option<Self::Value<'_>>;
+    /// Replaces every value of a request header with `value`.
+    fn set_request_header(&mut self, name: &str, value: &[u8]);
+    fn remove_request_header(&mut self, name: &str);
+    /// The first value of a response header.
+    fn response_header(&self, name: &str) -> Option<Self::Value<'_>>;
+    /// Every value of a response header (`set-cookie` has several).
+    fn response_header_values(&self, name: &str) -> Vec<Self::Value<'_>>;
+    fn remove_response_header(&mut self, name: &str);
+    fn add_response_header(&mut self, name: &str, value: &[u8]);
+    /// The address of the upstream that answered, asked of the host itself: only used when the
+    /// route does not add the upstream header (dearer in some hosts).
+    fn upstream_address(&self) -> Option<Vec<u8>>;
+    /// Wall-clock Unix milliseconds (0 if the host cannot tell, which expires nothing early).
+    fn now_millis(&self) -> u64;
+    /// A fresh 96-bit nonce from a CSPRNG, or `None` if none can be drawn.
+    fn nonce(&self) -> Option<[u8; 12]>;
+    fn count(&self, counter: Counter);
+    fn warn(&self, message: &str);
+}
+
+/// The part of the plugin configuration every exchange reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExchangeSettings {
+    pub routing_header: String,
+    pub upstream_header: String,
+    /// See `PluginConfig::unreachable_after_ms`.
+    pub unreachable_after_ms: u64,
+}
+
+impl From<&PluginConfig> for ExchangeSettings {
+    fn from(config: &PluginConfig) -> Self {
+        Self {
+            routing_header: config.routing_header.clone(),
+            upstream_header: config.upstream_header.clone(),
+            unreachable_after_ms: config.unreachable_after_ms,
+        }
+    }
+}
+
+/// What a request decided, carried to its response.
+#[derive(Debug)]
+pub struct Exchange {
+    /// The state this request was decided with; the response is decided with the same.
+    listener: Option<Arc<CompiledListener>>,
+    decision: RequestDecision,
+    /// The target named in the routing header.
+    routed: Option<TargetIndex>,
+    /// Wall-clock Unix seconds, and milliseconds, when the request came.
+    now: u64,
+    started_ms: u64,
+}
+
+impl Default for Exchange {
+    fn default() -> Self {
+        Self {
+            listener: None,
+            decision: RequestDecision::UNPINNED,
+            routed: None,
+            now: 0,
+            started_ms: 0,
+        }
+    }
+}
+
+impl Exchange {
+    /// Decides a request with `listener` (the state in force, if any): reads the cookie, routes
+    /// with the routing header (replacing any client copy) and remembers what the response needs.
+    /// `sequence` gives the round-robin position for a request no cookie pins.
+    pub fn on_request_headers<H: ExchangeHost>(
+        host: &mut H,
+        settings: &ExchangeSettings,
+        listener: Option<Arc<CompiledListener>>,
+        sequence: impl FnOnce() -> u64,
+    ) -> Exchange {
+        let mut exchange = Exchange::default();
+        let Some(listener) = listener else {
+            // No state yet: Envoy balances; a client's routing header never counts.
+            host.count(Counter::NoState);
+            remove_routing_header(host, settings);
+            return exchange;
+        };
+        exchange.started_ms = host.now_millis();
+        exchange.now = exchange.started_ms / 1000;
+        if listener.has_policy() {
+            let cookie = host.request_header("cookie");
+            exchange.decision = listener.on_request(cookie.as_ref().map(AsRef::as_ref), exchange.now);
+            drop(cookie);
+            if let Some(counter) = Counter::for_request(&exchange.decision) {
+                host.count(counter);
+            }
+        }
+        // Pinned: the cookie's target. Otherwise the filter balances over the healthy targets of
+        // its state itself, so a deregistered target is out at once, not at Envoy's next EDS
+        // refresh, and a target Envoy could not reach is skipped.
+        exchange.routed = exchange
+            .decision
+            .pinned
+            .or_else(|| listener.pick(sequence(), exchange.now));
+        match exchange.routed.and_then(|i| listener.target(i)) {
+            // Replacing drops every client-supplied copy of the header.
+            Some(target) => host.set_request_header(&settings.routing_header, target.address.as_bytes()),
+            None => remove_routing_header(host, settings),
+        }
+        if listener.has_policy() || exchange.routed.is_some() {
+            exchange.listener = Some(listener);
+        }
+        exchange
+    }
+
+    /// Decides the response: learns which target answered (and whether Envoy could not reach
+    /// the one it was sent to), then sets, refreshes or deletes the cookie. `current` is the
+    /// state in force now, which may be newer than the one that decided the request: what is
+    /// learnt about targets goes there.
+    pub fn on_response_headers<H: ExchangeHost>(
+        &mut self,
+        host: &mut H,
+        settings: &ExchangeSettings,
+        current: Option<Arc<CompiledListener>>,
+    ) {
+        let Some(listener) = self.listener.take() else {
+            host.remove_response_header(&settings.upstream_header);
+            return;
+        };
+        // Borrowed from the host until the end: the header is removed last (Envoy's route adds
+        // it to every response; it never reaches the client).
+        let from_header = host.response_header(&settings.upstream_header);
+        let asked = match from_header {
+            Some(_) => None,
+            None => host.upstream_address(),
+        };
+        let upstream = from_header.as_ref().map(AsRef::as_ref).or(asked.as_deref());
+        let report = upstream.map(UpstreamReport::parse);
+        let routed = self
+            .routed
+            .and_then(|i| listener.target(i))
+            .map(|t| t.address.as_bytes());
+        let gave_up = report.is_some_and(|r| r.failed);
+        // Read only on a failover: how long the exchange took, and how many attempts Envoy's
+        // route reports it took.
+        let confirm = || {
+            host.now_millis().saturating_sub(self.started_ms) >= settings.unreachable_after_ms
+                && (gave_up
+                    || host
+                        .response_header("x-envoy-attempt-count")
+                        .is_some_and(|count| count.as_ref() != b"1"))
+        };
+        let learner = current.as_deref().unwrap_or(&listener);
+        if let Some((target, why)) = learner.observe_answer(routed, report, confirm, self.now) {
+            host.count(Counter::Unreachable);
+            if let Some(target) = learner.target(target) {
+                host.warn(&format!(
+                    "sticky: target {} ({}) unreachable for {} s: {}",
+                    target.id,
+                    target.address,
+                    crate::listener::UNREACHABLE_HOLD_SECONDS,
+                    why.as_str()
+                ));
+            }
+        }
+        let set_cookie = if listener.has_policy() {
+            // Envoy's own 503 after giving up on the upstream: nobody answered.
+            let answered = report.filter(|r| !r.failed).map(|r| r.address);
+            let set_cookies = if listener.reads_response_cookies() {
+                host.response_header_values("set-cookie")
+            } else {
+                Vec::new()
+            };
+            let response = listener.on_response(
+                &self.decision,
+                answered,
+                set_cookies.iter().map(AsRef::as_ref),
+                self.now,
+                || host.nonce(),
+            );
+            if let Some(counter) = Counter::for_response(response.outcome) {
+                host.count(counter);
+            }
+            response.set_cookie
+        } else {
+            None
+        };
+        let had_header = from_header.is_some();
+        drop(from_header);
+        if had_header {
+            host.remove_response_header(&settings.upstream_header);
+        }
+        if let Some(set_cookie) = set_cookie {
+            host.add_response_header("set-cookie", set_cookie.as_bytes());
+        }
+    }
+}
+
+/// Removes a client-supplied routing header. Reading first: a read of an absent header is the
+/// cheaper call in proxy-wasm, and clients almost never send it.
+fn remove_routing_header<H: ExchangeHost>(host: &mut H, settings: &ExchangeSettings) {
+    if host.request_header(&settings.routing_header).is_some() {
+        host.remove_request_header(&settings.routing_header);
+    }
+}
