@@ -2,6 +2,8 @@
 //! success (the control service holds it open until a change), and an exponential backoff
 //! after failures. Times are milliseconds of any monotonic-enough clock.
 
+use std::sync::Arc;
+
 use crate::counters::Counter;
 use crate::error::StateError;
 use crate::listener::CompiledListener;
@@ -79,7 +81,7 @@ pub struct PollRequest {
 #[derive(Debug)]
 pub enum PollAnswer {
     /// A new state: it replaces the old whole (targets learnt unreachable stay so).
-    Changed(CompiledListener),
+    Changed(Arc<CompiledListener>),
     /// The same version again (the poll's hold time ran out).
     Unchanged,
     /// No usable answer: the filter keeps its last state (fail static) and backs off.
@@ -152,7 +154,7 @@ impl Follower {
                 if let Some(previous) = current {
                     listener.carry_unreachable_from(previous);
                 }
-                PollAnswer::Changed(listener)
+                PollAnswer::Changed(Arc::new(listener))
             }
             Err(err) => {
                 self.schedule.failed(now_ms);

@@ -115,7 +115,7 @@ impl StickyRoot {
             runtime.metrics.increment(counter);
         }
         match answer {
-            PollAnswer::Changed(listener) => *runtime.listener.borrow_mut() = Some(Arc::new(listener)),
+            PollAnswer::Changed(listener) => *runtime.listener.borrow_mut() = Some(listener),
             PollAnswer::Failed(Some(err)) => log(
                 LogLevel::Warn,
                 &format!("sticky: refusing state from the control service: {err}"),
