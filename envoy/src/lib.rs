@@ -61,13 +61,55 @@ pub fn envoy_binary() -> Result<PathBuf, EnvoyError> {
     found.ok_or_else(|| EnvoyError::EnvoyMissing(format!("nothing under {}", lib.display())))
 }
 
+/// Which shell of the filter Envoy runs: both decide with the same core, read the same plugin
+/// configuration and state feed, and issue and honour the same cookies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum ShellKind {
+    /// The Envoy dynamic module (`filter/native`): in-process, the faster.
+    #[default]
+    Native,
+    /// The proxy-wasm filter (`filter/wasm`): sandboxed in Envoy's V8.
+    Wasm,
+}
+
+impl ShellKind {
+    /// Builds this shell's artifact (once per process).
+    pub fn build(self) -> Result<FilterShell, EnvoyError> {
+        Ok(match self {
+            ShellKind::Native => FilterShell::Native(sticky_testing::artifacts::build_native_filter()?),
+            ShellKind::Wasm => FilterShell::Wasm(sticky_testing::artifacts::build_filter()?),
+        })
+    }
+}
+
+/// A built shell of the filter: the artifact Envoy loads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FilterShell {
+    /// The `.wasm` of `filter/wasm`.
+    Wasm(PathBuf),
+    /// The `lib<name>.so` of `filter/native`.
+    Native(PathBuf),
+}
+
+impl FilterShell {
+    pub fn kind(&self) -> ShellKind {
+        match self {
+            FilterShell::Wasm(_) => ShellKind::Wasm,
+            FilterShell::Native(_) => ShellKind::Native,
+        }
+    }
+}
+
 /// The HTTP filters in front of the router.
 #[derive(Debug, Clone)]
 pub enum HttpFilters {
     /// The router alone (Envoy without the filter).
     RouterOnly,
-    /// The sticky filter with this plugin configuration, then the router.
-    Sticky { wasm: PathBuf, config: Box<PluginConfig> },
+    /// The sticky filter (either shell) with this plugin configuration, then the router.
+    Sticky {
+        shell: FilterShell,
+        config: Box<PluginConfig>,
+    },
     /// A wasm filter that does nothing (`filter/noop`), then the router: the floor of any wasm
     /// filter's cost, for the benchmarks.
     NoopWasm { wasm: PathBuf },
@@ -104,7 +146,7 @@ pub struct EnvoyBootstrap {
 
 impl EnvoyBootstrap {
     /// A bootstrap for the sticky filter serving `state`'s targets, on fresh ports.
-    pub fn sticky(wasm: PathBuf, state: FilterState) -> Result<Self, EnvoyError> {
+    pub fn sticky(shell: FilterShell, state: FilterState) -> Result<Self, EnvoyError> {
         let endpoints = Endpoints::Static(state.targets.iter().filter_map(|t| t.address.parse().ok()).collect());
         let config = PluginConfig::new(Some(state));
         Ok(Self {
@@ -114,7 +156,7 @@ impl EnvoyBootstrap {
             routing_header: config.routing_header.clone(),
             endpoints,
             filters: HttpFilters::Sticky {
-                wasm,
+                shell: shell.clone(),
                 config: Box::new(config),
             },
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
@@ -124,7 +166,7 @@ impl EnvoyBootstrap {
     /// A bootstrap following the control service at `control` for listener `port` of load
     /// balancer `load_balancer`: EDS for the endpoints, the state long-poll for the filter.
     pub fn following(
-        wasm: PathBuf,
+        shell: FilterShell,
         control: SocketAddr,
         load_balancer: &str,
         port: u16,
@@ -149,7 +191,7 @@ impl EnvoyBootstrap {
                 service_name: format!("{load_balancer}_{port}"),
             },
             filters: HttpFilters::Sticky {
-                wasm,
+                shell: shell.clone(),
                 config: Box::new(config),
             },
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
@@ -281,15 +323,19 @@ impl EnvoyBootstrap {
         });
         let filters = match &self.filters {
             HttpFilters::RouterOnly => json!([router]),
-            HttpFilters::Sticky { wasm, config } => {
+            HttpFilters::Sticky { shell, config } => {
                 // Envoy waits the connect timeout on a vanished target; a quicker failure is a
                 // refused connection or a keep-alive race, which Envoy's retry absorbs.
                 let mut config = config.clone();
                 config.unreachable_after_ms = timeout_ms(self.connect_timeout).div_ceil(2);
-                json!([wasm_filter("sticky", wasm, &config.to_json()), router])
+                let filter = match shell {
+                    FilterShell::Wasm(wasm) => wasm_filter("sticky", wasm, &config.to_json()),
+                    FilterShell::Native(module) => dynamic_module_filter("sticky", module, Some(&config.to_json())),
+                };
+                json!([filter, router])
             }
             HttpFilters::NoopWasm { wasm } => json!([wasm_filter("noop", wasm, ""), router]),
-            HttpFilters::NoopModule { module } => json!([dynamic_module_filter("noop", module), router]),
+            HttpFilters::NoopModule { module } => json!([dynamic_module_filter("noop", module, None), router]),
             HttpFilters::NativeCookieSession {
                 cookie_name,
                 ttl_seconds,
@@ -351,27 +397,38 @@ fn extend(object: &mut serde_json::Value, more: serde_json::Value) {
     }
 }
 
-/// The `envoy.filters.http.wasm` entry for the plugin `name` (its root id and VM id) running
-/// `wasm` with `configuration`.
 /// The dynamic-module HTTP filter loading `module` (`<dir>/lib<name>.so`; Envoy finds it by name
-/// in `ENVOY_DYNAMIC_MODULES_SEARCH_PATH`, which [`EnvoyProcess`] sets to `<dir>`).
-fn dynamic_module_filter(filter_name: &str, module: &Path) -> serde_json::Value {
+/// in `ENVOY_DYNAMIC_MODULES_SEARCH_PATH`, which [`EnvoyProcess`] sets to `<dir>`), with
+/// `configuration` as its filter configuration (a string).
+fn dynamic_module_filter(filter_name: &str, module: &Path, configuration: Option<&str>) -> serde_json::Value {
     let name = module
         .file_stem()
         .map(|stem| stem.to_string_lossy())
         .unwrap_or_default()
         .trim_start_matches("lib")
         .to_owned();
-    json!({
+    let mut filter = json!({
         "name": "envoy.filters.http.dynamic_modules",
         "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter",
             "dynamic_module_config": {"name": name, "do_not_close": true},
             "filter_name": filter_name
         }
-    })
+    });
+    if let (Some(configuration), Some(typed_config)) = (configuration, filter.get_mut("typed_config")) {
+        extend(
+            typed_config,
+            json!({"filter_config": {
+                "@type": "type.googleapis.com/google.protobuf.StringValue",
+                "value": configuration
+            }}),
+        );
+    }
+    filter
 }
 
+/// The `envoy.filters.http.wasm` entry for the plugin `name` (its root id and VM id) running
+/// `wasm` with `configuration`.
 fn wasm_filter(name: &str, wasm: &Path, configuration: &str) -> serde_json::Value {
     json!({
         "name": "envoy.filters.http.wasm",
@@ -399,6 +456,8 @@ fn wasm_filter(name: &str, wasm: &Path, configuration: &str) -> serde_json::Valu
 /// A running Envoy; killed when dropped.
 pub struct EnvoyProcess {
     child: Child,
+    /// Where Envoy puts the filter's own stats (`wasmcustom.` or `dynamicmodulescustom.`).
+    filter_stats: &'static str,
     pub admin_port: u16,
     pub listen_port: u16,
     pub log: PathBuf,
@@ -434,9 +493,15 @@ impl EnvoyProcess {
             }
             None => Command::new(binary),
         };
-        if let HttpFilters::NoopModule { module } = &bootstrap.filters
-            && let Some(dir) = module.parent()
-        {
+        let module = match &bootstrap.filters {
+            HttpFilters::NoopModule { module }
+            | HttpFilters::Sticky {
+                shell: FilterShell::Native(module),
+                ..
+            } => Some(module),
+            _ => None,
+        };
+        if let Some(dir) = module.and_then(|module| module.parent()) {
             command.env("ENVOY_DYNAMIC_MODULES_SEARCH_PATH", dir);
         }
         let child = command
@@ -455,8 +520,16 @@ impl EnvoyProcess {
             .stdout(Stdio::null())
             .stderr(log_file)
             .spawn()?;
+        let filter_stats = match &bootstrap.filters {
+            HttpFilters::Sticky {
+                shell: FilterShell::Native(_),
+                ..
+            } => "dynamicmodulescustom.",
+            _ => "wasmcustom.",
+        };
         let mut envoy = Self {
             child,
+            filter_stats,
             admin_port: bootstrap.admin_port,
             listen_port: bootstrap.listen_port,
             log,
@@ -518,10 +591,11 @@ impl EnvoyProcess {
             .collect())
     }
 
-    /// The filter's counter `sticky.<name>` (0 if not yet defined).
+    /// The filter's counter `sticky.<name>` (0 if not yet defined), from either shell.
     pub fn sticky_counter(&self, name: &str) -> Result<u64, EnvoyError> {
-        let counters = self.counters("^wasmcustom\\.sticky\\.")?;
-        Ok(counters.get(&format!("wasmcustom.sticky.{name}")).copied().unwrap_or(0))
+        let prefix = self.filter_stats;
+        let counters = self.counters(&format!("^{}sticky\\.", prefix.replace('.', "\\.")))?;
+        Ok(counters.get(&format!("{prefix}sticky.{name}")).copied().unwrap_or(0))
     }
 
     /// The listener's base URL.

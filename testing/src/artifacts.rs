@@ -1,6 +1,6 @@
-//! Building what the tests and the demo run, once per process: the filter's `.wasm` (the very
-//! artifact Envoy loads), the do-nothing filter the benchmarks compare with, and the service
-//! binaries that tests start as processes.
+//! Building what the tests and the demo run, once per process: the filter's two shells (the
+//! `.wasm` and the dynamic module's `.so`, the very artifacts Envoy loads), the do-nothing
+//! filters the benchmarks compare with, and the service binaries that tests start as processes.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -92,6 +92,22 @@ pub fn build_noop_module() -> Result<PathBuf, BuildError> {
     })
 }
 
+/// Builds the filter's native shell (`filter/native`, an Envoy dynamic module, release profile)
+/// once per process and returns the `.so` path.
+pub fn build_native_filter() -> Result<PathBuf, BuildError> {
+    static BUILT: OnceLock<Result<PathBuf, BuildError>> = OnceLock::new();
+    built_once(
+        &BUILT,
+        &["--release", "-p", "sticky-filter-native"],
+        native_filter_artifact,
+    )
+}
+
+/// Where the filter's native shell is built.
+pub fn native_filter_artifact() -> PathBuf {
+    target_dir().join("release").join("libsticky_filter_native.so")
+}
+
 /// Builds the control service's binary (debug profile) once per process and returns its path.
 pub fn build_control() -> Result<PathBuf, BuildError> {
     static BUILT: OnceLock<Result<PathBuf, BuildError>> = OnceLock::new();
@@ -115,7 +131,7 @@ fn build_binary_once(
     })
 }
 
-/// Where the filter's release artifact is.
+/// Where the filter's wasm shell is built.
 pub fn filter_artifact() -> PathBuf {
     wasm_artifact("sticky-filter-wasm")
 }

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use sticky_core::{FilterState, PolicyState};
 use sticky_demo_target::{DemoTargets, Echo};
-use sticky_envoy::{EnvoyBootstrap, EnvoyProcess};
+use sticky_envoy::{EnvoyBootstrap, EnvoyProcess, ShellKind};
 use sticky_testing::artifacts::build_filter;
 use sticky_testing::fixtures::{cookie_header, cookie_set, filter_state, named_targets};
 use sticky_testing::random_key_ring;
@@ -28,6 +28,17 @@ use sticky_testing::random_key_ring;
 pub const LOAD_BALANCER: &str = "terraform-balancer";
 pub const STICKY_COOKIE: &str = "AWSELB";
 pub const TARGET_IDS: [&str; 3] = ["i-target1", "i-target2", "i-target3"];
+
+/// The shell of the filter the end-to-end tests run: `$STICKY_SHELL` (`native` or `wasm`), else
+/// the default one. `scripts/test` runs this crate's tests once per shell.
+pub fn shell_under_test() -> ShellKind {
+    match std::env::var("STICKY_SHELL").as_deref() {
+        Ok("wasm") => ShellKind::Wasm,
+        Ok("native") => ShellKind::Native,
+        Ok(other) => panic!("STICKY_SHELL={other}: expected native or wasm"),
+        Err(_) => ShellKind::default(),
+    }
+}
 
 /// Three demo targets and an Envoy with the filter in front of them.
 pub struct Stack {
@@ -144,13 +155,18 @@ impl Stack {
 
     /// Starts the stack after `adjust` has had a look at the state.
     pub fn start_with(policy: Option<PolicyState>, adjust: impl FnOnce(&mut FilterState)) -> Self {
+        Self::start_on(shell_under_test(), policy, adjust)
+    }
+
+    /// Starts the stack with Envoy running `shell`.
+    pub fn start_on(shell: ShellKind, policy: Option<PolicyState>, adjust: impl FnOnce(&mut FilterState)) -> Self {
         let specs: Vec<(&str, u16)> = TARGET_IDS.iter().map(|id| (*id, 0)).collect();
         let targets = DemoTargets::start(&specs).expect("start demo targets");
         let listed = named_targets(targets.addresses());
         let mut state = filter_state(policy, listed, random_key_ring(1).expect("key ring"));
         adjust(&mut state);
-        let wasm = build_filter().unwrap_or_else(|e| panic!("{e}"));
-        let bootstrap = EnvoyBootstrap::sticky(wasm, state.clone()).expect("bootstrap");
+        let shell = shell.build().unwrap_or_else(|e| panic!("{e}"));
+        let bootstrap = EnvoyBootstrap::sticky(shell, state.clone()).expect("bootstrap");
         let dir = tempfile::tempdir().expect("temp dir");
         let envoy = EnvoyProcess::start(&bootstrap, dir.path(), 1).unwrap_or_else(|e| panic!("{e}"));
         let agent = ureq::AgentBuilder::new()

@@ -9,7 +9,7 @@ use sticky_control::client::{ApiReply, QueryClient};
 use sticky_control::process::ControlProcess;
 use sticky_demo_target::DemoTargets;
 use sticky_envoy::{EnvoyBootstrap, EnvoyProcess};
-use sticky_testing::artifacts::{build_control, build_filter};
+use sticky_testing::artifacts::build_control;
 pub use sticky_testing::eventually;
 
 use crate::hosts::{Placement, TargetProcesses};
@@ -84,11 +84,11 @@ impl<T: Targets> Live<T> {
             control_args,
         )
         .unwrap_or_else(|e| panic!("{e}"));
-        let wasm = build_filter().unwrap_or_else(|e| panic!("{e}"));
+        let shell = crate::shell_under_test().build().unwrap_or_else(|e| panic!("{e}"));
         let envoys = (0..envoys)
             .map(|i| {
                 let bootstrap = EnvoyBootstrap::following(
-                    wasm.clone(),
+                    shell.clone(),
                     control.address(),
                     LOAD_BALANCER,
                     80,

@@ -1,11 +1,13 @@
-//! The one list of behaviour scenarios (`sticky_tests::scenarios`), run against real Envoy and
-//! against the testbed: both must give the same results.
+//! The one list of behaviour scenarios (`sticky_tests::scenarios`), run against real Envoy with
+//! each shell of the filter (the wasm filter, the native dynamic module) and against the
+//! testbed: all three must give the same results.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::time::Duration;
 
 use sticky_core::{PluginConfig, PolicyState};
+use sticky_envoy::ShellKind;
 use sticky_testbed::{Plugin, Testbed};
 use sticky_testing::fixtures::{cookie_header, filter_state, named_targets, ring_state};
 use sticky_tests::scenarios::{Answer, Proxy, scenarios};
@@ -101,23 +103,41 @@ fn simulated(policy: Option<PolicyState>) -> Simulated {
 }
 
 #[test]
-fn every_scenario_gives_the_same_result_on_envoy_and_on_the_testbed() {
+fn every_scenario_gives_the_same_result_on_both_shells_in_envoy_and_on_the_testbed() {
     let mut agreeing = 0;
     let list = scenarios();
     for scenario in &list {
-        let on_envoy = (scenario.run)(&mut Envoy(Stack::start(scenario.policy.clone())));
+        let on_wasm = (scenario.run)(&mut Envoy(Stack::start_on(
+            ShellKind::Wasm,
+            scenario.policy.clone(),
+            |_| {},
+        )));
+        let on_native = (scenario.run)(&mut Envoy(Stack::start_on(
+            ShellKind::Native,
+            scenario.policy.clone(),
+            |_| {},
+        )));
         let on_testbed = (scenario.run)(&mut simulated(scenario.policy.clone()));
-        println!("{:<80} envoy: {:?}  testbed: {:?}", scenario.name, on_envoy, on_testbed);
-        assert_eq!(on_envoy, Ok(()), "{} fails on Envoy", scenario.name);
+        println!(
+            "{:<80} wasm: {on_wasm:?}  native: {on_native:?}  testbed: {on_testbed:?}",
+            scenario.name
+        );
+        assert_eq!(on_wasm, Ok(()), "{} fails on Envoy with the wasm shell", scenario.name);
         assert_eq!(
-            on_testbed, on_envoy,
+            on_native,
+            Ok(()),
+            "{} fails on Envoy with the native shell",
+            scenario.name
+        );
+        assert_eq!(
+            on_testbed, on_wasm,
             "{}: the testbed disagrees with Envoy",
             scenario.name
         );
         agreeing += 1;
     }
     println!(
-        "{agreeing} of {} scenarios agree between the testbed and Envoy",
+        "{agreeing} of {} scenarios agree between Envoy (wasm), Envoy (native) and the testbed",
         list.len()
     );
     let _ = STICKY_COOKIE;

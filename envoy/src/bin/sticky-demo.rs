@@ -9,8 +9,8 @@ use clap::Parser;
 use sticky_control::BootstrapFile;
 use sticky_control::process::ControlProcess;
 use sticky_demo_target::DemoTargets;
-use sticky_envoy::{EnvoyBootstrap, EnvoyProcess};
-use sticky_testing::artifacts::{build_control, build_filter, workspace_root};
+use sticky_envoy::{EnvoyBootstrap, EnvoyProcess, ShellKind};
+use sticky_testing::artifacts::{build_control, workspace_root};
 
 /// Sticky sessions for Envoy, all on 127.0.0.1: demo targets, the control service (LBU/ELB API)
 /// and Envoy with the sticky filter.
@@ -42,6 +42,10 @@ struct Args {
     /// to it before trying another target (and marking it unreachable), in milliseconds.
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=60_000))]
     connect_timeout_ms: u64,
+    /// Which shell of the filter Envoy runs: the native dynamic module or the proxy-wasm filter
+    /// (the same stickiness, cookies and counters; see the README's "Choosing the shell").
+    #[arg(long, value_enum, default_value_t = ShellKind::default())]
+    shell: ShellKind,
     /// Where the bootstrap files, the database and the logs go. The database persists between runs.
     #[arg(long, default_value_os_t = workspace_root().join(".demo"))]
     dir: PathBuf,
@@ -73,8 +77,13 @@ fn main() -> anyhow::Result<()> {
         &[],
     )
     .context("starting the control service")?;
-    let mut envoy_bootstrap =
-        EnvoyBootstrap::following(build_filter()?, control.address(), "terraform-balancer", 80, "bouncer")?;
+    let mut envoy_bootstrap = EnvoyBootstrap::following(
+        args.shell.build()?,
+        control.address(),
+        "terraform-balancer",
+        80,
+        "bouncer",
+    )?;
     envoy_bootstrap.listen_port = args.port;
     envoy_bootstrap.admin_port = args.admin_port;
     envoy_bootstrap.connect_timeout = std::time::Duration::from_millis(args.connect_timeout_ms);
@@ -98,8 +107,12 @@ fn main() -> anyhow::Result<()> {
         control.dir.join("control.log").display()
     );
     println!(
-        "  envoy            {}   (load balancer terraform-balancer, port 80)",
-        envoy.url()
+        "  envoy            {}   (load balancer terraform-balancer, port 80; {} shell)",
+        envoy.url(),
+        match args.shell {
+            ShellKind::Native => "native",
+            ShellKind::Wasm => "wasm",
+        }
     );
     println!(
         "  envoy admin      http://127.0.0.1:{}   (filter counters: /stats?filter=sticky)",

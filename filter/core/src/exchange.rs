@@ -136,7 +136,7 @@ impl Exchange {
         &mut self,
         host: &mut H,
         settings: &ExchangeSettings,
-        current: Option<Arc<CompiledListener>>,
+        current: Option<&CompiledListener>,
     ) {
         let Some(listener) = self.listener.take() else {
             host.remove_response_header(&settings.upstream_header);
@@ -165,7 +165,7 @@ impl Exchange {
                         .response_header("x-envoy-attempt-count")
                         .is_some_and(|count| count.as_ref() != b"1"))
         };
-        let learner = current.as_deref().unwrap_or(&listener);
+        let learner = current.unwrap_or(&listener);
         if let Some((target, why)) = learner.observe_answer(routed, report, confirm, self.now) {
             host.count(Counter::Unreachable);
             if let Some(target) = learner.target(target) {

@@ -216,9 +216,9 @@ impl HttpContext for StickyHttp {
 
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
         let runtime = &*self.runtime;
-        let current = runtime.listener.borrow().clone();
+        let current = runtime.listener.borrow();
         self.exchange
-            .on_response_headers(&mut WasmHost(runtime), &runtime.settings, current);
+            .on_response_headers(&mut WasmHost(runtime), &runtime.settings, current.as_deref());
         Action::Continue
     }
 }

@@ -88,6 +88,8 @@ pub fn throughput_table(
 /// One size of the scale measurement.
 #[derive(Debug, Clone)]
 pub struct ScalePoint {
+    /// The filter's shell (`wasm`, `native`).
+    pub shell: &'static str,
     pub targets: usize,
     pub hit: Row,
     /// Resident memory of the Envoy with the filter after the run.
@@ -98,14 +100,20 @@ pub struct ScalePoint {
 
 pub fn scale_table(points: &[ScalePoint]) -> String {
     let mut out = String::new();
-    out.push_str("| targets | req/s (sticky hit) | p50 ms | p99 ms | proxy CPU s / 1,000 req | CPU vs smallest | Envoy RSS MiB, filter | Envoy RSS MiB, no filter (idle) |\n");
-    out.push_str("|---:|---:|---:|---:|---:|---:|---:|---:|\n");
-    let base = points.first().map(|p| p.hit.summary().cpu_per_1000);
+    out.push_str("| shell | targets | req/s (sticky hit) | p50 ms | p99 ms | proxy CPU s / 1,000 req | CPU vs smallest | Envoy RSS MiB, filter | Envoy RSS MiB, no filter (idle) |\n");
+    out.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     for point in points {
         let s = point.hit.summary();
+        // Each shell against its own smallest size.
+        let base = points
+            .iter()
+            .filter(|p| p.shell == point.shell)
+            .min_by_key(|p| p.targets)
+            .map(|p| p.hit.summary().cpu_per_1000);
         let _ = writeln!(
             out,
-            "| {} | {:.0} | {:.3} | {:.3} | {:.4} | {:.2}× | {:.1} | {:.1} |",
+            "| {} | {} | {:.0} | {:.3} | {:.3} | {:.4} | {:.2}× | {:.1} | {:.1} |",
+            point.shell,
             point.targets,
             s.requests_per_second,
             s.p50_ms,

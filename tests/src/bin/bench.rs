@@ -23,8 +23,8 @@ use anyhow::{Context as _, bail};
 use clap::Parser;
 use sticky_core::{CompiledListener, FilterState, PolicyState, TargetState};
 use sticky_demo_target::DemoTargets;
-use sticky_envoy::{EnvoyBootstrap, EnvoyProcess, HttpFilters};
-use sticky_testing::artifacts::{build_filter, build_noop_filter, build_noop_module};
+use sticky_envoy::{EnvoyBootstrap, EnvoyProcess, FilterShell, HttpFilters, ShellKind};
+use sticky_testing::artifacts::{build_noop_filter, build_noop_module};
 use sticky_testing::fixtures::{app_cookie_policy, filter_state, lb_cookie_policy, named_targets};
 use sticky_testing::random_key_ring;
 use sticky_tests::bench::haproxy::{HAPROXY_COOKIE, HaproxyProcess};
@@ -144,7 +144,8 @@ fn main() -> anyhow::Result<()> {
     let started = Instant::now();
 
     eprintln!("building the filters…");
-    let sticky_wasm = build_filter()?;
+    let sticky_wasm = ShellKind::Wasm.build()?;
+    let sticky_native = ShellKind::Native.build()?;
     let noop_wasm = build_noop_filter()?;
     let noop_module = build_noop_module()?;
     let targets = DemoTargets::start(&[("i-target1", 0), ("i-target2", 0), ("i-target3", 0)])?;
@@ -157,6 +158,7 @@ fn main() -> anyhow::Result<()> {
         EnvoyProcess::start_on_cpus(bootstrap, &work.path().join(name), 1, cpus.proxy.as_deref())
     };
     let sticky_bootstrap = |policy| EnvoyBootstrap::sticky(sticky_wasm.clone(), state(policy));
+    let native_bootstrap = |policy| EnvoyBootstrap::sticky(sticky_native.clone(), state(policy));
     let with_filters = |filters: HttpFilters| -> anyhow::Result<EnvoyBootstrap> {
         let mut bootstrap = sticky_bootstrap(None)?;
         bootstrap.filters = filters;
@@ -178,6 +180,9 @@ fn main() -> anyhow::Result<()> {
         &EnvoyBootstrap::sticky(sticky_wasm.clone(), lb_state.clone())?,
     )?;
     let app = start_envoy("app-cookie", &sticky_bootstrap(Some(app_cookie_policy(None)))?)?;
+    let native_no_policy = start_envoy("native-no-policy", &native_bootstrap(None)?)?;
+    let native_lb = start_envoy("native-lb-cookie", &native_bootstrap(lb_state.policy.clone())?)?;
+    let native_app = start_envoy("native-app-cookie", &native_bootstrap(Some(app_cookie_policy(None)))?)?;
     let native = start_envoy(
         "native",
         &with_filters(HttpFilters::NativeCookieSession {
@@ -212,8 +217,19 @@ fn main() -> anyhow::Result<()> {
     let app_hit = format!("{APP_COOKIE}={app_session}; {STICKY_COOKIE}={app_sticky}");
     systems.extend(sticky_rows(
         ["3a", "3b", "3c", "3d"],
+        "wasm",
         "",
         [&no_policy, &lb, &app],
+        &lb_hit,
+        &app_hit,
+    ));
+    // The native shell's rows: the same cookies (one key ring; a cookie of either shell is
+    // honoured by the other).
+    systems.extend(sticky_rows(
+        ["6a", "6b", "6c", "6d"],
+        "native",
+        "",
+        [&native_no_policy, &native_lb, &native_app],
         &lb_hit,
         &app_hit,
     ));
@@ -222,8 +238,8 @@ fn main() -> anyhow::Result<()> {
         Some(wasm) => {
             let start = |name: &str, policy| -> anyhow::Result<EnvoyProcess> {
                 let mut bootstrap = sticky_bootstrap(policy)?;
-                if let HttpFilters::Sticky { wasm: path, .. } = &mut bootstrap.filters {
-                    path.clone_from(wasm);
+                if let HttpFilters::Sticky { shell, .. } = &mut bootstrap.filters {
+                    *shell = FilterShell::Wasm(wasm.clone());
                 }
                 Ok(start_envoy(name, &bootstrap)?)
             };
@@ -235,6 +251,7 @@ fn main() -> anyhow::Result<()> {
             let label = format!(" ({})", wasm.file_name().unwrap_or_default().to_string_lossy());
             systems.extend(sticky_rows(
                 ["3a'", "3b'", "3c'", "3d'"],
+                "wasm",
                 &label,
                 [&envoys[0], &envoys[1], &envoys[2]],
                 &lb_hit,
@@ -277,7 +294,7 @@ fn main() -> anyhow::Result<()> {
     for system in &systems {
         system.check()?;
     }
-    let pinned_before = lb.sticky_counter("pinned")?;
+    let pinned_before = [lb.sticky_counter("pinned")?, native_lb.sticky_counter("pinned")?];
 
     eprintln!("warming up…");
     let warm = Load {
@@ -311,20 +328,31 @@ fn main() -> anyhow::Result<()> {
         eprintln!("throughput round {} of {} done", round + 1, args.rounds);
     }
     // Every request of the sticky-hit rows was pinned, none was reassigned.
-    let hit_requests: u64 = rows
-        .iter()
-        .filter(|r| r.key == "3c")
-        .flat_map(|r| &r.measurements)
-        .map(|m| m.requests)
-        .sum();
-    let pinned = lb.sticky_counter("pinned")? - pinned_before;
-    if pinned < hit_requests {
-        bail!("the LB-cookie hit row made {hit_requests} requests but only {pinned} were pinned");
+    for ((key, envoy), before) in [("3c", &lb), ("6c", &native_lb)].into_iter().zip(pinned_before) {
+        let hit_requests: u64 = rows
+            .iter()
+            .filter(|r| r.key == key)
+            .flat_map(|r| &r.measurements)
+            .map(|m| m.requests)
+            .sum();
+        let pinned = envoy.sticky_counter("pinned")? - before;
+        if pinned < hit_requests {
+            bail!("the LB-cookie hit row ({key}) made {hit_requests} requests but only {pinned} were pinned");
+        }
     }
     drop((plain, noop, no_policy, lb, app, native, haproxy, before));
+    drop((native_no_policy, native_lb, native_app, noop_native));
 
     // --- Scale: the sticky hit with more and more targets registered.
-    let scale = scale_points(&addresses[0], &sticky_wasm, &load, &args, work.path(), &cpus)?;
+    let mut scale = scale_points(&addresses[0], &sticky_wasm, &load, &args, work.path(), &cpus)?;
+    scale.extend(scale_points(
+        &addresses[0],
+        &sticky_native,
+        &load,
+        &args,
+        work.path(),
+        &cpus,
+    )?);
 
     // --- Propagation through the live system.
     eprintln!("propagation…");
@@ -440,6 +468,7 @@ impl System {
 /// policy, LB cookie, app cookie), keys `keys`, names suffixed with `label`.
 fn sticky_rows(
     keys: [&'static str; 4],
+    shell: &str,
     label: &str,
     envoys: [&EnvoyProcess; 3],
     lb_hit: &str,
@@ -447,22 +476,22 @@ fn sticky_rows(
 ) -> Vec<System> {
     let [no_policy, lb, app] = envoys;
     vec![
-        System::new(keys[0], &format!("sticky filter, no policy{label}"), no_policy, vec![]),
+        System::new(keys[0], &format!("sticky {shell}, no policy{label}"), no_policy, vec![]),
         System::new(
             keys[1],
-            &format!("sticky filter, LB cookie, first visit{label}"),
+            &format!("sticky {shell}, LB cookie, first visit{label}"),
             lb,
             vec![],
         ),
         System::new(
             keys[2],
-            &format!("sticky filter, LB cookie, sticky hit{label}"),
+            &format!("sticky {shell}, LB cookie, sticky hit{label}"),
             lb,
             vec![("Cookie", lb_hit.to_owned())],
         ),
         System::new(
             keys[3],
-            &format!("sticky filter, app cookie, sticky hit{label}"),
+            &format!("sticky {shell}, app cookie, sticky hit{label}"),
             app,
             vec![("Cookie", app_hit.to_owned())],
         ),
@@ -482,7 +511,7 @@ fn issued_cookie(base: &str, path: &str, name: &str) -> anyhow::Result<String> {
 fn scale_envoy(
     count: usize,
     target: &(String, std::net::SocketAddr),
-    wasm: &Path,
+    shell: &FilterShell,
     work: &Path,
     cpus: &Cpus,
 ) -> anyhow::Result<(EnvoyBootstrap, EnvoyProcess, String)> {
@@ -499,10 +528,10 @@ fn scale_envoy(
     }));
     let state = filter_state(Some(lb_cookie_policy(3600)), targets, random_key_ring(1)?);
     let cookie = format!("{STICKY_COOKIE}={}", issue_cookie(&state, target.1)?);
-    let bootstrap = EnvoyBootstrap::sticky(wasm.to_path_buf(), state)?;
+    let bootstrap = EnvoyBootstrap::sticky(shell.clone(), state)?;
     let envoy = EnvoyProcess::start_on_cpus(
         &bootstrap,
-        &work.join(format!("scale-{count}")),
+        &work.join(format!("scale-{}-{count}", shell_name(shell))),
         1,
         cpus.proxy.as_deref(),
     )?;
@@ -514,7 +543,7 @@ fn scale_envoy(
 /// of an idle Envoy without the filter with the same cluster.
 fn scale_points(
     target: &(String, std::net::SocketAddr),
-    wasm: &Path,
+    shell: &FilterShell,
     load: &Load,
     args: &Args,
     work: &Path,
@@ -522,8 +551,11 @@ fn scale_points(
 ) -> anyhow::Result<Vec<ScalePoint>> {
     let mut envoys = Vec::new();
     for &count in &args.scale {
-        eprintln!("scale: starting an Envoy with {count} targets…");
-        envoys.push((count, scale_envoy(count, target, wasm, work, cpus)?));
+        eprintln!(
+            "scale: starting an Envoy ({} shell) with {count} targets…",
+            shell_name(shell)
+        );
+        envoys.push((count, scale_envoy(count, target, shell, work, cpus)?));
     }
     let systems: Vec<System> = envoys
         .iter()
@@ -542,7 +574,7 @@ fn scale_points(
         .iter()
         .map(|count| Row {
             key: "3c",
-            system: format!("sticky hit, {count} targets"),
+            system: format!("{} sticky hit, {count} targets", shell_name(shell)),
             measurements: Vec::new(),
         })
         .collect();
@@ -568,11 +600,12 @@ fn scale_points(
         // Idle: round robin over the unreachable addresses would fail requests.
         let plain = EnvoyProcess::start_on_cpus(
             &plain_bootstrap,
-            &work.join(format!("scale-{count}")).join("plain"),
+            &work.join(format!("scale-{}-{count}", shell_name(shell))).join("plain"),
             1,
             cpus.proxy.as_deref(),
         )?;
         points.push(ScalePoint {
+            shell: shell_name(shell),
             targets: count,
             hit,
             envoy_mib,
@@ -580,6 +613,13 @@ fn scale_points(
         });
     }
     Ok(points)
+}
+
+fn shell_name(shell: &FilterShell) -> &'static str {
+    match shell.kind() {
+        ShellKind::Native => "native",
+        ShellKind::Wasm => "wasm",
+    }
 }
 
 /// The cookie value the filter issues (by the same core code) for a session on `target`.
