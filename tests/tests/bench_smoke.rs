@@ -18,7 +18,8 @@ fn benchmark_smoke_run_writes_every_row_and_the_chart() {
     assert!(output.status.success(), "bench --smoke failed:\n{stderr}");
     let results = std::fs::read_to_string(out.path().join("results.md")).expect("results.md");
     for row in [
-        "| 1 |", "| 2 |", "| 3a |", "| 3b |", "| 3c |", "| 3d |", "| 4 |", "| 4b |", "| 5 |", "| 5b |",
+        "| 1 |", "| 2 |", "| 2n |", "| 3a |", "| 3b |", "| 3c |", "| 3d |", "| 6a |", "| 6b |", "| 6c |", "| 6d |",
+        "| 4 |", "| 4b |", "| 5 |", "| 5b |",
     ] {
         let line = results
             .lines()
@@ -31,7 +32,12 @@ fn benchmark_smoke_run_writes_every_row_and_the_chart() {
             .unwrap_or_else(|| panic!("no req/s in {line}"));
         assert!(rps > 0.0, "{line}");
     }
-    for size in ["| 10 |", "| 1000 |"] {
+    for size in [
+        "| wasm | 10 |",
+        "| wasm | 1000 |",
+        "| native | 10 |",
+        "| native | 1000 |",
+    ] {
         assert!(
             results.lines().any(|l| l.starts_with(size)),
             "no scale row {size}:\n{results}"

@@ -33,33 +33,57 @@ pub enum Counter {
 /// How many counters there are; [`Counter::index`] is below it.
 pub const COUNTERS: usize = 13 + Rejection::ALL.len();
 
+/// Every counter's name, in [`Counter::index`] order.
+const NAMES: [&str; COUNTERS] = [
+    "sticky.no_state",
+    "sticky.state_updates",
+    "sticky.control_errors",
+    "sticky.unreachable",
+    "sticky.pinned",
+    "sticky.assigned",
+    "sticky.refreshed",
+    "sticky.repinned",
+    "sticky.deleted",
+    "sticky.unknown_upstream",
+    "sticky.unhealthy_upstream",
+    "sticky.no_nonce",
+    "sticky.panics",
+    // `Rejection::ALL` order.
+    "sticky.rejected.malformed",
+    "sticky.rejected.unsupported_version",
+    "sticky.rejected.unknown_key",
+    "sticky.rejected.forged",
+    "sticky.rejected.expired",
+    "sticky.rejected.unknown_target",
+    "sticky.rejected.unhealthy_target",
+    "sticky.rejected.unreachable_target",
+];
+
 impl Counter {
     /// Every counter, in [`Counter::index`] order.
-    pub fn all() -> [Counter; COUNTERS] {
-        let mut all = [Counter::NoState; COUNTERS];
-        for (slot, counter) in all.iter_mut().zip(
-            [
-                Counter::NoState,
-                Counter::StateUpdates,
-                Counter::ControlErrors,
-                Counter::Unreachable,
-                Counter::Pinned,
-                Counter::Assigned,
-                Counter::Refreshed,
-                Counter::Repinned,
-                Counter::Deleted,
-                Counter::UnknownUpstream,
-                Counter::UnhealthyUpstream,
-                Counter::NoNonce,
-                Counter::Panics,
-            ]
-            .into_iter()
-            .chain(Rejection::ALL.map(Counter::Rejected)),
-        ) {
-            *slot = counter;
-        }
-        all
-    }
+    pub const ALL: [Counter; COUNTERS] = [
+        Counter::NoState,
+        Counter::StateUpdates,
+        Counter::ControlErrors,
+        Counter::Unreachable,
+        Counter::Pinned,
+        Counter::Assigned,
+        Counter::Refreshed,
+        Counter::Repinned,
+        Counter::Deleted,
+        Counter::UnknownUpstream,
+        Counter::UnhealthyUpstream,
+        Counter::NoNonce,
+        Counter::Panics,
+        Counter::Rejected(Rejection::Malformed),
+        Counter::Rejected(Rejection::UnsupportedVersion),
+        Counter::Rejected(Rejection::UnknownKey),
+        Counter::Rejected(Rejection::Forged),
+        Counter::Rejected(Rejection::Expired),
+        Counter::Rejected(Rejection::UnknownTarget),
+        Counter::Rejected(Rejection::UnhealthyTarget),
+        Counter::Rejected(Rejection::UnreachableTarget),
+    ];
 
     /// A dense index, for a shell's table of metric ids.
     pub fn index(self) -> usize {
@@ -77,29 +101,13 @@ impl Counter {
             Counter::UnhealthyUpstream => 10,
             Counter::NoNonce => 11,
             Counter::Panics => 12,
-            Counter::Rejected(reason) => 13 + Rejection::ALL.iter().position(|r| *r == reason).unwrap_or(0),
+            Counter::Rejected(reason) => 13 + reason as usize,
         }
     }
 
     /// The counter's name, e.g. `sticky.pinned`, `sticky.rejected.expired`.
-    pub fn name(self) -> String {
-        let leaf = match self {
-            Counter::NoState => "no_state",
-            Counter::StateUpdates => "state_updates",
-            Counter::ControlErrors => "control_errors",
-            Counter::Unreachable => "unreachable",
-            Counter::Pinned => "pinned",
-            Counter::Assigned => "assigned",
-            Counter::Refreshed => "refreshed",
-            Counter::Repinned => "repinned",
-            Counter::Deleted => "deleted",
-            Counter::UnknownUpstream => "unknown_upstream",
-            Counter::UnhealthyUpstream => "unhealthy_upstream",
-            Counter::NoNonce => "no_nonce",
-            Counter::Panics => "panics",
-            Counter::Rejected(reason) => return format!("sticky.rejected.{}", reason.as_str()),
-        };
-        format!("sticky.{leaf}")
+    pub fn name(self) -> &'static str {
+        NAMES.get(self.index()).copied().unwrap_or("sticky.unnamed")
     }
 
     /// What a request's decision counts, if anything.
@@ -132,14 +140,19 @@ mod tests {
 
     #[test]
     fn every_counter_has_its_own_index_and_name() {
-        let all = Counter::all();
-        for (i, counter) in all.iter().enumerate() {
+        for (i, counter) in Counter::ALL.iter().enumerate() {
             assert_eq!(counter.index(), i, "{counter:?}");
         }
-        let mut names: Vec<String> = all.iter().map(|c| c.name()).collect();
+        for reason in Rejection::ALL {
+            assert_eq!(
+                Counter::Rejected(reason).name(),
+                format!("sticky.rejected.{}", reason.as_str())
+            );
+        }
+        let mut names: Vec<&str> = Counter::ALL.iter().map(|c| c.name()).collect();
         names.sort();
         names.dedup();
         assert_eq!(names.len(), COUNTERS);
-        assert!(names.contains(&"sticky.rejected.expired".to_owned()), "{names:?}");
+        assert!(names.contains(&"sticky.rejected.expired"), "{names:?}");
     }
 }

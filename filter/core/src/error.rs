@@ -3,7 +3,8 @@
 use thiserror::Error;
 
 /// Why a stickiness cookie was not honoured. Never an error to the client: the request is
-/// treated as carrying no cookie. Each reason has its own counter.
+/// treated as carrying no cookie. Each reason has its own counter (declaration order is
+/// [`Rejection::ALL`]'s and the counters').
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Error)]
 pub enum Rejection {
     #[error("cookie is not a well-formed sealed value")]

@@ -44,8 +44,11 @@ pub extern "C" fn envoy_dynamic_module_on_program_init() -> *const c_char {
 
 /// A new filter configuration, from the plugin configuration JSON (`filter_config`, a string);
 /// null refuses it.
+///
+/// # Safety
+/// Envoy's pointers, as its ABI promises them: alive for the call, ours as we returned them.
 #[unsafe(no_mangle)]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
+pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
     config_envoy: *mut c_void,
     _name: EnvoyBuffer,
     config: EnvoyBuffer,
@@ -57,8 +60,10 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
     })
 }
 
+/// # Safety
+/// Envoy's pointers, as its ABI promises them: alive for the call, ours as we returned them.
 #[unsafe(no_mangle)]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_config_destroy(config: *const c_void) {
+pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_destroy(config: *const c_void) {
     guarded((), || {
         if !config.is_null() {
             // SAFETY: made by `Arc::into_raw` in `config_new`, destroyed once; streams hold
@@ -68,8 +73,10 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_config_destroy(config: *co
     });
 }
 
+/// # Safety
+/// Envoy's pointers, as its ABI promises them: alive for the call, ours as we returned them.
 #[unsafe(no_mangle)]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_config_scheduled(
+pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_scheduled(
     config_envoy: *mut c_void,
     config: *const c_void,
     _event_id: u64,
@@ -82,9 +89,11 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_config_scheduled(
     });
 }
 
+/// # Safety
+/// Envoy's pointers, as its ABI promises them: alive for the call, ours as we returned them.
 #[unsafe(no_mangle)]
 #[allow(clippy::too_many_arguments)]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_config_http_callout_done(
+pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_http_callout_done(
     config_envoy: *mut c_void,
     config: *const c_void,
     _callout_id: u64,
@@ -118,8 +127,10 @@ unsafe fn array<'a, T>(ptr: *const T, length: usize) -> &'a [T] {
     }
 }
 
+/// # Safety
+/// Envoy's pointers, as its ABI promises them: alive for the call, ours as we returned them.
 #[unsafe(no_mangle)]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_new(
+pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_new(
     config: *const c_void,
     _filter_envoy: *mut c_void,
 ) -> *const c_void {
@@ -141,8 +152,10 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_new(
     })
 }
 
+/// # Safety
+/// Envoy's pointers, as its ABI promises them: alive for the call, ours as we returned them.
 #[unsafe(no_mangle)]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_destroy(filter: *const c_void) {
+pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_destroy(filter: *const c_void) {
     guarded((), || {
         if !filter.is_null() {
             // SAFETY: made by `Box::into_raw` in `filter_new`, destroyed once.
@@ -151,8 +164,10 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_destroy(filter: *const c_v
     });
 }
 
+/// # Safety
+/// Envoy's pointers, as its ABI promises them: alive for the call, ours as we returned them.
 #[unsafe(no_mangle)]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_request_headers(
+pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_request_headers(
     filter_envoy: *mut c_void,
     filter: *const c_void,
     _end_of_stream: bool,
@@ -171,8 +186,10 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_request_headers(
     })
 }
 
+/// # Safety
+/// Envoy's pointers, as its ABI promises them: alive for the call, ours as we returned them.
 #[unsafe(no_mangle)]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_response_headers(
+pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_response_headers(
     filter_envoy: *mut c_void,
     filter: *const c_void,
     _end_of_stream: bool,
@@ -194,8 +211,11 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_response_headers(
 
 /// The end of the stream: what the request held is released now (the filter's destroy comes
 /// after the stream is gone).
+///
+/// # Safety
+/// Envoy's pointers, as its ABI promises them: alive for the call, ours as we returned them.
 #[unsafe(no_mangle)]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_stream_complete(
+pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_stream_complete(
     _filter_envoy: *mut c_void,
     filter: *const c_void,
 ) {

@@ -74,7 +74,7 @@ impl FilterConfig {
                 ),
             );
         }
-        let counters = Counter::all().map(|counter| define_counter(config_envoy, &counter.name()));
+        let counters = Counter::ALL.map(|counter| define_counter(config_envoy, counter.name()));
         Some(Arc::new(FilterConfig {
             settings: ExchangeSettings::from(&config),
             listener: ArcSwapOption::new(listener),

@@ -9,7 +9,7 @@ pub struct FilterMetrics([Option<u32>; COUNTERS]);
 
 impl FilterMetrics {
     pub fn define() -> Self {
-        Self(Counter::all().map(|counter| hostcalls::define_metric(MetricType::Counter, &counter.name()).ok()))
+        Self(Counter::ALL.map(|counter| hostcalls::define_metric(MetricType::Counter, counter.name()).ok()))
     }
 
     pub fn increment(&self, counter: Counter) {
