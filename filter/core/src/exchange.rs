@@ -6,6 +6,7 @@
 
 use std::sync::Arc;
 
+use crate::cache::CookieCache;
 use crate::counters::Counter;
 use crate::listener::{CompiledListener, RequestDecision, TargetIndex};
 use crate::plugin::{PluginConfig, UpstreamReport};
@@ -86,12 +87,14 @@ impl Default for Exchange {
 impl Exchange {
     /// Decides a request with `listener` (the state in force, if any): reads the cookie, routes
     /// with the routing header (replacing any client copy) and remembers what the response needs.
-    /// `sequence` gives the round-robin position for a request no cookie pins.
+    /// `sequence` gives the round-robin position for a request no cookie pins; `cache` holds
+    /// the cookies this VM or worker already authenticated.
     pub fn on_request_headers<H: ExchangeHost>(
         host: &mut H,
         settings: &ExchangeSettings,
         listener: Option<Arc<CompiledListener>>,
         sequence: impl FnOnce() -> u64,
+        cache: &mut CookieCache,
     ) -> Exchange {
         let mut exchange = Exchange::default();
         let Some(listener) = listener else {
@@ -104,7 +107,7 @@ impl Exchange {
         exchange.now = exchange.started_ms / 1000;
         if listener.has_policy() {
             let cookie = host.request_header("cookie");
-            exchange.decision = listener.on_request(cookie.as_ref().map(AsRef::as_ref), exchange.now);
+            exchange.decision = listener.on_request_cached(cookie.as_ref().map(AsRef::as_ref), exchange.now, cache);
             drop(cookie);
             if let Some(counter) = Counter::for_request(&exchange.decision) {
                 host.count(counter);

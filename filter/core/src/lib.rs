@@ -7,6 +7,7 @@
 #![deny(clippy::indexing_slicing)]
 #![cfg_attr(test, allow(clippy::indexing_slicing))]
 
+pub mod cache;
 pub mod codec;
 pub mod cookies;
 pub mod counters;
@@ -22,6 +23,7 @@ pub mod testing;
 #[cfg(test)]
 mod tests;
 
+pub use cache::CookieCache;
 pub use codec::{Binding, KeyRing, PolicyKind};
 pub use counters::{COUNTERS, Counter};
 pub use error::{JsonError, Rejection, StateError};

@@ -7,6 +7,7 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::cache::{CookieCache, OpenedSession};
 use crate::codec::{Binding, CookieContent, KeyRing, MAX_TARGET_ID_LEN, PolicyKind, open_buffer};
 use crate::cookies::{self, AppCookieChange, Lifetime};
 use crate::error::{JsonError, Rejection, StateError};
@@ -430,6 +431,16 @@ impl CompiledListener {
 
     /// Decides a request from its `Cookie` header.
     pub fn on_request(&self, cookie_header: Option<&[u8]>, now: u64) -> RequestDecision {
+        self.decide_request(cookie_header, now, None)
+    }
+
+    /// [`CompiledListener::on_request`], remembering the cookies it authenticates in `cache` and
+    /// not opening again those it already holds: the same decisions, cheaper sticky hits.
+    pub fn on_request_cached(&self, cookie_header: Option<&[u8]>, now: u64, cache: &mut CookieCache) -> RequestDecision {
+        self.decide_request(cookie_header, now, Some(cache))
+    }
+
+    fn decide_request(&self, cookie_header: Option<&[u8]>, now: u64, mut cache: Option<&mut CookieCache>) -> RequestDecision {
         let (Some((policy, binding)), Some(header)) = (&self.policy, cookie_header) else {
             return RequestDecision::UNPINNED;
         };
@@ -448,7 +459,7 @@ impl CompiledListener {
         let mut status = CookieStatus::Absent;
         let ours = cookies::request_cookies(header).filter(|(n, _)| *n == self.cookie.name.as_bytes());
         for (_, value) in ours.take(MAX_COOKIE_ATTEMPTS) {
-            let candidate = self.check_cookie(policy, binding, value, now);
+            let candidate = self.check_cookie(policy, binding, value, now, cache.as_deref_mut());
             if let CookieStatus::Valid { target, .. } = candidate {
                 return RequestDecision {
                     pinned: Some(target),
@@ -474,15 +485,36 @@ impl CompiledListener {
         }
     }
 
-    fn check_cookie(&self, policy: &Policy, binding: &Binding, value: &[u8], now: u64) -> CookieStatus {
-        let mut buf = open_buffer();
-        let opened = match self.keys.open(binding, value, &mut buf) {
-            Ok(opened) => opened,
-            Err(reason) => {
-                return CookieStatus::Rejected {
-                    reason,
-                    expires_at: None,
+    fn check_cookie(
+        &self,
+        policy: &Policy,
+        binding: &Binding,
+        value: &[u8],
+        now: u64,
+        mut cache: Option<&mut CookieCache>,
+    ) -> CookieStatus {
+        let cached = cache.as_deref_mut().and_then(|c| c.get(self.version, value, now));
+        let opened = match cached {
+            Some(opened) => opened,
+            None => {
+                let mut buf = open_buffer();
+                let opened = match self.keys.open(binding, value, &mut buf) {
+                    Ok(opened) => OpenedSession {
+                        issued_at: opened.issued_at,
+                        expires_at: opened.expires_at,
+                        target: self.by_id.get(opened.target_id),
+                    },
+                    Err(reason) => {
+                        return CookieStatus::Rejected {
+                            reason,
+                            expires_at: None,
+                        };
+                    }
                 };
+                if let Some(cache) = cache {
+                    cache.put(self.version, value, opened);
+                }
+                opened
             }
         };
         let expired_by_seal = opened.expires_at != 0 && now >= opened.expires_at;
@@ -499,7 +531,7 @@ impl CompiledListener {
             reason,
             expires_at: Some(opened.expires_at),
         };
-        match self.by_id.get(opened.target_id) {
+        match opened.target {
             None => gone(Rejection::UnknownTarget),
             Some(index) if !self.targets.get(index).is_some_and(|t| t.healthy) => gone(Rejection::UnhealthyTarget),
             // Moved elsewhere only while there is somewhere else to go: with every healthy

@@ -844,3 +844,68 @@ fn a_target_envoy_could_not_reach_is_passed_over_until_the_hold_ends() {
     let stays = all.on_request(Some(&header(&[("AWSELB", &cookie)])), NOW + 1);
     assert_eq!(stays.pinned, Some(i1));
 }
+
+/// The cookie cache remembers openings only: every request decides the same with it as
+/// without it, including the checks that depend on the time and on the state.
+#[test]
+fn a_cached_cookie_decides_exactly_as_an_opened_one() {
+    use crate::cache::CookieCache;
+    let l = listener(Some(lb_cookie_policy(600)));
+    let valid = lb_cookie("i-2", NOW, NOW + 600);
+    let on_unhealthy = lb_cookie("i-3", NOW, NOW + 600);
+    let unknown = lb_cookie("i-9", NOW, NOW + 600);
+    let mut tampered = valid.clone().into_bytes();
+    tampered[20] ^= 1;
+    let tampered = String::from_utf8(tampered).unwrap();
+    let mut cache = CookieCache::default();
+    // (cookie, when): each decided twice with the cache (a miss, then a hit) and once without.
+    let cases = [
+        (valid.as_str(), NOW),
+        (valid.as_str(), NOW + 599),
+        // Past its sealed expiry: rejected, cached or not.
+        (valid.as_str(), NOW + 600),
+        (on_unhealthy.as_str(), NOW),
+        (unknown.as_str(), NOW),
+        (tampered.as_str(), NOW),
+        ("garbage", NOW),
+    ];
+    for (cookie, now) in cases {
+        let header = header(&[("AWSELB", cookie)]);
+        let plain = l.on_request(Some(&header), now);
+        let first = l.on_request_cached(Some(&header), now, &mut cache);
+        let second = l.on_request_cached(Some(&header), now, &mut cache);
+        assert_eq!(first, plain, "{cookie} at {now}");
+        assert_eq!(second, plain, "{cookie} at {now}, from the cache");
+    }
+    assert_eq!(cache.len(), 3, "only authentic cookies are remembered: {cache:?}");
+}
+
+#[test]
+fn a_new_state_empties_the_cookie_cache() {
+    use crate::cache::CookieCache;
+    let l = listener(Some(lb_cookie_policy(600)));
+    let header = header(&[("AWSELB", &lb_cookie("i-2", NOW, NOW + 600))]);
+    let mut cache = CookieCache::default();
+    assert!(l.on_request_cached(Some(&header), NOW, &mut cache).pinned.is_some());
+    assert_eq!(cache.len(), 1);
+    // The next state no longer holds key 2: the cookie must not pin from the cache.
+    let next = CompiledListener::compile(&FilterState {
+        version: 8,
+        ..filter_state(
+            Some(lb_cookie_policy(600)),
+            targets(&[T1, T2, T3], &[T3]),
+            ring_state(&[(1, 11)], 1),
+        )
+    })
+    .unwrap();
+    let decision = next.on_request_cached(Some(&header), NOW, &mut cache);
+    assert_eq!(decision.pinned, None);
+    assert!(matches!(
+        decision.cookie,
+        CookieStatus::Rejected {
+            reason: Rejection::UnknownKey,
+            ..
+        }
+    ));
+    assert!(cache.is_empty());
+}

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use sticky_core::Exchange;
 
 use crate::abi::{self, EnvoyBuffer, EnvoyHttpHeader};
-use crate::host::{NativeHost, next_sequence};
+use crate::host::{NativeHost, next_sequence, with_cookie_cache};
 use crate::{FilterConfig, guarded, lent};
 
 /// One stream's filter: its configuration and what its request decided.
@@ -180,8 +180,10 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_request_headers(
         let config = &*filter.config;
         config.count_caught_panics(filter_envoy);
         let mut host = NativeHost { filter_envoy, config };
-        filter.exchange =
-            Exchange::on_request_headers(&mut host, &config.settings, config.listener.load_full(), next_sequence);
+        let listener = config.listener.load_full();
+        filter.exchange = with_cookie_cache(|cache| {
+            Exchange::on_request_headers(&mut host, &config.settings, listener, next_sequence, cache)
+        });
         abi::CONTINUE
     })
 }

@@ -2,10 +2,10 @@
 //! Envoy, not copied: a value lives until the end of the hook or the next setter, which the
 //! borrow checker enforces here (reads borrow the host, setters take it mutably).
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::ffi::c_void;
 
-use sticky_core::{Counter, ExchangeHost};
+use sticky_core::{CookieCache, Counter, ExchangeHost};
 
 use crate::abi::{self, EnvoyBuffer, ModuleBuffer};
 use crate::{FilterConfig, lent, log, now_millis};
@@ -13,6 +13,17 @@ use crate::{FilterConfig, lent, log, now_millis};
 thread_local! {
     /// Round-robin position of this worker, for requests no cookie pins.
     static SEQUENCE: Cell<u64> = const { Cell::new(0) };
+    /// Cookies this worker already authenticated: a sticky hit skips AES-GCM.
+    static COOKIE_CACHE: RefCell<CookieCache> = RefCell::new(CookieCache::default());
+}
+
+/// Runs `decide` with this worker's cookie cache.
+pub fn with_cookie_cache<R>(decide: impl FnOnce(&mut CookieCache) -> R) -> R {
+    COOKIE_CACHE.with(|cache| match cache.try_borrow_mut() {
+        Ok(mut cache) => decide(&mut cache),
+        // Never nested; were it, a fresh cache decides the same, only slower.
+        Err(_) => decide(&mut CookieCache::default()),
+    })
 }
 
 /// The next round-robin position of this worker.

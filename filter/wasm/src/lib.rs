@@ -22,7 +22,7 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType};
 use sticky_core::{
-    CompiledListener, Counter, Exchange, ExchangeHost, ExchangeSettings, Follower, PluginConfig, PollAnswer,
+    CompiledListener, CookieCache, Counter, Exchange, ExchangeHost, ExchangeSettings, Follower, PluginConfig, PollAnswer,
 };
 
 use crate::metrics::FilterMetrics;
@@ -45,6 +45,8 @@ struct Runtime {
     listener: RefCell<Option<Arc<CompiledListener>>>,
     /// Round-robin position for requests no cookie pins.
     sequence: Cell<u64>,
+    /// Cookies this VM already authenticated: a sticky hit skips AES-GCM.
+    cookie_cache: RefCell<CookieCache>,
     metrics: FilterMetrics,
 }
 
@@ -172,6 +174,7 @@ impl RootContext for StickyRoot {
             settings: ExchangeSettings::from(&config),
             listener: RefCell::new(listener),
             sequence: Cell::new(0),
+            cookie_cache: RefCell::new(CookieCache::default()),
             metrics: FilterMetrics::define(),
         }));
         true
@@ -210,7 +213,20 @@ impl HttpContext for StickyHttp {
             runtime.sequence.set(sequence.wrapping_add(1));
             sequence
         };
-        self.exchange = Exchange::on_request_headers(&mut WasmHost(runtime), &runtime.settings, listener, sequence);
+        let exchange = match runtime.cookie_cache.try_borrow_mut() {
+            Ok(mut cache) => {
+                Exchange::on_request_headers(&mut WasmHost(runtime), &runtime.settings, listener, sequence, &mut cache)
+            }
+            // Never nested; were it, a fresh cache decides the same, only slower.
+            Err(_) => Exchange::on_request_headers(
+                &mut WasmHost(runtime),
+                &runtime.settings,
+                listener,
+                sequence,
+                &mut CookieCache::default(),
+            ),
+        };
+        self.exchange = exchange;
         Action::Continue
     }
 
