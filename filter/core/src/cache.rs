@@ -76,8 +76,8 @@ impl CookieCache {
 
 /// FNV-1a of the bytes, reduced to a slot.
 fn slot_of(value: &[u8]) -> usize {
-    let hash = value
-        .iter()
-        .fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3));
+    let hash = value.iter().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+        (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3)
+    });
     usize::try_from(hash % COOKIE_CACHE_SLOTS as u64).unwrap_or(0)
 }

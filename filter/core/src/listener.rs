@@ -436,11 +436,21 @@ impl CompiledListener {
 
     /// [`CompiledListener::on_request`], remembering the cookies it authenticates in `cache` and
     /// not opening again those it already holds: the same decisions, cheaper sticky hits.
-    pub fn on_request_cached(&self, cookie_header: Option<&[u8]>, now: u64, cache: &mut CookieCache) -> RequestDecision {
+    pub fn on_request_cached(
+        &self,
+        cookie_header: Option<&[u8]>,
+        now: u64,
+        cache: &mut CookieCache,
+    ) -> RequestDecision {
         self.decide_request(cookie_header, now, Some(cache))
     }
 
-    fn decide_request(&self, cookie_header: Option<&[u8]>, now: u64, mut cache: Option<&mut CookieCache>) -> RequestDecision {
+    fn decide_request(
+        &self,
+        cookie_header: Option<&[u8]>,
+        now: u64,
+        mut cache: Option<&mut CookieCache>,
+    ) -> RequestDecision {
         let (Some((policy, binding)), Some(header)) = (&self.policy, cookie_header) else {
             return RequestDecision::UNPINNED;
         };

@@ -22,7 +22,8 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType};
 use sticky_core::{
-    CompiledListener, CookieCache, Counter, Exchange, ExchangeHost, ExchangeSettings, Follower, PluginConfig, PollAnswer,
+    CompiledListener, CookieCache, Counter, Exchange, ExchangeHost, ExchangeSettings, Follower, PluginConfig,
+    PollAnswer,
 };
 
 use crate::metrics::FilterMetrics;
@@ -214,9 +215,13 @@ impl HttpContext for StickyHttp {
             sequence
         };
         let exchange = match runtime.cookie_cache.try_borrow_mut() {
-            Ok(mut cache) => {
-                Exchange::on_request_headers(&mut WasmHost(runtime), &runtime.settings, listener, sequence, &mut cache)
-            }
+            Ok(mut cache) => Exchange::on_request_headers(
+                &mut WasmHost(runtime),
+                &runtime.settings,
+                listener,
+                sequence,
+                &mut cache,
+            ),
             // Never nested; were it, a fresh cache decides the same, only slower.
             Err(_) => Exchange::on_request_headers(
                 &mut WasmHost(runtime),

@@ -72,7 +72,9 @@ fn native_core(requests: u32) -> anyhow::Result<()> {
     let mut cache = sticky_core::CookieCache::default();
     let cached = time(&mut || listener.on_request_cached(Some(&header), now, &mut cache));
     println!();
-    println!("The core's decision of a sticky hit, natively: {opened:.0} ns opening the cookie, {cached:.0} ns from the cookie cache");
+    println!(
+        "The core's decision of a sticky hit, natively: {opened:.0} ns opening the cookie, {cached:.0} ns from the cookie cache"
+    );
     Ok(())
 }
 
