@@ -221,3 +221,136 @@ fn remove_routing_header<H: ExchangeHost>(host: &mut H, settings: &ExchangeSetti
         host.remove_request_header(&settings.routing_header);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+
+    use super::*;
+    use crate::testing::{filter_state, lb_cookie_policy, ring_state, targets};
+
+    const T1: &str = "127.0.0.1:9001";
+    const T2: &str = "127.0.0.1:9002";
+    const NOW_MS: u64 = 1_700_000_000_000;
+
+    /// Header lists, a fixed clock and a log of counters: the least a host is.
+    #[derive(Default)]
+    struct ListHost {
+        request: Vec<(String, Vec<u8>)>,
+        response: Vec<(String, Vec<u8>)>,
+        counted: RefCell<Vec<Counter>>,
+    }
+
+    fn values<'a>(headers: &'a [(String, Vec<u8>)], name: &str) -> Vec<&'a [u8]> {
+        headers
+            .iter()
+            .filter(|(k, _)| k == name)
+            .map(|(_, v)| v.as_slice())
+            .collect()
+    }
+
+    impl ExchangeHost for ListHost {
+        type Value<'a> = &'a [u8];
+
+        fn request_header(&self, name: &str) -> Option<&[u8]> {
+            values(&self.request, name).first().copied()
+        }
+        fn set_request_header(&mut self, name: &str, value: &[u8]) {
+            self.remove_request_header(name);
+            self.request.push((name.to_owned(), value.to_vec()));
+        }
+        fn remove_request_header(&mut self, name: &str) {
+            self.request.retain(|(k, _)| k != name);
+        }
+        fn response_header(&self, name: &str) -> Option<&[u8]> {
+            values(&self.response, name).first().copied()
+        }
+        fn response_header_values(&self, name: &str) -> Vec<&[u8]> {
+            values(&self.response, name)
+        }
+        fn remove_response_header(&mut self, name: &str) {
+            self.response.retain(|(k, _)| k != name);
+        }
+        fn add_response_header(&mut self, name: &str, value: &[u8]) {
+            self.response.push((name.to_owned(), value.to_vec()));
+        }
+        fn upstream_address(&self) -> Option<Vec<u8>> {
+            None
+        }
+        fn now_millis(&self) -> u64 {
+            NOW_MS
+        }
+        fn nonce(&self) -> Option<[u8; 12]> {
+            Some([9; 12])
+        }
+        fn count(&self, counter: Counter) {
+            self.counted.borrow_mut().push(counter);
+        }
+        fn warn(&self, _message: &str) {}
+    }
+
+    fn settings() -> ExchangeSettings {
+        ExchangeSettings::from(&PluginConfig::new(None))
+    }
+
+    fn listener() -> Arc<CompiledListener> {
+        let state = filter_state(
+            Some(lb_cookie_policy(600)),
+            targets(&[T1, T2], &[]),
+            ring_state(&[(1, 5)], 1),
+        );
+        Arc::new(CompiledListener::compile(&state).unwrap())
+    }
+
+    /// One exchange: `request` headers in, the target `upstream` answers.
+    fn run(listener: Option<Arc<CompiledListener>>, request: &[(&str, &[u8])], upstream: &str) -> ListHost {
+        let mut host = ListHost {
+            request: request.iter().map(|(k, v)| ((*k).to_owned(), v.to_vec())).collect(),
+            ..ListHost::default()
+        };
+        let settings = settings();
+        let current = listener.clone();
+        let mut exchange =
+            Exchange::on_request_headers(&mut host, &settings, listener, || 0, &mut CookieCache::default());
+        host.response
+            .push((settings.upstream_header.clone(), format!("{upstream} -").into_bytes()));
+        exchange.on_response_headers(&mut host, &settings, current.as_deref());
+        host
+    }
+
+    #[test]
+    fn without_a_state_a_client_routing_header_is_removed_and_nothing_is_set() {
+        let host = run(None, &[("x-sticky-target", T2.as_bytes())], T1);
+        assert!(values(&host.request, "x-sticky-target").is_empty());
+        assert!(values(&host.response, "set-cookie").is_empty());
+        assert_eq!(*host.counted.borrow(), [Counter::NoState]);
+    }
+
+    #[test]
+    fn a_first_visit_is_routed_by_the_filter_and_gets_a_cookie_for_the_target_that_answered() {
+        let host = run(Some(listener()), &[("x-sticky-target", b"10.0.0.9:80")], T2);
+        assert_eq!(values(&host.request, "x-sticky-target").len(), 1, "one routing header");
+        assert_ne!(values(&host.request, "x-sticky-target")[0], b"10.0.0.9:80");
+        assert!(
+            values(&host.response, "x-sticky-upstream").is_empty(),
+            "never reaches the client"
+        );
+        assert_eq!(values(&host.response, "set-cookie").len(), 1);
+        assert_eq!(*host.counted.borrow(), [Counter::Assigned]);
+    }
+
+    #[test]
+    fn a_valid_cookie_pins_and_is_counted_once() {
+        let listener = listener();
+        let first = run(Some(Arc::clone(&listener)), &[], T2);
+        let set_cookie = String::from_utf8(values(&first.response, "set-cookie")[0].to_vec()).unwrap();
+        let cookie = set_cookie.split(';').next().unwrap().to_owned();
+        let hit = run(Some(listener), &[("cookie", cookie.as_bytes())], T2);
+        assert_eq!(values(&hit.request, "x-sticky-target"), [T2.as_bytes()]);
+        assert!(
+            values(&hit.response, "set-cookie").is_empty(),
+            "a fresh cookie is not reissued"
+        );
+        assert_eq!(*hit.counted.borrow(), [Counter::Pinned]);
+    }
+}
