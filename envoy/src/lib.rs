@@ -115,7 +115,12 @@ pub enum HttpFilters {
     NoopWasm { wasm: PathBuf },
     /// An Envoy dynamic module that does nothing (`filter/noop-native`, the file `lib<name>.so`),
     /// then the router: the floor of any native module's cost, for the benchmarks.
-    NoopModule { module: PathBuf },
+    ///
+    /// With `sticky_routing`, Envoy also does the sticky filter's share of the routing: the
+    /// `override_host` policy following the routing header (which the client then sends itself)
+    /// and the route adding the upstream header. The benchmarks use it to tell Envoy's part of
+    /// the filter's cost from the filter's own.
+    NoopModule { module: PathBuf, sticky_routing: bool },
     /// Envoy's native `stateful_session` filter with cookie-based session state (the cookie
     /// names the upstream address in base64, unauthenticated), then the router: the peer the
     /// benchmarks compare with.
@@ -218,7 +223,10 @@ impl EnvoyBootstrap {
         let circuit_breakers = json!({"thresholds": [{"max_retries": 10_000}]});
         // Only the sticky filter sets the routing header; the others get Envoy's plain round robin.
         let load_balancing_policy = match self.filters {
-            HttpFilters::Sticky { .. } => override_host,
+            HttpFilters::Sticky { .. }
+            | HttpFilters::NoopModule {
+                sticky_routing: true, ..
+            } => override_host,
             _ => json!({"policies": [{"typed_extension_config": {
                 "name": "envoy.load_balancing_policies.round_robin",
                 "typed_config": {"@type": "type.googleapis.com/envoy.extensions.load_balancing_policies.round_robin.v3.RoundRobin"}
@@ -335,7 +343,7 @@ impl EnvoyBootstrap {
                 json!([filter, router])
             }
             HttpFilters::NoopWasm { wasm } => json!([wasm_filter("noop", wasm, ""), router]),
-            HttpFilters::NoopModule { module } => json!([dynamic_module_filter("noop", module, None), router]),
+            HttpFilters::NoopModule { module, .. } => json!([dynamic_module_filter("noop", module, None), router]),
             HttpFilters::NativeCookieSession {
                 cookie_name,
                 ttl_seconds,
@@ -357,14 +365,10 @@ impl EnvoyBootstrap {
             ]),
         };
         let (upstream_header, response_headers_to_add) = match &self.filters {
-            HttpFilters::Sticky { config, .. } => (
-                config.upstream_header.clone(),
-                json!([{
-                    "header": {"key": config.upstream_header, "value": sticky_core::plugin::UPSTREAM_HEADER_VALUE},
-                    // An upstream cannot plant its own value.
-                    "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"
-                }]),
-            ),
+            HttpFilters::Sticky { config, .. } => upstream_report(&config.upstream_header),
+            HttpFilters::NoopModule {
+                sticky_routing: true, ..
+            } => upstream_report(sticky_core::plugin::DEFAULT_UPSTREAM_HEADER),
             _ => (String::new(), json!([])),
         };
         let values = [
@@ -383,6 +387,19 @@ impl EnvoyBootstrap {
                 text.replace(&format!("${{{name}}}"), &value.to_string())
             })
     }
+}
+
+/// The upstream header's name, and the route's `response_headers_to_add` that reports the
+/// answering upstream in it.
+fn upstream_report(header: &str) -> (String, serde_json::Value) {
+    (
+        header.to_owned(),
+        json!([{
+            "header": {"key": header, "value": sticky_core::plugin::UPSTREAM_HEADER_VALUE},
+            // An upstream cannot plant its own value.
+            "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"
+        }]),
+    )
 }
 
 /// A timeout in whole milliseconds, at least 1.
@@ -494,7 +511,7 @@ impl EnvoyProcess {
             None => Command::new(binary),
         };
         let module = match &bootstrap.filters {
-            HttpFilters::NoopModule { module }
+            HttpFilters::NoopModule { module, .. }
             | HttpFilters::Sticky {
                 shell: FilterShell::Native(module),
                 ..

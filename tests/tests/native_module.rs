@@ -19,7 +19,10 @@ fn envoy_loads_the_do_nothing_module_and_proxies_through_it() {
     let targets = DemoTargets::start(&[("i-1", 0), ("i-2", 0), ("i-3", 0)]).unwrap();
     let state = filter_state(None, named_targets(targets.addresses()), random_key_ring(1).unwrap());
     let mut bootstrap = EnvoyBootstrap::sticky(ShellKind::Wasm.build().unwrap(), state).unwrap();
-    bootstrap.filters = HttpFilters::NoopModule { module };
+    bootstrap.filters = HttpFilters::NoopModule {
+        module,
+        sticky_routing: false,
+    };
     let dir = tempfile::tempdir().unwrap();
     // Envoy refuses the configuration (and does not start) unless it loaded the module and
     // found every hook it requires.

@@ -1,7 +1,8 @@
 //! The product against its peers, side by side in one run (issue 6):
 //!
 //! 1. Envoy, no filter; 2. Envoy + a do-nothing wasm filter (the floor of any wasm filter);
-//!    (2n) Envoy + a do-nothing dynamic module (the floor of any native module);
+//!    (2n) Envoy + a do-nothing dynamic module (the floor of any native module); (2r) the same
+//!    with Envoy doing the filter's share of the routing (override_host, the upstream header);
 //! 3. Envoy + the sticky filter: no policy, LB cookie first visit, LB cookie sticky hit, app
 //!    cookie hit; 4. Envoy's native `stateful_session` (cookie); 5. HAProxy `cookie … insert
 //!    indirect nocache`.
@@ -169,7 +170,17 @@ fn main() -> anyhow::Result<()> {
     let noop = start_envoy("noop", &with_filters(HttpFilters::NoopWasm { wasm: noop_wasm })?)?;
     let noop_native = start_envoy(
         "noop-module",
-        &with_filters(HttpFilters::NoopModule { module: noop_module })?,
+        &with_filters(HttpFilters::NoopModule {
+            module: noop_module.clone(),
+            sticky_routing: false,
+        })?,
+    )?;
+    let noop_routed = start_envoy(
+        "noop-module-routed",
+        &with_filters(HttpFilters::NoopModule {
+            module: noop_module,
+            sticky_routing: true,
+        })?,
     )?;
     let no_policy = start_envoy("no-policy", &sticky_bootstrap(None)?)?;
     let lb_state = state(Some(lb_cookie_policy(3600)));
@@ -212,6 +223,14 @@ fn main() -> anyhow::Result<()> {
         System::new("1", "Envoy, no filter", &plain, vec![]),
         System::new("2", "Envoy + do-nothing wasm filter", &noop, vec![]),
         System::new("2n", "Envoy + do-nothing dynamic module", &noop_native, vec![]),
+        // Envoy's share of the sticky filter's routing: override_host following a routing
+        // header (sent by the client here) and the route's upstream header.
+        System::new(
+            "2r",
+            "Envoy + do-nothing module, with the filter's routing",
+            &noop_routed,
+            vec![("x-sticky-target", addresses[0].1.to_string())],
+        ),
     ];
     let lb_hit = format!("{STICKY_COOKIE}={lb_cookie}");
     let app_hit = format!("{APP_COOKIE}={app_session}; {STICKY_COOKIE}={app_sticky}");
@@ -288,7 +307,7 @@ fn main() -> anyhow::Result<()> {
         .into_iter()
         .filter(|s| {
             let key = s.key.trim_end_matches('\'');
-            args.only.is_empty() || ["1", "2", "2n", "4"].contains(&key) || args.only.iter().any(|k| k == key)
+            args.only.is_empty() || ["1", "2", "2n", "2r", "4"].contains(&key) || args.only.iter().any(|k| k == key)
         })
         .collect();
     for system in &systems {
@@ -341,7 +360,7 @@ fn main() -> anyhow::Result<()> {
         }
     }
     drop((plain, noop, no_policy, lb, app, native, haproxy, before));
-    drop((native_no_policy, native_lb, native_app, noop_native));
+    drop((native_no_policy, native_lb, native_app, noop_native, noop_routed));
 
     // --- Scale: the sticky hit with more and more targets registered.
     let mut scale = scale_points(&addresses[0], &sticky_wasm, &load, &args, work.path(), &cpus)?;
