@@ -164,6 +164,28 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_destroy(filter: *co
     });
 }
 
+/// Runs a stream hook: `body` gets the stream's exchange, a host over Envoy's stream and the
+/// configuration; the stream goes on whatever happens (a panic is caught and counted).
+///
+/// # Safety
+/// `filter` must come from [`envoy_dynamic_module_on_http_filter_new`] and not be destroyed, and
+/// `filter_envoy` be Envoy's pointer to the same stream, alive for the call.
+unsafe fn stream_hook(
+    filter_envoy: *mut c_void,
+    filter: *const c_void,
+    body: impl FnOnce(&mut Exchange, &mut NativeHost<'_>, &FilterConfig),
+) -> u32 {
+    guarded(abi::CONTINUE, || {
+        // SAFETY: the caller's promise.
+        if let Some(filter) = unsafe { filter_of(filter) } {
+            let config = &*filter.config;
+            let mut host = NativeHost { filter_envoy, config };
+            body(&mut filter.exchange, &mut host, config);
+        }
+        abi::CONTINUE
+    })
+}
+
 /// # Safety
 /// Envoy's pointers, as its ABI promises them: alive for the call, ours as we returned them.
 #[unsafe(no_mangle)]
@@ -172,20 +194,16 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_request_headers(
     filter: *const c_void,
     _end_of_stream: bool,
 ) -> u32 {
-    guarded(abi::CONTINUE, || {
-        // SAFETY: the pointer `filter_new` returned, alive until `filter_destroy`.
-        let Some(filter) = (unsafe { filter_of(filter) }) else {
-            return abi::CONTINUE;
-        };
-        let config = &*filter.config;
-        config.count_caught_panics(filter_envoy);
-        let mut host = NativeHost { filter_envoy, config };
-        let listener = config.listener.load_full();
-        filter.exchange = with_cookie_cache(|cache| {
-            Exchange::on_request_headers(&mut host, &config.settings, listener, next_sequence, cache)
-        });
-        abi::CONTINUE
-    })
+    // SAFETY: Envoy passes its stream and the filter `filter_new` returned for it.
+    unsafe {
+        stream_hook(filter_envoy, filter, |exchange, host, config| {
+            config.count_caught_panics(filter_envoy);
+            let listener = config.listener.load_full();
+            *exchange = with_cookie_cache(|cache| {
+                Exchange::on_request_headers(host, &config.settings, listener, next_sequence, cache)
+            });
+        })
+    }
 }
 
 /// # Safety
@@ -196,19 +214,13 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_response_headers(
     filter: *const c_void,
     _end_of_stream: bool,
 ) -> u32 {
-    guarded(abi::CONTINUE, || {
-        // SAFETY: the pointer `filter_new` returned, alive until `filter_destroy`.
-        let Some(filter) = (unsafe { filter_of(filter) }) else {
-            return abi::CONTINUE;
-        };
-        let config = &*filter.config;
-        let mut host = NativeHost { filter_envoy, config };
-        let current = config.listener.load();
-        filter
-            .exchange
-            .on_response_headers(&mut host, &config.settings, current.as_deref());
-        abi::CONTINUE
-    })
+    // SAFETY: Envoy passes its stream and the filter `filter_new` returned for it.
+    unsafe {
+        stream_hook(filter_envoy, filter, |exchange, host, config| {
+            let current = config.listener.load();
+            exchange.on_response_headers(host, &config.settings, current.as_deref());
+        })
+    }
 }
 
 /// The end of the stream: what the request held is released now (the filter's destroy comes
