@@ -14,9 +14,11 @@ use crate::query::Params;
 use crate::service::{Inner, Service, Write, unix_now};
 use crate::xml::Xml;
 
-pub const ACTIONS: [&str; 12] = [
+pub const ACTIONS: [&str; 14] = [
     "CreateLoadBalancer",
     "DeleteLoadBalancer",
+    "CreateLoadBalancerListeners",
+    "DeleteLoadBalancerListeners",
     "DescribeLoadBalancers",
     "CreateLBCookieStickinessPolicy",
     "CreateAppCookieStickinessPolicy",
@@ -34,6 +36,8 @@ pub fn dispatch(service: &Service, action: &str, params: &Params) -> Result<Stri
     match action {
         "CreateLoadBalancer" => create_load_balancer(service, params),
         "DeleteLoadBalancer" => delete_load_balancer(service, params),
+        "CreateLoadBalancerListeners" => create_listeners(service, params),
+        "DeleteLoadBalancerListeners" => delete_listeners(service, params),
         "DescribeLoadBalancers" => describe_load_balancers(service, params),
         "CreateLBCookieStickinessPolicy" => create_lb_cookie_policy(service, params),
         "CreateAppCookieStickinessPolicy" => create_app_cookie_policy(service, params),
@@ -84,15 +88,10 @@ fn port(value: Option<&String>, field: &str) -> Result<u16, ApiError> {
         .ok_or_else(|| ApiError::validation(format!("{field} must be 1 to 65535, got {text:?}")))
 }
 
-fn create_load_balancer(service: &Service, params: &Params) -> Result<String, ApiError> {
-    let name = params.required("LoadBalancerName")?.to_owned();
-    model::validate_name("LoadBalancerName", &name)?;
-    let members = params
-        .struct_list("Listeners")?
-        .filter(|l| !l.is_empty())
-        .ok_or_else(|| ApiError::validation("Listeners must hold at least one listener"))?;
+/// `Listeners.member.N` of CreateLoadBalancer and CreateLoadBalancerListeners, by port.
+fn parse_listeners(members: &[BTreeMap<String, String>]) -> Result<BTreeMap<u16, Listener>, ApiError> {
     let mut listeners = BTreeMap::new();
-    for member in &members {
+    for member in members {
         let protocol = member
             .get("Protocol")
             .ok_or_else(|| ApiError::new(ErrorCode::MissingParameter, "Listeners.member.N.Protocol is required"))?;
@@ -118,6 +117,68 @@ fn create_load_balancer(service: &Service, params: &Params) -> Result<String, Ap
             ));
         }
     }
+    Ok(listeners)
+}
+
+/// The same listener, policies aside (ELB's test for an idempotent repeat).
+fn same_listener(a: &Listener, b: &Listener) -> bool {
+    (a.protocol.as_str(), a.instance_port, a.instance_protocol.as_str())
+        == (b.protocol.as_str(), b.instance_port, b.instance_protocol.as_str())
+}
+
+fn create_listeners(service: &Service, params: &Params) -> Result<String, ApiError> {
+    let members = params
+        .struct_list("Listeners")?
+        .filter(|l| !l.is_empty())
+        .ok_or_else(|| ApiError::new(ErrorCode::MissingParameter, "Listeners is required"))?;
+    let listeners = parse_listeners(&members)?;
+    update(service, params, |_, lb| {
+        for (port, listener) in listeners {
+            match lb.listeners.get(&port) {
+                Some(existing) if same_listener(existing, &listener) => {}
+                Some(_) => {
+                    return Err(ApiError::new(
+                        ErrorCode::DuplicateListener,
+                        format!(
+                            "A listener already exists for {} on port {port} with a different configuration",
+                            lb.name
+                        ),
+                    ));
+                }
+                None => {
+                    lb.listeners.insert(port, listener);
+                }
+            }
+        }
+        Ok(String::new())
+    })
+}
+
+fn delete_listeners(service: &Service, params: &Params) -> Result<String, ApiError> {
+    let ports = params
+        .list("LoadBalancerPorts")?
+        .ok_or_else(|| ApiError::new(ErrorCode::MissingParameter, "LoadBalancerPorts is required"))?;
+    let ports = ports
+        .iter()
+        .map(|p| port(Some(p), "LoadBalancerPorts.member.N"))
+        .collect::<Result<Vec<u16>, ApiError>>()?;
+    // A port with no listener is not an error, as in ELB.
+    update(service, params, |_, lb| {
+        for port in &ports {
+            lb.listeners.remove(port);
+        }
+        Ok(String::new())
+    })
+}
+
+fn create_load_balancer(service: &Service, params: &Params) -> Result<String, ApiError> {
+    let name = params.required("LoadBalancerName")?.to_owned();
+    model::validate_name("LoadBalancerName", &name)?;
+    let members = params
+        .struct_list("Listeners")?
+        .filter(|l| !l.is_empty())
+        .ok_or_else(|| ApiError::validation("Listeners must hold at least one listener"))?;
+    let listeners = parse_listeners(&members)?;
     let first_instance_port = members
         .first()
         .and_then(|m| m.get("InstancePort"))
@@ -127,12 +188,10 @@ fn create_load_balancer(service: &Service, params: &Params) -> Result<String, Ap
         if let Some(existing) = inner.load_balancer(&name) {
             // Idempotent for the same listeners, as ELB.
             let same = existing.listeners.len() == listeners.len()
-                && existing.listeners.iter().all(|(p, l)| {
-                    listeners.get(p).is_some_and(|n| {
-                        (n.protocol.as_str(), n.instance_port, n.instance_protocol.as_str())
-                            == (l.protocol.as_str(), l.instance_port, l.instance_protocol.as_str())
-                    })
-                });
+                && existing
+                    .listeners
+                    .iter()
+                    .all(|(p, l)| listeners.get(p).is_some_and(|n| same_listener(n, l)));
             return if same {
                 Ok((vec![], ()))
             } else {
@@ -149,6 +208,7 @@ fn create_load_balancer(service: &Service, params: &Params) -> Result<String, Ap
             policies: BTreeMap::new(),
             instances: Default::default(),
             health_check: HealthCheck::default_for(first_instance_port),
+            address: None,
         };
         Ok((vec![Write::PutLoadBalancer(lb)], ()))
     })?;
@@ -158,7 +218,7 @@ fn create_load_balancer(service: &Service, params: &Params) -> Result<String, Ap
 }
 
 fn dns_name(name: &str) -> String {
-    format!("{}.lbu.sticky.internal", name.to_ascii_lowercase())
+    model::dns_name(name)
 }
 
 fn delete_load_balancer(service: &Service, params: &Params) -> Result<String, ApiError> {

@@ -139,6 +139,7 @@ impl BootstrapFile {
                 policies: BTreeMap::new(),
                 instances: lb.instances.into_iter().collect(),
                 health_check,
+                address: None,
             }));
         }
         if registry != *existing.registry() {

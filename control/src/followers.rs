@@ -1,6 +1,6 @@
 //! Who follows the control service, and with which version: every filter VM's state
-//! long-poll (identified by the `poller` id it sends) and every Envoy's REST EDS fetches
-//! (identified by node id). A change made through the API is answered only once every live
+//! long-poll (identified by the `poller` id it sends), every Envoy's REST EDS fetches
+//! (identified by node id) and every Envoy's xDS stream (by node id and stream). A change made through the API is answered only once every live
 //! follower holds it (or a time limit passes), so "acknowledged" means "in force": a request
 //! sent after the answer is routed under the new state by every Envoy.
 
@@ -21,13 +21,17 @@ const FORGET_AFTER: Duration = Duration::from_secs(60);
 enum Follower {
     Poller(String),
     Eds(String),
+    Xds(String),
 }
 
 #[derive(Debug)]
 struct Entry {
     version: u64,
+    /// Open long-polls, or open xDS streams.
     open_polls: u32,
     last_seen: Instant,
+    /// What the follower last refused (an xDS NACK), until it accepts a newer version.
+    refusal: Option<String>,
 }
 
 #[derive(Debug)]
@@ -68,6 +72,16 @@ fn is_live(key: &Follower, entry: &Entry) -> bool {
     match key {
         Follower::Poller(_) => entry.open_polls > 0 || entry.last_seen.elapsed() < POLLER_GRACE,
         Follower::Eds(_) => entry.last_seen.elapsed() < EDS_GRACE,
+        Follower::Xds(_) => entry.open_polls > 0,
+    }
+}
+
+/// The version `key` must hold: filters follow every change, Envoys only those of what EDS
+/// and xDS serve.
+fn needed(key: &Follower, version: u64, endpoints_version: u64) -> u64 {
+    match key {
+        Follower::Poller(_) => version,
+        Follower::Eds(_) | Follower::Xds(_) => endpoints_version,
     }
 }
 
@@ -111,6 +125,7 @@ impl Followers {
                 version,
                 open_polls: 0,
                 last_seen: Instant::now(),
+                refusal: None,
             });
             entry.version = version;
             entry.open_polls += 1;
@@ -128,8 +143,47 @@ impl Followers {
                     version,
                     open_polls: 0,
                     last_seen: Instant::now(),
+                    refusal: None,
                 },
             );
+        });
+    }
+
+    /// An xDS stream from Envoy `stream` (its node id and a stream number) is open until the
+    /// guard drops; it holds nothing yet.
+    pub fn xds_opened(&self, stream: &str) -> OpenPoll<'_> {
+        let key = Follower::Xds(stream.to_owned());
+        self.update(|entries| {
+            entries.insert(
+                key.clone(),
+                Entry {
+                    version: 0,
+                    open_polls: 1,
+                    last_seen: Instant::now(),
+                    refusal: None,
+                },
+            );
+        });
+        OpenPoll { followers: self, key }
+    }
+
+    /// xDS stream `stream` holds everything the service served up to `version`.
+    pub fn xds_holds(&self, stream: &str, version: u64) {
+        self.update(|entries| {
+            if let Some(entry) = entries.get_mut(&Follower::Xds(stream.to_owned())) {
+                entry.version = entry.version.max(version);
+                entry.refusal = None;
+                entry.last_seen = Instant::now();
+            }
+        });
+    }
+
+    /// xDS stream `stream` refused (NACKed) what it was sent: `detail` is Envoy's reason.
+    pub fn xds_refused(&self, stream: &str, detail: String) {
+        self.update(|entries| {
+            if let Some(entry) = entries.get_mut(&Follower::Xds(stream.to_owned())) {
+                entry.refusal = Some(detail);
+            }
         });
     }
 
@@ -150,18 +204,25 @@ impl Followers {
         let entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
         entries
             .iter()
-            .filter(|(key, entry)| {
-                let needed = match key {
-                    Follower::Poller(_) => version,
-                    Follower::Eds(_) => endpoints_version,
-                };
-                is_live(key, entry) && entry.version < needed
-            })
+            .filter(|(key, entry)| is_live(key, entry) && entry.version < needed(key, version, endpoints_version))
             .map(|(key, entry)| match key {
                 Follower::Poller(id) => format!("filter {id} at version {}", entry.version),
                 Follower::Eds(node) => format!("Envoy {node} (EDS) at version {}", entry.version),
+                Follower::Xds(stream) => match &entry.refusal {
+                    Some(detail) => format!("Envoy {stream} (xDS) refused the change: {detail}"),
+                    None => format!("Envoy {stream} (xDS) at version {}", entry.version),
+                },
             })
             .collect()
+    }
+
+    /// Whether every follower in `lagging` refused the change: waiting longer is pointless.
+    fn all_refused(&self, version: u64, endpoints_version: u64) -> bool {
+        let entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut behind = entries
+            .iter()
+            .filter(|(key, entry)| is_live(key, entry) && entry.version < needed(key, version, endpoints_version));
+        behind.all(|(_, entry)| entry.refusal.is_some())
     }
 
     /// Waits until no live follower is behind (see [`Followers::lagging`]), at most `limit`; on
@@ -185,7 +246,7 @@ impl Followers {
             if lagging.is_empty() {
                 return Ok(());
             }
-            if tokio::time::Instant::now() >= deadline {
+            if tokio::time::Instant::now() >= deadline || self.all_refused(version, endpoints_version) {
                 return Err(lagging);
             }
             // Woken by any follower's news; re-checked regularly, as followers also go quiet.

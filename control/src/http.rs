@@ -25,7 +25,9 @@ use crate::followers::is_poller_id;
 use crate::query::Params;
 use crate::service::Service;
 use crate::sigv4::{self, RequestToVerify};
+use crate::xds::{AdsServer, ServeOptions};
 use crate::xml;
+use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::AggregatedDiscoveryServiceServer;
 
 /// Largest request body the API reads.
 const MAX_BODY: usize = 1 << 20;
@@ -53,6 +55,15 @@ struct AppState {
 pub fn app(service: Arc<Service>, options: HttpOptions) -> Router {
     let api_time = service.config.sync_timeout + TIME_MARGIN;
     let feed_time = service.config.long_poll_timeout + TIME_MARGIN;
+    let xds = tonic::service::Routes::new(AggregatedDiscoveryServiceServer::new(AdsServer::new(
+        Arc::clone(&service),
+        ServeOptions {
+            binding: service.config.listener_binding,
+            feed_token: options.feed_token.clone(),
+            poll_timeout_ms: u64::try_from(service.config.long_poll_timeout.as_millis()).unwrap_or(u64::MAX),
+        },
+    )))
+    .into_axum_router();
     let state = AppState { service, options };
     let api = Router::new()
         .route("/", get(query_api).post(query_api))
@@ -64,6 +75,7 @@ pub fn app(service: Arc<Service>, options: HttpOptions) -> Router {
     let feed = Router::new()
         .route("/v1/state/{load_balancer}/{port}", get(state_feed))
         .route("/v3/discovery:endpoints", post(endpoints))
+        .route("/v1/hosts", get(hosts))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_feed_token))
         // One bound shared by the feed and EDS (a layer per route would give each its own).
         .layer(GlobalConcurrencyLimitLayer::new(FEED_CONCURRENCY))
@@ -78,6 +90,9 @@ pub fn app(service: Arc<Service>, options: HttpOptions) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
+        // Envoy's xDS (gRPC over HTTP/2 on the same port): long-lived streams, so neither the
+        // time limit nor the concurrency bound of the routes above.
+        .merge(xds)
 }
 
 fn request_id() -> String {
@@ -95,6 +110,31 @@ fn request_id() -> String {
     )
 }
 
+/// On an answer to a change not every follower held within the sync time-out (or that an Envoy
+/// refused): which ones, and why.
+pub const NOT_IN_FORCE_HEADER: &str = "x-sticky-not-in-force";
+
+/// `text` as a header value: visible ASCII, at most 2,000 bytes.
+fn header_text(text: &str) -> Option<axum::http::HeaderValue> {
+    let clean: String = text
+        .chars()
+        .map(|c| if c.is_ascii_graphic() || c == ' ' { c } else { '?' })
+        .take(2000)
+        .collect();
+    axum::http::HeaderValue::from_str(&clean).ok()
+}
+
+/// Each load balancer's DNSName and the bouncer address its listeners bind, as lines of
+/// `/etc/hosts` (`address name`).
+async fn hosts(State(app): State<AppState>) -> String {
+    app.service.read(|inner| {
+        inner
+            .load_balancers()
+            .filter_map(|lb| Some(format!("{} {}\n", lb.address?, crate::model::dns_name(&lb.name))))
+            .collect()
+    })
+}
+
 /// One Query API call, verified and applied on a blocking thread (the store commits to disk).
 async fn query_api(State(app): State<AppState>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
     let request_id = request_id();
@@ -110,6 +150,7 @@ async fn query_api(State(app): State<AppState>, method: Method, uri: Uri, header
     };
     // A change is answered once every live filter and Envoy holds it (bounded).
     let (version_after, endpoints_version) = service.versions();
+    let mut not_in_force = None;
     if result.is_ok() && version_after != version_before && !service.config.sync_timeout.is_zero() {
         let started = std::time::Instant::now();
         match service
@@ -121,6 +162,7 @@ async fn query_api(State(app): State<AppState>, method: Method, uri: Uri, header
             Err(lagging) => {
                 service.metrics.count("sticky_control_sync_timeouts_total", &[]);
                 tracing::warn!(%request_id, version = version_after, ?lagging, "answering before every follower holds the change");
+                not_in_force = Some(lagging.join("; "));
             }
         }
     }
@@ -132,7 +174,12 @@ async fn query_api(State(app): State<AppState>, method: Method, uri: Uri, header
     match result {
         Ok(body) => {
             tracing::info!(%request_id, action = %action_name, "ok");
-            (StatusCode::OK, [(header::CONTENT_TYPE, "text/xml")], body).into_response()
+            let mut response = (StatusCode::OK, [(header::CONTENT_TYPE, "text/xml")], body).into_response();
+            // Committed, but not (yet) in force everywhere: say where, beside the answer.
+            if let Some(value) = not_in_force.and_then(|text| header_text(&text)) {
+                response.headers_mut().insert(NOT_IN_FORCE_HEADER, value);
+            }
+            response
         }
         Err(error) => {
             tracing::info!(%request_id, action = %action_name, code, message = %error.message, "refused");
@@ -296,6 +343,7 @@ mod tests {
             key_retention: Duration::from_secs(3600),
             cookie: CookieSettings::default(),
             sync_timeout: Duration::ZERO,
+            listener_binding: Default::default(),
         };
         let instances = [("i-1".to_owned(), "127.0.0.1:9001".parse().unwrap())];
         let bootstrap = BootstrapFile::one_listener("terraform-balancer", &instances);

@@ -1,5 +1,5 @@
 //! The control service: the LBU / classic ELB Query API (SigV4-signed), a durable store, health
-//! checks, Envoy's REST EDS and the filters' state feed. See the README's "Control service".
+//! checks, Envoy's configuration over gRPC xDS (and REST EDS), and the filters' state feed. See the README's "Control service".
 
 pub mod api;
 pub mod bootstrap;
@@ -17,6 +17,7 @@ pub mod query;
 pub mod service;
 pub mod sigv4;
 pub mod store;
+pub mod xds;
 pub mod xml;
 
 pub use bootstrap::BootstrapFile;

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
+use sticky_control::model::ListenerBinding;
 use sticky_control::sigv4::AccessKeys;
 use sticky_control::store::Store;
 use sticky_control::{BootstrapFile, HttpOptions, Service, ServiceConfig, app};
@@ -14,11 +15,12 @@ use sticky_core::CookieSettings;
 
 /// Control service for sticky sessions on Envoy: speaks the Outscale LBU / AWS classic ELB
 /// Query API (2012-06-01, SigV4), keeps its state in SQLite, health-checks the targets, and
-/// serves Envoy's REST EDS and the filters' state feed.
+/// serves Envoy its listeners, routes, clusters and endpoints over gRPC xDS (ADS; REST EDS for
+/// hand-written bootstraps) and the filters' state feed.
 #[derive(Parser)]
 #[command(version)]
 struct Args {
-    /// Address to listen on (API, state feed, EDS, /metrics, /healthz).
+    /// Address to listen on (API, state feed, xDS over HTTP/2, EDS, /metrics, /healthz).
     #[arg(long, default_value = "127.0.0.1:8000")]
     listen: SocketAddr,
     /// SQLite database file; created if missing.
@@ -51,6 +53,15 @@ struct Args {
     /// Mark stickiness cookies Secure (when clients reach the listener over HTTPS).
     #[arg(long)]
     cookie_secure: bool,
+    /// Addresses of the bouncer the load balancers' listeners bind, one per load balancer (the
+    /// lowest free one, given at creation and kept): `<name>.lbu.sticky.internal` (its DNSName)
+    /// resolves to it through `GET /v1/hosts`. On one machine, any 127.0.0.0/8 range works
+    /// without configuring an interface.
+    #[arg(long, default_value = "127.0.100.0/24")]
+    lb_address_pool: ipnet::IpNet,
+    /// Listener port P binds P + this offset (an unprivileged bouncer serving port 80 on 8080).
+    #[arg(long, default_value_t = 0)]
+    lb_port_offset: u16,
     /// Bearer token the state feed and EDS require (they carry cookie keys and backend addresses).
     #[arg(long, env = "STICKY_FEED_TOKEN")]
     feed_token: Option<String>,
@@ -100,6 +111,10 @@ async fn main() -> anyhow::Result<()> {
         key_retention: Duration::from_secs(args.key_retention),
         cookie,
         sync_timeout: Duration::from_millis(args.sync_timeout_ms),
+        listener_binding: ListenerBinding {
+            pool: args.lb_address_pool,
+            port_offset: args.lb_port_offset,
+        },
     };
     let bootstrap: Option<BootstrapFile> = match &args.bootstrap {
         Some(path) => {

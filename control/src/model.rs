@@ -23,6 +23,62 @@ pub struct LoadBalancer {
     pub policies: BTreeMap<String, Policy>,
     pub instances: BTreeSet<String>,
     pub health_check: HealthCheck,
+    /// The bouncer address its listeners bind (see [`ListenerBinding`]); given once, when the
+    /// load balancer is first stored, and kept for its life.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<IpAddr>,
+}
+
+/// The DNSName the API gives load balancer `name`; `GET /v1/hosts` maps it to its address.
+pub fn dns_name(name: &str) -> String {
+    format!("{}.lbu.sticky.internal", name.to_ascii_lowercase())
+}
+
+/// Where the listeners of load balancers bind on the bouncer: each load balancer gets its own
+/// address from `pool` (the lowest one no other load balancer holds), and listener port `P`
+/// binds `P + port_offset` there (an offset lets an unprivileged bouncer serve ports below 1024).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListenerBinding {
+    pub pool: ipnet::IpNet,
+    pub port_offset: u16,
+}
+
+impl Default for ListenerBinding {
+    fn default() -> Self {
+        Self {
+            pool: ipnet::IpNet::V4(
+                ipnet::Ipv4Net::new(std::net::Ipv4Addr::new(127, 0, 100, 0), 24).unwrap_or_default(),
+            ),
+            port_offset: 0,
+        }
+    }
+}
+
+impl ListenerBinding {
+    /// The lowest host address of the pool that none of `taken` holds.
+    pub fn allocate<'a>(&self, taken: impl IntoIterator<Item = &'a IpAddr>) -> Result<IpAddr, ApiError> {
+        let taken: BTreeSet<&IpAddr> = taken.into_iter().collect();
+        self.pool.hosts().find(|a| !taken.contains(a)).ok_or_else(|| {
+            ApiError::new(
+                crate::error::ErrorCode::TooManyLoadBalancers,
+                format!(
+                    "every address of the bouncer's pool {} is taken by a load balancer",
+                    self.pool
+                ),
+            )
+        })
+    }
+
+    /// The socket listener `port` of a load balancer at `address` binds, if the port map allows it.
+    pub fn socket(&self, address: IpAddr, port: u16) -> Result<SocketAddr, ApiError> {
+        let bound = port.checked_add(self.port_offset).ok_or_else(|| {
+            ApiError::validation(format!(
+                "listener port {port} plus the bouncer's port offset {} exceeds 65535",
+                self.port_offset
+            ))
+        })?;
+        Ok(SocketAddr::new(address, bound))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -14,7 +14,7 @@ use crate::followers::Followers;
 use crate::health::{HealthStatus, InstanceHealth};
 use crate::keys::RotatingKeys;
 use crate::metrics::Metrics;
-use crate::model::{LoadBalancer, Policy, Registry};
+use crate::model::{ListenerBinding, LoadBalancer, Policy, Registry};
 use crate::sigv4::AccessKeys;
 use crate::store::{Change, Store};
 
@@ -40,8 +40,10 @@ pub struct ServiceConfig {
     /// Attributes of the stickiness cookie the filters issue.
     pub cookie: CookieSettings,
     /// How long an API call that changed the state waits, before answering, for every live
-    /// follower (filter poll, Envoy EDS) to hold the change. Zero: answer at once.
+    /// follower (filter poll, Envoy EDS or xDS) to hold the change. Zero: answer at once.
     pub sync_timeout: Duration,
+    /// Where load balancers' listeners bind on the bouncer (served over xDS).
+    pub listener_binding: ListenerBinding,
 }
 
 /// A change the API or a background task wants to make.
@@ -113,6 +115,15 @@ impl Service {
             followers: Followers::new(discovery),
         });
         let mut writes = Vec::new();
+        // Stored before load balancers had an address of their own: `write` gives them one.
+        writes.extend(service.read(|inner| {
+            inner
+                .load_balancers
+                .values()
+                .filter(|lb| lb.address.is_none())
+                .map(|lb| Write::PutLoadBalancer(lb.clone()))
+                .collect::<Vec<_>>()
+        }));
         if fresh_keys {
             writes.push(Write::ReplaceKeys(service.read(|i| i.keys.clone())));
         }
@@ -139,10 +150,11 @@ impl Service {
     /// closure or the store fails, nothing changes.
     pub fn write<R>(&self, f: impl FnOnce(&Inner) -> Result<(Vec<Write>, R), ApiError>) -> Result<R, ApiError> {
         let mut inner = self.lock();
-        let (writes, result) = f(&inner)?;
+        let (mut writes, result) = f(&inner)?;
         if writes.is_empty() {
             return Ok(result);
         }
+        inner.bind(&mut writes, &self.config.listener_binding)?;
         let version = inner.version + 1;
         let changes: Vec<Change<'_>> = writes
             .iter()
@@ -326,6 +338,31 @@ impl Inner {
         }
     }
 
+    /// Gives every load balancer `writes` stores without an address one of its own from the
+    /// pool (one no other load balancer holds), and checks that its listeners can bind.
+    fn bind(&self, writes: &mut [Write], binding: &ListenerBinding) -> Result<(), ApiError> {
+        let mut taken: Vec<std::net::IpAddr> = self.load_balancers.values().filter_map(|lb| lb.address).collect();
+        for write in writes.iter_mut() {
+            let Write::PutLoadBalancer(lb) = write else { continue };
+            let address = match lb
+                .address
+                .or_else(|| self.load_balancers.get(&lb.name).and_then(|old| old.address))
+            {
+                Some(address) => address,
+                None => {
+                    let address = binding.allocate(&taken)?;
+                    taken.push(address);
+                    address
+                }
+            };
+            lb.address = Some(address);
+            for port in lb.listeners.keys() {
+                binding.socket(address, *port)?;
+            }
+        }
+        Ok(())
+    }
+
     fn prune_health(&mut self, name: &str) {
         let registered: BTreeSet<String> = self
             .load_balancers
@@ -376,6 +413,7 @@ mod tests {
             key_retention: Duration::from_secs(60),
             cookie: CookieSettings::default(),
             sync_timeout: Duration::ZERO,
+            listener_binding: Default::default(),
         };
         (Service::open(config, store, Some(bootstrap)).unwrap(), dir)
     }

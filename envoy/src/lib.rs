@@ -13,8 +13,10 @@ use sticky_core::{ControlSource, FilterState, PluginConfig};
 
 /// The bootstrap template; see the comments in the file.
 pub const BOOTSTRAP_TEMPLATE: &str = include_str!("../bootstrap.yaml");
-/// The Envoy cluster that reaches the control service.
+/// The Envoy cluster that reaches the control service (the filter's state feed, REST EDS).
 pub const CONTROL_CLUSTER: &str = "control";
+/// The Envoy cluster of the control service's xDS (gRPC, HTTP/2).
+pub const XDS_CLUSTER: &str = "xds";
 /// How long Envoy gives a target to accept a connection, and to acknowledge what was sent to
 /// it, before giving up on it: the request goes to another target and the target is ejected
 /// until the health check decides. Targets sit on the bouncer's private network, where a
@@ -389,6 +391,90 @@ impl EnvoyBootstrap {
     }
 }
 
+/// An Envoy that takes everything it serves from the control service over gRPC xDS (ADS):
+/// its bootstrap holds only what cannot come from there (node, admin, the control service's
+/// clusters). The node's metadata tells the control service which filter shell this Envoy
+/// loads, so the listeners it is sent use it.
+#[derive(Debug, Clone)]
+pub struct XdsBootstrap {
+    pub node_id: String,
+    pub admin_port: u16,
+    /// The control service (xDS over HTTP/2, and the filter's state feed over HTTP/1.1).
+    pub control: SocketAddr,
+    pub shell: FilterShell,
+    /// Shifts this Envoy's listener ports beyond the control service's rule (several Envoys
+    /// on one host; 0 otherwise).
+    pub port_offset: u16,
+}
+
+impl XdsBootstrap {
+    /// A bootstrap following the control service at `control`, on a fresh admin port.
+    pub fn new(shell: FilterShell, control: SocketAddr, node_id: &str) -> Result<Self, EnvoyError> {
+        Ok(Self {
+            node_id: node_id.to_owned(),
+            admin_port: sticky_testing::free_port()?,
+            control,
+            shell,
+            port_offset: 0,
+        })
+    }
+
+    /// The bootstrap (JSON, which Envoy reads as YAML).
+    pub fn render(&self) -> String {
+        let (shell, artifact) = match &self.shell {
+            FilterShell::Native(module) => ("native", module_name(module)),
+            FilterShell::Wasm(wasm) => ("wasm", wasm.display().to_string()),
+        };
+        let address =
+            json!({"socket_address": {"address": self.control.ip().to_string(), "port_value": self.control.port()}});
+        let ads = json!({"ads": {}, "resource_api_version": "V3"});
+        json!({
+            "node": {
+                "id": self.node_id,
+                "cluster": "sticky-bouncer",
+                "metadata": {"sticky_shell": shell, "sticky_artifact": artifact, "sticky_port_offset": self.port_offset}
+            },
+            "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": self.admin_port}}},
+            "dynamic_resources": {
+                "ads_config": {
+                    "api_type": "GRPC",
+                    "transport_api_version": "V3",
+                    "set_node_on_first_message_only": true,
+                    "grpc_services": [{"envoy_grpc": {
+                        "cluster_name": XDS_CLUSTER,
+                        // Back within a second of the control service's return.
+                        "retry_policy": {"retry_back_off": {"base_interval": "0.1s", "max_interval": "1s"}}
+                    }}]
+                },
+                "cds_config": ads,
+                "lds_config": ads
+            },
+            "static_resources": {"clusters": [
+                {
+                    "name": XDS_CLUSTER,
+                    "connect_timeout": "1s",
+                    "type": "STATIC",
+                    "typed_extension_protocol_options": {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                        "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                        "explicit_http_config": {"http2_protocol_options": {
+                            // A stream that goes silent (control service host gone) is noticed.
+                            "connection_keepalive": {"interval": "5s", "timeout": "5s"}
+                        }}
+                    }},
+                    "load_assignment": {"cluster_name": XDS_CLUSTER, "endpoints": [{"lb_endpoints": [{"endpoint": {"address": address}}]}]}
+                },
+                {
+                    "name": CONTROL_CLUSTER,
+                    "connect_timeout": "1s",
+                    "type": "STATIC",
+                    "load_assignment": {"cluster_name": CONTROL_CLUSTER, "endpoints": [{"lb_endpoints": [{"endpoint": {"address": address}}]}]}
+                }
+            ]}
+        })
+        .to_string()
+    }
+}
+
 /// The upstream header's name, and the route's `response_headers_to_add` that reports the
 /// answering upstream in it.
 fn upstream_report(header: &str) -> (String, serde_json::Value) {
@@ -414,16 +500,21 @@ fn extend(object: &mut serde_json::Value, more: serde_json::Value) {
     }
 }
 
-/// The dynamic-module HTTP filter loading `module` (`<dir>/lib<name>.so`; Envoy finds it by name
-/// in `ENVOY_DYNAMIC_MODULES_SEARCH_PATH`, which [`EnvoyProcess`] sets to `<dir>`), with
-/// `configuration` as its filter configuration (a string).
-fn dynamic_module_filter(filter_name: &str, module: &Path, configuration: Option<&str>) -> serde_json::Value {
-    let name = module
+/// The name Envoy finds dynamic module `<dir>/lib<name>.so` by.
+fn module_name(module: &Path) -> String {
+    module
         .file_stem()
         .map(|stem| stem.to_string_lossy())
         .unwrap_or_default()
         .trim_start_matches("lib")
-        .to_owned();
+        .to_owned()
+}
+
+/// The dynamic-module HTTP filter loading `module` (`<dir>/lib<name>.so`; Envoy finds it by name
+/// in `ENVOY_DYNAMIC_MODULES_SEARCH_PATH`, which [`EnvoyProcess`] sets to `<dir>`), with
+/// `configuration` as its filter configuration (a string).
+fn dynamic_module_filter(filter_name: &str, module: &Path, configuration: Option<&str>) -> serde_json::Value {
+    let name = module_name(module);
     let mut filter = json!({
         "name": "envoy.filters.http.dynamic_modules",
         "typed_config": {
@@ -470,12 +561,24 @@ fn wasm_filter(name: &str, wasm: &Path, configuration: &str) -> serde_json::Valu
     })
 }
 
+/// What starting an Envoy takes, whichever its bootstrap.
+struct Launch<'a> {
+    config: String,
+    /// The dynamic module it loads, if any (Envoy finds it by name in its directory).
+    module: Option<&'a Path>,
+    filter_stats: &'static str,
+    admin_port: u16,
+    /// 0 when the listeners come from xDS.
+    listen_port: u16,
+}
+
 /// A running Envoy; killed when dropped.
 pub struct EnvoyProcess {
     child: Child,
     /// Where Envoy puts the filter's own stats (`wasmcustom.` or `dynamicmodulescustom.`).
     filter_stats: &'static str,
     pub admin_port: u16,
+    /// The static bootstrap's listener (0 when the listeners come from xDS).
     pub listen_port: u16,
     pub log: PathBuf,
 }
@@ -495,10 +598,53 @@ impl EnvoyProcess {
         concurrency: u32,
         cpus: Option<&str>,
     ) -> Result<Self, EnvoyError> {
+        let module = match &bootstrap.filters {
+            HttpFilters::NoopModule { module, .. }
+            | HttpFilters::Sticky {
+                shell: FilterShell::Native(module),
+                ..
+            } => Some(module.as_path()),
+            _ => None,
+        };
+        let filter_stats = match &bootstrap.filters {
+            HttpFilters::Sticky {
+                shell: FilterShell::Native(_),
+                ..
+            } => "dynamicmodulescustom.",
+            _ => "wasmcustom.",
+        };
+        let launch = Launch {
+            config: bootstrap.render(),
+            module,
+            filter_stats,
+            admin_port: bootstrap.admin_port,
+            listen_port: bootstrap.listen_port,
+        };
+        Self::launch(&launch, dir, concurrency, cpus)
+    }
+
+    /// Starts an Envoy following the control service over xDS, and waits until it holds its
+    /// first configuration (Envoy reports ready only once its initial xDS fetch is done).
+    pub fn start_xds(bootstrap: &XdsBootstrap, dir: &Path, concurrency: u32) -> Result<Self, EnvoyError> {
+        let (module, filter_stats) = match &bootstrap.shell {
+            FilterShell::Native(module) => (Some(module.as_path()), "dynamicmodulescustom."),
+            FilterShell::Wasm(_) => (None, "wasmcustom."),
+        };
+        let launch = Launch {
+            config: bootstrap.render(),
+            module,
+            filter_stats,
+            admin_port: bootstrap.admin_port,
+            listen_port: 0,
+        };
+        Self::launch(&launch, dir, concurrency, None)
+    }
+
+    fn launch(launch: &Launch<'_>, dir: &Path, concurrency: u32, cpus: Option<&str>) -> Result<Self, EnvoyError> {
         let binary = envoy_binary()?;
         std::fs::create_dir_all(dir)?;
         let config = dir.join("envoy.yaml");
-        std::fs::write(&config, bootstrap.render())?;
+        std::fs::write(&config, &launch.config)?;
         let log = dir.join("envoy.log");
         let log_file = std::fs::File::create(&log)?;
         // taskset execs Envoy, so the child's pid is Envoy's.
@@ -510,15 +656,7 @@ impl EnvoyProcess {
             }
             None => Command::new(binary),
         };
-        let module = match &bootstrap.filters {
-            HttpFilters::NoopModule { module, .. }
-            | HttpFilters::Sticky {
-                shell: FilterShell::Native(module),
-                ..
-            } => Some(module),
-            _ => None,
-        };
-        if let Some(dir) = module.and_then(|module| module.parent()) {
+        if let Some(dir) = launch.module.and_then(Path::parent) {
             command.env("ENVOY_DYNAMIC_MODULES_SEARCH_PATH", dir);
         }
         let child = command
@@ -537,18 +675,11 @@ impl EnvoyProcess {
             .stdout(Stdio::null())
             .stderr(log_file)
             .spawn()?;
-        let filter_stats = match &bootstrap.filters {
-            HttpFilters::Sticky {
-                shell: FilterShell::Native(_),
-                ..
-            } => "dynamicmodulescustom.",
-            _ => "wasmcustom.",
-        };
         let mut envoy = Self {
             child,
-            filter_stats,
-            admin_port: bootstrap.admin_port,
-            listen_port: bootstrap.listen_port,
+            filter_stats: launch.filter_stats,
+            admin_port: launch.admin_port,
+            listen_port: launch.listen_port,
             log,
         };
         envoy.wait_ready(Duration::from_secs(60))?;
@@ -566,7 +697,9 @@ impl EnvoyProcess {
                 });
             }
             let ready = self.admin_get("/ready").is_ok_and(|body| body.trim() == "LIVE");
-            if ready && std::net::TcpStream::connect(("127.0.0.1", self.listen_port)).is_ok() {
+            let listening =
+                self.listen_port == 0 || std::net::TcpStream::connect(("127.0.0.1", self.listen_port)).is_ok();
+            if ready && listening {
                 return Ok(());
             }
             std::thread::sleep(Duration::from_millis(50));

@@ -11,6 +11,7 @@ pub mod live;
 pub mod scenarios;
 pub mod soak;
 pub mod traffic;
+pub mod xds;
 
 use std::collections::HashSet;
 use std::io::{Read, Write};
@@ -61,6 +62,12 @@ impl Reply {
     /// The demo target's echo (every path but /login, /logout, /health).
     pub fn echo(&self) -> Echo {
         serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not an echo ({e}): {}", self.body))
+    }
+
+    /// The target that answered, if a demo target's echo answered.
+    pub fn try_target(&self) -> Option<String> {
+        let value: serde_json::Value = serde_json::from_str(&self.body).ok()?;
+        value["target"].as_str().map(str::to_owned)
     }
 
     /// The target that answered (from the demo target's JSON).

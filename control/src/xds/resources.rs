@@ -1,0 +1,507 @@
+//! What the xDS server serves an Envoy: per load-balancer listener, a `Listener` bound where
+//! the operator's rule says ([`ListenerBinding`]), its `RouteConfiguration`, its `Cluster` and
+//! the cluster's `ClusterLoadAssignment` (targets with health). One name for all four:
+//! `<load balancer>_<port>` ([`feed::cluster_name`]). Pure projections of the domain, built with
+//! Envoy's own API types (`envoy-types`).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use envoy_types::pb::envoy::config::cluster::v3 as cluster;
+use envoy_types::pb::envoy::config::core::v3 as core;
+use envoy_types::pb::envoy::config::endpoint::v3 as endpoint;
+use envoy_types::pb::envoy::config::listener::v3 as listener;
+use envoy_types::pb::envoy::config::route::v3 as route;
+use envoy_types::pb::envoy::extensions::dynamic_modules::v3::DynamicModuleConfig;
+use envoy_types::pb::envoy::extensions::filters::http::dynamic_modules::v3::DynamicModuleFilter;
+use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
+use envoy_types::pb::envoy::extensions::filters::http::wasm::v3::Wasm;
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3 as hcm;
+use envoy_types::pb::envoy::extensions::load_balancing_policies::override_host::v3::{OverrideHost, override_host};
+use envoy_types::pb::envoy::extensions::load_balancing_policies::round_robin::v3::RoundRobin;
+use envoy_types::pb::envoy::extensions::retry::host::previous_hosts::v3::PreviousHostsPredicate;
+use envoy_types::pb::envoy::extensions::wasm::v3 as wasm;
+use envoy_types::pb::google::protobuf::{Any, Duration as ProtoDuration, StringValue, UInt32Value};
+use envoy_types::util::pack_any;
+use prost::Message;
+use sticky_core::{ControlSource, PluginConfig};
+
+use crate::feed::cluster_name;
+use crate::health::HealthStatus;
+use crate::model::ListenerBinding;
+use crate::service::Inner;
+
+pub const LISTENER_TYPE: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
+pub const ROUTE_TYPE: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration";
+pub const CLUSTER_TYPE: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
+pub const ENDPOINT_TYPE: &str = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
+
+/// The Envoy cluster (in each Envoy's bootstrap) through which the filter long-polls its state.
+pub const FEED_CLUSTER: &str = "control";
+/// How long Envoy gives a target to accept a connection, and to acknowledge what was sent to
+/// it, before giving up on it (as `sticky_envoy::DEFAULT_CONNECT_TIMEOUT` for static bootstraps).
+pub const TARGET_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Which shell of the sticky filter an Envoy runs (node metadata `sticky_shell`: `native` or
+/// `wasm`; `sticky_artifact`: the module's name, or the `.wasm`'s path).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum FilterArtifact {
+    Native { module: String },
+    Wasm { path: String },
+}
+
+/// What an Envoy's bootstrap says of itself in its node metadata: the filter it loads, and an
+/// extra shift of its listener ports (`sticky_port_offset`, for several Envoys on one host).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct EnvoyNode {
+    pub artifact: FilterArtifact,
+    pub port_offset: u16,
+}
+
+impl EnvoyNode {
+    /// Read from an Envoy's node metadata; `None` when it names no (known) shell.
+    pub fn from_node(node: &core::Node) -> Option<Self> {
+        use envoy_types::pb::google::protobuf::value::Kind;
+        let field = |key: &str| node.metadata.as_ref()?.fields.get(key)?.kind.as_ref();
+        let text = |key: &str| match field(key) {
+            Some(Kind::StringValue(s)) => Some(s.clone()),
+            _ => None,
+        };
+        let artifact = text("sticky_artifact")?;
+        let artifact = match text("sticky_shell")?.as_str() {
+            "native" => FilterArtifact::Native { module: artifact },
+            "wasm" => FilterArtifact::Wasm { path: artifact },
+            _ => return None,
+        };
+        let port_offset = match field("sticky_port_offset") {
+            None => 0,
+            Some(Kind::NumberValue(n)) if n.fract() == 0.0 && (0.0..=65535.0).contains(n) => *n as u16,
+            Some(_) => return None,
+        };
+        Some(Self { artifact, port_offset })
+    }
+}
+
+/// What the listeners' sticky filters need from the service.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    pub binding: ListenerBinding,
+    /// The bearer token of the state feed, which the filters send.
+    pub feed_token: Option<String>,
+    /// How long a state long-poll may stay open.
+    pub poll_timeout_ms: u64,
+}
+
+/// Every resource of one type, by name, encoded: what one Envoy is served.
+pub type Resources = BTreeMap<String, Any>;
+
+/// The four resource sets an Envoy is served, from the domain as it is.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Snapshot {
+    pub listeners: Resources,
+    pub routes: Resources,
+    pub clusters: Resources,
+    pub endpoints: Resources,
+}
+
+impl Snapshot {
+    pub fn build(inner: &Inner, options: &ServeOptions, node: &EnvoyNode) -> Self {
+        let mut snapshot = Snapshot::default();
+        for lb in inner.load_balancers() {
+            let Some(address) = lb.address else { continue };
+            for (port, l) in &lb.listeners {
+                let bound = options.binding.socket(address, *port).ok().and_then(|socket| {
+                    Some(SocketAddr::new(
+                        socket.ip(),
+                        socket.port().checked_add(node.port_offset)?,
+                    ))
+                });
+                let Some(socket) = bound else {
+                    continue;
+                };
+                let name = cluster_name(&lb.name, *port);
+                let plugin = plugin_config(&lb.name, *port, options);
+                snapshot.listeners.insert(
+                    name.clone(),
+                    pack_any(http_listener(&name, socket, &node.artifact, &plugin)),
+                );
+                snapshot
+                    .routes
+                    .insert(name.clone(), pack_any(route_configuration(&name, &plugin)));
+                snapshot
+                    .clusters
+                    .insert(name.clone(), pack_any(target_cluster(&name, &plugin)));
+                let targets = inner
+                    .targets(lb, l.instance_port)
+                    .into_iter()
+                    .map(|(id, address, _)| (address, inner.health_of(&lb.name, &id)))
+                    .collect::<Vec<_>>();
+                snapshot
+                    .endpoints
+                    .insert(name.clone(), pack_any(load_assignment(&name, &targets)));
+            }
+        }
+        snapshot
+    }
+
+    /// The resources of `type_url` (empty for a type not served).
+    pub fn of(&self, type_url: &str) -> Option<&Resources> {
+        match type_url {
+            LISTENER_TYPE => Some(&self.listeners),
+            ROUTE_TYPE => Some(&self.routes),
+            CLUSTER_TYPE => Some(&self.clusters),
+            ENDPOINT_TYPE => Some(&self.endpoints),
+            _ => None,
+        }
+    }
+}
+
+/// The sticky filter's configuration on listener `port` of `load_balancer`: it follows the
+/// control service's state feed for that listener.
+fn plugin_config(load_balancer: &str, port: u16, options: &ServeOptions) -> PluginConfig {
+    let mut config = PluginConfig::new(None);
+    config.control = Some(ControlSource {
+        cluster: FEED_CLUSTER.to_owned(),
+        authority: "sticky-control".to_owned(),
+        load_balancer: load_balancer.to_owned(),
+        listener_port: port,
+        poll_timeout_ms: options.poll_timeout_ms,
+        token: options.feed_token.clone(),
+    });
+    // Envoy waits the connect timeout on a vanished target; a quicker failure is a refused
+    // connection or a keep-alive race, which Envoy's retry absorbs.
+    config.unreachable_after_ms = millis(TARGET_CONNECT_TIMEOUT).div_ceil(2);
+    config
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX).max(1)
+}
+
+fn proto_duration(duration: Duration) -> ProtoDuration {
+    ProtoDuration {
+        seconds: i64::try_from(duration.as_secs()).unwrap_or(i64::MAX),
+        nanos: i32::try_from(duration.subsec_nanos()).unwrap_or(0),
+    }
+}
+
+fn uint32(value: u32) -> Option<UInt32Value> {
+    Some(UInt32Value { value })
+}
+
+fn ads() -> Option<core::ConfigSource> {
+    Some(core::ConfigSource {
+        resource_api_version: core::ApiVersion::V3 as i32,
+        config_source_specifier: Some(core::config_source::ConfigSourceSpecifier::Ads(
+            core::AggregatedConfigSource::default(),
+        )),
+        ..Default::default()
+    })
+}
+
+fn socket_address(socket: SocketAddr) -> Option<core::Address> {
+    Some(core::Address {
+        address: Some(core::address::Address::SocketAddress(core::SocketAddress {
+            address: socket.ip().to_string(),
+            port_specifier: Some(core::socket_address::PortSpecifier::PortValue(u32::from(socket.port()))),
+            ..Default::default()
+        })),
+    })
+}
+
+fn typed_extension<M: prost::Name + Message>(name: &str, config: M) -> core::TypedExtensionConfig {
+    core::TypedExtensionConfig {
+        name: name.to_owned(),
+        typed_config: Some(pack_any(config)),
+    }
+}
+
+/// The sticky filter, then the router.
+fn http_filters(artifact: &FilterArtifact, plugin: &PluginConfig) -> Vec<hcm::HttpFilter> {
+    let configuration = Some(pack_any(StringValue {
+        value: plugin.to_json(),
+    }));
+    let (name, config) = match artifact {
+        FilterArtifact::Native { module } => (
+            "envoy.filters.http.dynamic_modules",
+            pack_any(DynamicModuleFilter {
+                dynamic_module_config: Some(DynamicModuleConfig {
+                    name: module.clone(),
+                    do_not_close: true,
+                    ..Default::default()
+                }),
+                filter_name: "sticky".to_owned(),
+                filter_config: configuration,
+                ..Default::default()
+            }),
+        ),
+        FilterArtifact::Wasm { path } => (
+            "envoy.filters.http.wasm",
+            pack_any(Wasm {
+                config: Some(wasm::PluginConfig {
+                    name: "sticky".to_owned(),
+                    root_id: "sticky".to_owned(),
+                    configuration,
+                    // A VM that panicked is replaced on the next request.
+                    failure_policy: wasm::FailurePolicy::FailReload as i32,
+                    vm: Some(wasm::plugin_config::Vm::VmConfig(wasm::VmConfig {
+                        vm_id: "sticky".to_owned(),
+                        runtime: "envoy.wasm.runtime.v8".to_owned(),
+                        code: Some(core::AsyncDataSource {
+                            specifier: Some(core::async_data_source::Specifier::Local(core::DataSource {
+                                specifier: Some(core::data_source::Specifier::Filename(path.clone())),
+                                ..Default::default()
+                            })),
+                        }),
+                        ..Default::default()
+                    })),
+                    ..Default::default()
+                }),
+            }),
+        ),
+    };
+    vec![
+        hcm::HttpFilter {
+            name: name.to_owned(),
+            config_type: Some(hcm::http_filter::ConfigType::TypedConfig(config)),
+            ..Default::default()
+        },
+        hcm::HttpFilter {
+            name: "envoy.filters.http.router".to_owned(),
+            config_type: Some(hcm::http_filter::ConfigType::TypedConfig(pack_any(Router::default()))),
+            ..Default::default()
+        },
+    ]
+}
+
+fn http_listener(
+    name: &str,
+    socket: SocketAddr,
+    artifact: &FilterArtifact,
+    plugin: &PluginConfig,
+) -> listener::Listener {
+    let manager = hcm::HttpConnectionManager {
+        stat_prefix: name.to_owned(),
+        route_specifier: Some(hcm::http_connection_manager::RouteSpecifier::Rds(hcm::Rds {
+            config_source: ads(),
+            route_config_name: name.to_owned(),
+        })),
+        http_filters: http_filters(artifact, plugin),
+        ..Default::default()
+    };
+    listener::Listener {
+        name: name.to_owned(),
+        address: socket_address(socket),
+        filter_chains: vec![listener::FilterChain {
+            filters: vec![listener::Filter {
+                name: "envoy.filters.network.http_connection_manager".to_owned(),
+                config_type: Some(listener::filter::ConfigType::TypedConfig(pack_any(manager))),
+            }],
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+/// One route of the listener: requests matching `methods` (all when `None`) retried on the
+/// failures in `retry_on`, on another target than the one that failed.
+fn forward(cluster: &str, methods: Option<&str>, retry_on: &str, plugin: &PluginConfig) -> route::Route {
+    let headers = methods
+        .map(|regex| route::HeaderMatcher {
+            name: ":method".to_owned(),
+            header_match_specifier: Some(route::header_matcher::HeaderMatchSpecifier::StringMatch(
+                envoy_types::pb::envoy::r#type::matcher::v3::StringMatcher {
+                    match_pattern: Some(
+                        envoy_types::pb::envoy::r#type::matcher::v3::string_matcher::MatchPattern::SafeRegex(
+                            envoy_types::pb::envoy::r#type::matcher::v3::RegexMatcher {
+                                regex: regex.to_owned(),
+                                ..Default::default()
+                            },
+                        ),
+                    ),
+                    ..Default::default()
+                },
+            )),
+            ..Default::default()
+        })
+        .into_iter()
+        .collect();
+    route::Route {
+        r#match: Some(route::RouteMatch {
+            path_specifier: Some(route::route_match::PathSpecifier::Prefix("/".to_owned())),
+            headers,
+            ..Default::default()
+        }),
+        action: Some(route::route::Action::Route(route::RouteAction {
+            cluster_specifier: Some(route::route_action::ClusterSpecifier::Cluster(cluster.to_owned())),
+            retry_policy: Some(route::RetryPolicy {
+                retry_on: retry_on.to_owned(),
+                num_retries: uint32(2),
+                retry_host_predicate: vec![route::retry_policy::RetryHostPredicate {
+                    name: "envoy.retry_host_predicates.previous_hosts".to_owned(),
+                    config_type: Some(route::retry_policy::retry_host_predicate::ConfigType::TypedConfig(
+                        pack_any(PreviousHostsPredicate::default()),
+                    )),
+                }],
+                host_selection_retry_max_attempts: 5,
+                ..Default::default()
+            }),
+            ..Default::default()
+        })),
+        // The answering upstream and Envoy's response flags, for the filter (which removes it);
+        // an upstream cannot plant its own value.
+        response_headers_to_add: vec![core::HeaderValueOption {
+            header: Some(core::HeaderValue {
+                key: plugin.upstream_header.clone(),
+                value: sticky_core::plugin::UPSTREAM_HEADER_VALUE.to_owned(),
+                ..Default::default()
+            }),
+            append_action: core::header_value_option::HeaderAppendAction::OverwriteIfExistsOrAdd as i32,
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+/// The listener's routes: the same retry rules as the static bootstrap (`envoy/bootstrap.yaml`
+/// explains them).
+fn route_configuration(name: &str, plugin: &PluginConfig) -> route::RouteConfiguration {
+    route::RouteConfiguration {
+        name: name.to_owned(),
+        virtual_hosts: vec![route::VirtualHost {
+            name: "all".to_owned(),
+            domains: vec!["*".to_owned()],
+            include_attempt_count_in_response: true,
+            routes: vec![
+                forward(
+                    name,
+                    Some("GET|HEAD|OPTIONS|PUT|DELETE|TRACE"),
+                    "connect-failure,refused-stream,reset",
+                    plugin,
+                ),
+                forward(
+                    name,
+                    None,
+                    "connect-failure,refused-stream,reset-before-request",
+                    plugin,
+                ),
+            ],
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+/// The listener's targets: endpoints from EDS over ADS, `override_host` following the routing
+/// header, passive ejection and dead-peer detection as in the static bootstrap
+/// (`sticky_envoy::EnvoyBootstrap`'s `clusters` explains each).
+fn target_cluster(name: &str, plugin: &PluginConfig) -> cluster::Cluster {
+    let round_robin = || cluster::LoadBalancingPolicy {
+        policies: vec![cluster::load_balancing_policy::Policy {
+            typed_extension_config: Some(typed_extension(
+                "envoy.load_balancing_policies.round_robin",
+                RoundRobin::default(),
+            )),
+        }],
+    };
+    let override_host = OverrideHost {
+        override_host_sources: vec![override_host::OverrideHostSource {
+            header: plugin.routing_header.clone(),
+            ..Default::default()
+        }],
+        fallback_policy: Some(round_robin()),
+        ..Default::default()
+    };
+    let timeout_ms = millis(TARGET_CONNECT_TIMEOUT);
+    let keepalive_seconds = u32::try_from(timeout_ms.div_ceil(1000)).unwrap_or(u32::MAX);
+    cluster::Cluster {
+        name: name.to_owned(),
+        cluster_discovery_type: Some(cluster::cluster::ClusterDiscoveryType::Type(
+            cluster::cluster::DiscoveryType::Eds as i32,
+        )),
+        eds_cluster_config: Some(cluster::cluster::EdsClusterConfig {
+            eds_config: ads(),
+            service_name: name.to_owned(),
+        }),
+        connect_timeout: Some(proto_duration(TARGET_CONNECT_TIMEOUT)),
+        load_balancing_policy: Some(cluster::LoadBalancingPolicy {
+            policies: vec![cluster::load_balancing_policy::Policy {
+                typed_extension_config: Some(typed_extension(
+                    "envoy.load_balancing_policies.override_host",
+                    override_host,
+                )),
+            }],
+        }),
+        circuit_breakers: Some(cluster::CircuitBreakers {
+            thresholds: vec![cluster::circuit_breakers::Thresholds {
+                max_retries: uint32(10_000),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
+        outlier_detection: Some(cluster::OutlierDetection {
+            split_external_local_origin_errors: true,
+            consecutive_local_origin_failure: uint32(1),
+            enforcing_consecutive_local_origin_failure: uint32(100),
+            enforcing_consecutive_5xx: uint32(0),
+            enforcing_consecutive_gateway_failure: uint32(0),
+            enforcing_success_rate: uint32(0),
+            enforcing_local_origin_success_rate: uint32(0),
+            enforcing_failure_percentage: uint32(0),
+            enforcing_failure_percentage_local_origin: uint32(0),
+            base_ejection_time: Some(proto_duration(Duration::from_secs(
+                sticky_core::UNREACHABLE_HOLD_SECONDS,
+            ))),
+            max_ejection_percent: uint32(100),
+            ..Default::default()
+        }),
+        upstream_bind_config: Some(core::BindConfig {
+            socket_options: vec![core::SocketOption {
+                description: "TCP_USER_TIMEOUT".to_owned(),
+                level: 6,
+                name: 18,
+                state: core::socket_option::SocketState::StatePrebind as i32,
+                value: Some(core::socket_option::Value::IntValue(
+                    i64::try_from(timeout_ms).unwrap_or(i64::MAX),
+                )),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
+        upstream_connection_options: Some(cluster::UpstreamConnectionOptions {
+            tcp_keepalive: Some(core::TcpKeepalive {
+                keepalive_time: uint32(keepalive_seconds),
+                keepalive_interval: uint32(keepalive_seconds),
+                keepalive_probes: uint32(2),
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// The listener's targets with their health: pending instances get no traffic, as in ELB.
+fn load_assignment(name: &str, targets: &[(SocketAddr, HealthStatus)]) -> endpoint::ClusterLoadAssignment {
+    endpoint::ClusterLoadAssignment {
+        cluster_name: name.to_owned(),
+        endpoints: vec![endpoint::LocalityLbEndpoints {
+            lb_endpoints: targets
+                .iter()
+                .map(|(address, health)| endpoint::LbEndpoint {
+                    health_status: match health {
+                        HealthStatus::InService => core::HealthStatus::Healthy,
+                        HealthStatus::OutOfService | HealthStatus::Pending => core::HealthStatus::Unhealthy,
+                    } as i32,
+                    host_identifier: Some(endpoint::lb_endpoint::HostIdentifier::Endpoint(endpoint::Endpoint {
+                        address: socket_address(*address),
+                        ..Default::default()
+                    })),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}

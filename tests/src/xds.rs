@@ -1,0 +1,222 @@
+//! A bouncer configured entirely over xDS: demo targets, the control service as a process
+//! (its listener rule: a 127.x.y.0/24 pool of its own and a port offset, so tests run side by
+//! side unprivileged), and Envoys whose bootstrap holds only node, admin and the control
+//! service's clusters. Load balancers are created through the API, as an operator would.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use sticky_control::BootstrapFile;
+use sticky_control::client::QueryClient;
+use sticky_control::process::ControlProcess;
+use sticky_demo_target::DemoTargets;
+use sticky_envoy::{EnvoyProcess, FilterShell, XdsBootstrap};
+use sticky_testing::artifacts::build_control;
+pub use sticky_testing::eventually;
+
+use crate::live::{ACCESS_KEY, HEALTH_CHECK};
+use crate::{Reply, TARGET_IDS, agent, get};
+
+/// Load balancer ports the tests use: 80 and 81 on each load balancer's address.
+pub const PORTS: [u16; 2] = [80, 81];
+/// Room for this many Envoys on one host (each shifts its ports by 2 × its index).
+const ENVOYS_MAX: u16 = 4;
+
+pub struct XdsBouncer {
+    pub targets: DemoTargets,
+    pub control: ControlProcess,
+    pub envoys: Vec<EnvoyProcess>,
+    /// The pool's network (`a.b.c.0`): load balancer n (in creation order) binds `a.b.c.n`.
+    pub pool: Ipv4Addr,
+    pub port_offset: u16,
+    shell: FilterShell,
+    agent: ureq::Agent,
+    dir: tempfile::TempDir,
+}
+
+/// A 127.x.y.0/24 pool and an offset such that ports 80–81 (+ 2 per Envoy) are free on its first
+/// three addresses.
+fn free_pool() -> (Ipv4Addr, u16) {
+    for attempt in 0..50u32 {
+        // Tests of one run, and runs side by side, pick different pools.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let seed = (std::process::id() ^ nanos ^ attempt.wrapping_mul(2_654_435_761)).to_le_bytes();
+        let random = [seed[0] ^ seed[3], seed[1], seed[2]];
+        let pool = Ipv4Addr::new(127, 100 + random[0] % 150, random[1], 0);
+        let first = Ipv4Addr::new(127, 100 + random[0] % 150, random[1], 1);
+        let Ok(probe) = TcpListener::bind((first, 0)) else {
+            continue;
+        };
+        let Ok(base) = probe.local_addr().map(|a| a.port()) else {
+            continue;
+        };
+        drop(probe);
+        if base < 1024 || u32::from(base) + 2 * u32::from(ENVOYS_MAX) + 2 > 65535 {
+            continue;
+        }
+        let all_free = (1..=3u8).all(|host| {
+            let address = Ipv4Addr::new(127, pool.octets()[1], pool.octets()[2], host);
+            (0..2 * ENVOYS_MAX + 2).all(|i| TcpListener::bind((address, base + i)).is_ok())
+        });
+        if all_free {
+            return (pool, base - PORTS[0]);
+        }
+    }
+    panic!("no free 127.x.y.0/24 pool with free ports");
+}
+
+fn venv_bin(name: &str) -> PathBuf {
+    let venv = std::env::var_os("STICKY_VENV").map_or_else(
+        || sticky_testing::artifacts::workspace_root().join(".venv"),
+        PathBuf::from,
+    );
+    let path = venv.join("bin").join(name);
+    assert!(path.exists(), "{} is missing: run scripts/setup", path.display());
+    path
+}
+
+impl XdsBouncer {
+    /// Three demo targets in the registry (no load balancer yet), the control service, and
+    /// `envoys` Envoys following it over xDS.
+    pub fn start(envoys: usize) -> Self {
+        let specs: Vec<(&str, u16)> = TARGET_IDS.iter().map(|id| (*id, 0)).collect();
+        let targets = DemoTargets::start(&specs).expect("demo targets");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut bootstrap = BootstrapFile::one_listener("unused", &targets.addresses());
+        bootstrap.load_balancers.clear();
+        let (pool, port_offset) = free_pool();
+        let binary = build_control().unwrap_or_else(|e| panic!("{e}"));
+        let control = ControlProcess::start(
+            &binary,
+            &dir.path().join("control"),
+            0,
+            &bootstrap,
+            ACCESS_KEY,
+            &[
+                "--lb-address-pool",
+                &format!("{pool}/24"),
+                "--lb-port-offset",
+                &port_offset.to_string(),
+            ],
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let shell = crate::shell_under_test().build().unwrap_or_else(|e| panic!("{e}"));
+        let mut bouncer = Self {
+            targets,
+            control,
+            envoys: Vec::new(),
+            pool,
+            port_offset,
+            shell,
+            agent: agent(),
+            dir,
+        };
+        for _ in 0..envoys {
+            bouncer.add_envoy();
+        }
+        bouncer
+    }
+
+    /// Starts one more Envoy following the control service.
+    pub fn add_envoy(&mut self) {
+        let i = self.envoys.len();
+        assert!(i < usize::from(ENVOYS_MAX));
+        let mut bootstrap =
+            XdsBootstrap::new(self.shell.clone(), self.control.address(), &format!("bouncer-{i}")).expect("bootstrap");
+        bootstrap.port_offset = 2 * u16::try_from(i).unwrap_or(0);
+        let envoy = EnvoyProcess::start_xds(&bootstrap, &self.dir.path().join(format!("envoy-{i}")), 1)
+            .unwrap_or_else(|e| panic!("{e}"));
+        self.envoys.push(envoy);
+    }
+
+    pub fn api(&self) -> QueryClient {
+        self.control.client(ACCESS_KEY)
+    }
+
+    /// The address load balancer number `n` (1 for the first created) binds.
+    pub fn address(&self, n: u8) -> IpAddr {
+        let [a, b, c, _] = self.pool.octets();
+        IpAddr::V4(Ipv4Addr::new(a, b, c, n))
+    }
+
+    /// Where Envoy `envoy` serves listener `port` of load balancer number `n`.
+    pub fn listener(&self, envoy: usize, n: u8, port: u16) -> SocketAddr {
+        let shift = 2 * u16::try_from(envoy).unwrap_or(0);
+        SocketAddr::new(self.address(n), port + self.port_offset + shift)
+    }
+
+    pub fn try_get(&self, at: SocketAddr, path: &str, cookies: &[(&str, &str)]) -> Result<Reply, String> {
+        get(&self.agent, &format!("http://{at}"), path, cookies, &[])
+    }
+
+    pub fn get(&self, at: SocketAddr, path: &str, cookies: &[(&str, &str)]) -> Reply {
+        self.try_get(at, path, cookies)
+            .unwrap_or_else(|e| panic!("GET {at}{path}: {e}"))
+    }
+
+    /// One ELB call through boto3 (`tests/clients/elb.py`); its output.
+    pub fn boto3(&self, args: &[&str]) -> String {
+        let script = sticky_testing::artifacts::workspace_root().join("tests/clients/elb.py");
+        let output = Command::new(venv_bin("python"))
+            .arg(script)
+            .args([self.control.url().as_str(), ACCESS_KEY.0, ACCESS_KEY.1])
+            .args(args)
+            .output()
+            .expect("python runs");
+        let text = String::from_utf8_lossy(&output.stdout).into_owned();
+        assert!(
+            output.status.success(),
+            "elb.py {args:?}: {text}{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        text
+    }
+
+    /// One `osc-cli lbu` call, as an operator types it; its output.
+    pub fn osc(&self, args: &[&str]) -> String {
+        let config = self.dir.path().join("osc-config.json");
+        if !config.exists() {
+            let profile = serde_json::json!({"default": {
+                "access_key": ACCESS_KEY.0, "secret_key": ACCESS_KEY.1, "endpoint": self.control.url(),
+                "https": false, "region_name": "eu-west-2", "method": "POST"
+            }});
+            std::fs::write(&config, profile.to_string()).expect("osc-cli profile");
+        }
+        let output = Command::new(venv_bin("osc-cli"))
+            .arg("lbu")
+            .args(args)
+            .arg("--config_path")
+            .arg(&config)
+            .output()
+            .expect("osc-cli runs");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(
+            output.status.success() && !text.contains("Error"),
+            "osc-cli {args:?}:\n{text}"
+        );
+        text
+    }
+
+    /// The live system's health check on load balancer `name`: HTTP, so a target answering
+    /// its health page is in service at its first probe.
+    pub fn configure_health_check(&self, name: &str) {
+        let mut params = vec![("LoadBalancerName", name)];
+        params.extend(HEALTH_CHECK);
+        self.api().call("ConfigureHealthCheck", &params).expect("api").ok();
+    }
+
+    /// Waits until `at` answers, from any target.
+    pub fn wait_served(&self, at: SocketAddr) {
+        eventually(Duration::from_secs(10), &format!("{at} serves"), || {
+            self.try_get(at, "/", &[]).is_ok_and(|r| r.status == 200)
+        });
+    }
+}
