@@ -134,6 +134,11 @@ impl Followers {
         OpenPoll { followers: self, key }
     }
 
+    /// Filter `poller` follows a listener that is gone: no change waits for it any more.
+    pub fn forget_poller(&self, poller: &str) {
+        self.update(|entries| entries.remove(&Follower::Poller(poller.to_owned())));
+    }
+
     /// An EDS fetch from Envoy `node`, which last accepted `version`.
     pub fn eds_fetched(&self, node: &str, version: u64) {
         self.update(|entries| {

@@ -61,6 +61,7 @@ pub fn app(service: Arc<Service>, options: HttpOptions) -> Router {
             binding: service.config.listener_binding,
             feed_token: options.feed_token.clone(),
             poll_timeout_ms: u64::try_from(service.config.long_poll_timeout.as_millis()).unwrap_or(u64::MAX),
+            connect_timeout: service.config.target_connect_timeout,
         },
     )))
     .into_axum_router();
@@ -257,11 +258,22 @@ async fn state_feed(
     Query(query): Query<FeedQuery>,
 ) -> Response {
     let service = &app.service;
-    let _open = query
-        .poller
-        .as_deref()
-        .filter(|p| is_poller_id(p))
-        .map(|p| service.followers.poll_opened(p, query.version.unwrap_or(0)));
+    let gone = || {
+        (
+            StatusCode::NOT_FOUND,
+            axum::Json(serde_json::json!({
+                "error": format!("no listener on port {port} of load balancer {load_balancer}")
+            })),
+        )
+            .into_response()
+    };
+    // A filter of a listener that does not exist (any more: one Envoy still drains) follows
+    // nothing: it is not a follower any change waits for.
+    if service.filter_state(&load_balancer, port).is_none() {
+        return gone();
+    }
+    let poller = query.poller.as_deref().filter(|p| is_poller_id(p));
+    let _open = poller.map(|p| service.followers.poll_opened(p, query.version.unwrap_or(0)));
     let mut changes = service.subscribe();
     let current = *changes.borrow_and_update();
     if query.version == Some(current) {
@@ -279,13 +291,12 @@ async fn state_feed(
             let version = state.version.to_string();
             ([("x-sticky-version", version)], axum::Json(state)).into_response()
         }
-        None => (
-            StatusCode::NOT_FOUND,
-            axum::Json(serde_json::json!({
-                "error": format!("no listener on port {port} of load balancer {load_balancer}")
-            })),
-        )
-            .into_response(),
+        None => {
+            if let Some(poller) = poller {
+                service.followers.forget_poller(poller);
+            }
+            gone()
+        }
     }
 }
 
@@ -344,6 +355,7 @@ mod tests {
             cookie: CookieSettings::default(),
             sync_timeout: Duration::ZERO,
             listener_binding: Default::default(),
+            target_connect_timeout: crate::xds::resources::DEFAULT_TARGET_CONNECT_TIMEOUT,
         };
         let instances = [("i-1".to_owned(), "127.0.0.1:9001".parse().unwrap())];
         let bootstrap = BootstrapFile::one_listener("terraform-balancer", &instances);
@@ -394,6 +406,25 @@ mod tests {
         assert_eq!(status, StatusCode::OK);
         assert!(text.contains("sticky_control_load_balancers 1"), "{text}");
         assert!(text.contains("sticky_control_followers 0"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn a_filter_of_a_listener_that_is_gone_is_not_a_follower() {
+        let service = service();
+        let app = app(Arc::clone(&service), HttpOptions { feed_token: None });
+        let (status, _) = send(
+            app.clone(),
+            get("/v1/state/terraform-balancer/81?poller=abc&version=1", None),
+        )
+        .await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        let (status, _) = send(app, get("/v1/state/terraform-balancer/80?poller=def&version=1", None)).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(
+            service.followers.lagging(u64::MAX, 0),
+            vec!["filter def at version 1".to_owned()],
+            "only the filter of a listener that exists is waited for"
+        );
     }
 
     #[tokio::test]

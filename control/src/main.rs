@@ -62,6 +62,10 @@ struct Args {
     /// Listener port P binds P + this offset (an unprivileged bouncer serving port 80 on 8080).
     #[arg(long, default_value_t = 0)]
     lb_port_offset: u16,
+    /// How long Envoy waits for a target to accept a connection, or to acknowledge what was
+    /// sent to it, before trying another target and marking it unreachable (milliseconds).
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    target_connect_timeout_ms: u64,
     /// Bearer token the state feed and EDS require (they carry cookie keys and backend addresses).
     #[arg(long, env = "STICKY_FEED_TOKEN")]
     feed_token: Option<String>,
@@ -115,6 +119,7 @@ async fn main() -> anyhow::Result<()> {
             pool: args.lb_address_pool,
             port_offset: args.lb_port_offset,
         },
+        target_connect_timeout: Duration::from_millis(args.target_connect_timeout_ms),
     };
     let bootstrap: Option<BootstrapFile> = match &args.bootstrap {
         Some(path) => {

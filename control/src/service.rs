@@ -44,6 +44,9 @@ pub struct ServiceConfig {
     pub sync_timeout: Duration,
     /// Where load balancers' listeners bind on the bouncer (served over xDS).
     pub listener_binding: ListenerBinding,
+    /// How long Envoy waits for a target to accept a connection or acknowledge what was sent
+    /// to it (served over xDS; `xds::resources::DEFAULT_TARGET_CONNECT_TIMEOUT`).
+    pub target_connect_timeout: Duration,
 }
 
 /// A change the API or a background task wants to make.
@@ -414,6 +417,7 @@ mod tests {
             cookie: CookieSettings::default(),
             sync_timeout: Duration::ZERO,
             listener_binding: Default::default(),
+            target_connect_timeout: crate::xds::resources::DEFAULT_TARGET_CONNECT_TIMEOUT,
         };
         (Service::open(config, store, Some(bootstrap)).unwrap(), dir)
     }

@@ -580,6 +580,8 @@ pub struct EnvoyProcess {
     pub admin_port: u16,
     /// The static bootstrap's listener (0 when the listeners come from xDS).
     pub listen_port: u16,
+    /// Where [`EnvoyProcess::url`] points when the listeners come from xDS.
+    listener: Option<SocketAddr>,
     pub log: PathBuf,
 }
 
@@ -680,6 +682,7 @@ impl EnvoyProcess {
             filter_stats: launch.filter_stats,
             admin_port: launch.admin_port,
             listen_port: launch.listen_port,
+            listener: None,
             log,
         };
         envoy.wait_ready(Duration::from_secs(60))?;
@@ -748,9 +751,17 @@ impl EnvoyProcess {
         Ok(counters.get(&format!("{prefix}sticky.{name}")).copied().unwrap_or(0))
     }
 
-    /// The listener's base URL.
+    /// The listener's base URL: the static bootstrap's, or the one [`EnvoyProcess::serve_at`] chose.
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.listen_port)
+        match self.listener {
+            Some(at) => format!("http://{at}"),
+            None => format!("http://127.0.0.1:{}", self.listen_port),
+        }
+    }
+
+    /// Points [`EnvoyProcess::url`] at `at`: one of the listeners this Envoy got over xDS.
+    pub fn serve_at(&mut self, at: SocketAddr) {
+        self.listener = Some(at);
     }
 
     pub fn pid(&self) -> u32 {

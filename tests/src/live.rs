@@ -1,5 +1,6 @@
 //! The live system for end-to-end tests: demo targets, the control service as a process, and
-//! Envoys whose filter follows it (state long-poll) and whose cluster comes from its EDS.
+//! Envoys that take their listener, route, cluster and endpoints from its xDS and whose filter
+//! follows its state feed.
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -8,11 +9,12 @@ use sticky_control::BootstrapFile;
 use sticky_control::client::{ApiReply, QueryClient};
 use sticky_control::process::ControlProcess;
 use sticky_demo_target::DemoTargets;
-use sticky_envoy::{EnvoyBootstrap, EnvoyProcess};
+use sticky_envoy::EnvoyProcess;
 use sticky_testing::artifacts::build_control;
 pub use sticky_testing::eventually;
 
 use crate::hosts::{Placement, TargetProcesses};
+use crate::xds::{envoy_shift, free_pool, start_envoy};
 use crate::{LOAD_BALANCER, Reply, TARGET_IDS, agent, get};
 
 pub const ACCESS_KEY: (&str, &str) = ("AKIDLIVETEST", "live-test-secret");
@@ -75,28 +77,28 @@ impl<T: Targets> Live<T> {
         let dir = tempfile::tempdir().expect("temp dir");
         let bootstrap = BootstrapFile::one_listener(LOAD_BALANCER, &targets.addresses());
         let binary = build_control().unwrap_or_else(|e| panic!("{e}"));
-        let control = ControlProcess::start(
-            &binary,
-            &dir.path().join("control"),
-            0,
-            &bootstrap,
-            ACCESS_KEY,
-            control_args,
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
+        // The load balancer is the pool's first: it binds `a.b.c.1`, port 80 + the offset.
+        let (pool, port_offset) = free_pool();
+        let mut args = vec![
+            "--lb-address-pool".to_owned(),
+            format!("{pool}/24"),
+            "--lb-port-offset".to_owned(),
+            port_offset.to_string(),
+        ];
+        args.extend(control_args.iter().map(|a| (*a).to_owned()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let control = ControlProcess::start(&binary, &dir.path().join("control"), 0, &bootstrap, ACCESS_KEY, &args)
+            .unwrap_or_else(|e| panic!("{e}"));
         let shell = crate::shell_under_test().build().unwrap_or_else(|e| panic!("{e}"));
+        let [a, b, c, _] = pool.octets();
         let envoys = (0..envoys)
             .map(|i| {
-                let bootstrap = EnvoyBootstrap::following(
-                    shell.clone(),
-                    control.address(),
-                    LOAD_BALANCER,
-                    80,
-                    &format!("bouncer-{i}"),
-                )
-                .expect("bootstrap");
-                EnvoyProcess::start(&bootstrap, &dir.path().join(format!("envoy-{i}")), 1)
-                    .unwrap_or_else(|e| panic!("{e}"))
+                let mut envoy = start_envoy(&shell, control.address(), dir.path(), i);
+                envoy.serve_at(std::net::SocketAddr::from((
+                    [a, b, c, 1],
+                    80 + port_offset + envoy_shift(i),
+                )));
+                envoy
             })
             .collect();
         let live = Self {

@@ -4,7 +4,7 @@
 //! service's clusters. Load balancers are created through the API, as an operator would.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
@@ -22,7 +22,7 @@ use crate::{Reply, TARGET_IDS, agent, get};
 /// Load balancer ports the tests use: 80 and 81 on each load balancer's address.
 pub const PORTS: [u16; 2] = [80, 81];
 /// Room for this many Envoys on one host (each shifts its ports by 2 × its index).
-const ENVOYS_MAX: u16 = 4;
+pub const ENVOYS_MAX: u16 = 4;
 
 pub struct XdsBouncer {
     pub targets: DemoTargets,
@@ -38,7 +38,7 @@ pub struct XdsBouncer {
 
 /// A 127.x.y.0/24 pool and an offset such that ports 80–81 (+ 2 per Envoy) are free on its first
 /// three addresses.
-fn free_pool() -> (Ipv4Addr, u16) {
+pub fn free_pool() -> (Ipv4Addr, u16) {
     for attempt in 0..50u32 {
         // Tests of one run, and runs side by side, pick different pools.
         let nanos = std::time::SystemTime::now()
@@ -67,6 +67,20 @@ fn free_pool() -> (Ipv4Addr, u16) {
         }
     }
     panic!("no free 127.x.y.0/24 pool with free ports");
+}
+
+/// Starts Envoy number `index` (in `dir/envoy-<index>`) following the control service at
+/// `control` over xDS; it shifts its listener ports by [`envoy_shift`]`(index)`.
+pub fn start_envoy(shell: &FilterShell, control: SocketAddr, dir: &Path, index: usize) -> EnvoyProcess {
+    assert!(index < usize::from(ENVOYS_MAX));
+    let mut bootstrap = XdsBootstrap::new(shell.clone(), control, &format!("bouncer-{index}")).expect("bootstrap");
+    bootstrap.port_offset = envoy_shift(index);
+    EnvoyProcess::start_xds(&bootstrap, &dir.join(format!("envoy-{index}")), 1).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// How far Envoy number `index` shifts its listener ports (several Envoys on one host).
+pub fn envoy_shift(index: usize) -> u16 {
+    2 * u16::try_from(index).unwrap_or(0)
 }
 
 fn venv_bin(name: &str) -> PathBuf {
@@ -123,13 +137,7 @@ impl XdsBouncer {
 
     /// Starts one more Envoy following the control service.
     pub fn add_envoy(&mut self) {
-        let i = self.envoys.len();
-        assert!(i < usize::from(ENVOYS_MAX));
-        let mut bootstrap =
-            XdsBootstrap::new(self.shell.clone(), self.control.address(), &format!("bouncer-{i}")).expect("bootstrap");
-        bootstrap.port_offset = 2 * u16::try_from(i).unwrap_or(0);
-        let envoy = EnvoyProcess::start_xds(&bootstrap, &self.dir.path().join(format!("envoy-{i}")), 1)
-            .unwrap_or_else(|e| panic!("{e}"));
+        let envoy = start_envoy(&self.shell, self.control.address(), self.dir.path(), self.envoys.len());
         self.envoys.push(envoy);
     }
 
@@ -145,8 +153,7 @@ impl XdsBouncer {
 
     /// Where Envoy `envoy` serves listener `port` of load balancer number `n`.
     pub fn listener(&self, envoy: usize, n: u8, port: u16) -> SocketAddr {
-        let shift = 2 * u16::try_from(envoy).unwrap_or(0);
-        SocketAddr::new(self.address(n), port + self.port_offset + shift)
+        SocketAddr::new(self.address(n), port + self.port_offset + envoy_shift(envoy))
     }
 
     pub fn try_get(&self, at: SocketAddr, path: &str, cookies: &[(&str, &str)]) -> Result<Reply, String> {

@@ -43,7 +43,15 @@ fn benchmark_smoke_run_writes_every_row_and_the_chart() {
             "no scale row {size}:\n{results}"
         );
     }
-    assert!(results.contains("Policy change, API call sent"), "{results}");
+    for change in [
+        "| policy change, xDS |",
+        "| registration, xDS |",
+        "| listener creation, xDS |",
+        "| policy change, REST EDS",
+        "| registration, REST EDS",
+    ] {
+        assert!(results.contains(change), "no propagation row {change}:\n{results}");
+    }
     assert!(results.contains("re-pinned"), "{results}");
     let png = std::fs::read(out.path().join("throughput.png")).expect("chart");
     assert!(

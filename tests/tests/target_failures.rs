@@ -132,10 +132,11 @@ fn a_killed_target_fails_no_idempotent_request() {
     assert_moved_and_stayed(&samples, &clients, &victim, killed);
 }
 
-/// The health flags Envoy shows for `address` in cluster `targets` (admin `/clusters`).
+/// The health flags Envoy shows for `address` in the listener's cluster (admin `/clusters`).
 fn health_flags(live: &Live<TargetProcesses>, address: &str) -> String {
     let clusters = live.envoys[0].admin_get("/clusters").unwrap_or_default();
-    let prefix = format!("targets::{address}::health_flags::");
+    let cluster = sticky_control::feed::cluster_name(sticky_tests::LOAD_BALANCER, 80);
+    let prefix = format!("{cluster}::{address}::health_flags::");
     clusters
         .lines()
         .find_map(|line| line.strip_prefix(&prefix).map(str::to_owned))

@@ -55,6 +55,7 @@ fn main() -> anyhow::Result<()> {
         // No filter follows this service: answer at once (the API's own throughput).
         sync_timeout: Duration::ZERO,
         listener_binding: Default::default(),
+        target_connect_timeout: sticky_control::xds::resources::DEFAULT_TARGET_CONNECT_TIMEOUT,
     };
     let service = Service::open(config, Store::open(&dir.join("bench.db"))?, Some(bootstrap))?;
     let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;

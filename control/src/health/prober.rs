@@ -48,9 +48,13 @@ pub async fn run(service: Arc<Service>) {
     let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<(String, String)>();
     let mut slots: HashMap<(String, String), Slot> = HashMap::new();
     let mut tick = tokio::time::interval(Duration::from_millis(100));
+    // A change (e.g. a registration) is looked at at once: a new instance's first probe, which
+    // decides its health, does not wait for the next tick.
+    let mut changes = service.subscribe();
     loop {
         tokio::select! {
             _ = tick.tick() => {}
+            Ok(()) = changes.changed() => {}
             Some(key) = done_rx.recv() => {
                 if let Some(probe) = current_probes(&service).into_iter().find(|p| p.key == key) {
                     slots.insert(key, Slot::DueAt(Instant::now() + probe.interval, probe.interval, probe.target, probe.path));

@@ -40,8 +40,9 @@ pub const ENDPOINT_TYPE: &str = "type.googleapis.com/envoy.config.endpoint.v3.Cl
 /// The Envoy cluster (in each Envoy's bootstrap) through which the filter long-polls its state.
 pub const FEED_CLUSTER: &str = "control";
 /// How long Envoy gives a target to accept a connection, and to acknowledge what was sent to
-/// it, before giving up on it (as `sticky_envoy::DEFAULT_CONNECT_TIMEOUT` for static bootstraps).
-pub const TARGET_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// it, before giving up on it, unless the operator says otherwise (as
+/// `sticky_envoy::DEFAULT_CONNECT_TIMEOUT` for hand-written bootstraps, which explains the figure).
+pub const DEFAULT_TARGET_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Which shell of the sticky filter an Envoy runs (node metadata `sticky_shell`: `native` or
 /// `wasm`; `sticky_artifact`: the module's name, or the `.wasm`'s path).
@@ -91,6 +92,8 @@ pub struct ServeOptions {
     pub feed_token: Option<String>,
     /// How long a state long-poll may stay open.
     pub poll_timeout_ms: u64,
+    /// See [`DEFAULT_TARGET_CONNECT_TIMEOUT`].
+    pub connect_timeout: Duration,
 }
 
 /// Every resource of one type, by name, encoded: what one Envoy is served.
@@ -129,9 +132,10 @@ impl Snapshot {
                 snapshot
                     .routes
                     .insert(name.clone(), pack_any(route_configuration(&name, &plugin)));
-                snapshot
-                    .clusters
-                    .insert(name.clone(), pack_any(target_cluster(&name, &plugin)));
+                snapshot.clusters.insert(
+                    name.clone(),
+                    pack_any(target_cluster(&name, &plugin, options.connect_timeout)),
+                );
                 let targets = inner
                     .targets(lb, l.instance_port)
                     .into_iter()
@@ -171,7 +175,7 @@ fn plugin_config(load_balancer: &str, port: u16, options: &ServeOptions) -> Plug
     });
     // Envoy waits the connect timeout on a vanished target; a quicker failure is a refused
     // connection or a keep-alive race, which Envoy's retry absorbs.
-    config.unreachable_after_ms = millis(TARGET_CONNECT_TIMEOUT).div_ceil(2);
+    config.unreachable_after_ms = millis(options.connect_timeout).div_ceil(2);
     config
 }
 
@@ -396,7 +400,7 @@ fn route_configuration(name: &str, plugin: &PluginConfig) -> route::RouteConfigu
 /// The listener's targets: endpoints from EDS over ADS, `override_host` following the routing
 /// header, passive ejection and dead-peer detection as in the static bootstrap
 /// (`sticky_envoy::EnvoyBootstrap`'s `clusters` explains each).
-fn target_cluster(name: &str, plugin: &PluginConfig) -> cluster::Cluster {
+fn target_cluster(name: &str, plugin: &PluginConfig, connect_timeout: Duration) -> cluster::Cluster {
     let round_robin = || cluster::LoadBalancingPolicy {
         policies: vec![cluster::load_balancing_policy::Policy {
             typed_extension_config: Some(typed_extension(
@@ -413,7 +417,7 @@ fn target_cluster(name: &str, plugin: &PluginConfig) -> cluster::Cluster {
         fallback_policy: Some(round_robin()),
         ..Default::default()
     };
-    let timeout_ms = millis(TARGET_CONNECT_TIMEOUT);
+    let timeout_ms = millis(connect_timeout);
     let keepalive_seconds = u32::try_from(timeout_ms.div_ceil(1000)).unwrap_or(u32::MAX);
     cluster::Cluster {
         name: name.to_owned(),
@@ -424,7 +428,7 @@ fn target_cluster(name: &str, plugin: &PluginConfig) -> cluster::Cluster {
             eds_config: ads(),
             service_name: name.to_owned(),
         }),
-        connect_timeout: Some(proto_duration(TARGET_CONNECT_TIMEOUT)),
+        connect_timeout: Some(proto_duration(connect_timeout)),
         load_balancing_policy: Some(cluster::LoadBalancingPolicy {
             policies: vec![cluster::load_balancing_policy::Policy {
                 typed_extension_config: Some(typed_extension(

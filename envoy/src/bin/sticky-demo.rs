@@ -1,6 +1,7 @@
 //! Runs the whole product on embedded defaults, until Ctrl-C: three demo targets on loopback,
 //! the control service (SQLite) declaring load balancer `terraform-balancer` with listener 80,
-//! and Envoy with the sticky filter following it, its listener 80 mapped to a loopback port.
+//! and Envoy taking every load balancer's listeners from it over xDS: each load balancer on its
+//! own loopback address (127.0.100.1, .2, … in creation order), port P served on P + 8000.
 
 use std::path::PathBuf;
 
@@ -9,7 +10,7 @@ use clap::Parser;
 use sticky_control::BootstrapFile;
 use sticky_control::process::ControlProcess;
 use sticky_demo_target::DemoTargets;
-use sticky_envoy::{EnvoyBootstrap, EnvoyProcess, ShellKind};
+use sticky_envoy::{EnvoyProcess, ShellKind, XdsBootstrap};
 use sticky_testing::artifacts::{build_control, workspace_root};
 
 /// Sticky sessions for Envoy, all on 127.0.0.1: demo targets, the control service (LBU/ELB API)
@@ -23,13 +24,17 @@ struct Args {
     /// Port of the first demo target; the others follow.
     #[arg(long, default_value_t = 9001)]
     target_port: u16,
-    /// Port Envoy's listener binds on 127.0.0.1 (the load balancer's port 80).
-    #[arg(long, default_value_t = 8080)]
-    port: u16,
+    /// Addresses the load balancers' listeners bind, one per load balancer (Linux routes all of
+    /// 127.0.0.0/8 to loopback).
+    #[arg(long, default_value = "127.0.100.0/24")]
+    lb_address_pool: String,
+    /// Listener port P is served on P + this offset (so the demo needs no privilege for port 80).
+    #[arg(long, default_value_t = 8000)]
+    lb_port_offset: u16,
     /// Port of Envoy's admin endpoint.
     #[arg(long, default_value_t = 9901)]
     admin_port: u16,
-    /// Port of the control service (LBU/ELB API, EDS, state feed).
+    /// Port of the control service (LBU/ELB API, xDS, state feed).
     #[arg(long, default_value_t = 8000)]
     control_port: u16,
     /// API access key as ID:SECRET (the demo's default is printed at start).
@@ -68,26 +73,40 @@ fn main() -> anyhow::Result<()> {
     // What terraform creates in the original deployment: the instances and the load balancer.
     let bootstrap = BootstrapFile::one_listener("terraform-balancer", &targets.addresses());
     let control_binary = build_control()?;
+    let offset = args.lb_port_offset.to_string();
+    let connect_timeout = args.connect_timeout_ms.to_string();
     let control = ControlProcess::start(
         &control_binary,
         &args.dir.join("control"),
         args.control_port,
         &bootstrap,
         (key_id, secret),
-        &[],
+        &[
+            "--lb-address-pool",
+            &args.lb_address_pool,
+            "--lb-port-offset",
+            &offset,
+            "--target-connect-timeout-ms",
+            &connect_timeout,
+        ],
     )
     .context("starting the control service")?;
-    let mut envoy_bootstrap = EnvoyBootstrap::following(
-        args.shell.build()?,
-        control.address(),
-        "terraform-balancer",
-        80,
-        "bouncer",
-    )?;
-    envoy_bootstrap.listen_port = args.port;
+    let mut envoy_bootstrap = XdsBootstrap::new(args.shell.build()?, control.address(), "bouncer")?;
     envoy_bootstrap.admin_port = args.admin_port;
-    envoy_bootstrap.connect_timeout = std::time::Duration::from_millis(args.connect_timeout_ms);
-    let envoy = EnvoyProcess::start(&envoy_bootstrap, &args.dir.join("envoy"), args.concurrency)?;
+    let envoy = EnvoyProcess::start_xds(&envoy_bootstrap, &args.dir.join("envoy"), args.concurrency)?;
+    // Where each load balancer is: its DNSName and address, as the control service maps them.
+    let hosts = ureq::get(&format!("{}/v1/hosts", control.url()))
+        .call()
+        .context("reading the load balancers' addresses")?
+        .into_string()?;
+    let address_of = |name: &str| {
+        hosts
+            .lines()
+            .find_map(|line| line.strip_suffix(&format!(" {name}.lbu.sticky.internal")))
+            .map(str::to_owned)
+    };
+    let balancer = address_of("terraform-balancer").context("terraform-balancer has no address")?;
+    let url = format!("http://{balancer}:{}", 80 + u32::from(args.lb_port_offset));
 
     let osc_config = args.dir.join("osc-config.json");
     let profile = serde_json::json!({"default": {
@@ -107,22 +126,26 @@ fn main() -> anyhow::Result<()> {
         control.dir.join("control.log").display()
     );
     println!(
-        "  envoy            {}   (load balancer terraform-balancer, port 80; {} shell)",
-        envoy.url(),
+        "  envoy            {url}   (load balancer terraform-balancer, port 80; {} shell)",
         match args.shell {
             ShellKind::Native => "native",
             ShellKind::Wasm => "wasm",
         }
     );
     println!(
+        "  listener rule    each load balancer gets the next address of {}; its port P is served on P + {}",
+        args.lb_address_pool, args.lb_port_offset
+    );
+    println!(
+        "                   (DNSName -> address, as /etc/hosts lines: curl {}/v1/hosts)",
+        control.url()
+    );
+    println!(
         "  envoy admin      http://127.0.0.1:{}   (filter counters: /stats?filter=sticky)",
         envoy.admin_port
     );
     println!();
-    println!(
-        "Browser: {}/  (reload: with no policy each request may land on another instance)",
-        envoy.url()
-    );
+    println!("Browser: {url}/  (reload: with no policy each request may land on another instance)");
     println!();
     println!("osc-cli (config written to {}):", osc_config.display());
     let osc = format!("{} lbu", venv.join("osc-cli").display());
@@ -144,11 +167,17 @@ fn main() -> anyhow::Result<()> {
         venv.join("aws").display(),
         control.url()
     );
-    println!();
+    println!("  # a second load balancer, served at once on the next address of the pool:");
+    let aws = format!("{} elb --endpoint-url {}", venv.join("aws").display(), control.url());
     println!(
-        "With the app cookie policy, open {}/login to start a session (/logout ends it).",
-        envoy.url()
+        "  {aws} create-load-balancer --load-balancer-name shop --listeners Protocol=HTTP,LoadBalancerPort=80,InstanceProtocol=HTTP,InstancePort=80"
     );
+    println!(
+        "  {aws} register-instances-with-load-balancer --load-balancer-name shop --instances {}",
+        ids.join(" ")
+    );
+    println!();
+    println!("With the app cookie policy, open {url}/login to start a session (/logout ends it).");
     println!("Ctrl-C stops everything.");
 
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;

@@ -52,7 +52,7 @@ struct Args {
     /// Target counts of the scale measurement.
     #[arg(long, value_delimiter = ',', default_values_t = [10usize, 1_000, 100_000])]
     scale: Vec<usize>,
-    /// Policy flips of the propagation measurement.
+    /// Trials of each propagation measurement (policy flips, registrations, listener creations).
     #[arg(long, default_value_t = 50)]
     trials: usize,
     /// Where the results go (Markdown, PNG).
@@ -73,6 +73,10 @@ struct Args {
     /// no wait for the health check; writes nothing outside `--out`.
     #[arg(long)]
     smoke: bool,
+    /// Only the propagation measurement (policy, registration, listener creation; xDS and REST
+    /// EDS), printed; leaves the README and `--out` alone.
+    #[arg(long)]
+    propagation_only: bool,
 }
 
 /// Where each process runs: the proxies on one CPU, wrk and the targets on the other.
@@ -119,6 +123,10 @@ fn main() -> anyhow::Result<()> {
         args.rounds = 1;
         args.scale = vec![10, 1_000];
         args.trials = 4;
+    }
+    if args.propagation_only {
+        println!("{}", propagation::measure(args.trials, false)?.markdown());
+        return Ok(());
     }
     if (args.smoke || !args.only.is_empty()) && args.readme == "README.md" {
         args.readme = "none".to_owned();
