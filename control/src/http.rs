@@ -55,7 +55,9 @@ struct AppState {
 pub fn app(service: Arc<Service>, options: HttpOptions) -> Router {
     let api_time = service.config.sync_timeout + TIME_MARGIN;
     let feed_time = service.config.long_poll_timeout + TIME_MARGIN;
-    let xds = tonic::service::Routes::new(AggregatedDiscoveryServiceServer::new(AdsServer::new(
+    // Only the ADS path: tonic's own router would answer any unknown path with a gRPC error
+    // and HTTP 200.
+    let ads = AggregatedDiscoveryServiceServer::new(AdsServer::new(
         Arc::clone(&service),
         ServeOptions {
             binding: service.config.listener_binding,
@@ -63,8 +65,8 @@ pub fn app(service: Arc<Service>, options: HttpOptions) -> Router {
             poll_timeout_ms: u64::try_from(service.config.long_poll_timeout.as_millis()).unwrap_or(u64::MAX),
             connect_timeout: service.config.target_connect_timeout,
         },
-    )))
-    .into_axum_router();
+    ));
+    let xds = Router::new().route_service("/envoy.service.discovery.v3.AggregatedDiscoveryService/{*method}", ads);
     let state = AppState { service, options };
     let api = Router::new()
         .route("/", get(query_api).post(query_api))

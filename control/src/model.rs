@@ -299,6 +299,30 @@ mod tests {
     use super::*;
 
     #[test]
+    fn each_load_balancer_gets_the_lowest_free_address_of_the_pool() {
+        let binding = ListenerBinding {
+            pool: "127.0.100.0/30".parse().unwrap(),
+            port_offset: 8000,
+        };
+        let first: IpAddr = "127.0.100.1".parse().unwrap();
+        let second: IpAddr = "127.0.100.2".parse().unwrap();
+        assert_eq!(binding.allocate([]).unwrap(), first);
+        assert_eq!(binding.allocate([&first]).unwrap(), second);
+        assert_eq!(
+            binding.allocate([&second]).unwrap(),
+            first,
+            "a freed address is given again"
+        );
+        let full = binding.allocate([&first, &second]).unwrap_err();
+        assert_eq!(full.code, crate::error::ErrorCode::TooManyLoadBalancers);
+        assert_eq!(binding.socket(first, 80).unwrap(), "127.0.100.1:8080".parse().unwrap());
+        assert_eq!(
+            binding.socket(first, 60_000).unwrap_err().code,
+            crate::error::ErrorCode::ValidationError
+        );
+    }
+
+    #[test]
     fn names_follow_elb_rules() {
         for good in ["terraform-balancer", "a", "A1-b2", &"x".repeat(32)] {
             assert!(validate_name("LoadBalancerName", good).is_ok(), "{good}");

@@ -481,6 +481,11 @@ mod tests {
     #[test]
     fn the_example_bootstrap_file_applies() {
         let (service, dir) = example_service("bootstrap-test");
+        assert_eq!(
+            service.read(|inner| inner.load_balancer("terraform-balancer").unwrap().address),
+            Some("127.0.100.1".parse().unwrap()),
+            "the pool's first address"
+        );
         let state = service.filter_state("terraform-balancer", 80).unwrap();
         let addresses: Vec<&str> = state.targets.iter().map(|t| t.address.as_str()).collect();
         assert_eq!(addresses, ["127.0.0.1:9001", "127.0.0.1:9002", "127.0.0.1:9003"]);

@@ -64,6 +64,31 @@ fn app_sticky(bouncer: &XdsBouncer, at: SocketAddr) -> bool {
     })
 }
 
+/// One GET on an open connection (HTTP/1.1 keep-alive); the status.
+fn keep_alive_get(connection: &mut std::net::TcpStream) -> u16 {
+    use std::io::{BufRead, BufReader, Read, Write};
+    connection
+        .write_all(b"GET / HTTP/1.1\r\nHost: bouncer\r\n\r\n")
+        .unwrap();
+    let mut reader = BufReader::new(connection.try_clone().unwrap());
+    let mut status_line = String::new();
+    reader.read_line(&mut status_line).unwrap();
+    let mut length = 0;
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        if let Some(value) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+            length = value.trim().parse().unwrap();
+        }
+        if line == "\r\n" || line.is_empty() {
+            break;
+        }
+    }
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).unwrap();
+    status_line.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0)
+}
+
 #[test]
 fn load_balancers_created_with_boto3_and_osc_cli_are_served_and_a_deleted_listener_stops_alone() {
     let bouncer = XdsBouncer::start(1);
@@ -144,6 +169,10 @@ fn load_balancers_created_with_boto3_and_osc_cli_are_served_and_a_deleted_listen
         "each DNSName maps to its load balancer's own address"
     );
 
+    // A keep-alive connection to shop:80, open across every change below.
+    let mut kept = std::net::TcpStream::connect(shop_lb).unwrap();
+    assert_eq!(keep_alive_get(&mut kept), 200);
+
     // Delete shop:81 while sticky sessions run on shop:80 and cart:81: they never fail.
     let (cookie, target) = lb_cookie_session(&bouncer, shop_lb, 2);
     let (cart_cookie, cart_target) = lb_cookie_session(&bouncer, cart_lb, 2);
@@ -171,16 +200,30 @@ fn load_balancers_created_with_boto3_and_osc_cli_are_served_and_a_deleted_listen
     eventually(Duration::from_secs(5), "traffic flows", || {
         served.load(Ordering::Relaxed) > 20
     });
-    bouncer.boto3(&["delete-listener", "shop", "81"]);
+    let answer = bouncer.boto3(&["delete-listener", "shop", "81"]);
+    assert!(!answer.contains("not in force"), "{answer}");
+    // It takes no new connection (those open drain gracefully, as Envoy drains any listener).
     eventually(SERVED_WITHIN, "shop:81 stops", || {
-        bouncer.try_get(shop_app, "/", &[]).is_err()
+        std::net::TcpStream::connect(shop_app).is_err()
     });
     let before = served.load(Ordering::Relaxed);
     eventually(Duration::from_secs(5), "traffic goes on", || {
         served.load(Ordering::Relaxed) > before + 50
     });
+    // A listener created beside them: served, and still nothing fails.
+    bouncer.boto3(&["add-listener", "cart", "82"]);
+    eventually(SERVED_WITHIN, "cart:82 serves", || {
+        bouncer
+            .try_get(bouncer.listener(0, 2, 82), "/", &[])
+            .is_ok_and(|r| r.status == 200)
+    });
     stop.store(true, Ordering::Relaxed);
     traffic.join().unwrap();
+    assert_eq!(
+        keep_alive_get(&mut kept),
+        200,
+        "the connection to a listener that did not change stays open"
+    );
     assert_eq!(
         failed.load(Ordering::Relaxed),
         0,
