@@ -126,9 +126,10 @@ impl QueryClient {
         secret: &str,
         at: SystemTime,
     ) -> Result<SignedRequest, ClientError> {
-        let today = time::OffsetDateTime::now_utc().date().to_string();
+        // osc-cli sends the day it signs on as the Version.
+        let signing_day = time::OffsetDateTime::from(at).date().to_string();
         let version = if style == Style::OscGet {
-            today.as_str()
+            signing_day.as_str()
         } else {
             "2012-06-01"
         };
