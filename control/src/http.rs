@@ -66,8 +66,12 @@ pub fn app(service: Arc<Service>, options: HttpOptions) -> Router {
             connect_timeout: service.config.target_connect_timeout,
         },
     ));
-    let xds = Router::new().route_service("/envoy.service.discovery.v3.AggregatedDiscoveryService/{*method}", ads);
     let state = AppState { service, options };
+    // Behind the feed's token too: the filters' configurations it serves carry it.
+    let xds = Router::new()
+        .route_service("/envoy.service.discovery.v3.AggregatedDiscoveryService/{*method}", ads)
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_feed_token))
+        .with_state(());
     let api = Router::new()
         .route("/", get(query_api).post(query_api))
         .layer(GlobalConcurrencyLimitLayer::new(API_CONCURRENCY))
@@ -437,6 +441,9 @@ mod tests {
             let (status, _) = send(app_with_token(), eds(r#"{"resource_names":[]}"#, token)).await;
             assert_eq!(status, StatusCode::UNAUTHORIZED, "EDS with {token:?}");
         }
+        let ads = "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources";
+        let (status, _) = send(app_with_token(), request(Method::POST, ads, None, "")).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "xDS without the token");
         let (status, body) = send(app_with_token(), get("/v1/state/terraform-balancer/80", Some(TOKEN))).await;
         assert_eq!(status, StatusCode::OK);
         let state: sticky_core::FilterState = serde_json::from_str(&body).unwrap();

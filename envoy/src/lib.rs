@@ -405,6 +405,8 @@ pub struct XdsBootstrap {
     /// Shifts this Envoy's listener ports beyond the control service's rule (several Envoys
     /// on one host; 0 otherwise).
     pub port_offset: u16,
+    /// The control service's `--feed-token`, sent on the xDS stream.
+    pub token: Option<String>,
 }
 
 impl XdsBootstrap {
@@ -416,6 +418,7 @@ impl XdsBootstrap {
             control,
             shell,
             port_offset: 0,
+            token: None,
         })
     }
 
@@ -440,11 +443,16 @@ impl XdsBootstrap {
                     "api_type": "GRPC",
                     "transport_api_version": "V3",
                     "set_node_on_first_message_only": true,
-                    "grpc_services": [{"envoy_grpc": {
-                        "cluster_name": XDS_CLUSTER,
-                        // Back within a second of the control service's return.
-                        "retry_policy": {"retry_back_off": {"base_interval": "0.1s", "max_interval": "1s"}}
-                    }}]
+                    "grpc_services": [{
+                        "envoy_grpc": {
+                            "cluster_name": XDS_CLUSTER,
+                            // Back within a second of the control service's return.
+                            "retry_policy": {"retry_back_off": {"base_interval": "0.1s", "max_interval": "1s"}}
+                        },
+                        "initial_metadata": self.token.iter()
+                            .map(|token| json!({"key": "authorization", "value": format!("Bearer {token}")}))
+                            .collect::<Vec<_>>()
+                    }]
                 },
                 "cds_config": ads,
                 "lds_config": ads

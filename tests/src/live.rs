@@ -93,7 +93,7 @@ impl<T: Targets> Live<T> {
         let [a, b, c, _] = pool.octets();
         let envoys = (0..envoys)
             .map(|i| {
-                let mut envoy = start_envoy(&shell, control.address(), dir.path(), i);
+                let mut envoy = start_envoy(&shell, control.address(), None, dir.path(), i);
                 envoy.serve_at(std::net::SocketAddr::from((
                     [a, b, c, 1],
                     80 + port_offset + envoy_shift(i),

@@ -32,6 +32,7 @@ pub struct XdsBouncer {
     pub pool: Ipv4Addr,
     pub port_offset: u16,
     shell: FilterShell,
+    token: Option<String>,
     agent: ureq::Agent,
     dir: tempfile::TempDir,
 }
@@ -71,10 +72,17 @@ pub fn free_pool() -> (Ipv4Addr, u16) {
 
 /// Starts Envoy number `index` (in `dir/envoy-<index>`) following the control service at
 /// `control` over xDS; it shifts its listener ports by [`envoy_shift`]`(index)`.
-pub fn start_envoy(shell: &FilterShell, control: SocketAddr, dir: &Path, index: usize) -> EnvoyProcess {
+pub fn start_envoy(
+    shell: &FilterShell,
+    control: SocketAddr,
+    token: Option<&str>,
+    dir: &Path,
+    index: usize,
+) -> EnvoyProcess {
     assert!(index < usize::from(ENVOYS_MAX));
     let mut bootstrap = XdsBootstrap::new(shell.clone(), control, &format!("bouncer-{index}")).expect("bootstrap");
     bootstrap.port_offset = envoy_shift(index);
+    bootstrap.token = token.map(str::to_owned);
     EnvoyProcess::start_xds(&bootstrap, &dir.join(format!("envoy-{index}")), 1).unwrap_or_else(|e| panic!("{e}"))
 }
 
@@ -97,6 +105,11 @@ impl XdsBouncer {
     /// Three demo targets in the registry (no load balancer yet), the control service, and
     /// `envoys` Envoys following it over xDS.
     pub fn start(envoys: usize) -> Self {
+        Self::start_with_token(envoys, None)
+    }
+
+    /// [`XdsBouncer::start`], the control service requiring `token` on its feed and xDS.
+    pub fn start_with_token(envoys: usize, token: Option<&str>) -> Self {
         let specs: Vec<(&str, u16)> = TARGET_IDS.iter().map(|id| (*id, 0)).collect();
         let targets = DemoTargets::start(&specs).expect("demo targets");
         let dir = tempfile::tempdir().expect("temp dir");
@@ -104,18 +117,22 @@ impl XdsBouncer {
         bootstrap.load_balancers.clear();
         let (pool, port_offset) = free_pool();
         let binary = build_control().unwrap_or_else(|e| panic!("{e}"));
+        let mut args = vec![
+            "--lb-address-pool".to_owned(),
+            format!("{pool}/24"),
+            "--lb-port-offset".to_owned(),
+            port_offset.to_string(),
+        ];
+        if let Some(token) = token {
+            args.extend(["--feed-token".to_owned(), token.to_owned()]);
+        }
         let control = ControlProcess::start(
             &binary,
             &dir.path().join("control"),
             0,
             &bootstrap,
             ACCESS_KEY,
-            &[
-                "--lb-address-pool",
-                &format!("{pool}/24"),
-                "--lb-port-offset",
-                &port_offset.to_string(),
-            ],
+            &args.iter().map(String::as_str).collect::<Vec<_>>(),
         )
         .unwrap_or_else(|e| panic!("{e}"));
         let shell = crate::shell_under_test().build().unwrap_or_else(|e| panic!("{e}"));
@@ -126,6 +143,7 @@ impl XdsBouncer {
             pool,
             port_offset,
             shell,
+            token: token.map(str::to_owned),
             agent: agent(),
             dir,
         };
@@ -137,7 +155,13 @@ impl XdsBouncer {
 
     /// Starts one more Envoy following the control service.
     pub fn add_envoy(&mut self) {
-        let envoy = start_envoy(&self.shell, self.control.address(), self.dir.path(), self.envoys.len());
+        let envoy = start_envoy(
+            &self.shell,
+            self.control.address(),
+            self.token.as_deref(),
+            self.dir.path(),
+            self.envoys.len(),
+        );
         self.envoys.push(envoy);
     }
 

@@ -224,6 +224,20 @@ fn load_balancers_created_with_boto3_and_osc_cli_are_served_and_a_deleted_listen
         200,
         "the connection to a listener that did not change stays open"
     );
+
+    // A load balancer deleted: all its listeners stop, the others serve on.
+    bouncer
+        .api()
+        .call("DeleteLoadBalancer", &[("LoadBalancerName", "cart")])
+        .expect("api")
+        .ok();
+    for port in [80, 81, 82] {
+        let at = bouncer.listener(0, 2, port);
+        eventually(SERVED_WITHIN, &format!("cart:{port} stops"), || {
+            std::net::TcpStream::connect(at).is_err()
+        });
+    }
+    assert_eq!(keep_alive_get(&mut kept), 200);
     assert_eq!(
         failed.load(Ordering::Relaxed),
         0,
@@ -339,4 +353,25 @@ fn a_listener_envoy_cannot_bind_is_refused_and_the_answer_says_so() {
         "the other listener serves on"
     );
     drop(squatter);
+}
+
+#[test]
+fn with_a_feed_token_envoys_that_present_it_are_served_over_xds_and_their_filters_follow() {
+    let bouncer = XdsBouncer::start_with_token(1, Some("feed-secret"));
+    bouncer.boto3(&["create", "shop", "80"]);
+    bouncer.configure_health_check("shop");
+    let mut register = vec!["register", "shop"];
+    register.extend(TARGET_IDS);
+    bouncer.boto3(&register);
+    bouncer.boto3(&["lb-policy", "shop", "80", "300"]);
+    // Sticky: the filter served over xDS polls its state with the token it was given.
+    let at = bouncer.listener(0, 1, 80);
+    eventually(SERVED_WITHIN, "shop:80 serves LB-cookie stickiness", || {
+        lb_sticky(&bouncer, at)
+    });
+    let hosts = ureq::get(&format!("{}/v1/hosts", bouncer.control.url())).call();
+    assert!(
+        matches!(hosts, Err(ureq::Error::Status(401, _))),
+        "the host map needs the token"
+    );
 }
