@@ -9,18 +9,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use common::{ACCESS_KEY, Control, SECRET_KEY, bootstrap};
-
-fn venv_bin(name: &str) -> PathBuf {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let venv = std::env::var_os("STICKY_VENV").map_or_else(|| root.join(".venv"), PathBuf::from);
-    let path = venv.join("bin").join(name);
-    assert!(
-        path.exists(),
-        "{} is missing: run scripts/setup (it installs boto3 and the aws CLI into .venv)",
-        path.display()
-    );
-    path
-}
+use sticky_testing::clients::{OscCli, venv_bin};
 
 fn control() -> Control {
     let instances = [
@@ -63,31 +52,8 @@ fn aws_cli_drives_policies() {
 #[test]
 fn osc_cli_runs_the_seed_commands() {
     let control = control();
-    let config = control.dir.join("osc-config.json");
-    let profile = serde_json::json!({"default": {
-        "access_key": ACCESS_KEY, "secret_key": SECRET_KEY, "endpoint": control.url(),
-        "https": false, "region_name": "eu-west-2", "method": "POST"
-    }});
-    std::fs::write(&config, profile.to_string()).unwrap();
-    let osc = |args: &[&str]| {
-        let output = Command::new(venv_bin("osc-cli"))
-            .arg("lbu")
-            .args(args)
-            .arg("--config_path")
-            .arg(&config)
-            .output()
-            .unwrap();
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-        assert!(
-            output.status.success() && !text.contains("Error"),
-            "osc-cli {args:?}:\n{text}"
-        );
-        text
-    };
+    let cli = OscCli::new(&control.dir, &control.url(), (ACCESS_KEY, SECRET_KEY)).unwrap();
+    let osc = |args: &[&str]| cli.lbu(args);
     // The seed's commands, verbatim.
     osc(&[
         "CreateLBCookieStickinessPolicy",

@@ -1,8 +1,10 @@
 //! Test support for the whole workspace, so no test writes it again: building the artifacts the
 //! tests run ([`artifacts`]), state fixtures and Set-Cookie reading ([`fixtures`], from the
-//! core's `testing` feature), free loopback ports, fresh key rings, and [`eventually`].
+//! core's `testing` feature), free loopback ports, fresh key rings, [`eventually`], and the
+//! standard clients from PyPI ([`clients`]).
 
 pub mod artifacts;
+pub mod clients;
 mod eventually;
 
 pub use eventually::{eventually, patience};

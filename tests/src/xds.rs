@@ -4,7 +4,7 @@
 //! service's clusters. Load balancers are created through the API, as an operator would.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -14,6 +14,7 @@ use sticky_control::process::ControlProcess;
 use sticky_demo_target::DemoTargets;
 use sticky_envoy::{EnvoyProcess, FilterShell, XdsBootstrap};
 use sticky_testing::artifacts::build_control;
+use sticky_testing::clients::{OscCli, venv_bin};
 pub use sticky_testing::eventually;
 
 use crate::live::{ACCESS_KEY, HEALTH_CHECK};
@@ -89,16 +90,6 @@ pub fn start_envoy(
 /// How far Envoy number `index` shifts its listener ports (several Envoys on one host).
 pub fn envoy_shift(index: usize) -> u16 {
     2 * u16::try_from(index).unwrap_or(0)
-}
-
-fn venv_bin(name: &str) -> PathBuf {
-    let venv = std::env::var_os("STICKY_VENV").map_or_else(
-        || sticky_testing::artifacts::workspace_root().join(".venv"),
-        PathBuf::from,
-    );
-    let path = venv.join("bin").join(name);
-    assert!(path.exists(), "{} is missing: run scripts/setup", path.display());
-    path
 }
 
 impl XdsBouncer {
@@ -209,31 +200,20 @@ impl XdsBouncer {
 
     /// One `osc-cli lbu` call, as an operator types it; its output.
     pub fn osc(&self, args: &[&str]) -> String {
-        let config = self.dir.path().join("osc-config.json");
-        if !config.exists() {
-            let profile = serde_json::json!({"default": {
-                "access_key": ACCESS_KEY.0, "secret_key": ACCESS_KEY.1, "endpoint": self.control.url(),
-                "https": false, "region_name": "eu-west-2", "method": "POST"
-            }});
-            std::fs::write(&config, profile.to_string()).expect("osc-cli profile");
-        }
-        let output = Command::new(venv_bin("osc-cli"))
-            .arg("lbu")
-            .args(args)
-            .arg("--config_path")
-            .arg(&config)
-            .output()
-            .expect("osc-cli runs");
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-        assert!(
-            output.status.success() && !text.contains("Error"),
-            "osc-cli {args:?}:\n{text}"
-        );
-        text
+        let cli = OscCli::new(self.dir.path(), &self.control.url(), ACCESS_KEY).expect("osc-cli profile");
+        cli.lbu(args)
+    }
+
+    /// Load balancer `name` with HTTP listeners `ports` (instance port 80), created with boto3,
+    /// the live system's health check, and the three targets registered.
+    pub fn create_with_targets(&self, name: &str, ports: &[&str]) {
+        let mut create = vec!["create", name];
+        create.extend(ports);
+        self.boto3(&create);
+        self.configure_health_check(name);
+        let mut register = vec!["register", name];
+        register.extend(TARGET_IDS);
+        self.boto3(&register);
     }
 
     /// The live system's health check on load balancer `name`: HTTP, so a target answering

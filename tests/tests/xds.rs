@@ -94,12 +94,14 @@ fn load_balancers_created_with_boto3_and_osc_cli_are_served_and_a_deleted_listen
     let bouncer = XdsBouncer::start(1);
 
     // boto3: `shop`, two listeners, an LB cookie on one and an app cookie on the other.
-    let dns = bouncer.boto3(&["create", "shop", "80", "81"]);
-    assert!(dns.contains("shop.lbu.sticky.internal"), "{dns}");
-    bouncer.configure_health_check("shop");
-    let mut register = vec!["register", "shop"];
-    register.extend(TARGET_IDS);
-    bouncer.boto3(&register);
+    bouncer.create_with_targets("shop", &["80", "81"]);
+    let described = bouncer.api().call("DescribeLoadBalancers", &[]).expect("api").ok();
+    assert!(
+        described
+            .fields("DNSName")
+            .contains(&"shop.lbu.sticky.internal".to_owned()),
+        "{described:?}"
+    );
     bouncer.boto3(&["lb-policy", "shop", "80", "300"]);
     bouncer.boto3(&["app-policy", "shop", "81", APP_COOKIE]);
     let (shop_lb, shop_app) = (bouncer.listener(0, 1, 80), bouncer.listener(0, 1, 81));
@@ -249,11 +251,7 @@ fn load_balancers_created_with_boto3_and_osc_cli_are_served_and_a_deleted_listen
 #[test]
 fn an_acknowledged_deregistration_is_in_force_on_every_envoy() {
     let bouncer = XdsBouncer::start(2);
-    bouncer.boto3(&["create", "shop", "80"]);
-    bouncer.configure_health_check("shop");
-    let mut register = vec!["register", "shop"];
-    register.extend(TARGET_IDS);
-    bouncer.boto3(&register);
+    bouncer.create_with_targets("shop", &["80"]);
     let spread = |envoy: usize| -> HashSet<String> {
         (0..12)
             .filter_map(|_| bouncer.try_get(bouncer.listener(envoy, 1, 80), "/", &[]).ok())
@@ -283,11 +281,7 @@ fn an_acknowledged_deregistration_is_in_force_on_every_envoy() {
 #[test]
 fn two_envoys_honour_each_others_cookies_and_keep_serving_through_a_control_restart() {
     let mut bouncer = XdsBouncer::start(2);
-    bouncer.boto3(&["create", "shop", "80"]);
-    bouncer.configure_health_check("shop");
-    let mut register = vec!["register", "shop"];
-    register.extend(TARGET_IDS);
-    bouncer.boto3(&register);
+    bouncer.create_with_targets("shop", &["80"]);
     bouncer.boto3(&["lb-policy", "shop", "80", "300"]);
     let (first, second) = (bouncer.listener(0, 1, 80), bouncer.listener(1, 1, 80));
     let (cookie, target) = lb_cookie_session(&bouncer, first, 2);
@@ -358,11 +352,7 @@ fn a_listener_envoy_cannot_bind_is_refused_and_the_answer_says_so() {
 #[test]
 fn with_a_feed_token_envoys_that_present_it_are_served_over_xds_and_their_filters_follow() {
     let bouncer = XdsBouncer::start_with_token(1, Some("feed-secret"));
-    bouncer.boto3(&["create", "shop", "80"]);
-    bouncer.configure_health_check("shop");
-    let mut register = vec!["register", "shop"];
-    register.extend(TARGET_IDS);
-    bouncer.boto3(&register);
+    bouncer.create_with_targets("shop", &["80"]);
     bouncer.boto3(&["lb-policy", "shop", "80", "300"]);
     // Sticky: the filter served over xDS polls its state with the token it was given.
     let at = bouncer.listener(0, 1, 80);

@@ -1,0 +1,62 @@
+//! The standard clients from PyPI that tests drive as operators run them, unchanged
+//! (`scripts/setup` installs them into the project's `.venv`).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::artifacts::workspace_root;
+
+/// `.venv/bin/<name>` (or under `$STICKY_VENV`); panics naming the fix when it is missing.
+#[allow(clippy::panic)]
+pub fn venv_bin(name: &str) -> PathBuf {
+    let venv = std::env::var_os("STICKY_VENV").map_or_else(|| workspace_root().join(".venv"), PathBuf::from);
+    let path = venv.join("bin").join(name);
+    if !path.exists() {
+        panic!(
+            "{} is missing: run scripts/setup (it installs boto3, the aws CLI and osc-cli into .venv)",
+            path.display()
+        );
+    }
+    path
+}
+
+/// osc-cli with a profile of its own (`--config_path`).
+pub struct OscCli {
+    config: PathBuf,
+}
+
+impl OscCli {
+    /// Writes a profile for the service at `endpoint` (`http://…`) with `access_key` into
+    /// `dir/osc-config.json`.
+    pub fn new(dir: &Path, endpoint: &str, access_key: (&str, &str)) -> std::io::Result<Self> {
+        let profile = serde_json::json!({"default": {
+            "access_key": access_key.0, "secret_key": access_key.1, "endpoint": endpoint,
+            "https": false, "region_name": "eu-west-2", "method": "POST"
+        }});
+        let config = dir.join("osc-config.json");
+        std::fs::write(&config, profile.to_string())?;
+        Ok(Self { config })
+    }
+
+    /// One `osc-cli lbu …` call, which must succeed (osc-cli prints service errors and exits
+    /// 0: any "Error" in its output fails too); its output.
+    #[allow(clippy::panic)]
+    pub fn lbu(&self, args: &[&str]) -> String {
+        let output = Command::new(venv_bin("osc-cli"))
+            .arg("lbu")
+            .args(args)
+            .arg("--config_path")
+            .arg(&self.config)
+            .output()
+            .unwrap_or_else(|e| panic!("osc-cli does not run: {e}"));
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        if !output.status.success() || text.contains("Error") {
+            panic!("osc-cli {args:?}:\n{text}");
+        }
+        text
+    }
+}
