@@ -64,8 +64,8 @@ pub struct Inner {
     registry: Registry,
     keys: RotatingKeys,
     version: u64,
-    /// The version at which what Envoy's EDS serves (listeners, their targets' addresses and
-    /// health) last changed: a policy or key change need not wait for Envoy's next fetch.
+    /// The version at which what Envoy is served (listeners, their addresses, their targets'
+    /// addresses and health) last changed: a policy or key change need not wait for Envoy.
     endpoints_version: u64,
     /// Health per (load balancer, instance id). Not persisted: re-learnt after a restart.
     health: HashMap<(String, String), InstanceHealth>,
@@ -323,11 +323,13 @@ impl Inner {
         self.health.get(&(name.to_owned(), id.to_owned()))
     }
 
-    /// Whether `write` would change what EDS serves. Conservative: a registry change counts.
+    /// Whether `write` would change what EDS and xDS serve (addresses, listeners, targets).
+    /// Conservative: a registry change counts.
     fn changes_endpoints(&self, write: &Write) -> bool {
         match write {
             Write::PutLoadBalancer(lb) => self.load_balancers.get(&lb.name).is_none_or(|old| {
                 old.instances != lb.instances
+                    || old.address != lb.address
                     || old.listeners.len() != lb.listeners.len()
                     || old
                         .listeners

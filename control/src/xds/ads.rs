@@ -240,14 +240,19 @@ async fn follow(
     let _open = service.followers.xds_opened(&stream);
     let mut versions = service.subscribe();
     let mut session = Session::default();
-    let snapshot_now = || service.read(|inner| (Snapshot::build(inner, &options, &envoy), inner.version()));
+    // Rebuilt only when the domain changed, not for every ACK.
+    let mut built: Option<(Snapshot, u64)> = None;
     let mut next = Some(first);
     loop {
-        let (snapshot, version) = snapshot_now();
+        if built.as_ref().is_none_or(|(_, at)| *at != service.version()) {
+            built = Some(service.read(|inner| (Snapshot::build(inner, &options, &envoy), inner.version())));
+        }
+        let Some((snapshot, version)) = &built else { break };
+        let (snapshot, version) = (snapshot, *version);
         let step = match next.take() {
-            Some(request) => session.on_request(&request, &snapshot, version),
+            Some(request) => session.on_request(&request, snapshot, version),
             None => Step {
-                responses: session.push(&snapshot, version),
+                responses: session.push(snapshot, version),
                 refused: None,
             },
         };
@@ -263,7 +268,7 @@ async fn follow(
                 return;
             }
         }
-        if let Some(held) = session.holds(&snapshot, version) {
+        if let Some(held) = session.holds(snapshot, version) {
             service.followers.xds_holds(&stream, held);
         }
         tokio::select! {
