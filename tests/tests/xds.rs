@@ -178,20 +178,18 @@ fn load_balancers_created_with_boto3_and_osc_cli_are_served_and_a_deleted_listen
     // Delete shop:81 while sticky sessions run on shop:80 and cart:81: they never fail.
     let (cookie, target) = lb_cookie_session(&bouncer, shop_lb, 2);
     let (cart_cookie, cart_target) = lb_cookie_session(&bouncer, cart_lb, 2);
-    let bouncer = Arc::new(bouncer);
     let stop = Arc::new(AtomicBool::new(false));
     let (served, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    // The traffic holds no part of the bouncer: should the test fail, unwinding stops its
+    // processes.
     let traffic = {
-        let (bouncer, stop, served, failed) = (
-            Arc::clone(&bouncer),
-            Arc::clone(&stop),
-            Arc::clone(&served),
-            Arc::clone(&failed),
-        );
+        let (stop, served, failed) = (Arc::clone(&stop), Arc::clone(&served), Arc::clone(&failed));
         std::thread::spawn(move || {
+            let agent = sticky_tests::agent();
             while !stop.load(Ordering::Relaxed) {
                 for (at, cookie, target) in [(shop_lb, &cookie, &target), (cart_lb, &cart_cookie, &cart_target)] {
-                    match bouncer.try_get(at, "/", &[(STICKY_COOKIE, cookie)]) {
+                    let base = format!("http://{at}");
+                    match sticky_tests::get(&agent, &base, "/", &[(STICKY_COOKIE, cookie)], &[]) {
                         Ok(r) if r.try_target().as_ref() == Some(target) => served.fetch_add(1, Ordering::Relaxed),
                         _ => failed.fetch_add(1, Ordering::Relaxed),
                     };
