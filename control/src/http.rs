@@ -275,7 +275,7 @@ async fn state_feed(
     };
     // A filter of a listener that does not exist (any more: one Envoy still drains) follows
     // nothing: it is not a follower any change waits for.
-    if service.filter_state(&load_balancer, port).is_none() {
+    if !service.read(|inner| inner.has_listener(&load_balancer, port)) {
         return gone();
     }
     let poller = query.poller.as_deref().filter(|p| is_poller_id(p));

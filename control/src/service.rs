@@ -293,6 +293,13 @@ impl Inner {
         self.load_balancers.get(name)
     }
 
+    /// Whether load balancer `name` has a listener on `port`.
+    pub fn has_listener(&self, name: &str, port: u16) -> bool {
+        self.load_balancers
+            .get(name)
+            .is_some_and(|lb| lb.listeners.contains_key(&port))
+    }
+
     /// Every load balancer, by name.
     pub fn load_balancers(&self) -> impl Iterator<Item = &LoadBalancer> {
         self.load_balancers.values()
