@@ -14,7 +14,7 @@ use sticky_testing::artifacts::build_control;
 pub use sticky_testing::eventually;
 
 use crate::hosts::{Placement, TargetProcesses};
-use crate::xds::{envoy_shift, free_pool, start_envoy};
+use crate::xds::{envoy_shift, free_pool, listener_rule_args, start_envoy};
 use crate::{LOAD_BALANCER, Reply, TARGET_IDS, agent, get};
 
 pub const ACCESS_KEY: (&str, &str) = ("AKIDLIVETEST", "live-test-secret");
@@ -79,12 +79,7 @@ impl<T: Targets> Live<T> {
         let binary = build_control().unwrap_or_else(|e| panic!("{e}"));
         // The load balancer is the pool's first: it binds `a.b.c.1`, port 80 + the offset.
         let (pool, port_offset) = free_pool();
-        let mut args = vec![
-            "--lb-address-pool".to_owned(),
-            format!("{pool}/24"),
-            "--lb-port-offset".to_owned(),
-            port_offset.to_string(),
-        ];
+        let mut args = listener_rule_args(pool, port_offset);
         args.extend(control_args.iter().map(|a| (*a).to_owned()));
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let control = ControlProcess::start(&binary, &dir.path().join("control"), 0, &bootstrap, ACCESS_KEY, &args)

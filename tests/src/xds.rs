@@ -34,12 +34,24 @@ pub struct XdsBouncer {
     pub port_offset: u16,
     shell: FilterShell,
     token: Option<String>,
+    /// osc-cli with a profile for this control service.
+    osc: OscCli,
     agent: ureq::Agent,
     dir: tempfile::TempDir,
 }
 
 /// A 127.x.y.0/24 pool and an offset such that ports 80–81 (+ 2 per Envoy) are free on its first
 /// three addresses.
+/// The control service's flags for the listener rule of [`free_pool`]'s pool and offset.
+pub fn listener_rule_args(pool: Ipv4Addr, port_offset: u16) -> Vec<String> {
+    vec![
+        "--lb-address-pool".to_owned(),
+        format!("{pool}/24"),
+        "--lb-port-offset".to_owned(),
+        port_offset.to_string(),
+    ]
+}
+
 pub fn free_pool() -> (Ipv4Addr, u16) {
     for attempt in 0..50u32 {
         // Tests of one run, and runs side by side, pick different pools.
@@ -108,12 +120,7 @@ impl XdsBouncer {
         bootstrap.load_balancers.clear();
         let (pool, port_offset) = free_pool();
         let binary = build_control().unwrap_or_else(|e| panic!("{e}"));
-        let mut args = vec![
-            "--lb-address-pool".to_owned(),
-            format!("{pool}/24"),
-            "--lb-port-offset".to_owned(),
-            port_offset.to_string(),
-        ];
+        let mut args = listener_rule_args(pool, port_offset);
         if let Some(token) = token {
             args.extend(["--feed-token".to_owned(), token.to_owned()]);
         }
@@ -127,6 +134,7 @@ impl XdsBouncer {
         )
         .unwrap_or_else(|e| panic!("{e}"));
         let shell = crate::shell_under_test().build().unwrap_or_else(|e| panic!("{e}"));
+        let osc = OscCli::new(dir.path(), &control.url(), ACCESS_KEY).expect("osc-cli profile");
         let mut bouncer = Self {
             targets,
             control,
@@ -135,6 +143,7 @@ impl XdsBouncer {
             port_offset,
             shell,
             token: token.map(str::to_owned),
+            osc,
             agent: agent(),
             dir,
         };
@@ -200,8 +209,7 @@ impl XdsBouncer {
 
     /// One `osc-cli lbu` call, as an operator types it; its output.
     pub fn osc(&self, args: &[&str]) -> String {
-        let cli = OscCli::new(self.dir.path(), &self.control.url(), ACCESS_KEY).expect("osc-cli profile");
-        cli.lbu(args)
+        self.osc.lbu(args)
     }
 
     /// Load balancer `name` with HTTP listeners `ports` (instance port 80), created with boto3,
