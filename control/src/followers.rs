@@ -16,6 +16,7 @@ const POLLER_GRACE: Duration = Duration::from_secs(2);
 const EDS_GRACE: Duration = Duration::from_secs(1);
 /// Forgotten after this long unseen.
 const FORGET_AFTER: Duration = Duration::from_secs(60);
+const PRUNE_EVERY: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum Follower {
@@ -37,6 +38,9 @@ struct Entry {
 #[derive(Debug)]
 pub struct Followers {
     entries: Mutex<HashMap<Follower, Entry>>,
+    /// When forgotten followers were last dropped: not at every update, which would make each
+    /// poll cost as much as all the followers (10,000 polls answered per change).
+    pruned_at: Mutex<Instant>,
     changed: Notify,
     /// Followers are known only once they poll: after a (re)start, every live one has polled
     /// within its longest retry backoff. Until then a change waits that long, so no follower
@@ -58,12 +62,20 @@ pub struct OpenPoll<'a> {
 
 impl Drop for OpenPoll<'_> {
     fn drop(&mut self) {
-        self.followers.update(|entries| {
+        let close = |entries: &mut HashMap<Follower, Entry>| {
             if let Some(entry) = entries.get_mut(&self.key) {
                 entry.open_polls = entry.open_polls.saturating_sub(1);
                 entry.last_seen = Instant::now();
             }
-        });
+        };
+        // A closed xDS stream is no longer waited for: waiters look again at once. A closed
+        // poll changes nothing a waiter waits for (its grace runs on), so waiters are not woken
+        // (10,000 filters answered would wake them 10,000 times more).
+        if matches!(self.key, Follower::Xds(_)) {
+            self.followers.update(close);
+        } else {
+            self.followers.update_quietly(close);
+        }
     }
 }
 
@@ -103,17 +115,30 @@ impl Followers {
     pub fn new(discovery: Duration) -> Self {
         Self {
             entries: Mutex::default(),
+            pruned_at: Mutex::new(Instant::now()),
             changed: Notify::new(),
             discovered_at: Instant::now() + discovery,
         }
     }
 
+    /// Applies `change` and wakes the waiters.
     fn update<T>(&self, change: impl FnOnce(&mut HashMap<Follower, Entry>) -> T) -> T {
+        let result = self.update_quietly(change);
+        self.changed.notify_waiters();
+        result
+    }
+
+    /// Applies `change` without waking the waiters.
+    fn update_quietly<T>(&self, change: impl FnOnce(&mut HashMap<Follower, Entry>) -> T) -> T {
         let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
         let result = change(&mut entries);
-        entries.retain(|_, e| e.open_polls > 0 || e.last_seen.elapsed() < FORGET_AFTER);
+        let mut pruned_at = self.pruned_at.lock().unwrap_or_else(PoisonError::into_inner);
+        if pruned_at.elapsed() >= PRUNE_EVERY {
+            *pruned_at = Instant::now();
+            entries.retain(|_, e| e.open_polls > 0 || e.last_seen.elapsed() < FORGET_AFTER);
+        }
+        drop(pruned_at);
         drop(entries);
-        self.changed.notify_waiters();
         result
     }
 
@@ -221,6 +246,14 @@ impl Followers {
             .collect()
     }
 
+    /// Whether a live follower is behind (see [`Followers::lagging`]); cheaper than it.
+    fn any_lagging(&self, version: u64, endpoints_version: u64) -> bool {
+        let entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        entries
+            .iter()
+            .any(|(key, entry)| entry.version < needed(key, version, endpoints_version) && is_live(key, entry))
+    }
+
     /// Whether every follower in `lagging` refused the change: waiting longer is pointless.
     fn all_refused(&self, version: u64, endpoints_version: u64) -> bool {
         let entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
@@ -247,11 +280,14 @@ impl Followers {
             let notified = self.changed.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let lagging = self.lagging(version, endpoints_version);
-            if lagging.is_empty() {
+            if !self.any_lagging(version, endpoints_version) {
                 return Ok(());
             }
             if tokio::time::Instant::now() >= deadline || self.all_refused(version, endpoints_version) {
+                let lagging = self.lagging(version, endpoints_version);
+                if lagging.is_empty() {
+                    return Ok(());
+                }
                 return Err(lagging);
             }
             // Woken by any follower's news; re-checked regularly, as followers also go quiet.

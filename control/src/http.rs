@@ -33,8 +33,9 @@ use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service
 const MAX_BODY: usize = 1 << 20;
 /// API calls served at once; more wait their turn (each may wait for the followers).
 const API_CONCURRENCY: usize = 64;
-/// Feed long-polls and EDS fetches served at once: one long-poll per filter VM per listener.
-const FEED_CONCURRENCY: usize = 10_000;
+/// Feed long-polls and EDS fetches served at once: one long-poll per filter VM per listener
+/// (the follower benchmark measures a replica at 10,000).
+const FEED_CONCURRENCY: usize = 20_000;
 /// What a request may take beyond its own wait (for followers, or for a change).
 const TIME_MARGIN: Duration = Duration::from_secs(30);
 
@@ -46,10 +47,19 @@ pub struct HttpOptions {
     pub feed_token: Option<String>,
 }
 
+/// Per listener (load balancer, port): the version of its cached state, and that state as JSON.
+type FeedCache = std::collections::HashMap<(String, u16), (u64, Bytes)>;
+
 #[derive(Clone)]
 struct AppState {
     service: Arc<Service>,
-    options: HttpOptions,
+    /// Shared, not copied: the state is cloned for every request.
+    options: Arc<HttpOptions>,
+    /// Each listener's filter state, serialized once per version: a change is answered to
+    /// every filter (thousands) with the same bytes.
+    feed_cache: Arc<std::sync::Mutex<FeedCache>>,
+    /// Asks the other replicas whether their followers hold a change.
+    peers: reqwest::Client,
 }
 
 pub fn app(service: Arc<Service>, options: HttpOptions) -> Router {
@@ -66,7 +76,17 @@ pub fn app(service: Arc<Service>, options: HttpOptions) -> Router {
             connect_timeout: service.config.target_connect_timeout,
         },
     ));
-    let state = AppState { service, options };
+    let peers = reqwest::Client::builder()
+        .no_proxy()
+        .connect_timeout(Duration::from_secs(1))
+        .build()
+        .unwrap_or_default();
+    let state = AppState {
+        service,
+        options: Arc::new(options),
+        peers,
+        feed_cache: Arc::default(),
+    };
     // Behind the feed's token too: the filters' configurations it serves carry it.
     let xds = Router::new()
         .route_service("/envoy.service.discovery.v3.AggregatedDiscoveryService/{*method}", ads)
@@ -83,6 +103,7 @@ pub fn app(service: Arc<Service>, options: HttpOptions) -> Router {
         .route("/v1/state/{load_balancer}/{port}", get(state_feed))
         .route("/v3/discovery:endpoints", post(endpoints))
         .route("/v1/hosts", get(hosts))
+        .route("/v1/in-force", get(in_force))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_feed_token))
         // One bound shared by the feed and EDS (a layer per route would give each its own).
         .layer(GlobalConcurrencyLimitLayer::new(FEED_CONCURRENCY))
@@ -94,7 +115,7 @@ pub fn app(service: Arc<Service>, options: HttpOptions) -> Router {
         .merge(api)
         .merge(feed)
         .route("/metrics", get(metrics))
-        .route("/healthz", get(|| async { "ok" }))
+        .route("/healthz", get(healthz))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
         // Envoy's xDS (gRPC over HTTP/2 on the same port): long-lived streams, so neither the
@@ -146,29 +167,38 @@ async fn hosts(State(app): State<AppState>) -> String {
 async fn query_api(State(app): State<AppState>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
     let request_id = request_id();
     let service = Arc::clone(&app.service);
-    let version_before = service.version();
     let call = {
         let (service, request_id) = (Arc::clone(&service), request_id.clone());
-        tokio::task::spawn_blocking(move || verify_and_dispatch(&service, &method, &uri, &headers, &body, &request_id))
+        tokio::task::spawn_blocking(move || {
+            Service::take_committed();
+            let answer = verify_and_dispatch(&service, &method, &uri, &headers, &body, &request_id);
+            (answer, Service::take_committed())
+        })
     };
-    let (action_name, result) = match call.await {
+    let ((action_name, result), committed) = match call.await {
         Ok(answer) => answer,
-        Err(e) => ("unknown".to_owned(), Err(ApiError::internal(e))),
+        Err(e) => (("unknown".to_owned(), Err(ApiError::internal(e))), None),
     };
-    // A change is answered once every live filter and Envoy holds it (bounded).
-    let (version_after, endpoints_version) = service.versions();
+    // A change is answered once every live filter and Envoy, of every replica, holds it (bounded).
     let mut not_in_force = None;
-    if result.is_ok() && version_after != version_before && !service.config.sync_timeout.is_zero() {
+    if let Some((version, endpoints_version)) =
+        committed.filter(|_| result.is_ok() && !service.config.sync_timeout.is_zero())
+    {
         let started = std::time::Instant::now();
-        match service
-            .followers
-            .wait_until_current(version_after, endpoints_version, service.config.sync_timeout)
-            .await
+        match crate::replicas::wait_in_force(
+            &service,
+            &app.peers,
+            app.options.feed_token.as_deref(),
+            version,
+            endpoints_version,
+            service.config.sync_timeout,
+        )
+        .await
         {
             Ok(()) => service.metrics.observe_sync(started.elapsed()),
             Err(lagging) => {
                 service.metrics.count("sticky_control_sync_timeouts_total", &[]);
-                tracing::warn!(%request_id, version = version_after, ?lagging, "answering before every follower holds the change");
+                tracing::warn!(%request_id, version, ?lagging, "answering before every follower holds the change");
                 not_in_force = Some(lagging.join("; "));
             }
         }
@@ -246,6 +276,55 @@ async fn require_feed_token(State(app): State<AppState>, request: Request, next:
     next.run(request).await
 }
 
+/// Ready to serve: on a shared store, only while the store is reachable (Envoys health-check
+/// the replicas and follow another one meanwhile).
+async fn healthz(State(app): State<AppState>) -> Response {
+    if app.service.replica.store_reachable() {
+        "ok".into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "the store is unreachable\n").into_response()
+    }
+}
+
+#[derive(Deserialize)]
+struct InForceQuery {
+    version: u64,
+    endpoints_version: u64,
+    /// How long to wait, at most the service's sync time-out.
+    wait_ms: Option<u64>,
+}
+
+/// Asked by another replica that committed a change: answers 204 once this replica holds that
+/// version and every live follower of it holds the change, or 409 with those still behind.
+async fn in_force(State(app): State<AppState>, Query(query): Query<InForceQuery>) -> Response {
+    let service = &app.service;
+    let limit = service.config.sync_timeout;
+    let wait = query.wait_ms.map_or(limit, |ms| Duration::from_millis(ms).min(limit));
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut versions = service.subscribe();
+    let caught_up = matches!(
+        tokio::time::timeout_at(deadline, versions.wait_for(|v| *v >= query.version)).await,
+        Ok(Ok(_))
+    );
+    if !caught_up {
+        let text = format!(
+            "this replica is at version {}, behind {}\n",
+            service.version(),
+            query.version
+        );
+        return (StatusCode::CONFLICT, text).into_response();
+    }
+    let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+    match service
+        .followers
+        .wait_until_current(query.version, query.endpoints_version, remaining)
+        .await
+    {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(lagging) => (StatusCode::CONFLICT, lagging.join("\n") + "\n").into_response(),
+    }
+}
+
 #[derive(Deserialize)]
 struct FeedQuery {
     /// The version the caller holds; the answer waits while it is still current.
@@ -292,11 +371,15 @@ async fn state_feed(
             () = service.stopping() => {}
         }
     }
-    match service.filter_state(&load_balancer, port) {
-        Some(state) => {
-            let version = state.version.to_string();
-            ([("x-sticky-version", version)], axum::Json(state)).into_response()
-        }
+    match feed_state(&app, &load_balancer, port) {
+        Some((version, json)) => (
+            [
+                ("x-sticky-version", version.to_string()),
+                (header::CONTENT_TYPE.as_str(), "application/json".to_owned()),
+            ],
+            json,
+        )
+            .into_response(),
         None => {
             if let Some(poller) = poller {
                 service.followers.forget_poller(poller);
@@ -304,6 +387,31 @@ async fn state_feed(
             gone()
         }
     }
+}
+
+/// The current filter state of a listener as JSON, and its version; from the cache when it
+/// holds the current version.
+fn feed_state(app: &AppState, load_balancer: &str, port: u16) -> Option<(u64, Bytes)> {
+    let key = (load_balancer.to_owned(), port);
+    let current = app.service.version();
+    let mut cache = app.feed_cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some((version, json)) = cache.get(&key)
+        && *version == current
+    {
+        return Some((*version, json.clone()));
+    }
+    drop(cache);
+    let Some(state) = app.service.filter_state(load_balancer, port) else {
+        app.feed_cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&key);
+        return None;
+    };
+    let json = Bytes::from(serde_json::to_vec(&state).ok()?);
+    cache = app.feed_cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    cache.insert(key, (state.version, json.clone()));
+    Some((state.version, json))
 }
 
 /// Envoy's REST EDS (`api_type: REST`): one ClusterLoadAssignment per requested listener, with
@@ -331,6 +439,12 @@ async fn metrics(State(app): State<AppState>) -> Response {
         ("sticky_control_followers", followers.live),
         ("sticky_control_open_polls", followers.open_polls),
         ("sticky_control_discovering_followers", u64::from(followers.discovering)),
+        ("sticky_control_leader", u64::from(service.replica.is_leader())),
+        ("sticky_control_peer_replicas", service.replica.peers().len() as u64),
+        (
+            "sticky_control_store_reachable",
+            u64::from(service.replica.store_reachable()),
+        ),
     ]);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
@@ -362,10 +476,11 @@ mod tests {
             sync_timeout: Duration::ZERO,
             listener_binding: Default::default(),
             target_connect_timeout: crate::xds::resources::DEFAULT_TARGET_CONNECT_TIMEOUT,
+            replica: Default::default(),
         };
         let instances = [("i-1".to_owned(), "127.0.0.1:9001".parse().unwrap())];
         let bootstrap = BootstrapFile::one_listener("terraform-balancer", &instances);
-        let store = Store::open(std::path::Path::new(":memory:")).unwrap();
+        let store = Store::open(&crate::store::StoreLocation::Sqlite(":memory:".into())).unwrap();
         Service::open(config, store, Some(bootstrap)).unwrap()
     }
 

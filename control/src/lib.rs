@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod model;
 pub mod process;
 pub mod query;
+pub mod replicas;
 pub mod service;
 pub mod sigv4;
 pub mod store;

@@ -8,13 +8,15 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use sticky_control::model::ListenerBinding;
+use sticky_control::replicas::{self, ReplicaConfig};
 use sticky_control::sigv4::AccessKeys;
-use sticky_control::store::Store;
+use sticky_control::store::{Store, StoreLocation};
 use sticky_control::{BootstrapFile, HttpOptions, Service, ServiceConfig, app};
 use sticky_core::CookieSettings;
 
 /// Control service for sticky sessions on Envoy: speaks the Outscale LBU / AWS classic ELB
-/// Query API (2012-06-01, SigV4), keeps its state in SQLite, health-checks the targets, and
+/// Query API (2012-06-01, SigV4), keeps its state in SQLite (one process) or PostgreSQL
+/// (several replicas, any of them answering), health-checks the targets, and
 /// serves Envoy its listeners, routes, clusters and endpoints over gRPC xDS (ADS; REST EDS for
 /// hand-written bootstraps) and the filters' state feed.
 #[derive(Parser)]
@@ -23,9 +25,26 @@ struct Args {
     /// Address to listen on (API, state feed, xDS over HTTP/2, EDS, /metrics, /healthz).
     #[arg(long, default_value = "127.0.0.1:8000")]
     listen: SocketAddr,
-    /// SQLite database file; created if missing.
-    #[arg(long, default_value = "sticky-control.db")]
-    db: PathBuf,
+    /// Where the state lives: a SQLite file (created if missing; `sqlite:PATH` or a path), or
+    /// a PostgreSQL URL (`postgres://user:password@host/db`) shared by several replicas.
+    #[arg(
+        long,
+        visible_alias = "db",
+        default_value = "sticky-control.db",
+        env = "STICKY_STORE"
+    )]
+    store: StoreLocation,
+    /// This replica's name among those sharing a PostgreSQL store (default: the listen address
+    /// and a random suffix, unique per start).
+    #[arg(long)]
+    replica_id: Option<String>,
+    /// Where the other replicas reach this one (default: http://<listen address>).
+    #[arg(long)]
+    advertise_url: Option<String>,
+    /// Milliseconds a leader lease (health checks, key rotation) lasts unless renewed; another
+    /// replica takes over within about this long after the leader dies.
+    #[arg(long, default_value_t = 3000, value_parser = clap::value_parser!(u64).range(300..=60_000))]
+    lease_ms: u64,
     /// Declarative bootstrap file (JSON): the instance registry, and load balancers to create when missing.
     #[arg(long)]
     bootstrap: Option<PathBuf>,
@@ -120,6 +139,7 @@ async fn main() -> anyhow::Result<()> {
             port_offset: args.lb_port_offset,
         },
         target_connect_timeout: Duration::from_millis(args.target_connect_timeout_ms),
+        replica: replica_config(&args)?,
     };
     let bootstrap: Option<BootstrapFile> = match &args.bootstrap {
         Some(path) => {
@@ -128,20 +148,27 @@ async fn main() -> anyhow::Result<()> {
         }
         None => None,
     };
-    let store = Store::open(&args.db).with_context(|| format!("opening {}", args.db.display()))?;
-    let service = Service::open(config, store, bootstrap)?;
-    tokio::spawn(sticky_control::health::run(Arc::clone(&service)));
-    tokio::spawn(maintain_keys(Arc::clone(&service)));
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;
-    tracing::info!(address = %listener.local_addr()?, db = %args.db.display(), "sticky-control listening");
+    // The PostgreSQL client blocks: opened off the async workers.
+    let location = args.store.clone();
+    let service = tokio::task::spawn_blocking(move || {
+        let store = Store::open(&location).with_context(|| format!("opening the store {location}"))?;
+        Service::open(config, store, bootstrap)
+    })
+    .await??;
+    replicas::start(&service, &args.store);
+    tokio::spawn(sticky_control::health::run(Arc::clone(&service)));
+    tokio::spawn(maintain_keys(Arc::clone(&service)));
+    tracing::info!(address = %listener.local_addr()?, store = %args.store, replica = %service.replica.config.id, "sticky-control listening");
     let router = app(
         Arc::clone(&service),
         HttpOptions {
             feed_token: args.feed_token.clone(),
         },
     );
+    let stopping = Arc::clone(&service);
     axum::serve(listener, router)
         .with_graceful_shutdown(async move {
             let signal = stop_signal().await;
@@ -152,7 +179,33 @@ async fn main() -> anyhow::Result<()> {
             service.stop();
         })
         .await?;
+    let location = args.store.clone();
+    let _ = tokio::task::spawn_blocking(move || replicas::leave(&stopping, &location)).await;
     Ok(())
+}
+
+fn replica_config(args: &Args) -> anyhow::Result<ReplicaConfig> {
+    let id = match &args.replica_id {
+        Some(id) if sticky_control::followers::is_poller_id(&id.replace(['-', '.', ':', '_'], "")) => id.clone(),
+        Some(id) => anyhow::bail!("--replica-id {id:?}: use 1 to 64 letters, digits, '-', '.', ':' or '_'"),
+        None => {
+            let mut suffix = [0u8; 4];
+            getrandom::fill(&mut suffix).map_err(|e| anyhow::anyhow!("cannot draw a replica id: {e}"))?;
+            format!("{}-{}", args.listen, hex::encode(suffix))
+        }
+    };
+    let url = args
+        .advertise_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{}", args.listen));
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
+        anyhow::bail!("--advertise-url {url:?} must be an http:// or https:// URL");
+    }
+    Ok(ReplicaConfig {
+        id,
+        url,
+        lease: Duration::from_millis(args.lease_ms),
+    })
 }
 
 /// Ctrl-C or SIGTERM (what systemd, a container runtime or `kill` send), whichever comes first.
@@ -174,10 +227,16 @@ async fn stop_signal() -> &'static str {
     }
 }
 
+/// Rotates and prunes the cookie key ring on the leading replica.
 async fn maintain_keys(service: Arc<Service>) {
-    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    // Often enough that a rotation is at most a quarter period late.
+    let period = (service.config.key_rotation / 4).clamp(Duration::from_millis(250), Duration::from_secs(5));
+    let mut tick = tokio::time::interval(period);
     loop {
         tick.tick().await;
+        if !service.replica.is_leader() {
+            continue;
+        }
         // A rotation commits to the store: off the async workers.
         let service = Arc::clone(&service);
         let outcome =

@@ -28,8 +28,9 @@ pub struct ControlProcess {
 }
 
 impl ControlProcess {
-    /// Starts `binary` on 127.0.0.1:`port` (0: a free port) in `dir` (database `control.db`,
-    /// log `control.log`) with `bootstrap` and one access key, plus `extra` arguments.
+    /// Starts `binary` on 127.0.0.1:`port` (0: a free port) in `dir` (database `control.db`
+    /// unless `extra` has `--store`, log `control.log`) with `bootstrap` and one access key,
+    /// plus `extra` arguments.
     pub fn start(
         binary: &Path,
         dir: &Path,
@@ -45,16 +46,17 @@ impl ControlProcess {
         } else {
             port
         };
-        let mut args: Vec<String> = vec![
-            "--listen".into(),
-            format!("127.0.0.1:{port}"),
-            "--db".into(),
-            dir.join("control.db").display().to_string(),
+        let mut args: Vec<String> = vec!["--listen".into(), format!("127.0.0.1:{port}")];
+        // A store of its own unless `extra` names one (replicas sharing PostgreSQL).
+        if !extra.contains(&"--store") {
+            args.extend(["--store".into(), dir.join("control.db").display().to_string()]);
+        }
+        args.extend([
             "--bootstrap".into(),
             dir.join("bootstrap.json").display().to_string(),
             "--access-key".into(),
             format!("{}:{}", access_key.0, access_key.1),
-        ];
+        ]);
         args.extend(extra.iter().map(|s| (*s).to_owned()));
         let mut control = Self {
             binary: binary.to_owned(),
@@ -106,6 +108,11 @@ impl ControlProcess {
 
     pub fn address(&self) -> std::net::SocketAddr {
         std::net::SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     pub fn log(&self) -> String {

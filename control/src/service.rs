@@ -15,8 +15,9 @@ use crate::health::{HealthStatus, InstanceHealth};
 use crate::keys::RotatingKeys;
 use crate::metrics::Metrics;
 use crate::model::{ListenerBinding, LoadBalancer, Policy, Registry};
+use crate::replicas::{Replica, ReplicaConfig};
 use crate::sigv4::AccessKeys;
-use crate::store::{Change, Store};
+use crate::store::{Change, Snapshot, Store, StoreError};
 
 /// How long after a start every live filter has polled again: the filter's longest retry
 /// backoff (`sticky_core::poll::BACKOFF_MAX_MS`) plus a margin.
@@ -47,6 +48,8 @@ pub struct ServiceConfig {
     /// How long Envoy waits for a target to accept a connection or acknowledge what was sent
     /// to it (served over xDS; `xds::resources::DEFAULT_TARGET_CONNECT_TIMEOUT`).
     pub target_connect_timeout: Duration,
+    /// This process among the replicas sharing a store.
+    pub replica: ReplicaConfig,
 }
 
 /// A change the API or a background task wants to make.
@@ -55,6 +58,13 @@ pub enum Write {
     DeleteLoadBalancer(String),
     ReplaceRegistry(Registry),
     ReplaceKeys(RotatingKeys),
+    /// A health flip of (load balancer, instance).
+    PutHealth((String, String), InstanceHealth),
+}
+
+/// The store's failures as the API reports them.
+fn store_error(e: StoreError) -> ApiError {
+    ApiError::internal(e)
 }
 
 /// The domain as the API, the prober and the feed read it (through [`Service::read`]); it
@@ -63,79 +73,105 @@ pub struct Inner {
     load_balancers: BTreeMap<String, LoadBalancer>,
     registry: Registry,
     keys: RotatingKeys,
+    /// Whether `keys` is stored (a fresh ring is drawn at a first start, then stored).
+    keys_stored: bool,
     version: u64,
     /// The version at which what Envoy is served (listeners, their addresses, their targets'
     /// addresses and health) last changed: a policy or key change need not wait for Envoy.
     endpoints_version: u64,
-    /// Health per (load balancer, instance id). Not persisted: re-learnt after a restart.
+    /// Health per (load balancer, instance id). On a shared store, flips are stored by the
+    /// leader and reach every replica; on SQLite, re-learnt after a restart.
     health: HashMap<(String, String), InstanceHealth>,
-    store: Store,
 }
 
 pub struct Service {
     pub config: ServiceConfig,
+    /// Held by one write at a time (taken before `inner`).
+    store: Mutex<Store>,
     inner: Mutex<Inner>,
     version: watch::Sender<u64>,
     /// Set once the service is stopping: waiting long-polls answer at once.
     stop: watch::Sender<bool>,
     pub metrics: Metrics,
     pub followers: Followers,
+    pub replica: Replica,
+}
+
+thread_local! {
+    /// The versions the last write on this thread committed (see [`Service::take_committed`]).
+    static COMMITTED: std::cell::Cell<Option<(u64, u64)>> = const { std::cell::Cell::new(None) };
 }
 
 impl Service {
     /// Loads the store (creating the key ring on first start), applies the bootstrap file.
-    pub fn open(config: ServiceConfig, store: Store, bootstrap: Option<BootstrapFile>) -> anyhow::Result<Arc<Self>> {
+    pub fn open(
+        config: ServiceConfig,
+        mut store: Store,
+        bootstrap: Option<BootstrapFile>,
+    ) -> anyhow::Result<Arc<Self>> {
         let snapshot = store.load()?;
+        let shared = store.is_shared();
         let now = unix_now();
-        let fresh_keys = snapshot.keys.is_none();
+        let keys_stored = snapshot.keys.is_some();
         let keys = match snapshot.keys {
             Some(keys) => keys,
             None => RotatingKeys::generate(now).map_err(|e| anyhow::anyhow!("cannot draw a key: {e}"))?,
         };
-        // The version moves on at every start, so a filter never mistakes new state for old.
+        // Alone on its store, the version moves on at every start (health starts over), so a
+        // filter never mistakes new state for old. Replicas share the stored versions: each
+        // serves the same state, health included, under the same version.
+        let version = if shared { snapshot.version } else { snapshot.version + 1 };
+        let endpoints_version = if shared { snapshot.endpoints_version } else { version };
         let inner = Inner {
             load_balancers: snapshot.load_balancers,
             registry: snapshot.registry,
             keys,
-            version: snapshot.version + 1,
-            endpoints_version: snapshot.version + 1,
-            health: HashMap::new(),
-            store,
+            keys_stored,
+            version,
+            endpoints_version,
+            health: snapshot.health,
         };
-        let version = inner.version;
         // Filters retry a lost control service within their longest backoff (5 s).
         let discovery = if config.sync_timeout.is_zero() {
             Duration::ZERO
         } else {
             FOLLOWER_DISCOVERY
         };
+        let replica = Replica::new(config.replica.clone(), shared);
         let service = Arc::new(Self {
             config,
+            store: Mutex::new(store),
             inner: Mutex::new(inner),
             version: watch::channel(version).0,
             stop: watch::channel(false).0,
             metrics: Metrics::default(),
             followers: Followers::new(discovery),
+            replica,
         });
-        let mut writes = Vec::new();
-        // Stored before load balancers had an address of their own: `write` gives them one.
-        writes.extend(service.read(|inner| {
-            inner
-                .load_balancers
-                .values()
-                .filter(|lb| lb.address.is_none())
-                .map(|lb| Write::PutLoadBalancer(lb.clone()))
-                .collect::<Vec<_>>()
-        }));
-        if fresh_keys {
-            writes.push(Write::ReplaceKeys(service.read(|i| i.keys.clone())));
-        }
-        if let Some(bootstrap) = bootstrap {
-            writes.extend(service.read(|inner| bootstrap.writes(inner))?);
-        }
+        // Computed from the latest stored state: replicas starting together draw one key ring
+        // and apply a bootstrap once.
         service
-            .write(|_| Ok((writes, ())))
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
+            .write(|inner| {
+                // Stored before load balancers had an address of their own: `write` gives them one.
+                let mut writes: Vec<Write> = inner
+                    .load_balancers
+                    .values()
+                    .filter(|lb| lb.address.is_none())
+                    .map(|lb| Write::PutLoadBalancer(lb.clone()))
+                    .collect();
+                if !inner.keys_stored {
+                    writes.push(Write::ReplaceKeys(inner.keys.clone()));
+                }
+                if let Some(bootstrap) = bootstrap {
+                    writes.extend(
+                        bootstrap
+                            .writes(inner)
+                            .map_err(|e| ApiError::validation(e.to_string()))?,
+                    );
+                }
+                Ok((writes, ()))
+            })
+            .map_err(|e| anyhow::anyhow!("{}", e.message))?;
         Ok(service)
     }
 
@@ -150,8 +186,26 @@ impl Service {
     }
 
     /// Computes writes from the current state, commits them durably, then applies them. If the
-    /// closure or the store fails, nothing changes.
+    /// closure or the store fails, nothing changes. On a shared store the closure sees the
+    /// latest stored state (other replicas' writes wait meanwhile).
     pub fn write<R>(&self, f: impl FnOnce(&Inner) -> Result<(Vec<Write>, R), ApiError>) -> Result<R, ApiError> {
+        self.write_as(None, f)
+    }
+
+    /// [`Service::write`], committed only if `leader` (this replica) still holds the lease.
+    fn write_as<R>(
+        &self,
+        leader: Option<&str>,
+        f: impl FnOnce(&Inner) -> Result<(Vec<Write>, R), ApiError>,
+    ) -> Result<R, ApiError> {
+        let mut store = self.store.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut tx = store.begin().map_err(store_error)?;
+        if let Some((stored, _)) = tx.stored_versions().map_err(store_error)?
+            && stored > self.version()
+        {
+            let snapshot = tx.load().map_err(store_error)?;
+            self.catch_up(snapshot);
+        }
         let mut inner = self.lock();
         let (mut writes, result) = f(&inner)?;
         if writes.is_empty() {
@@ -159,6 +213,12 @@ impl Service {
         }
         inner.bind(&mut writes, &self.config.listener_binding)?;
         let version = inner.version + 1;
+        let endpoints_changed = writes.iter().any(|w| inner.changes_endpoints(w));
+        let endpoints_version = if endpoints_changed {
+            version
+        } else {
+            inner.endpoints_version
+        };
         let changes: Vec<Change<'_>> = writes
             .iter()
             .map(|w| match w {
@@ -166,12 +226,16 @@ impl Service {
                 Write::DeleteLoadBalancer(name) => Change::DeleteLoadBalancer(name),
                 Write::ReplaceRegistry(registry) => Change::ReplaceRegistry(registry),
                 Write::ReplaceKeys(keys) => Change::ReplaceKeys(keys),
+                Write::PutHealth(key, health) => Change::PutHealth(key, health),
             })
             .collect();
-        inner.store.commit(&changes, version).map_err(ApiError::internal)?;
-        let mut endpoints_changed = false;
+        if let Some(holder) = leader {
+            tx.require_leader(holder).map_err(store_error)?;
+        }
+        tx.apply(&changes).map_err(store_error)?;
+        tx.commit(version, endpoints_version).map_err(store_error)?;
+        drop(changes);
         for write in writes {
-            endpoints_changed |= inner.changes_endpoints(&write);
             match write {
                 Write::PutLoadBalancer(lb) => {
                     let name = lb.name.clone();
@@ -183,44 +247,105 @@ impl Service {
                     inner.prune_health(&name);
                 }
                 Write::ReplaceRegistry(registry) => inner.registry = registry,
-                Write::ReplaceKeys(keys) => inner.keys = keys,
+                Write::ReplaceKeys(keys) => {
+                    inner.keys = keys;
+                    inner.keys_stored = true;
+                }
+                Write::PutHealth(key, health) => {
+                    inner.health.insert(key, health);
+                }
             }
         }
         inner.version = version;
-        if endpoints_changed {
-            inner.endpoints_version = version;
-        }
+        inner.endpoints_version = endpoints_version;
         drop(inner);
+        drop(store);
+        COMMITTED.set(Some((version, endpoints_version)));
         self.version.send_replace(version);
         Ok(result)
     }
 
-    /// Records a health change in memory and wakes the filters.
-    pub fn set_health(&self, key: (String, String), health: InstanceHealth) {
+    /// The versions the last write made on this thread committed, if one did since the last
+    /// call: what an API call that changed the state waits for its followers to hold.
+    pub fn take_committed() -> Option<(u64, u64)> {
+        COMMITTED.take()
+    }
+
+    /// Takes the state another replica committed, if newer than what this one holds.
+    pub fn catch_up(&self, snapshot: Snapshot) {
+        let mut inner = self.lock();
+        if snapshot.version <= inner.version {
+            return;
+        }
+        inner.load_balancers = snapshot.load_balancers;
+        inner.registry = snapshot.registry;
+        if let Some(keys) = snapshot.keys {
+            inner.keys = keys;
+            inner.keys_stored = true;
+        }
+        inner.health = snapshot.health;
+        inner.version = snapshot.version;
+        inner.endpoints_version = snapshot.endpoints_version;
+        let version = inner.version;
+        drop(inner);
+        self.metrics.count("sticky_control_catch_ups_total", &[]);
+        self.version.send_replace(version);
+    }
+
+    /// Records a probe's result. A flip (a change of status) is a new version: alone on its
+    /// store, kept in memory; on a shared store, committed (by the leader only) so that every
+    /// replica serves it. Fails only when a shared store could not take a flip.
+    pub fn set_health(&self, key: (String, String), health: InstanceHealth) -> Result<(), ApiError> {
         let mut inner = self.lock();
         let still_registered = inner
             .load_balancers
             .get(&key.0)
             .is_some_and(|lb| lb.instances.contains(&key.1));
         if !still_registered {
-            return;
+            return Ok(());
         }
         let flipped = inner.health.get(&key).map(|h| h.status) != Some(health.status);
-        inner.health.insert(key, health);
-        if flipped {
+        if !flipped {
+            inner.health.insert(key, health);
+            return Ok(());
+        }
+        if self.replica.is_shared() {
+            drop(inner);
+            let holder = self.replica.config.id.clone();
+            self.write_as(Some(&holder), |inner| {
+                let still_registered = inner
+                    .load_balancers
+                    .get(&key.0)
+                    .is_some_and(|lb| lb.instances.contains(&key.1));
+                Ok((
+                    if still_registered {
+                        vec![Write::PutHealth(key, health)]
+                    } else {
+                        vec![]
+                    },
+                    (),
+                ))
+            })?;
+        } else {
+            inner.health.insert(key, health);
             inner.version += 1;
             inner.endpoints_version = inner.version;
             let version = inner.version;
             drop(inner);
-            self.metrics.count("sticky_control_health_flips_total", &[]);
             self.version.send_replace(version);
         }
+        self.metrics.count("sticky_control_health_flips_total", &[]);
+        Ok(())
     }
 
     /// Stops the service's waits: every long-poll answers now, so a graceful shutdown does not
     /// wait out their time-outs.
     pub fn stop(&self) {
         self.stop.send_replace(true);
+    }
+
+    pub fn is_stopping(&self) -> bool {
+        *self.stop.borrow()
     }
 
     /// Resolves once [`Service::stop`] was called.
@@ -246,7 +371,9 @@ impl Service {
     pub fn maintain_keys(&self, now: i64) -> Result<bool, ApiError> {
         let rotation = i64::try_from(self.config.key_rotation.as_secs()).unwrap_or(i64::MAX);
         let retention = i64::try_from(self.config.key_retention.as_secs()).unwrap_or(i64::MAX);
-        self.write(|inner| {
+        // On a shared store, only while this replica holds the leader lease.
+        let holder = self.replica.is_shared().then(|| self.replica.config.id.clone());
+        self.write_as(holder.as_deref(), |inner| {
             let longest_lb_cookie = inner
                 .load_balancers
                 .values()
@@ -347,6 +474,7 @@ impl Inner {
             Write::DeleteLoadBalancer(name) => self.load_balancers.contains_key(name),
             Write::ReplaceRegistry(registry) => *registry != self.registry,
             Write::ReplaceKeys(_) => false,
+            Write::PutHealth(key, health) => self.health.get(key).map(|h| h.status) != Some(health.status),
         }
     }
 
@@ -417,7 +545,7 @@ mod tests {
         let bootstrap: BootstrapFile = serde_json::from_str(text).unwrap();
         let dir = std::env::temp_dir().join(format!("sticky-{test}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let store = Store::open(&dir.join("db")).unwrap();
+        let store = Store::open(&crate::store::StoreLocation::Sqlite(dir.join("db"))).unwrap();
         let config = ServiceConfig {
             access_keys: AccessKeys::default(),
             long_poll_timeout: Duration::from_secs(1),
@@ -427,6 +555,7 @@ mod tests {
             sync_timeout: Duration::ZERO,
             listener_binding: Default::default(),
             target_connect_timeout: crate::xds::resources::DEFAULT_TARGET_CONNECT_TIMEOUT,
+            replica: Default::default(),
         };
         (Service::open(config, store, Some(bootstrap)).unwrap(), dir)
     }
@@ -481,7 +610,9 @@ mod tests {
             consecutive_failed: 0,
             last_failure: String::new(),
         };
-        service.set_health(("terraform-balancer".to_owned(), first.unwrap()), healthy);
+        service
+            .set_health(("terraform-balancer".to_owned(), first.unwrap()), healthy)
+            .unwrap();
         let (version, endpoints) = service.versions();
         assert_eq!(endpoints, version, "so does a health flip");
         let _ = std::fs::remove_dir_all(&dir);

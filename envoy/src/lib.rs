@@ -399,8 +399,12 @@ impl EnvoyBootstrap {
 pub struct XdsBootstrap {
     pub node_id: String,
     pub admin_port: u16,
-    /// The control service (xDS over HTTP/2, and the filter's state feed over HTTP/1.1).
-    pub control: SocketAddr,
+    /// The control service's replicas (xDS over HTTP/2, and the filter's state feed over
+    /// HTTP/1.1); with several, each is health-checked and Envoy follows a live one.
+    pub control: Vec<SocketAddr>,
+    /// Where this Envoy also serves the control service's API, in front of its replicas (one
+    /// address that survives a replica's death); none by default.
+    pub api_listener: Option<SocketAddr>,
     pub shell: FilterShell,
     /// Shifts this Envoy's listener ports beyond the control service's rule (several Envoys
     /// on one host; 0 otherwise).
@@ -415,7 +419,8 @@ impl XdsBootstrap {
         Ok(Self {
             node_id: node_id.to_owned(),
             admin_port: sticky_testing::free_port()?,
-            control,
+            control: vec![control],
+            api_listener: None,
             shell,
             port_offset: 0,
             token: None,
@@ -428,9 +433,78 @@ impl XdsBootstrap {
             FilterShell::Native(module) => ("native", module_name(module)),
             FilterShell::Wasm(wasm) => ("wasm", wasm.display().to_string()),
         };
-        let address =
-            json!({"socket_address": {"address": self.control.ip().to_string(), "port_value": self.control.port()}});
+        // One replica at a time, by priority: this Envoy's xDS stream and its filter's state
+        // polls all go to the first healthy replica of its order, so each is one follower of
+        // one replica (polls spread over replicas would each count, stale, on the others).
+        // The order starts at a replica chosen by the node id, spreading Envoys over replicas.
+        let first = self
+            .node_id
+            .bytes()
+            .fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(usize::from(b)));
+        let replicas = |cluster: &str| {
+            let count = self.control.len().max(1);
+            let endpoints: Vec<serde_json::Value> = (0..self.control.len())
+                .map(|priority| {
+                    let a = self.control[(first + priority) % count];
+                    json!({
+                        "priority": priority,
+                        "lb_endpoints": [{"endpoint": {"address": {"socket_address": {"address": a.ip().to_string(), "port_value": a.port()}}}}]
+                    })
+                })
+                .collect();
+            json!({"cluster_name": cluster, "endpoints": endpoints})
+        };
+        // With several replicas, one that died or lost its store is left within ~2 s.
+        let replica_checks = if self.control.len() > 1 {
+            json!([{
+                "timeout": "1s", "interval": "1s", "no_traffic_interval": "1s",
+                "unhealthy_threshold": 2, "healthy_threshold": 1,
+                "http_health_check": {"path": "/healthz"}
+            }])
+        } else {
+            json!([])
+        };
         let ads = json!({"ads": {}, "resource_api_version": "V3"});
+        let mut clusters = json!([
+                {
+                    "name": XDS_CLUSTER,
+                    "connect_timeout": "1s",
+                    "type": "STATIC",
+                    "typed_extension_protocol_options": {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                        "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                        "explicit_http_config": {"http2_protocol_options": {
+                            // A stream that goes silent (control service host gone) is noticed.
+                            "connection_keepalive": {"interval": "5s", "timeout": "5s"}
+                        }}
+                    }},
+                    "health_checks": replica_checks,
+                    "load_assignment": replicas(XDS_CLUSTER)
+                },
+                {
+                    "name": CONTROL_CLUSTER,
+                    "connect_timeout": "1s",
+                    "type": "STATIC",
+                    "health_checks": replica_checks,
+                    "load_assignment": replicas(CONTROL_CLUSTER)
+                }
+        ]);
+        if self.api_listener.is_some() {
+            // API calls spread over every live replica; a retry goes to another one.
+            let endpoints: Vec<serde_json::Value> = self
+                .control
+                .iter()
+                .map(|a| json!({"endpoint": {"address": {"socket_address": {"address": a.ip().to_string(), "port_value": a.port()}}}}))
+                .collect();
+            if let Some(clusters) = clusters.as_array_mut() {
+                clusters.push(json!({
+                    "name": CONTROL_API_CLUSTER,
+                    "connect_timeout": "1s",
+                    "type": "STATIC",
+                    "health_checks": replica_checks,
+                    "load_assignment": {"cluster_name": CONTROL_API_CLUSTER, "endpoints": [{"lb_endpoints": endpoints}]}
+                }));
+            }
+        }
         json!({
             "node": {
                 "id": self.node_id,
@@ -457,30 +531,60 @@ impl XdsBootstrap {
                 "cds_config": ads,
                 "lds_config": ads
             },
-            "static_resources": {"clusters": [
-                {
-                    "name": XDS_CLUSTER,
-                    "connect_timeout": "1s",
-                    "type": "STATIC",
-                    "typed_extension_protocol_options": {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-                        "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
-                        "explicit_http_config": {"http2_protocol_options": {
-                            // A stream that goes silent (control service host gone) is noticed.
-                            "connection_keepalive": {"interval": "5s", "timeout": "5s"}
-                        }}
-                    }},
-                    "load_assignment": {"cluster_name": XDS_CLUSTER, "endpoints": [{"lb_endpoints": [{"endpoint": {"address": address}}]}]}
-                },
-                {
-                    "name": CONTROL_CLUSTER,
-                    "connect_timeout": "1s",
-                    "type": "STATIC",
-                    "load_assignment": {"cluster_name": CONTROL_CLUSTER, "endpoints": [{"lb_endpoints": [{"endpoint": {"address": address}}]}]}
-                }
-            ]}
+            "static_resources": {"clusters": clusters, "listeners": self.api_listener.map(api_listener).into_iter().collect::<Vec<_>>()}
         })
         .to_string()
     }
+}
+
+/// The cluster of the control service's replicas behind [`XdsBootstrap::api_listener`].
+pub const CONTROL_API_CLUSTER: &str = "control_api";
+
+/// A listener on `at` passing the control service's API to its replicas: a call that could
+/// not reach one (refused) goes to another; what Envoy answers itself (no replica answered, a
+/// replica died during the call) is an ELB error document (`ServiceUnavailable`, HTTP 503),
+/// which SDKs and the CLIs retry.
+fn api_listener(at: SocketAddr) -> serde_json::Value {
+    json!({
+        "name": "control_api",
+        "address": {"socket_address": {"address": at.ip().to_string(), "port_value": at.port()}},
+        "filter_chains": [{"filters": [{
+            "name": "envoy.filters.network.http_connection_manager",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                "stat_prefix": "control_api",
+                "route_config": {"virtual_hosts": [{
+                    "name": "control_api", "domains": ["*"],
+                    "routes": [{"match": {"prefix": "/"}, "route": {
+                        "cluster": CONTROL_API_CLUSTER,
+                        // An API call may wait for its change to be in force everywhere.
+                        "timeout": "60s",
+                        "retry_policy": {
+                            "retry_on": "connect-failure,refused-stream",
+                            "num_retries": 3,
+                            "retry_host_predicate": [{
+                                "name": "envoy.retry_host_predicates.previous_hosts",
+                                "typed_config": {"@type": "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"}
+                            }],
+                            "host_selection_retry_max_attempts": 5
+                        }
+                    }}]
+                }]},
+                "local_reply_config": {"body_format": {
+                    "text_format_source": {"inline_string": concat!(
+                        "<ErrorResponse xmlns=\"http://elasticloadbalancing.amazonaws.com/doc/2012-06-01/\">",
+                        "<Error><Type>Receiver</Type><Code>ServiceUnavailable</Code>",
+                        "<Message>No replica of the control service answered (%RESPONSE_CODE_DETAILS%)</Message></Error>",
+                        "<RequestId>%STREAM_ID%</RequestId></ErrorResponse>\n"
+                    )},
+                    "content_type": "text/xml"
+                }},
+                "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
+                }}]
+            }
+        }]}]
+    })
 }
 
 /// The upstream header's name, and the route's `response_headers_to_add` that reports the

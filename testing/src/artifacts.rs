@@ -114,6 +114,17 @@ pub fn build_control() -> Result<PathBuf, BuildError> {
     build_binary_once(&BUILT, "sticky-control", "sticky-control")
 }
 
+/// Builds the control service's binary with the release profile once per process and returns
+/// its path: the benchmarks' figures of the service itself.
+pub fn build_control_release() -> Result<PathBuf, BuildError> {
+    static BUILT: OnceLock<Result<PathBuf, BuildError>> = OnceLock::new();
+    built_once(
+        &BUILT,
+        &["--release", "-p", "sticky-control", "--bin", "sticky-control"],
+        || target_dir().join("release").join("sticky-control"),
+    )
+}
+
 /// Builds the demo target's binary (`demo-target`, debug profile) once per process and returns
 /// its path: the tests that kill a target's process, or run it on a test host of its own.
 pub fn build_demo_target() -> Result<PathBuf, BuildError> {

@@ -42,21 +42,27 @@ impl OscCli {
     /// 0: any "Error" in its output fails too); its output.
     #[allow(clippy::panic)]
     pub fn lbu(&self, args: &[&str]) -> String {
+        self.try_lbu(args)
+            .unwrap_or_else(|text| panic!("osc-cli {args:?}:\n{text}"))
+    }
+
+    /// One `osc-cli lbu …` call: its output, or, when it failed, its output as the error.
+    pub fn try_lbu(&self, args: &[&str]) -> Result<String, String> {
         let output = Command::new(venv_bin("osc-cli"))
             .arg("lbu")
             .args(args)
             .arg("--config_path")
             .arg(&self.config)
             .output()
-            .unwrap_or_else(|e| panic!("osc-cli does not run: {e}"));
+            .map_err(|e| format!("osc-cli does not run: {e}"))?;
         let text = format!(
             "{}{}",
             String::from_utf8_lossy(&output.stdout),
             String::from_utf8_lossy(&output.stderr)
         );
         if !output.status.success() || text.contains("Error") {
-            panic!("osc-cli {args:?}:\n{text}");
+            return Err(text);
         }
-        text
+        Ok(text)
     }
 }

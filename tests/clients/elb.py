@@ -8,6 +8,9 @@ Usage: elb.py ENDPOINT ACCESS_KEY SECRET_KEY COMMAND ARGS...
   deregister NAME ID...            DeregisterInstancesFromLoadBalancer
   lb-policy NAME PORT SECONDS      CreateLBCookieStickinessPolicy + SetLoadBalancerPoliciesOfListener
   app-policy NAME PORT COOKIE      CreateAppCookieStickinessPolicy + SetLoadBalancerPoliciesOfListener
+  burst PREFIX COUNT               CreateLoadBalancer PREFIX-0 … PREFIX-(COUNT-1), one after the
+                                   other: prints "acknowledged NAME" as each is answered, "failed
+                                   NAME: ERROR" when one fails (after boto3's own retries), and goes on
 Prints the answer's DNSName (create) and the x-sticky-not-in-force header when present.
 """
 import sys
@@ -35,6 +38,15 @@ def report(answer):
 
 
 name = args[0]
+if command == "burst":
+    for i in range(int(args[1])):
+        each = f"{name}-{i}"
+        try:
+            elb.create_load_balancer(LoadBalancerName=each, Listeners=[listener(80)])
+            print("acknowledged", each, flush=True)
+        except Exception as error:  # noqa: BLE001 - every failure is reported, none stops the burst
+            print("failed", each + ":", str(error).replace("\n", " "), flush=True)
+    sys.exit(0)
 if command == "create":
     answer = elb.create_load_balancer(LoadBalancerName=name, Listeners=[listener(p) for p in args[1:]])
     print(answer["DNSName"])

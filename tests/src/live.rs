@@ -14,7 +14,7 @@ use sticky_testing::artifacts::build_control;
 pub use sticky_testing::eventually;
 
 use crate::hosts::{Placement, TargetProcesses};
-use crate::xds::{envoy_shift, free_pool, listener_rule_args, start_envoy};
+use crate::xds::{envoy_shift, free_pool, listener_rule_args, start_envoy_following};
 use crate::{LOAD_BALANCER, Reply, TARGET_IDS, agent, get};
 
 pub const ACCESS_KEY: (&str, &str) = ("AKIDLIVETEST", "live-test-secret");
@@ -47,8 +47,14 @@ impl Targets for TargetProcesses {
 
 pub struct Live<T = DemoTargets> {
     pub targets: T,
+    /// The control service (the first replica when several share PostgreSQL).
     pub control: ControlProcess,
+    /// The other replicas.
+    pub more_replicas: Vec<ControlProcess>,
     pub envoys: Vec<EnvoyProcess>,
+    /// Where Envoy 0 serves the control service's API in front of the replicas.
+    pub api_front: Option<std::net::SocketAddr>,
+    pub postgres: Option<sticky_testing::postgres::PostgresServer>,
     agent: ureq::Agent,
     _dir: tempfile::TempDir,
 }
@@ -74,6 +80,13 @@ impl Live<TargetProcesses> {
 impl<T: Targets> Live<T> {
     /// [`Live::start`] in front of `targets` (instance ids [`TARGET_IDS`]).
     pub fn start_with(targets: T, envoys: usize, control_args: &[&str]) -> Self {
+        Self::start_replicated(targets, envoys, 1, control_args)
+    }
+
+    /// [`Live::start_with`], with `replicas` replicas of the control service sharing a
+    /// PostgreSQL of their own when more than one (Envoys follow any of them; Envoy 0 serves
+    /// their API in front of them, where [`Live::api`] calls).
+    pub fn start_replicated(targets: T, envoys: usize, replicas: usize, control_args: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let bootstrap = BootstrapFile::one_listener(LOAD_BALANCER, &targets.addresses());
         let binary = build_control().unwrap_or_else(|e| panic!("{e}"));
@@ -81,14 +94,40 @@ impl<T: Targets> Live<T> {
         let (pool, port_offset) = free_pool();
         let mut args = listener_rule_args(pool, port_offset);
         args.extend(control_args.iter().map(|a| (*a).to_owned()));
+        let postgres = (replicas > 1).then(|| {
+            let server = sticky_testing::postgres::PostgresServer::start().unwrap_or_else(|e| panic!("{e}"));
+            let url = server.create_database("sticky").unwrap_or_else(|e| panic!("{e}"));
+            args.extend(["--store".to_owned(), url]);
+            server
+        });
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let control = ControlProcess::start(&binary, &dir.path().join("control"), 0, &bootstrap, ACCESS_KEY, &args)
-            .unwrap_or_else(|e| panic!("{e}"));
+        let mut controls: Vec<ControlProcess> = (0..replicas.max(1))
+            .map(|n| {
+                ControlProcess::start(
+                    &binary,
+                    &dir.path().join(format!("control-{n}")),
+                    0,
+                    &bootstrap,
+                    ACCESS_KEY,
+                    &args,
+                )
+                .unwrap_or_else(|e| panic!("{e}"))
+            })
+            .collect();
+        let control = controls.remove(0);
+        let addresses: Vec<std::net::SocketAddr> = std::iter::once(control.address())
+            .chain(controls.iter().map(ControlProcess::address))
+            .collect();
+        let api_front = (replicas > 1).then(|| {
+            let port = sticky_testing::free_port().expect("a free port");
+            std::net::SocketAddr::from(([127, 0, 0, 1], port))
+        });
         let shell = crate::shell_under_test().build().unwrap_or_else(|e| panic!("{e}"));
         let [a, b, c, _] = pool.octets();
         let envoys = (0..envoys)
             .map(|i| {
-                let mut envoy = start_envoy(&shell, control.address(), None, dir.path(), i);
+                let front = if i == 0 { api_front } else { None };
+                let mut envoy = start_envoy_following(&shell, &addresses, front, None, dir.path(), i);
                 envoy.serve_at(std::net::SocketAddr::from((
                     [a, b, c, 1],
                     80 + port_offset + envoy_shift(i),
@@ -99,7 +138,10 @@ impl<T: Targets> Live<T> {
         let live = Self {
             targets,
             control,
+            more_replicas: controls,
             envoys,
+            api_front,
+            postgres,
             agent: agent(),
             _dir: dir,
         };
@@ -114,8 +156,46 @@ impl<T: Targets> Live<T> {
         live
     }
 
+    /// The API: through Envoy 0's front when there are replicas, else the control service.
     pub fn api(&self) -> QueryClient {
-        self.control.client(ACCESS_KEY)
+        QueryClient::new(self.api_authority(), ACCESS_KEY.0, ACCESS_KEY.1)
+    }
+
+    /// Where [`Live::api`] calls (`host:port`).
+    pub fn api_authority(&self) -> String {
+        match self.api_front {
+            Some(front) => front.to_string(),
+            None => self.control.address().to_string(),
+        }
+    }
+
+    /// Replica `n` of the control service (0 is [`Live::control`]).
+    pub fn replica_mut(&mut self, n: usize) -> &mut ControlProcess {
+        match n {
+            0 => &mut self.control,
+            n => &mut self.more_replicas[n - 1],
+        }
+    }
+
+    /// How many replicas of the control service there are.
+    pub fn replica_count(&self) -> usize {
+        1 + self.more_replicas.len()
+    }
+
+    /// The replica that leads now (health checks, key rotation), if one answers that it does.
+    pub fn leader(&self) -> Option<usize> {
+        (0..self.replica_count()).find(|n| {
+            let replica = if *n == 0 {
+                &self.control
+            } else {
+                &self.more_replicas[n - 1]
+            };
+            ureq::get(&format!("{}/metrics", replica.url()))
+                .call()
+                .ok()
+                .and_then(|r| r.into_string().ok())
+                .is_some_and(|text| text.lines().any(|l| l == "sticky_control_leader 1"))
+        })
     }
 
     /// A signed API call that must succeed.

@@ -3,7 +3,10 @@
 //! another target's host vanishes from the network (its link goes down: packets are dropped
 //! without an answer) and comes back, the control service is killed (-9) and restarted, the
 //! policy flips between LB cookie, app cookie and none, targets are deregistered and registered
-//! again, and keys rotate (every 5 s). The targets run on test hosts (network namespaces,
+//! again, and keys rotate (every 5 s). With replicas of the control service on PostgreSQL
+//! ([`run_replicated`]), the control fault kills -9 the leading replica and, the next time, one
+//! that does not lead; the API is called through Envoy's front of the replicas, so calls go on
+//! while one is dead. The targets run on test hosts (network namespaces,
 //! [`crate::hosts`]). Every request is recorded with its send and answer times; the events with
 //! theirs. The checks afterwards count:
 //!
@@ -106,10 +109,17 @@ impl SoakReport {
 
 /// Runs the soak for `duration` (plus start-up) and returns its counts.
 pub fn run(duration: Duration) -> SoakReport {
-    let mut live = Live::start_processes(Placement::TestHosts, 1, &["--key-rotation", "5"]);
+    run_replicated(duration, 1)
+}
+
+/// [`run`] with `replicas` replicas of the control service sharing PostgreSQL (one: the
+/// embedded store).
+pub fn run_replicated(duration: Duration, replicas: usize) -> SoakReport {
+    let targets = TargetProcesses::start(&TARGET_IDS, Placement::TestHosts).unwrap_or_else(|e| panic!("{e:#}"));
+    let mut live = Live::start_replicated(targets, 1, replicas, &["--key-rotation", "5"]);
     live.create_lb_cookie_policy("LBCookie", 300);
     live.create_app_cookie_policy("AppCookie", "session");
-    let control_port = live.control.port;
+    let api_authority = live.api_authority();
 
     let traffic = Traffic::start(CLIENTS, &live.envoys[0].url(), PLAN);
     let stop = Arc::new(AtomicBool::new(false));
@@ -118,11 +128,7 @@ pub fn run(duration: Duration) -> SoakReport {
     let monitor = {
         let (stop, health) = (Arc::clone(&stop), Arc::clone(&health));
         std::thread::spawn(move || {
-            let api = sticky_control::client::QueryClient::new(
-                format!("127.0.0.1:{control_port}"),
-                ACCESS_KEY.0,
-                ACCESS_KEY.1,
-            );
+            let api = sticky_control::client::QueryClient::new(api_authority, ACCESS_KEY.0, ACCESS_KEY.1);
             while !stop.load(Ordering::Relaxed) {
                 if let Ok(reply) = api.call("DescribeInstanceHealth", &[("LoadBalancerName", LOAD_BALANCER)]) {
                     let now = Instant::now();
@@ -227,14 +233,22 @@ fn schedule(live: &mut Live<TargetProcesses>, duration: Duration) -> Vec<Event> 
         live.set_policy(policy);
         record(&mut events, EventKind::Policy(policy), t);
 
-        // The control service is killed -9 and comes back.
+        // The control service (a replica: the leader, then one that does not lead) is killed
+        // -9 and comes back.
         std::thread::sleep(STEP);
+        let replicas = live.replica_count();
+        let leader = live.leader().unwrap_or(0);
+        let victim = if round.is_multiple_of(2) {
+            leader
+        } else {
+            (leader + 1) % replicas
+        };
         let t = Instant::now();
-        live.control.kill();
+        live.replica_mut(victim).kill();
         record(&mut events, EventKind::ControlKilled, t);
         std::thread::sleep(STEP);
         let t = Instant::now();
-        if live.control.launch().is_ok() {
+        if live.replica_mut(victim).launch().is_ok() {
             record(&mut events, EventKind::ControlRestarted, t);
         }
         round += 1;

@@ -92,11 +92,45 @@ pub fn start_envoy(
     dir: &Path,
     index: usize,
 ) -> EnvoyProcess {
+    start_envoy_following(shell, &[control], None, token, dir, index)
+}
+
+/// [`start_envoy`] following any of the control service's `replicas`, and serving its API in
+/// front of them at `api_listener` when given.
+pub fn start_envoy_following(
+    shell: &FilterShell,
+    replicas: &[SocketAddr],
+    api_listener: Option<SocketAddr>,
+    token: Option<&str>,
+    dir: &Path,
+    index: usize,
+) -> EnvoyProcess {
     assert!(index < usize::from(ENVOYS_MAX));
-    let mut bootstrap = XdsBootstrap::new(shell.clone(), control, &format!("bouncer-{index}")).expect("bootstrap");
+    let first = *replicas.first().expect("a control service");
+    let mut bootstrap = XdsBootstrap::new(shell.clone(), first, &format!("bouncer-{index}")).expect("bootstrap");
+    bootstrap.control = replicas.to_vec();
+    bootstrap.api_listener = api_listener;
     bootstrap.port_offset = envoy_shift(index);
     bootstrap.token = token.map(str::to_owned);
     EnvoyProcess::start_xds(&bootstrap, &dir.join(format!("envoy-{index}")), 1).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// One ELB call through boto3 (`tests/clients/elb.py`) against `endpoint`; its output.
+pub fn boto3_at(endpoint: &str, args: &[&str]) -> String {
+    let script = sticky_testing::artifacts::workspace_root().join("tests/clients/elb.py");
+    let output = Command::new(venv_bin("python"))
+        .arg(script)
+        .args([endpoint, ACCESS_KEY.0, ACCESS_KEY.1])
+        .args(args)
+        .output()
+        .expect("python runs");
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "elb.py {args:?}: {text}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    text
 }
 
 /// How far Envoy number `index` shifts its listener ports (several Envoys on one host).
@@ -191,20 +225,7 @@ impl XdsBouncer {
 
     /// One ELB call through boto3 (`tests/clients/elb.py`); its output.
     pub fn boto3(&self, args: &[&str]) -> String {
-        let script = sticky_testing::artifacts::workspace_root().join("tests/clients/elb.py");
-        let output = Command::new(venv_bin("python"))
-            .arg(script)
-            .args([self.control.url().as_str(), ACCESS_KEY.0, ACCESS_KEY.1])
-            .args(args)
-            .output()
-            .expect("python runs");
-        let text = String::from_utf8_lossy(&output.stdout).into_owned();
-        assert!(
-            output.status.success(),
-            "elb.py {args:?}: {text}{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        text
+        boto3_at(&self.control.url(), args)
     }
 
     /// One `osc-cli lbu` call, as an operator types it; its output.

@@ -59,3 +59,35 @@ fn benchmark_smoke_run_writes_every_row_and_the_chart() {
         "not a PNG chart"
     );
 }
+
+#[test]
+fn replica_benchmark_smoke_run_prints_every_table() {
+    let output = Command::new(env!("CARGO_BIN_EXE_bench"))
+        .args(["--replicas", "--smoke"])
+        .output()
+        .expect("run the bench program");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "bench --replicas --smoke failed:\n{stderr}");
+    let tables = String::from_utf8_lossy(&output.stdout);
+    for row in [
+        "| SQLite, 1 process |",
+        "| PostgreSQL, 1 replica |",
+        "| PostgreSQL, 3 replicas |",
+        "| policy change, 3 replicas, xDS |",
+        "| registration, 3 replicas, xDS |",
+        "| 10 | 3 |",
+        "| 100 | 3 |",
+    ] {
+        let line = tables
+            .lines()
+            .find(|l| l.starts_with(row))
+            .unwrap_or_else(|| panic!("no row {row} in:\n{tables}"));
+        let first: f64 = line
+            .split('|')
+            .nth(2)
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no figure in {line}"));
+        assert!(first > 0.0, "{line}");
+    }
+}

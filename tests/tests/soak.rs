@@ -7,13 +7,29 @@
 
 use std::time::Duration;
 
-#[test]
-fn sticky_clients_keep_their_sessions_through_faults() {
-    let seconds: u64 = std::env::var("STICKY_SOAK_SECONDS")
+fn soak_seconds(default: u64) -> Duration {
+    let seconds = std::env::var("STICKY_SOAK_SECONDS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(110);
-    let report = sticky_tests::soak::run(Duration::from_secs(seconds));
+        .unwrap_or(default);
+    Duration::from_secs(seconds)
+}
+
+#[test]
+fn sticky_clients_keep_their_sessions_through_faults() {
+    let report = sticky_tests::soak::run(soak_seconds(110));
+    assert_all_went_right(&report);
+}
+
+/// The same faults with three replicas of the control service on PostgreSQL, the leader and
+/// another replica killed -9 in turn, the API called through Envoy's front of the replicas.
+#[test]
+fn sticky_clients_keep_their_sessions_through_replica_deaths() {
+    let report = sticky_tests::soak::run_replicated(soak_seconds(60), 3);
+    assert_all_went_right(&report);
+}
+
+fn assert_all_went_right(report: &sticky_tests::soak::SoakReport) {
     println!("{}", report.summary());
     assert!(
         report.requests > 1_000,

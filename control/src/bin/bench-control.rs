@@ -56,8 +56,13 @@ fn main() -> anyhow::Result<()> {
         sync_timeout: Duration::ZERO,
         listener_binding: Default::default(),
         target_connect_timeout: sticky_control::xds::resources::DEFAULT_TARGET_CONNECT_TIMEOUT,
+        replica: Default::default(),
     };
-    let service = Service::open(config, Store::open(&dir.join("bench.db"))?, Some(bootstrap))?;
+    let service = Service::open(
+        config,
+        Store::open(&sticky_control::store::StoreLocation::Sqlite(dir.join("bench.db")))?,
+        Some(bootstrap),
+    )?;
     let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
     let authority = listener.local_addr()?.to_string();
     runtime.spawn(async move {

@@ -1,6 +1,8 @@
 //! The prober: runs each registered instance's check (`HTTP:port/path` is healthy on a 200
 //! answer, `TCP:port` when a connection opens) at its interval, and feeds each result to the
-//! state machine in `state.rs`.
+//! state machine in `state.rs`. It runs on the leading replica only; the flips it finds reach
+//! the others through the store. It keeps the consecutive counts itself (only flips are
+//! shared), starting from the published health when it takes over.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -32,8 +34,25 @@ enum Slot {
     InFlight,
 }
 
-/// Runs the health checks until the process ends.
+/// Runs the health checks, while this replica leads, until the process ends.
 pub async fn run(service: Arc<Service>) {
+    let mut leadership = service.replica.leadership();
+    loop {
+        if *leadership.borrow_and_update() {
+            tracing::info!("health checks running on this replica");
+            tokio::select! {
+                () = probe(&service) => {}
+                _ = leadership.wait_for(|leads| !*leads) => {}
+            }
+            tracing::info!("health checks stopped on this replica: another one leads");
+        } else if leadership.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Probes until stopped (dropped when leadership is lost, with the probes it started).
+async fn probe(service: &Arc<Service>) {
     let client = match reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .no_proxy()
@@ -42,11 +61,15 @@ pub async fn run(service: Arc<Service>) {
         Ok(client) => client,
         Err(e) => {
             tracing::error!(error = %e, "cannot build the health check client; health checks are off");
-            return;
+            return std::future::pending().await;
         }
     };
-    let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<(String, String)>();
+    let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<((String, String), Option<InstanceHealth>)>();
+    // Each instance's state machine, with its consecutive counts.
+    let mut states: HashMap<(String, String), InstanceHealth> = HashMap::new();
     let mut slots: HashMap<(String, String), Slot> = HashMap::new();
+    // Aborted with this task when leadership is lost: a former leader publishes nothing more.
+    let mut probes_in_flight = tokio::task::JoinSet::new();
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     // A change (e.g. a registration) is looked at at once: a new instance's first probe, which
     // decides its health, does not wait for the next tick.
@@ -55,8 +78,12 @@ pub async fn run(service: Arc<Service>) {
         tokio::select! {
             _ = tick.tick() => {}
             Ok(()) = changes.changed() => {}
-            Some(key) = done_rx.recv() => {
-                if let Some(probe) = current_probes(&service).into_iter().find(|p| p.key == key) {
+            Some(_) = probes_in_flight.join_next(), if !probes_in_flight.is_empty() => continue,
+            Some((key, health)) = done_rx.recv() => {
+                if let Some(health) = health {
+                    states.insert(key.clone(), health);
+                }
+                if let Some(probe) = current_probes(service).into_iter().find(|p| p.key == key) {
                     slots.insert(key, Slot::DueAt(Instant::now() + probe.interval, probe.interval, probe.target, probe.path));
                 } else {
                     slots.remove(&key);
@@ -64,8 +91,9 @@ pub async fn run(service: Arc<Service>) {
                 continue;
             }
         }
-        let probes = current_probes(&service);
+        let probes = current_probes(service);
         slots.retain(|key, _| probes.iter().any(|p| &p.key == key));
+        states.retain(|key, _| probes.iter().any(|p| &p.key == key));
         let now = Instant::now();
         for probe in probes {
             let due = match slots.get(&probe.key) {
@@ -81,22 +109,42 @@ pub async fn run(service: Arc<Service>) {
                 continue;
             }
             slots.insert(probe.key.clone(), Slot::InFlight);
-            let (service, client, done) = (Arc::clone(&service), client.clone(), done_tx.clone());
-            tokio::spawn(async move {
+            let previous = match states.get(&probe.key) {
+                Some(state) => state.clone(),
+                // New here: from what the replica that led before published.
+                None => service
+                    .read(|inner| inner.health(&probe.key.0, &probe.key.1).cloned())
+                    .unwrap_or(InstanceHealth::PENDING),
+            };
+            let (service, client, done) = (Arc::clone(service), client.clone(), done_tx.clone());
+            probes_in_flight.spawn(async move {
                 let outcome = check(&client, &probe).await;
                 service.metrics.count(
                     "sticky_control_health_probes_total",
                     &[("result", if outcome.is_ok() { "ok" } else { "failed" })],
                 );
-                let previous = service
-                    .read(|inner| inner.health(&probe.key.0, &probe.key.1).cloned())
-                    .unwrap_or(InstanceHealth::PENDING);
                 let next = previous.after(outcome, probe.healthy_threshold, probe.unhealthy_threshold);
                 if next.status != previous.status {
                     tracing::info!(load_balancer = %probe.key.0, instance = %probe.key.1, status = ?next.status, reason = %next.last_failure, "health changed");
                 }
-                service.set_health(probe.key.clone(), next);
-                let _ = done.send(probe.key);
+                // A flip may commit to a shared store: off the async workers.
+                let published = {
+                    let (service, key, next) = (Arc::clone(&service), probe.key.clone(), next.clone());
+                    tokio::task::spawn_blocking(move || service.set_health(key, next)).await
+                };
+                // Not recorded: the state stays as it was, so the next probe flips it again.
+                let recorded = match published {
+                    Ok(Ok(())) => Some(next),
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %e.message, "health change not recorded");
+                        None
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "health change not recorded");
+                        None
+                    }
+                };
+                let _ = done.send((probe.key, recorded));
             });
         }
     }

@@ -3,7 +3,7 @@
 //! of service and HealthyThreshold consecutive successes bring it back. Pure: the prober feeds
 //! it results.
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum HealthStatus {
     /// Registered, not probed yet.
     Pending,
@@ -11,7 +11,7 @@ pub enum HealthStatus {
     OutOfService,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct InstanceHealth {
     pub status: HealthStatus,
     pub consecutive_ok: u32,

@@ -56,6 +56,16 @@ impl Control {
         self.process.restart().unwrap_or_else(|e| panic!("{e}"));
     }
 
+    /// Kills the process with SIGKILL.
+    pub fn kill(&mut self) {
+        self.process.kill();
+    }
+
+    /// Starts it again (after [`Control::kill`]) on the same port and store.
+    pub fn launch(&mut self) {
+        self.process.launch().unwrap_or_else(|e| panic!("{e}"));
+    }
+
     pub fn client(&self) -> QueryClient {
         QueryClient::new(format!("127.0.0.1:{}", self.port), ACCESS_KEY, SECRET_KEY)
     }
@@ -123,4 +133,62 @@ pub fn bootstrap(instances: &[(&str, std::net::SocketAddr)], registered: &[&str]
         lb.health_check = None;
     }
     file
+}
+
+/// Replicas of the service as processes, sharing one PostgreSQL database of a server of their
+/// own.
+pub struct Replicas {
+    pub replicas: Vec<Control>,
+    pub postgres: sticky_testing::postgres::PostgresServer,
+    pub url: String,
+}
+
+impl Replicas {
+    /// `count` replicas on a fresh database, each with `bootstrap` and `extra` arguments.
+    pub fn start(count: usize, bootstrap: &BootstrapFile, extra: &[&str]) -> Self {
+        let postgres = sticky_testing::postgres::PostgresServer::start().unwrap_or_else(|e| panic!("{e}"));
+        let url = postgres.create_database("sticky").unwrap_or_else(|e| panic!("{e}"));
+        let mut args = vec!["--store", url.as_str()];
+        args.extend(extra);
+        let replicas = (0..count).map(|_| Control::start(bootstrap, &args)).collect();
+        Self {
+            replicas,
+            postgres,
+            url,
+        }
+    }
+
+    /// The index of the replica that leads (waits until one does).
+    pub fn leader(&self) -> usize {
+        let mut leader = None;
+        sticky_testing::eventually(Duration::from_secs(20), "a replica leads", || {
+            leader = self
+                .replicas
+                .iter()
+                .position(|r| r.metric_or_gone("sticky_control_leader") == Some(1));
+            leader.is_some()
+        });
+        leader.unwrap()
+    }
+
+    /// Runs `sql` in the replicas' database; psql's unaligned output.
+    pub fn sql(&self, sql: &str) -> String {
+        self.postgres.psql("sticky", sql).unwrap_or_else(|e| panic!("{e}"))
+    }
+}
+
+impl Control {
+    /// [`Control::metric`], or `None` when the process does not answer (killed).
+    pub fn metric_or_gone(&self, name: &str) -> Option<u64> {
+        let text = ureq::get(&format!("{}/metrics", self.url()))
+            .call()
+            .ok()?
+            .into_string()
+            .ok()?;
+        Some(
+            text.lines()
+                .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+                .unwrap_or(0),
+        )
+    }
 }

@@ -5,4 +5,5 @@
 pub mod haproxy;
 pub mod load;
 pub mod propagation;
+pub mod replicas;
 pub mod report;

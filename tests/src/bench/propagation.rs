@@ -170,7 +170,7 @@ fn until(
 }
 
 /// SetLoadBalancerPoliciesOfListener, on and off: until a request gets (or no longer gets) a cookie.
-fn policy_lags(live: &Live, trials: usize, what: &str) -> anyhow::Result<Lags> {
+pub fn policy_lags(live: &Live, trials: usize, what: &str) -> anyhow::Result<Lags> {
     let mut lags = Lags::new(what);
     for trial in 0..trials {
         let enable = trial % 2 == 0;
@@ -188,7 +188,7 @@ fn policy_lags(live: &Live, trials: usize, what: &str) -> anyhow::Result<Lags> {
 
 /// RegisterInstancesWithLoadBalancer of a target deregistered before: until a request reaches
 /// it (round robin over the three, no policy).
-fn registration_lags(live: &Live, trials: usize, what: &str) -> anyhow::Result<Lags> {
+pub fn registration_lags(live: &Live, trials: usize, what: &str) -> anyhow::Result<Lags> {
     let mut lags = Lags::new(what);
     let moving = TARGET_IDS[2];
     for _ in 0..trials {

@@ -30,8 +30,8 @@ use sticky_testing::fixtures::{app_cookie_policy, filter_state, lb_cookie_policy
 use sticky_testing::random_key_ring;
 use sticky_tests::bench::haproxy::{HAPROXY_COOKIE, HaproxyProcess};
 use sticky_tests::bench::load::{Load, Measurement, bind_this_process, resident_mib};
-use sticky_tests::bench::propagation;
 use sticky_tests::bench::report::{Row, ScalePoint, chart, scale_table, throughput_table, update_readme};
+use sticky_tests::bench::{propagation, replicas};
 use sticky_tests::{STICKY_COOKIE, agent, get};
 
 const NATIVE_COOKIE: &str = "envoy-session";
@@ -67,6 +67,7 @@ struct Args {
     baseline_wasm: Option<PathBuf>,
     /// Measure only these rows of the throughput table (e.g. `3c,3d`); rows 1, 2 and 4, which
     /// the ratios need, are always measured. For working on one path; leaves the README alone.
+    /// With `--replicas`, `followers` measures only the followers per replica (printed).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Every step, briefly: 1 s measurements, 1 round, 10 and 1,000 targets, 4 policy flips,
@@ -77,6 +78,14 @@ struct Args {
     /// EDS), printed; leaves the README and `--out` alone.
     #[arg(long)]
     propagation_only: bool,
+    /// Only the control service on PostgreSQL: API calls per second with 1 and 3 replicas,
+    /// propagation across replicas, and followers per replica (`--followers`). Writes
+    /// `<out>/replicas.md` (not with `--smoke`, which prints it).
+    #[arg(long)]
+    replicas: bool,
+    /// Simulated followers of the `--replicas` scale measurement.
+    #[arg(long, value_delimiter = ',', default_values_t = [100usize, 1_000, 3_000, 10_000])]
+    followers: Vec<usize>,
 }
 
 /// Where each process runs: the proxies on one CPU, wrk and the targets on the other.
@@ -128,16 +137,14 @@ fn main() -> anyhow::Result<()> {
         println!("{}", propagation::measure(args.trials, false)?.markdown());
         return Ok(());
     }
+    if args.replicas {
+        return replicas_only(&args);
+    }
     if (args.smoke || !args.only.is_empty()) && args.readme == "README.md" {
         args.readme = "none".to_owned();
     }
     let root = sticky_testing::artifacts::workspace_root();
-    let out = if args.out.is_absolute() {
-        args.out.clone()
-    } else {
-        root.join(&args.out)
-    };
-    std::fs::create_dir_all(&out)?;
+    let out = out_dir(&args)?;
     // Read before this process is bound to its CPUs (which narrows what it can see).
     let machine = machine_description();
     let cpus = Cpus::split();
@@ -742,4 +749,54 @@ fn machine_description() -> Machine {
         ),
         date: run("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
     }
+}
+
+/// `--replicas`: the control service on PostgreSQL, alone.
+fn replicas_only(args: &Args) -> anyhow::Result<()> {
+    let sizes = if args.smoke {
+        replicas::Sizes {
+            rate_seconds: 1,
+            client_threads: 4,
+            trials: 4,
+            followers: vec![10, 100],
+            changes: 3,
+            scale_only: false,
+        }
+    } else {
+        replicas::Sizes {
+            rate_seconds: args.duration,
+            client_threads: 8,
+            trials: args.trials,
+            followers: args.followers.clone(),
+            changes: 20,
+            scale_only: args.only.iter().any(|o| o == "followers"),
+        }
+    };
+    eprintln!("replicas on PostgreSQL…");
+    let started = std::time::Instant::now();
+    let markdown = replicas::measure(&sizes)?.markdown();
+    println!("{markdown}");
+    if !args.smoke && args.only.is_empty() {
+        let out = out_dir(args)?;
+        let when = machine_description().date;
+        let text = format!(
+            "# The control service on PostgreSQL\n\nMeasured by `scripts/bench --replicas` on {when} ({:.0} s; this machine: {} cores). \
+             See `tests/src/bench/replicas.rs` for what each figure is.\n\n{markdown}",
+            started.elapsed().as_secs_f64(),
+            std::thread::available_parallelism().map_or(1, usize::from),
+        );
+        std::fs::write(out.join("replicas.md"), text)?;
+    }
+    Ok(())
+}
+
+/// `--out`, under the workspace when relative; created.
+fn out_dir(args: &Args) -> anyhow::Result<PathBuf> {
+    let out = if args.out.is_absolute() {
+        args.out.clone()
+    } else {
+        sticky_testing::artifacts::workspace_root().join(&args.out)
+    };
+    std::fs::create_dir_all(&out)?;
+    Ok(out)
 }
