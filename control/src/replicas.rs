@@ -62,8 +62,7 @@ impl Replica {
     pub fn new(config: ReplicaConfig, shared: bool) -> Self {
         Self {
             config,
-            // A lone process leads for ever.
-            leading_until: Mutex::new((!shared).then(|| Instant::now() + Duration::from_secs(100 * 365 * 86_400))),
+            leading_until: Mutex::new(None),
             leadership: watch::channel(!shared).0,
             peers: Mutex::default(),
             store_reachable: AtomicBool::new(true),
@@ -75,11 +74,14 @@ impl Replica {
         self.shared
     }
 
+    /// Whether this replica leads now (a lone process always does).
     pub fn is_leader(&self) -> bool {
-        self.leading_until
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .is_some_and(|until| Instant::now() < until)
+        !self.shared
+            || self
+                .leading_until
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .is_some_and(|until| Instant::now() < until)
     }
 
     /// Changes whenever leadership is taken or lost.

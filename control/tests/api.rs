@@ -678,6 +678,13 @@ fn a_policy_change_does_not_wait_for_envoy_but_a_new_target_does() {
     eventually(Duration::from_secs(5), "the Envoy is known", || {
         control.metric("sticky_control_followers") == 1
     });
+    // … and holds the endpoints served now (the targets' first health probes flip them).
+    eventually(Duration::from_secs(5), "the Envoy holds the current endpoints", || {
+        let current = control.eds(&["terraform-balancer_80"])["version_info"]
+            .as_str()
+            .and_then(|v| v.parse::<u64>().ok());
+        current.is_some_and(|v| reported.load(Ordering::Relaxed) >= v)
+    });
 
     // While Envoy accepts nothing, a policy change is answered without waiting for it: had it
     // waited, the answer would have come at the 3 s time-out, counted as such.

@@ -15,7 +15,7 @@
 //! cluster of its own.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -167,9 +167,16 @@ fn start_replicas(
         })
         .collect::<Result<Vec<_>, _>>()?;
     // Past the start's discovery window, when changes also wait for followers to reconnect.
-    let started = Instant::now();
-    while started.elapsed() < sticky_control::service::FOLLOWER_DISCOVERY + Duration::from_millis(200) {
-        std::thread::sleep(Duration::from_millis(100));
+    for replica in &replicas {
+        let discovering = || -> anyhow::Result<bool> {
+            let text = ureq::get(&format!("{}/metrics", replica.url())).call()?.into_string()?;
+            Ok(text.lines().any(|l| l == "sticky_control_discovering_followers 1"))
+        };
+        sticky_testing::eventually(
+            sticky_control::service::FOLLOWER_DISCOVERY * 4,
+            "the replica's discovery window closes",
+            || discovering().is_ok_and(|d| !d),
+        );
     }
     Ok(replicas)
 }
@@ -270,8 +277,8 @@ fn process_usage(pid: u32) -> anyhow::Result<(f64, f64)> {
     Ok((nanos as f64 / 1e9, rss_kib / 1024.0))
 }
 
-/// When each follower first held each version.
-type Arrivals = Arc<Mutex<HashMap<u64, Vec<Instant>>>>;
+/// When each follower first held each version; the condition is notified at each arrival.
+type Arrivals = Arc<(Mutex<HashMap<u64, Vec<Instant>>>, Condvar)>;
 
 fn follower_scale(followers: usize, changes: usize) -> anyhow::Result<FollowerScale> {
     let dir = tempfile::tempdir()?;
@@ -321,14 +328,17 @@ fn follower_scale(followers: usize, changes: usize) -> anyhow::Result<FollowerSc
                 match held {
                     Some(held) if held != version => {
                         version = held;
-                        arrivals
+                        let (times, arrived) = &*arrivals;
+                        times
                             .lock()
                             .unwrap_or_else(PoisonError::into_inner)
                             .entry(held)
                             .or_default()
                             .push(Instant::now());
+                        arrived.notify_all();
                     }
                     Some(_) => {}
+                    // A filter's retry backoff (its shortest) after a failed poll.
                     None => tokio::time::sleep(Duration::from_millis(100)).await,
                 }
             }
@@ -336,20 +346,21 @@ fn follower_scale(followers: usize, changes: usize) -> anyhow::Result<FollowerSc
     }
     let holding = |version: u64| {
         arrivals
+            .0
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .get(&version)
             .map_or(0, Vec::len)
     };
+    // Until every follower holds `version`, at most `limit`.
     let wait_all = |version: u64, limit: Duration| -> bool {
-        let started = Instant::now();
-        while holding(version) < followers {
-            if started.elapsed() > limit {
-                return false;
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        true
+        let (times, arrived) = &*arrivals;
+        let held = times.lock().unwrap_or_else(PoisonError::into_inner);
+        let (held, timeout) = arrived
+            .wait_timeout_while(held, limit, |held| held.get(&version).map_or(0, Vec::len) < followers)
+            .unwrap_or_else(PoisonError::into_inner);
+        drop(held);
+        !timeout.timed_out()
     };
     // Every follower connected and holding the current state.
     let current = || -> anyhow::Result<u64> {
@@ -387,6 +398,7 @@ fn follower_scale(followers: usize, changes: usize) -> anyhow::Result<FollowerSc
             missed += followers - holding(version);
         }
         let times = arrivals
+            .0
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .get(&version)
