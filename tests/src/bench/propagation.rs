@@ -253,12 +253,13 @@ fn listener_lags(live: &Live, trials: usize) -> anyhow::Result<Lags> {
     Ok(lags.sorted())
 }
 
-impl Propagation {
-    pub fn markdown(&self) -> String {
+impl Lags {
+    /// A Markdown table of `lags`, one row each.
+    pub fn table(lags: &[Lags]) -> String {
         let mut out = String::from(
             "| change (Envoy configured by) | trials | API call → first request showing it: p50 / p99 / max ms | API call → answered: p50 / p99 ms | requests after the answer not showing it yet |\n|---|---:|---:|---:|---:|\n",
         );
-        for lags in &self.lags {
+        for lags in lags {
             out.push_str(&format!(
                 "| {} | {} | {:.2} / {:.2} / {:.2} | {:.2} / {:.2} | {} |\n",
                 lags.what,
@@ -271,6 +272,13 @@ impl Propagation {
                 lags.stale_after_answer,
             ));
         }
+        out
+    }
+}
+
+impl Propagation {
+    pub fn markdown(&self) -> String {
+        let mut out = Lags::table(&self.lags);
         out.push('\n');
         out.push_str(&format!(
             "- Target death → its session re-pinned to another target: {:.1} ms ({} failed requests meanwhile)\n",

@@ -440,21 +440,9 @@ impl ReplicaBench {
             ));
         }
         out.push_str(
-            "\n### Propagation across replicas (API through Envoy's front of 3 replicas, Envoy following one)\n\n\
-             | change | trials | API call → first request showing it: p50 / p99 / max ms | API call → answered: p50 / p99 ms |\n|---|---:|---:|---:|\n",
+            "\n### Propagation across replicas (API through Envoy's front of 3 replicas, Envoy following one)\n\n",
         );
-        for l in &self.propagation {
-            out.push_str(&format!(
-                "| {} | {} | {:.1} / {:.1} / {:.1} | {:.1} / {:.1} |\n",
-                l.what,
-                l.effect.len(),
-                ms(percentile(&l.effect, 0.5)),
-                ms(percentile(&l.effect, 0.99)),
-                ms(l.effect.last().copied().unwrap_or_default()),
-                ms(percentile(&l.answered, 0.5)),
-                ms(percentile(&l.answered, 0.99)),
-            ));
-        }
+        out.push_str(&Lags::table(&self.propagation));
         out.push_str(
             "\n### Followers per replica (simulated state long-polls, one replica on PostgreSQL)\n\n\
              | followers | changes | API call → follower holds it: p50 / p99 / max ms | API call → answered: p50 / p99 ms | missed | replica CPU per change ms (cores while propagating) | replica memory (MiB) |\n|---:|---:|---:|---:|---:|---:|---:|\n",
