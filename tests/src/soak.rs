@@ -17,7 +17,9 @@
 //!   answered by another target than the cookie's, although, since the client last saw it, that
 //!   target was neither killed, nor deregistered, nor out of service;
 //! - requests sent after a deregistration was acknowledged that reached the deregistered
-//!   target (before it was registered again).
+//!   target (before it was registered again);
+//! - acknowledged writes lost: at the end, every replica (or the one service) must hold the last
+//!   acknowledged policy and registrations.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -79,6 +81,8 @@ pub struct SoakReport {
     pub other_errors: Vec<String>,
     pub stickiness_violations: Vec<String>,
     pub deregistered_hits: Vec<String>,
+    /// Acknowledged writes a replica (or the one service) does not hold at the end.
+    pub lost_writes: Vec<String>,
     /// What the filter logged about targets it found unreachable (for diagnosis).
     pub unreachable_log: Vec<String>,
     /// Moves of a pinned client that the faults explain (for information).
@@ -92,7 +96,8 @@ impl SoakReport {
             "soak {:.0} s: {} requests ({} carrying a cookie of the policy in force), {} scheduled faults; \
              failed requests in flight to a target that died or vanished: idempotent {}, not idempotent {}; \
              other errors {}; stickiness violations {}; \
-             requests to a deregistered target after the acknowledgement {}; (moves explained by faults {})",
+             requests to a deregistered target after the acknowledgement {}; acknowledged writes lost {}; \
+             (moves explained by faults {})",
             self.seconds,
             self.requests,
             self.pinned_requests,
@@ -102,6 +107,7 @@ impl SoakReport {
             self.other_errors.len(),
             self.stickiness_violations.len(),
             self.deregistered_hits.len(),
+            self.lost_writes.len(),
             self.excused_moves,
         )
     }
@@ -151,6 +157,7 @@ pub fn run_replicated(duration: Duration, replicas: usize) -> SoakReport {
     let _ = monitor.join();
     let health = health.lock().unwrap_or_else(PoisonError::into_inner).clone();
     let mut report = check(&samples, &events, &health);
+    report.lost_writes = lost_writes(&mut live, &events);
     report.seconds = started.elapsed().as_secs_f64();
     let first = samples.first().map_or(started, |s| s.sent);
     report.unreachable_log = std::fs::read_to_string(&live.envoys[0].log)
@@ -160,6 +167,58 @@ pub fn run_replicated(duration: Duration, replicas: usize) -> SoakReport {
         .map(|line| format!("(soak +{:?} at the end) {line}", first.elapsed()))
         .collect();
     report
+}
+
+/// What every replica holds at the end that differs from the last acknowledged policy and
+/// registrations of the run.
+fn lost_writes(live: &mut Live<TargetProcesses>, events: &[Event]) -> Vec<String> {
+    let policy = events
+        .iter()
+        .filter_map(|e| match e.kind {
+            EventKind::Policy(p) => Some(p),
+            _ => None,
+        })
+        .next_back()
+        .flatten();
+    let mut registered: Vec<String> = TARGET_IDS.iter().map(|id| (*id).to_owned()).collect();
+    for event in events {
+        match &event.kind {
+            EventKind::Deregistered(id) => registered.retain(|r| r != id),
+            EventKind::Registered(id) if !registered.contains(id) => registered.push(id.clone()),
+            _ => {}
+        }
+    }
+    registered.sort();
+    let mut lost = Vec::new();
+    for n in 0..live.replica_count() {
+        let api = live.replica_mut(n).client(ACCESS_KEY);
+        let reply = match api.call(
+            "DescribeLoadBalancers",
+            &[("LoadBalancerNames.member.1", LOAD_BALANCER)],
+        ) {
+            Ok(reply) if reply.error_code().is_none() => reply,
+            other => {
+                lost.push(format!("replica {n} cannot be read: {other:?}"));
+                continue;
+            }
+        };
+        let mut held = reply.fields("InstanceId");
+        held.sort();
+        if held != registered {
+            lost.push(format!("replica {n} has {held:?} registered, not {registered:?}"));
+        }
+        let policies = reply.fields("PolicyNames").concat();
+        let holds = match policy {
+            Some(name) => policies.contains(&format!(">{name}<")),
+            None => !policies.contains("<member>"),
+        };
+        if !holds {
+            lost.push(format!(
+                "replica {n}: listener 80's policies are {policies:?}, not {policy:?}"
+            ));
+        }
+    }
+    lost
 }
 
 fn record(events: &mut Vec<Event>, kind: EventKind, started: Instant) {

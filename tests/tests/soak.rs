@@ -62,4 +62,9 @@ fn assert_all_went_right(report: &sticky_tests::soak::SoakReport) {
         "requests reached a deregistered target: {:#?}",
         report.deregistered_hits
     );
+    assert!(
+        report.lost_writes.is_empty(),
+        "acknowledged writes lost: {:#?}",
+        report.lost_writes
+    );
 }
