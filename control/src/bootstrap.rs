@@ -140,6 +140,9 @@ impl BootstrapFile {
                 instances: lb.instances.into_iter().collect(),
                 health_check,
                 address: None,
+                attributes: Default::default(),
+                tags: BTreeMap::new(),
+                draining: BTreeMap::new(),
             }));
         }
         if registry != *existing.registry() {

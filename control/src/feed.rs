@@ -7,8 +7,8 @@ use serde::{Deserialize, Serialize};
 use sticky_core::{CookieSettings, FilterState, PolicyState, TargetState};
 
 use crate::health::HealthStatus;
-use crate::model::Policy;
-use crate::service::Inner;
+use crate::model::{LoadBalancer, Policy};
+use crate::service::{Inner, ServedTarget};
 
 pub const EDS_TYPE_URL: &str = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
 
@@ -19,21 +19,27 @@ pub fn filter_state(inner: &Inner, cookie: &CookieSettings, name: &str, port: u1
     let policy = lb.listener_policy(port).map(|p| match p {
         Policy::LbCookie {
             cookie_expiration_period,
+            max_lifetime,
         } => PolicyState::LbCookie {
             expiration_period: cookie_expiration_period.unwrap_or(0),
+            max_lifetime: max_lifetime.unwrap_or(0),
         },
         Policy::AppCookie { cookie_name } => PolicyState::AppCookie {
             app_cookie_name: cookie_name.clone(),
             duration_seconds: None,
         },
     });
+    // A draining instance stays in the filter's state only with session draining: its sessions
+    // keep going to it. Without, it leaves at once (no request goes to it).
     let targets = inner
         .targets(lb, listener.instance_port)
         .into_iter()
-        .map(|(id, address, healthy)| TargetState {
-            id,
-            address: address.to_string(),
-            healthy,
+        .filter(|t| !t.draining || lb.attributes.session_draining)
+        .map(|t| TargetState {
+            id: t.id,
+            address: t.address.to_string(),
+            healthy: t.health == HealthStatus::InService,
+            draining: t.draining,
         })
         .collect();
     Some(FilterState {
@@ -41,8 +47,9 @@ pub fn filter_state(inner: &Inner, cookie: &CookieSettings, name: &str, port: u1
         load_balancer: name.to_owned(),
         listener_port: port,
         policy,
-        cookie: cookie.clone(),
+        cookie: lb.attributes.cookie_settings(cookie),
         targets,
+        session_header: lb.attributes.session_header.clone(),
         keys: inner.keys().to_state(),
     })
 }
@@ -128,6 +135,18 @@ pub struct SocketAddress {
 pub enum EndpointHealth {
     Healthy,
     Unhealthy,
+    Draining,
+}
+
+/// What Envoy is told of a target: pending and failed instances get no traffic, as in ELB; a
+/// draining one is DRAINING (no new request from Envoy's own balancing), unless its sessions
+/// keep going to it (session draining), where the filter alone keeps new ones off it.
+pub fn endpoint_health(lb: &LoadBalancer, target: &ServedTarget) -> EndpointHealth {
+    match target.health {
+        HealthStatus::InService if target.draining && !lb.attributes.session_draining => EndpointHealth::Draining,
+        HealthStatus::InService => EndpointHealth::Healthy,
+        HealthStatus::OutOfService | HealthStatus::Pending => EndpointHealth::Unhealthy,
+    }
 }
 
 /// The answer to `request`: the assignment of every requested listener that exists, at the
@@ -154,20 +173,16 @@ fn cluster_load_assignment(inner: &Inner, cluster: &str) -> Option<ClusterLoadAs
     let lb_endpoints = inner
         .targets(lb, listener.instance_port)
         .into_iter()
-        .map(|(id, address, _)| LbEndpoint {
+        .map(|target| LbEndpoint {
             endpoint: Endpoint {
                 address: Address {
                     socket_address: SocketAddress {
-                        address: address.ip().to_string(),
-                        port_value: address.port(),
+                        address: target.address.ip().to_string(),
+                        port_value: target.address.port(),
                     },
                 },
             },
-            health_status: match inner.health_of(lb_name, &id) {
-                HealthStatus::InService => EndpointHealth::Healthy,
-                // Pending instances get no traffic, as in ELB.
-                HealthStatus::OutOfService | HealthStatus::Pending => EndpointHealth::Unhealthy,
-            },
+            health_status: endpoint_health(lb, &target),
         })
         .collect();
     Some(ClusterLoadAssignment {

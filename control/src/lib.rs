@@ -2,6 +2,7 @@
 //! checks, Envoy's configuration over gRPC xDS (and REST EDS), and the filters' state feed. See the README's "Control service".
 
 pub mod api;
+pub mod attributes;
 pub mod bootstrap;
 pub mod client;
 pub mod error;

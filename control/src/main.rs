@@ -161,6 +161,7 @@ async fn main() -> anyhow::Result<()> {
     replicas::start(&service, &args.store);
     tokio::spawn(sticky_control::health::run(Arc::clone(&service)));
     tokio::spawn(maintain_keys(Arc::clone(&service)));
+    tokio::spawn(end_drains(Arc::clone(&service)));
     tracing::info!(address = %listener.local_addr()?, store = %args.store, replica = %service.replica.config.id, "sticky-control listening");
     let router = app(
         Arc::clone(&service),
@@ -246,6 +247,27 @@ async fn maintain_keys(service: Arc<Service>) {
             Ok(Ok(false)) => {}
             Ok(Err(e)) => tracing::error!(error = %e, "cookie key maintenance failed"),
             Err(e) => tracing::error!(error = %e, "cookie key maintenance stopped"),
+        }
+    }
+}
+
+/// Ends connection (and session) drains at their Timeout, on the leading replica.
+async fn end_drains(service: Arc<Service>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        tick.tick().await;
+        if !service.replica.is_leader() {
+            continue;
+        }
+        let now = sticky_control::service::unix_now();
+        if !service.drains_due(now) {
+            continue;
+        }
+        let service = Arc::clone(&service);
+        match tokio::task::spawn_blocking(move || service.end_drains(now)).await {
+            Ok(Ok(ended)) => tracing::info!(ended, "drains ended at their timeout"),
+            Ok(Err(e)) => tracing::error!(error = %e, "ending drains failed"),
+            Err(e) => tracing::error!(error = %e, "ending drains stopped"),
         }
     }
 }

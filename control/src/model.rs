@@ -27,6 +27,16 @@ pub struct LoadBalancer {
     /// load balancer is first stored, and kept for its life.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub address: Option<IpAddr>,
+    /// Boxed: most writes carry a whole load balancer.
+    #[serde(default)]
+    pub attributes: Box<crate::attributes::Attributes>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tags: BTreeMap<String, String>,
+    /// Instances deregistered while ConnectionDraining was on: id → the Unix second their drain
+    /// ends. They get no new request (no new session); with session draining, the sessions
+    /// already on them keep going to them until then.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub draining: BTreeMap<String, i64>,
 }
 
 /// The DNSName the API gives load balancer `name`; `GET /v1/hosts` maps it to its address.
@@ -96,6 +106,10 @@ pub enum Policy {
     /// CookieExpirationPeriod: `None` (omitted) or `Some(0)` mean a browser-session cookie.
     LbCookie {
         cookie_expiration_period: Option<u64>,
+        /// CookieMaxLifetime (this service's attribute of LBCookieStickinessPolicyType): the
+        /// session's absolute lifetime, seconds; `None` or `Some(0)`: none.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        max_lifetime: Option<u64>,
     },
     AppCookie {
         cookie_name: String,
@@ -284,6 +298,22 @@ impl LoadBalancer {
     pub fn listener_policy(&self, port: u16) -> Option<&Policy> {
         let listener = self.listeners.get(&port)?;
         listener.policy_names.iter().find_map(|name| self.policies.get(name))
+    }
+
+    /// Whether instance `id` is registered, or still draining.
+    pub fn has_target(&self, id: &str) -> bool {
+        self.instances.contains(id) || self.draining.contains_key(id)
+    }
+
+    /// The CookieNames of its app-cookie policies.
+    pub fn app_cookie_names(&self) -> Vec<&str> {
+        self.policies
+            .values()
+            .filter_map(|p| match p {
+                Policy::AppCookie { cookie_name } => Some(cookie_name.as_str()),
+                Policy::LbCookie { .. } => None,
+            })
+            .collect()
     }
 
     /// Names of the listeners using policy `name`.

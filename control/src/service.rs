@@ -23,6 +23,16 @@ use crate::store::{Change, Snapshot, Store, StoreError};
 /// backoff (`sticky_core::poll::BACKOFF_MAX_MS`) plus a margin.
 pub const FOLLOWER_DISCOVERY: Duration = Duration::from_millis(sticky_core::poll::BACKOFF_MAX_MS + 500);
 
+/// An instance as served to Envoy and the filters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServedTarget {
+    pub id: String,
+    pub address: std::net::SocketAddr,
+    pub health: HealthStatus,
+    /// Deregistered, still draining.
+    pub draining: bool,
+}
+
 pub fn unix_now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -297,10 +307,7 @@ impl Service {
     /// replica serves it. Fails only when a shared store could not take a flip.
     pub fn set_health(&self, key: (String, String), health: InstanceHealth) -> Result<(), ApiError> {
         let mut inner = self.lock();
-        let still_registered = inner
-            .load_balancers
-            .get(&key.0)
-            .is_some_and(|lb| lb.instances.contains(&key.1));
+        let still_registered = inner.load_balancers.get(&key.0).is_some_and(|lb| lb.has_target(&key.1));
         if !still_registered {
             return Ok(());
         }
@@ -313,10 +320,7 @@ impl Service {
             drop(inner);
             let holder = self.replica.config.id.clone();
             self.write_as(Some(&holder), |inner| {
-                let still_registered = inner
-                    .load_balancers
-                    .get(&key.0)
-                    .is_some_and(|lb| lb.instances.contains(&key.1));
+                let still_registered = inner.load_balancers.get(&key.0).is_some_and(|lb| lb.has_target(&key.1));
                 Ok((
                     if still_registered {
                         vec![Write::PutHealth(key, health)]
@@ -367,6 +371,36 @@ impl Service {
         self.read(|inner| (inner.version, inner.endpoints_version))
     }
 
+    /// Whether some drain ends at or before `now`.
+    pub fn drains_due(&self, now: i64) -> bool {
+        self.read(|inner| {
+            inner
+                .load_balancers()
+                .any(|lb| lb.draining.values().any(|end| *end <= now))
+        })
+    }
+
+    /// Ends the drains due at `now`: their instances leave EDS (and the filters' state, with
+    /// session draining), so the sessions still on them move, with rewritten cookies. On a
+    /// shared store, only while this replica holds the leader lease. Returns how many ended.
+    pub fn end_drains(&self, now: i64) -> Result<usize, ApiError> {
+        let holder = self.replica.is_shared().then(|| self.replica.config.id.clone());
+        self.write_as(holder.as_deref(), |inner| {
+            let mut writes = Vec::new();
+            let mut ended = 0;
+            for lb in inner.load_balancers() {
+                if lb.draining.values().any(|end| *end <= now) {
+                    let mut lb = lb.clone();
+                    let before = lb.draining.len();
+                    lb.draining.retain(|_, end| *end > now);
+                    ended += before - lb.draining.len();
+                    writes.push(Write::PutLoadBalancer(lb));
+                }
+            }
+            Ok((writes, ended))
+        })
+    }
+
     /// Rotates the cookie key when due and drops retired keys no cookie can still use.
     pub fn maintain_keys(&self, now: i64) -> Result<bool, ApiError> {
         let rotation = i64::try_from(self.config.key_rotation.as_secs()).unwrap_or(i64::MAX);
@@ -379,10 +413,13 @@ impl Service {
                 .values()
                 .flat_map(|lb| lb.policies.values())
                 .filter_map(|p| match p {
+                    // A cookie lives at most its period past its last issue, or its absolute
+                    // lifetime when it has no period.
                     Policy::LbCookie {
-                        cookie_expiration_period: Some(d),
-                    } => i64::try_from(*d).ok(),
-                    _ => None,
+                        cookie_expiration_period,
+                        max_lifetime,
+                    } => i64::try_from(cookie_expiration_period.unwrap_or(0).max(max_lifetime.unwrap_or(0))).ok(),
+                    Policy::AppCookie { .. } => None,
                 })
                 .max()
                 .unwrap_or(0);
@@ -463,6 +500,8 @@ impl Inner {
         match write {
             Write::PutLoadBalancer(lb) => self.load_balancers.get(&lb.name).is_none_or(|old| {
                 old.instances != lb.instances
+                    || old.draining != lb.draining
+                    || old.attributes.session_draining != lb.attributes.session_draining
                     || old.address != lb.address
                     || old.listeners.len() != lb.listeners.len()
                     || old
@@ -507,7 +546,7 @@ impl Inner {
         let registered: BTreeSet<String> = self
             .load_balancers
             .get(name)
-            .map(|lb| lb.instances.clone())
+            .map(|lb| lb.instances.iter().chain(lb.draining.keys()).cloned().collect())
             .unwrap_or_default();
         self.health.retain(|(lb, id), _| lb != name || registered.contains(id));
     }
@@ -519,17 +558,24 @@ impl Inner {
             .map_or(HealthStatus::Pending, |h| h.status)
     }
 
-    /// The registered instances of `lb` on `instance_port`: `(id, address, in service)`.
-    pub fn targets(&self, lb: &LoadBalancer, instance_port: u16) -> Vec<(String, std::net::SocketAddr, bool)> {
-        lb.instances
-            .iter()
-            .filter_map(|id| {
+    /// The registered and draining instances of `lb` on `instance_port`.
+    pub fn targets(&self, lb: &LoadBalancer, instance_port: u16) -> Vec<ServedTarget> {
+        let registered = lb.instances.iter().map(|id| (id, false));
+        let draining = lb
+            .draining
+            .keys()
+            .filter(|id| !lb.instances.contains(*id))
+            .map(|id| (id, true));
+        registered
+            .chain(draining)
+            .filter_map(|(id, draining)| {
                 let address = self.registry.resolve(id, instance_port)?;
-                Some((
-                    id.clone(),
+                Some(ServedTarget {
+                    id: id.clone(),
                     address,
-                    self.health_of(&lb.name, id) == HealthStatus::InService,
-                ))
+                    health: self.health_of(&lb.name, id),
+                    draining,
+                })
             })
             .collect()
     }
@@ -580,6 +626,7 @@ mod tests {
                 "sticky".to_owned(),
                 Policy::LbCookie {
                     cookie_expiration_period: Some(60),
+                    max_lifetime: None,
                 },
             );
             if let Some(listener) = lb.listeners.get_mut(&80) {

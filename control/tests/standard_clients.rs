@@ -39,6 +39,22 @@ fn boto3_elb_client_drives_policies_and_sees_elb_error_codes() {
 }
 
 #[test]
+fn boto3_elb_client_gets_an_answer_to_every_action_and_drives_attributes_tags_and_draining() {
+    let control = control();
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/clients/boto3_elb_rest.py");
+    run(Command::new(venv_bin("python")).arg(script).args([
+        control.url(),
+        ACCESS_KEY.to_owned(),
+        SECRET_KEY.to_owned(),
+    ]));
+    // What the filters are told: the cookie attributes, the session header, the draining target.
+    let state = control.state("terraform-balancer", 80, None, 0).1;
+    assert_eq!(state["cookie"]["same_site"], "None", "{state}");
+    assert_eq!(state["cookie"]["cors_twin"], true, "{state}");
+    assert_eq!(state["session_header"], "x-sticky-session", "{state}");
+}
+
+#[test]
 fn aws_cli_drives_policies() {
     let control = control();
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/clients/aws_cli.sh");

@@ -161,7 +161,7 @@ fn current_probes(service: &Service) -> Vec<Probe> {
             let port = match target {
                 HealthTarget::Http { port } | HealthTarget::Tcp { port } => port,
             };
-            for id in &lb.instances {
+            for id in lb.instances.iter().chain(lb.draining.keys()) {
                 let Some(address) = inner.registry().resolve(id, port) else {
                     continue;
                 };

@@ -192,7 +192,7 @@ fn registered_health(
     rows: impl IntoIterator<Item = ((String, String), InstanceHealth)>,
 ) -> HashMap<(String, String), InstanceHealth> {
     rows.into_iter()
-        .filter(|((lb, id), _)| load_balancers.get(lb).is_some_and(|lb| lb.instances.contains(id)))
+        .filter(|((lb, id), _)| load_balancers.get(lb).is_some_and(|lb| lb.has_target(id)))
         .collect()
 }
 

@@ -216,7 +216,7 @@ pub(super) fn apply(tx: &mut postgres::Transaction<'_>, changes: &[Change<'_>]) 
                      ON CONFLICT (name) DO UPDATE SET doc = excluded.doc",
                     &[&lb.name, &to_doc(lb)?],
                 )?;
-                let registered: Vec<String> = lb.instances.iter().cloned().collect();
+                let registered: Vec<String> = lb.instances.iter().chain(lb.draining.keys()).cloned().collect();
                 tx.execute(
                     "DELETE FROM health WHERE load_balancer = $1 AND NOT (instance = ANY($2))",
                     &[&lb.name, &registered],

@@ -27,8 +27,8 @@ use envoy_types::util::pack_any;
 use prost::Message;
 use sticky_core::{ControlSource, PluginConfig};
 
+use crate::feed::EndpointHealth;
 use crate::feed::cluster_name;
-use crate::health::HealthStatus;
 use crate::model::ListenerBinding;
 use crate::service::Inner;
 
@@ -127,7 +127,13 @@ impl Snapshot {
                 let plugin = plugin_config(&lb.name, *port, options);
                 snapshot.listeners.insert(
                     name.clone(),
-                    pack_any(http_listener(&name, socket, &node.artifact, &plugin)),
+                    pack_any(http_listener(
+                        &name,
+                        socket,
+                        &node.artifact,
+                        &plugin,
+                        Duration::from_secs(u64::from(lb.attributes.idle_timeout)),
+                    )),
                 );
                 snapshot
                     .routes
@@ -139,7 +145,7 @@ impl Snapshot {
                 let targets = inner
                     .targets(lb, l.instance_port)
                     .into_iter()
-                    .map(|(id, address, _)| (address, inner.health_of(&lb.name, &id)))
+                    .map(|t| (t.address, crate::feed::endpoint_health(lb, &t)))
                     .collect::<Vec<_>>();
                 snapshot
                     .endpoints
@@ -284,9 +290,15 @@ fn http_listener(
     socket: SocketAddr,
     artifact: &FilterArtifact,
     plugin: &PluginConfig,
+    idle_timeout: Duration,
 ) -> listener::Listener {
     let manager = hcm::HttpConnectionManager {
         stat_prefix: name.to_owned(),
+        // ConnectionSettings.IdleTimeout: a client connection idle this long is closed.
+        common_http_protocol_options: Some(core::HttpProtocolOptions {
+            idle_timeout: Some(proto_duration(idle_timeout)),
+            ..Default::default()
+        }),
         route_specifier: Some(hcm::http_connection_manager::RouteSpecifier::Rds(hcm::Rds {
             config_source: ads(),
             route_config_name: name.to_owned(),
@@ -486,7 +498,7 @@ fn target_cluster(name: &str, plugin: &PluginConfig, connect_timeout: Duration) 
 }
 
 /// The listener's targets with their health: pending instances get no traffic, as in ELB.
-fn load_assignment(name: &str, targets: &[(SocketAddr, HealthStatus)]) -> endpoint::ClusterLoadAssignment {
+fn load_assignment(name: &str, targets: &[(SocketAddr, EndpointHealth)]) -> endpoint::ClusterLoadAssignment {
     endpoint::ClusterLoadAssignment {
         cluster_name: name.to_owned(),
         endpoints: vec![endpoint::LocalityLbEndpoints {
@@ -494,8 +506,9 @@ fn load_assignment(name: &str, targets: &[(SocketAddr, HealthStatus)]) -> endpoi
                 .iter()
                 .map(|(address, health)| endpoint::LbEndpoint {
                     health_status: match health {
-                        HealthStatus::InService => core::HealthStatus::Healthy,
-                        HealthStatus::OutOfService | HealthStatus::Pending => core::HealthStatus::Unhealthy,
+                        EndpointHealth::Healthy => core::HealthStatus::Healthy,
+                        EndpointHealth::Unhealthy => core::HealthStatus::Unhealthy,
+                        EndpointHealth::Draining => core::HealthStatus::Draining,
                     } as i32,
                     host_identifier: Some(endpoint::lb_endpoint::HostIdentifier::Endpoint(endpoint::Endpoint {
                         address: socket_address(*address),

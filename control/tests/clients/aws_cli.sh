@@ -24,4 +24,25 @@ grep -q 'required: --policy-names' <<<"$err" || { echo "unexpected error: $err" 
 out="$("$aws" elb describe-load-balancers --endpoint-url "$endpoint" --load-balancer-names "$lb" --output json)"
 python3 -c 'import json,sys; d=json.load(sys.stdin); p=d["LoadBalancerDescriptions"][0]["ListenerDescriptions"][0]["PolicyNames"]; sys.exit(0 if p == [] else "policy still set: %s" % p)' <<<"$out"
 "$aws" elb delete-load-balancer-policy --endpoint-url "$endpoint" --load-balancer-name "$lb" --policy-name CliCookie
+# The rest of the API, as an operator's scripts call it.
+e=(--endpoint-url "$endpoint")
+"$aws" elb create-load-balancer-policy "${e[@]}" --load-balancer-name "$lb" --policy-name Bounded \
+  --policy-type-name LBCookieStickinessPolicyType \
+  --policy-attributes AttributeName=CookieExpirationPeriod,AttributeValue=20 AttributeName=CookieMaxLifetime,AttributeValue=60
+out="$("$aws" elb describe-load-balancer-policies "${e[@]}" --load-balancer-name "$lb" --policy-names Bounded --output json)"
+grep -q '"CookieMaxLifetime"' <<<"$out" || { echo "max lifetime missing from: $out" >&2; exit 1; }
+out="$("$aws" elb describe-load-balancer-policy-types "${e[@]}" --output json)"
+grep -q '"AppCookieStickinessPolicyType"' <<<"$out" || { echo "policy types: $out" >&2; exit 1; }
+"$aws" elb modify-load-balancer-attributes "${e[@]}" --load-balancer-name "$lb" \
+  --load-balancer-attributes '{"ConnectionDraining":{"Enabled":true,"Timeout":60},"AdditionalAttributes":[{"Key":"sticky.session_draining.enabled","Value":"true"},{"Key":"sticky.cookie.partitioned","Value":"true"},{"Key":"sticky.cookie.secure","Value":"true"}]}' >/dev/null
+out="$("$aws" elb describe-load-balancer-attributes "${e[@]}" --load-balancer-name "$lb" --output json)"
+python3 -c 'import json,sys; a=json.load(sys.stdin)["LoadBalancerAttributes"]; d={x["Key"]: x["Value"] for x in a["AdditionalAttributes"]}; sys.exit(0 if a["ConnectionDraining"]=={"Enabled":True,"Timeout":60} and d["sticky.cookie.partitioned"]=="true" else "attributes: %s" % a)' <<<"$out"
+"$aws" elb add-tags "${e[@]}" --load-balancer-names "$lb" --tags Key=env,Value=prod
+out="$("$aws" elb describe-tags "${e[@]}" --load-balancer-names "$lb" --output json)"
+grep -q '"prod"' <<<"$out" || { echo "tags: $out" >&2; exit 1; }
+"$aws" elb remove-tags "${e[@]}" --load-balancer-names "$lb" --tags Key=env
+if err="$("$aws" elb apply-security-groups-to-load-balancer "${e[@]}" --load-balancer-name "$lb" --security-groups sg-1 2>&1)"; then
+  echo "a refused action succeeded" >&2; exit 1
+fi
+grep -q 'UnsupportedOperation.*not supported by this service' <<<"$err" || { echo "unexpected error: $err" >&2; exit 1; }
 echo "aws CLI: all calls as expected"

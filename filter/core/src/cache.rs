@@ -18,6 +18,7 @@ pub const COOKIE_CACHE_SLOTS: usize = 256;
 pub(crate) struct OpenedSession {
     pub issued_at: u64,
     pub expires_at: u64,
+    pub session_start: u64,
     /// The sealed target id, looked up in that state.
     pub target: Option<TargetIndex>,
 }

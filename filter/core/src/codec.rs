@@ -3,8 +3,12 @@
 //! Wire form (then base64url without padding):
 //!
 //! ```text
-//! version (1) | key id (2, BE) | nonce (12) | AES-256-GCM( issued_at (4, BE) | expires_at (4, BE) | target id ) | tag (16)
+//! version (1) | key id (2, BE) | nonce (12) | AES-256-GCM( issued_at (4, BE) | expires_at (4, BE) | session_start (4, BE) | target id ) | tag (16)
 //! ```
+//!
+//! Version 2 (sealed today) added `session_start`, the time the session began, carried across
+//! refreshes and re-pins so an absolute lifetime is never extended. Version 1 cookies (without
+//! it) are still opened, their session taken to start at their issue time.
 //!
 //! The additional authenticated data is the 3-byte header followed by the cookie's binding
 //! (policy kind, listener port, load balancer name), so a cookie cannot be replayed on another
@@ -21,7 +25,9 @@ use crate::error::{Rejection, StateError};
 use crate::state::KeyRingState;
 
 /// Current wire format version.
-pub const COOKIE_VERSION: u8 = 1;
+pub const COOKIE_VERSION: u8 = 2;
+/// The version before `session_start`; still opened.
+const COOKIE_VERSION_1: u8 = 1;
 /// Longest target id a cookie can carry (keeps the cookie under 200 bytes).
 pub const MAX_TARGET_ID_LEN: usize = 64;
 /// Longest load balancer name that can be bound into a cookie.
@@ -30,8 +36,9 @@ pub const MAX_LOAD_BALANCER_NAME_LEN: usize = 64;
 const HEADER_LEN: usize = 3;
 const NONCE_LEN: usize = 12;
 const TAG_LEN: usize = 16;
-const TIMES_LEN: usize = 8;
-const MIN_SEALED_LEN: usize = HEADER_LEN + NONCE_LEN + TIMES_LEN + 1 + TAG_LEN;
+const TIMES_LEN: usize = 12;
+const TIMES_LEN_V1: usize = 8;
+const MIN_SEALED_LEN: usize = HEADER_LEN + NONCE_LEN + TIMES_LEN_V1 + 1 + TAG_LEN;
 const MAX_SEALED_LEN: usize = HEADER_LEN + NONCE_LEN + TIMES_LEN + MAX_TARGET_ID_LEN + TAG_LEN;
 /// Longest cookie value this codec ever produces; anything longer is rejected unread.
 pub const MAX_COOKIE_VALUE_LEN: usize = MAX_SEALED_LEN.div_ceil(3) * 4;
@@ -75,6 +82,8 @@ pub struct OpenedCookie<'a> {
     pub key_id: u16,
     pub issued_at: u64,
     pub expires_at: u64,
+    /// When the session began (its first cookie's issue time).
+    pub session_start: u64,
     pub target_id: &'a [u8],
 }
 
@@ -84,6 +93,7 @@ pub struct CookieContent<'a> {
     pub target_id: &'a str,
     pub issued_at: u64,
     pub expires_at: u64,
+    pub session_start: u64,
 }
 
 type AadBuffer = [u8; HEADER_LEN + BINDING_MAX];
@@ -177,7 +187,11 @@ impl KeyRing {
             .ok_or(Rejection::Malformed)?;
         let issued_at = to_wire_time(content.issued_at);
         let expires_at = to_wire_time(content.expires_at);
-        fill(body, issued_at.iter().chain(&expires_at).chain(target));
+        let session_start = to_wire_time(content.session_start);
+        fill(
+            body,
+            issued_at.iter().chain(&expires_at).chain(&session_start).chain(target),
+        );
         let mut aad = [0u8; HEADER_LEN + BINDING_MAX];
         let tag = key
             .cipher
@@ -214,9 +228,11 @@ impl KeyRing {
         let [version, id_high, id_low, nonce @ ..] = &*head else {
             return Err(Rejection::Malformed);
         };
-        if *version != COOKIE_VERSION {
-            return Err(Rejection::UnsupportedVersion);
-        }
+        let times_len = match *version {
+            COOKIE_VERSION => TIMES_LEN,
+            COOKIE_VERSION_1 => TIMES_LEN_V1,
+            _ => return Err(Rejection::UnsupportedVersion),
+        };
         let key_id = u16::from_be_bytes([*id_high, *id_low]);
         let key = self.keys().find(|k| k.id == key_id).ok_or(Rejection::UnknownKey)?;
         let mut aad = [0u8; HEADER_LEN + BINDING_MAX];
@@ -225,12 +241,21 @@ impl KeyRing {
             .decrypt_in_place_detached(Nonce::from_slice(nonce), aad, body, Tag::from_slice(tag))
             .map_err(|_| Rejection::Forged)?;
         let body: &'b [u8] = body;
-        let (times, target_id) = body.split_at_checked(TIMES_LEN).ok_or(Rejection::Malformed)?;
-        let (issued_at, expires_at) = times.split_at_checked(4).ok_or(Rejection::Malformed)?;
+        let (times, target_id) = body.split_at_checked(times_len).ok_or(Rejection::Malformed)?;
+        if target_id.is_empty() {
+            return Err(Rejection::Malformed);
+        }
+        let issued_at = from_wire_time(times.get(..4).unwrap_or_default());
+        let expires_at = from_wire_time(times.get(4..8).unwrap_or_default());
+        let session_start = match times.get(8..12) {
+            Some(start) => from_wire_time(start),
+            None => issued_at,
+        };
         Ok(OpenedCookie {
             key_id,
-            issued_at: from_wire_time(issued_at),
-            expires_at: from_wire_time(expires_at),
+            issued_at,
+            expires_at,
+            session_start,
             target_id,
         })
     }
@@ -264,8 +289,51 @@ mod tests {
             target_id: target,
             issued_at: 1_700_000_000,
             expires_at: 1_700_000_600,
+            session_start: 1_699_999_000,
         };
         ring.seal(&binding(), &content, [7; 12]).unwrap()
+    }
+
+    #[test]
+    fn the_session_start_is_sealed_and_version_1_cookies_still_open() {
+        let ring = key_ring(&[(1, 11)], 1);
+        let mut buf = open_buffer();
+        let value = sealed(&ring, "i-1");
+        let opened = ring.open(&binding(), value.as_bytes(), &mut buf).unwrap();
+        assert_eq!(opened.session_start, 1_699_999_000);
+        // A version 1 cookie, sealed as the previous release did: no session start.
+        let header = [COOKIE_VERSION_1, 0, 1];
+        let nonce = [3u8; 12];
+        let mut body = Vec::new();
+        body.extend_from_slice(&1_700_000_000u32.to_be_bytes());
+        body.extend_from_slice(&1_700_000_600u32.to_be_bytes());
+        body.extend_from_slice(b"i-1");
+        let mut aad = [0u8; HEADER_LEN + BINDING_MAX];
+        let aad = binding().aad(&header, &mut aad).to_vec();
+        let tag = ring
+            .active
+            .cipher
+            .encrypt_in_place_detached(Nonce::from_slice(&nonce), &aad, &mut body)
+            .unwrap();
+        let raw: Vec<u8> = header
+            .iter()
+            .chain(&nonce)
+            .chain(&body)
+            .chain(tag.iter())
+            .copied()
+            .collect();
+        let value = URL_SAFE_NO_PAD.encode(raw);
+        let mut buf = open_buffer();
+        let opened = ring.open(&binding(), value.as_bytes(), &mut buf).unwrap();
+        assert_eq!(
+            (
+                opened.issued_at,
+                opened.expires_at,
+                opened.session_start,
+                opened.target_id
+            ),
+            (1_700_000_000, 1_700_000_600, 1_700_000_000, &b"i-1"[..])
+        );
     }
 
     fn open_with(ring: &KeyRing, binding: &Binding, value: &[u8]) -> Result<(u16, u64, u64, Vec<u8>), Rejection> {
@@ -465,7 +533,7 @@ mod tests {
         fn decode_of_encode_is_identity(target in "[!-~]{1,64}", issued in 0u64..u64::from(u32::MAX), ttl in 0u64..1_000_000, nonce in any::<[u8; 12]>(), key in 0u16..4) {
             let ring = key_ring(&[(0, 1), (1, 2), (2, 3), (3, 4)], key);
             let expires = (issued + ttl).min(u64::from(u32::MAX));
-            let content = CookieContent { target_id: &target, issued_at: issued, expires_at: expires };
+            let content = CookieContent { target_id: &target, issued_at: issued, expires_at: expires, session_start: issued };
             let value = ring.seal(&binding(), &content, nonce).unwrap();
             let opened = open_with(&ring, &binding(), value.as_bytes()).unwrap();
             prop_assert_eq!(opened, (key, issued, expires, target.into_bytes()));

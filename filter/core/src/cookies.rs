@@ -51,6 +51,43 @@ pub fn is_cookie_path(path: &str) -> bool {
     path.starts_with('/') && path.len() <= 1024 && path.bytes().all(|b| (0x21..0x7f).contains(&b) && b != b';')
 }
 
+/// True if `domain` is usable as a cookie `Domain` attribute: a host name (letters, digits,
+/// hyphens and dots, an optional leading dot), at most 253 characters.
+pub fn is_cookie_domain(domain: &str) -> bool {
+    let host = domain.strip_prefix('.').unwrap_or(domain);
+    !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+}
+
+/// True if `name` can name the session header: a lowercase HTTP token, not one of the headers
+/// the filter or HTTP itself gives another meaning.
+pub fn is_session_header(name: &str) -> bool {
+    const TAKEN: [&str; 8] = [
+        "cookie",
+        "set-cookie",
+        "host",
+        "authorization",
+        "content-length",
+        "transfer-encoding",
+        "connection",
+        "te",
+    ];
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(&b))
+        && !name.starts_with(':')
+        && !TAKEN.contains(&name)
+}
+
 /// How long a cookie lives, as its `Set-Cookie` says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Lifetime {
@@ -136,8 +173,24 @@ pub fn delete_cookie(settings: &CookieSettings) -> String {
     format_cookie(settings, "", Some((0, 0)))
 }
 
+/// The settings of the CORS twin of the cookie `settings` describe: `<name>CORS`,
+/// `SameSite=None; Secure`, every other attribute the same.
+pub fn twin_settings(settings: &CookieSettings) -> CookieSettings {
+    CookieSettings {
+        name: CookieSettings::twin_name(&settings.name),
+        secure: true,
+        same_site: SameSite::None,
+        cors_twin: false,
+        ..settings.clone()
+    }
+}
+
 fn format_cookie(settings: &CookieSettings, value: &str, expiry: Option<(u64, u64)>) -> String {
     let mut cookie = format!("{}={}; Path={}", settings.name, value, settings.path);
+    if let Some(domain) = &settings.domain {
+        cookie.push_str("; Domain=");
+        cookie.push_str(domain);
+    }
     if let Some((max_age, until)) = expiry {
         // httpdate formats years up to 9999; later dates are written as that.
         let until = until.min(LATEST_HTTP_DATE);
@@ -157,6 +210,9 @@ fn format_cookie(settings: &CookieSettings, value: &str, expiry: Option<(u64, u6
         SameSite::Lax => "; SameSite=Lax",
         SameSite::None => "; SameSite=None",
     });
+    if settings.partitioned {
+        cookie.push_str("; Partitioned");
+    }
     cookie
 }
 
@@ -206,6 +262,42 @@ mod tests {
                 ("x".into(), "\u{fffd}".into())
             ]
         );
+    }
+
+    #[test]
+    fn cookie_domains_and_session_headers_are_validated() {
+        for good in ["example.com", ".example.com", "a-b.c1.io", "localhost"] {
+            assert!(is_cookie_domain(good), "{good}");
+        }
+        for bad in [
+            "",
+            ".",
+            "a..b",
+            "-a.com",
+            "a-.com",
+            "a b.com",
+            "a;b",
+            "exa\r\nmple.com",
+            "é.fr",
+        ] {
+            assert!(!is_cookie_domain(bad), "{bad:?}");
+        }
+        for good in ["x-sticky-session", "session", "x_s.1"] {
+            assert!(is_session_header(good), "{good}");
+        }
+        for bad in [
+            "",
+            "X-Upper",
+            "cookie",
+            "set-cookie",
+            "host",
+            "a b",
+            "a:b",
+            ":path",
+            "a\r\n",
+        ] {
+            assert!(!is_session_header(bad), "{bad:?}");
+        }
     }
 
     #[test]
@@ -302,6 +394,25 @@ mod tests {
         );
         let far = set_cookie(&settings, "V", 0, Some(u64::MAX));
         assert!(far.contains("Expires=Fri, 31 Dec 9999 23:59:59 GMT"), "{far}");
+        let everything = CookieSettings {
+            name: "SID".into(),
+            path: "/app".into(),
+            domain: Some("example.com".into()),
+            secure: true,
+            partitioned: true,
+            cors_twin: true,
+            ..CookieSettings::default()
+        };
+        let issued = set_cookie(&everything, "V", 0, None);
+        assert_eq!(
+            issued,
+            "SID=V; Path=/app; Domain=example.com; HttpOnly; Secure; SameSite=Lax; Partitioned"
+        );
+        let twin = set_cookie(&twin_settings(&everything), "V", 0, None);
+        assert_eq!(
+            twin,
+            "SIDCORS=V; Path=/app; Domain=example.com; HttpOnly; Secure; SameSite=None; Partitioned"
+        );
         let deleted = delete_cookie(&settings);
         assert!(
             deleted.starts_with("AWSELB=;") && deleted.contains("Max-Age=0") && deleted.contains("1970"),

@@ -25,13 +25,15 @@ pub enum Counter {
     Deleted,
     UnknownUpstream,
     UnhealthyUpstream,
+    /// The answering upstream is draining: no session was started or moved there.
+    DrainingUpstream,
     NoNonce,
     /// A hook of the native shell panicked; the panic was caught (the stream went on untouched).
     Panics,
 }
 
 /// How many counters there are; [`Counter::index`] is below it.
-pub const COUNTERS: usize = 13 + Rejection::ALL.len();
+pub const COUNTERS: usize = 14 + Rejection::ALL.len();
 
 /// Every counter's name, in [`Counter::index`] order.
 const NAMES: [&str; COUNTERS] = [
@@ -48,6 +50,7 @@ const NAMES: [&str; COUNTERS] = [
     "sticky.unhealthy_upstream",
     "sticky.no_nonce",
     "sticky.panics",
+    "sticky.draining_upstream",
     // `Rejection::ALL` order.
     "sticky.rejected.malformed",
     "sticky.rejected.unsupported_version",
@@ -75,6 +78,7 @@ impl Counter {
         Counter::UnhealthyUpstream,
         Counter::NoNonce,
         Counter::Panics,
+        Counter::DrainingUpstream,
         Counter::Rejected(Rejection::Malformed),
         Counter::Rejected(Rejection::UnsupportedVersion),
         Counter::Rejected(Rejection::UnknownKey),
@@ -101,7 +105,8 @@ impl Counter {
             Counter::UnhealthyUpstream => 10,
             Counter::NoNonce => 11,
             Counter::Panics => 12,
-            Counter::Rejected(reason) => 13 + reason as usize,
+            Counter::DrainingUpstream => 13,
+            Counter::Rejected(reason) => 14 + reason as usize,
         }
     }
 
@@ -129,6 +134,7 @@ impl Counter {
             ResponseOutcome::Deleted => Counter::Deleted,
             ResponseOutcome::UnknownUpstream => Counter::UnknownUpstream,
             ResponseOutcome::UnhealthyUpstream => Counter::UnhealthyUpstream,
+            ResponseOutcome::DrainingUpstream => Counter::DrainingUpstream,
             ResponseOutcome::NoNonce => Counter::NoNonce,
         })
     }

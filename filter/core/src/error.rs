@@ -98,6 +98,12 @@ pub enum StateError {
     CookieName(String),
     #[error("cookie path `{0}` must start with '/' and hold no ';', control or non-ASCII characters")]
     CookiePath(String),
+    #[error("cookie domain `{0}` is not a host name")]
+    CookieDomain(String),
+    #[error("the Partitioned attribute requires the Secure attribute")]
+    PartitionedWithoutSecure,
+    #[error("session header `{0}` is not a lowercase header name the filter may use")]
+    SessionHeader(String),
     #[error("SameSite=None requires the Secure attribute")]
     SameSiteNoneWithoutSecure,
     #[error("app cookie name equals the stickiness cookie name `{0}`")]

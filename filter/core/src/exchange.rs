@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use crate::cache::CookieCache;
 use crate::counters::Counter;
-use crate::listener::{CompiledListener, RequestDecision, TargetIndex};
+use crate::listener::{CompiledListener, RequestDecision, ResponseDecision, SessionCarriers, TargetIndex};
 use crate::plugin::{PluginConfig, UpstreamReport};
 
 /// What an exchange needs from its host. Header names are lowercase.
@@ -107,8 +107,14 @@ impl Exchange {
         exchange.now = exchange.started_ms / 1000;
         if listener.has_policy() {
             let cookie = host.request_header("cookie");
-            exchange.decision = listener.on_request_cached(cookie.as_ref().map(AsRef::as_ref), exchange.now, cache);
+            let session = listener.session_header().and_then(|name| host.request_header(name));
+            let carriers = SessionCarriers {
+                cookie: cookie.as_ref().map(AsRef::as_ref),
+                session_header: session.as_ref().map(AsRef::as_ref),
+            };
+            exchange.decision = listener.on_request_carried(carriers, exchange.now, cache);
             drop(cookie);
+            drop(session);
             if let Some(counter) = Counter::for_request(&exchange.decision) {
                 host.count(counter);
             }
@@ -181,7 +187,7 @@ impl Exchange {
                 ));
             }
         }
-        let set_cookie = if listener.has_policy() {
+        let decided = if listener.has_policy() {
             // Envoy's own 503 after giving up on the upstream: nobody answered.
             let answered = report.filter(|r| !r.failed).map(|r| r.address);
             let set_cookies = if listener.reads_response_cookies() {
@@ -199,7 +205,7 @@ impl Exchange {
             if let Some(counter) = Counter::for_response(response.outcome) {
                 host.count(counter);
             }
-            response.set_cookie
+            Some(response)
         } else {
             None
         };
@@ -208,9 +214,19 @@ impl Exchange {
         if had_header {
             host.remove_response_header(&settings.upstream_header);
         }
-        if let Some(set_cookie) = set_cookie {
-            host.add_response_header("set-cookie", set_cookie.as_bytes());
+        if let Some(response) = decided {
+            add_session_headers(host, &listener, &response);
         }
+    }
+}
+
+/// Adds what `response` issues: the cookie, its CORS twin, the session header.
+fn add_session_headers<H: ExchangeHost>(host: &mut H, listener: &CompiledListener, response: &ResponseDecision) {
+    for set_cookie in response.set_cookies() {
+        host.add_response_header("set-cookie", set_cookie.as_bytes());
+    }
+    if let (Some(name), Some(value)) = (listener.session_header(), &response.session_value) {
+        host.add_response_header(name, value.as_bytes());
     }
 }
 

@@ -29,8 +29,8 @@ pub use counters::{COUNTERS, Counter};
 pub use error::{JsonError, Rejection, StateError};
 pub use exchange::{Exchange, ExchangeHost, ExchangeSettings};
 pub use listener::{
-    CompiledListener, CookieStatus, RequestDecision, ResponseDecision, ResponseOutcome, Target, TargetIndex,
-    UNREACHABLE_HOLD_SECONDS, Unreachable,
+    CompiledListener, CookieStatus, RequestDecision, ResponseDecision, ResponseOutcome, SessionCarriers, Target,
+    TargetIndex, UNREACHABLE_HOLD_SECONDS, Unreachable,
 };
 pub use plugin::{ControlSource, PluginConfig, PluginConfigError, UpstreamReport};
 pub use poll::{Follower, PollAnswer, PollRequest, PollSchedule};

@@ -14,6 +14,15 @@ use crate::error::{JsonError, Rejection, StateError};
 use crate::plugin::UpstreamReport;
 use crate::state::{CookieSettings, FilterState, PolicyState, SameSite};
 
+/// The cookies, and header, of one request that may carry its session.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SessionCarriers<'a> {
+    /// The `Cookie` header.
+    pub cookie: Option<&'a [u8]>,
+    /// The session header (when the listener names one).
+    pub session_header: Option<&'a [u8]>,
+}
+
 /// At most this many stickiness cookies of one request are tried (bounds the work a client can
 /// cause with a header full of them).
 const MAX_COOKIE_ATTEMPTS: usize = 4;
@@ -35,6 +44,8 @@ pub struct Target {
     pub id: Box<str>,
     pub address: Box<str>,
     pub healthy: bool,
+    /// Session draining: its sessions stay, no new one is placed on it.
+    pub draining: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,6 +53,8 @@ enum Policy {
     LbCookie {
         /// 0: browser-session cookie.
         period: u64,
+        /// Absolute lifetime from the session's start; 0: none.
+        max_lifetime: u64,
     },
     AppCookie {
         app_cookie_name: String,
@@ -60,8 +73,8 @@ impl Policy {
     /// The longest a cookie may live under this policy, counted from its issue time.
     fn max_age(&self) -> Option<u64> {
         match self {
-            Policy::LbCookie { period: 0 } => None,
-            Policy::LbCookie { period } => Some(*period),
+            Policy::LbCookie { period: 0, .. } => None,
+            Policy::LbCookie { period, .. } => Some(*period),
             Policy::AppCookie { duration, .. } => duration.filter(|d| *d > 0),
         }
     }
@@ -118,11 +131,14 @@ pub struct CompiledListener {
     version: u64,
     policy: Option<(Policy, Binding)>,
     cookie: CookieSettings,
+    /// The CORS twin's settings, when the listener issues one.
+    twin: Option<CookieSettings>,
+    session_header: Option<String>,
     targets: Vec<Target>,
     /// Sorted lookup tables: a binary search costs no hashing and keeps the artifact small.
     by_id: SortedIndex,
     by_address: SortedIndex,
-    /// The healthy targets, for requests no cookie pins.
+    /// The healthy targets not draining, for requests no cookie pins.
     healthy: Vec<TargetIndex>,
     keys: KeyRing,
     /// Per target, until when (Unix seconds) it counts as unreachable: the one thing requests
@@ -141,10 +157,15 @@ pub enum CookieStatus {
         target: TargetIndex,
         issued_at: u64,
         expires_at: u64,
+        session_start: u64,
     },
-    /// Not honoured. When the cookie was authentic but its target is gone, `expires_at` keeps
-    /// its sealed expiry, so a rewritten cookie keeps the session's lifetime.
-    Rejected { reason: Rejection, expires_at: Option<u64> },
+    /// Not honoured. When the cookie was authentic but its target is gone, `expires_at` and
+    /// `session_start` keep what it sealed, so a rewritten cookie keeps the session's lifetime.
+    Rejected {
+        reason: Rejection,
+        expires_at: Option<u64>,
+        session_start: Option<u64>,
+    },
 }
 
 /// The request half of a decision, carried to the response.
@@ -183,6 +204,8 @@ pub enum ResponseOutcome {
     UnknownUpstream,
     /// The answering upstream is registered but unhealthy: nothing issued.
     UnhealthyUpstream,
+    /// The answering upstream is draining: no session starts or moves there.
+    DrainingUpstream,
     /// No nonce could be drawn: nothing issued.
     NoNonce,
 }
@@ -193,6 +216,10 @@ pub struct ResponseDecision {
     pub outcome: ResponseOutcome,
     /// A `Set-Cookie` value to add to the response.
     pub set_cookie: Option<String>,
+    /// The CORS twin's `Set-Cookie`, beside `set_cookie`.
+    pub set_twin: Option<String>,
+    /// The sealed session for the session header (empty: the session ended).
+    pub session_value: Option<String>,
 }
 
 impl ResponseDecision {
@@ -200,7 +227,14 @@ impl ResponseDecision {
         Self {
             outcome,
             set_cookie: None,
+            set_twin: None,
+            session_value: None,
         }
+    }
+
+    /// Every `Set-Cookie` value to add, the twin last.
+    pub fn set_cookies(&self) -> impl Iterator<Item = &str> {
+        self.set_cookie.iter().chain(&self.set_twin).map(String::as_str)
     }
 }
 
@@ -223,10 +257,33 @@ impl CompiledListener {
         if cookie.same_site == SameSite::None && !cookie.secure {
             return Err(StateError::SameSiteNoneWithoutSecure);
         }
+        if let Some(domain) = &cookie.domain
+            && !cookies::is_cookie_domain(domain)
+        {
+            return Err(StateError::CookieDomain(domain.clone()));
+        }
+        if cookie.partitioned && !cookie.secure {
+            return Err(StateError::PartitionedWithoutSecure);
+        }
+        let twin = cookie.cors_twin.then(|| cookies::twin_settings(&cookie));
+        if let Some(twin) = &twin
+            && !cookies::is_cookie_name(&twin.name)
+        {
+            return Err(StateError::CookieName(twin.name.clone()));
+        }
+        if let Some(header) = &state.session_header
+            && !cookies::is_session_header(header)
+        {
+            return Err(StateError::SessionHeader(header.clone()));
+        }
         let policy = match &state.policy {
             None => None,
-            Some(PolicyState::LbCookie { expiration_period }) => Some(Policy::LbCookie {
+            Some(PolicyState::LbCookie {
+                expiration_period,
+                max_lifetime,
+            }) => Some(Policy::LbCookie {
                 period: *expiration_period,
+                max_lifetime: *max_lifetime,
             }),
             Some(PolicyState::AppCookie {
                 app_cookie_name,
@@ -237,6 +294,11 @@ impl CompiledListener {
                 }
                 if *app_cookie_name == cookie.name {
                     return Err(StateError::CookieNameClash(cookie.name));
+                }
+                if let Some(twin) = &twin
+                    && *app_cookie_name == twin.name
+                {
+                    return Err(StateError::CookieNameClash(twin.name.clone()));
                 }
                 Some(Policy::AppCookie {
                     app_cookie_name: app_cookie_name.clone(),
@@ -276,6 +338,7 @@ impl CompiledListener {
                 id: target.id.as_str().into(),
                 address,
                 healthy: target.healthy,
+                draining: target.draining,
             });
         }
         let listed = |i: TargetIndex, field: fn(&crate::state::TargetState) -> &String| {
@@ -287,13 +350,15 @@ impl CompiledListener {
         let healthy = targets
             .iter()
             .enumerate()
-            .filter(|(_, t)| t.healthy)
+            .filter(|(_, t)| t.healthy && !t.draining)
             .map(|(i, _)| i)
             .collect();
         Ok(Self {
             version: state.version,
             policy,
             cookie,
+            twin,
+            session_header: state.session_header.clone(),
             targets,
             by_id,
             by_address,
@@ -429,9 +494,29 @@ impl CompiledListener {
         &self.cookie
     }
 
+    /// The header carrying sessions of clients without cookies, if the listener has one.
+    pub fn session_header(&self) -> Option<&str> {
+        self.session_header.as_deref()
+    }
+
     /// Decides a request from its `Cookie` header.
     pub fn on_request(&self, cookie_header: Option<&[u8]>, now: u64) -> RequestDecision {
-        self.decide_request(cookie_header, now, None)
+        let carriers = SessionCarriers {
+            cookie: cookie_header,
+            session_header: None,
+        };
+        self.decide_request(carriers, now, None)
+    }
+
+    /// Decides a request from every carrier of its session: the session header first, then the
+    /// CORS twin, then the cookie, the first valid one pinning.
+    pub fn on_request_carried(
+        &self,
+        carriers: SessionCarriers<'_>,
+        now: u64,
+        cache: &mut CookieCache,
+    ) -> RequestDecision {
+        self.decide_request(carriers, now, Some(cache))
     }
 
     /// [`CompiledListener::on_request`], remembering the cookies it authenticates in `cache` and
@@ -442,18 +527,27 @@ impl CompiledListener {
         now: u64,
         cache: &mut CookieCache,
     ) -> RequestDecision {
-        self.decide_request(cookie_header, now, Some(cache))
+        let carriers = SessionCarriers {
+            cookie: cookie_header,
+            session_header: None,
+        };
+        self.decide_request(carriers, now, Some(cache))
     }
 
     fn decide_request(
         &self,
-        cookie_header: Option<&[u8]>,
+        carriers: SessionCarriers<'_>,
         now: u64,
         mut cache: Option<&mut CookieCache>,
     ) -> RequestDecision {
-        let (Some((policy, binding)), Some(header)) = (&self.policy, cookie_header) else {
+        let Some((policy, binding)) = &self.policy else {
             return RequestDecision::UNPINNED;
         };
+        let header = carriers.cookie.unwrap_or_default();
+        let from_header = carriers.session_header.filter(|_| self.session_header.is_some());
+        if carriers.cookie.is_none() && from_header.is_none() {
+            return RequestDecision::UNPINNED;
+        }
         let app_cookie_present = match policy {
             Policy::LbCookie { .. } => false,
             Policy::AppCookie { app_cookie_name, .. } => {
@@ -467,8 +561,15 @@ impl CompiledListener {
             }
         };
         let mut status = CookieStatus::Absent;
+        let twin_name = self.twin.as_ref().map(|t| t.name.as_bytes());
+        let twins = cookies::request_cookies(header).filter(|(n, _)| Some(*n) == twin_name);
         let ours = cookies::request_cookies(header).filter(|(n, _)| *n == self.cookie.name.as_bytes());
-        for (_, value) in ours.take(MAX_COOKIE_ATTEMPTS) {
+        let candidates = from_header
+            .map(|value| (&b""[..], value))
+            .into_iter()
+            .chain(twins)
+            .chain(ours);
+        for (_, value) in candidates.take(MAX_COOKIE_ATTEMPTS) {
             let candidate = self.check_cookie(policy, binding, value, now, cache.as_deref_mut());
             if let CookieStatus::Valid { target, .. } = candidate {
                 return RequestDecision {
@@ -512,12 +613,14 @@ impl CompiledListener {
                     Ok(opened) => OpenedSession {
                         issued_at: opened.issued_at,
                         expires_at: opened.expires_at,
+                        session_start: opened.session_start,
                         target: self.by_id.get(opened.target_id),
                     },
                     Err(reason) => {
                         return CookieStatus::Rejected {
                             reason,
                             expires_at: None,
+                            session_start: None,
                         };
                     }
                 };
@@ -531,15 +634,19 @@ impl CompiledListener {
         let expired_by_policy = policy
             .max_age()
             .is_some_and(|age| now >= opened.issued_at.saturating_add(age));
-        if expired_by_seal || expired_by_policy {
+        let lifetime_over = matches!(policy, Policy::LbCookie { max_lifetime, .. }
+            if *max_lifetime > 0 && now >= opened.session_start.saturating_add(*max_lifetime));
+        if expired_by_seal || expired_by_policy || lifetime_over {
             return CookieStatus::Rejected {
                 reason: Rejection::Expired,
                 expires_at: None,
+                session_start: None,
             };
         }
         let gone = |reason| CookieStatus::Rejected {
             reason,
             expires_at: Some(opened.expires_at),
+            session_start: Some(opened.session_start),
         };
         match opened.target {
             None => gone(Rejection::UnknownTarget),
@@ -553,6 +660,7 @@ impl CompiledListener {
                 target: index,
                 issued_at: opened.issued_at,
                 expires_at: opened.expires_at,
+                session_start: opened.session_start,
             },
         }
     }
@@ -572,22 +680,40 @@ impl CompiledListener {
         };
         let answered = upstream.and_then(|a| self.by_address.get(a));
         match policy {
-            Policy::LbCookie { period } => {
-                let reason = match request.cookie {
-                    CookieStatus::Valid { target, issued_at, .. } if Some(target) == answered => {
-                        let due = *period > 0 && now.saturating_sub(issued_at) >= period / 4;
+            Policy::LbCookie { period, max_lifetime } => {
+                let expiry = |start: u64| {
+                    let idle = (*period > 0).then(|| now.saturating_add(*period));
+                    let absolute = (*max_lifetime > 0).then(|| start.saturating_add(*max_lifetime));
+                    match (idle, absolute) {
+                        (Some(idle), Some(absolute)) => Some(idle.min(absolute)),
+                        (idle, absolute) => idle.or(absolute),
+                    }
+                };
+                let (reason, start) = match request.cookie {
+                    CookieStatus::Valid {
+                        target,
+                        issued_at,
+                        expires_at,
+                        session_start,
+                    } if Some(target) == answered => {
+                        // Refreshed once a quarter of the period has passed, unless the absolute
+                        // lifetime already caps the expiry it would give.
+                        let due = *period > 0
+                            && now.saturating_sub(issued_at) >= period / 4
+                            && expiry(session_start).unwrap_or(0) > expires_at;
                         if !due {
                             return ResponseDecision::nothing(ResponseOutcome::Unchanged);
                         }
-                        ResponseOutcome::Refreshed
+                        (ResponseOutcome::Refreshed, session_start)
                     }
                     // The pinned target did not answer (Envoy could not route to it): move the session.
-                    CookieStatus::Valid { .. } => ResponseOutcome::Repinned,
-                    CookieStatus::Rejected { reason, .. } if reason.is_target_gone() => ResponseOutcome::Repinned,
-                    CookieStatus::Rejected { .. } | CookieStatus::Absent => ResponseOutcome::Assigned,
+                    CookieStatus::Valid { session_start, .. } => (ResponseOutcome::Repinned, session_start),
+                    CookieStatus::Rejected {
+                        reason, session_start, ..
+                    } if reason.is_target_gone() => (ResponseOutcome::Repinned, session_start.unwrap_or(now)),
+                    CookieStatus::Rejected { .. } | CookieStatus::Absent => (ResponseOutcome::Assigned, now),
                 };
-                let until = (*period > 0).then(|| now.saturating_add(*period));
-                self.issue(binding, answered, now, until, reason, nonce)
+                self.issue(binding, answered, (now, start), expiry(start), reason, nonce)
             }
             Policy::AppCookie {
                 app_cookie_name,
@@ -599,6 +725,14 @@ impl CompiledListener {
                     .last();
                 let pinned_here =
                     matches!(request.cookie, CookieStatus::Valid { target, .. } if Some(target) == answered);
+                let carried_start = match request.cookie {
+                    CookieStatus::Valid { session_start, .. }
+                    | CookieStatus::Rejected {
+                        session_start: Some(session_start),
+                        ..
+                    } => Some(session_start),
+                    _ => None,
+                };
                 let gone_expiry = match request.cookie {
                     CookieStatus::Rejected {
                         expires_at: Some(at), ..
@@ -611,6 +745,8 @@ impl CompiledListener {
                     Some(AppCookieChange::Deleted) => ResponseDecision {
                         outcome: ResponseOutcome::Deleted,
                         set_cookie: Some(cookies::delete_cookie(&self.cookie)),
+                        set_twin: self.twin.as_ref().map(cookies::delete_cookie),
+                        session_value: None,
                     },
                     Some(AppCookieChange::Set(lifetime)) => {
                         let until = explicit.or(match lifetime {
@@ -624,14 +760,19 @@ impl CompiledListener {
                         } else {
                             ResponseOutcome::Assigned
                         };
-                        self.issue(binding, answered, now, until, reason, nonce)
+                        let start = match reason {
+                            ResponseOutcome::Assigned => now,
+                            _ => carried_start.unwrap_or(now),
+                        };
+                        self.issue(binding, answered, (now, start), until, reason, nonce)
                     }
                     // Failover: the session moves to the target that answered, even though the
                     // app did not set its cookie again. The sealed expiry is kept.
                     None => match gone_expiry {
                         Some(expires_at) if request.app_cookie_present => {
                             let until = (expires_at != 0).then_some(expires_at);
-                            self.issue(binding, answered, now, until, ResponseOutcome::Repinned, nonce)
+                            let start = carried_start.unwrap_or(now);
+                            self.issue(binding, answered, (now, start), until, ResponseOutcome::Repinned, nonce)
                         }
                         _ => ResponseDecision::nothing(ResponseOutcome::Unchanged),
                     },
@@ -644,7 +785,7 @@ impl CompiledListener {
         &self,
         binding: &Binding,
         answered: Option<TargetIndex>,
-        now: u64,
+        (now, session_start): (u64, u64),
         until: Option<u64>,
         outcome: ResponseOutcome,
         nonce: impl FnOnce() -> Option<[u8; 12]>,
@@ -655,6 +796,10 @@ impl CompiledListener {
         if !target.healthy {
             return ResponseDecision::nothing(ResponseOutcome::UnhealthyUpstream);
         }
+        // A draining target keeps the sessions it has (refreshed) and gets no new one.
+        if target.draining && outcome != ResponseOutcome::Refreshed {
+            return ResponseDecision::nothing(ResponseOutcome::DrainingUpstream);
+        }
         let Some(nonce) = nonce() else {
             return ResponseDecision::nothing(ResponseOutcome::NoNonce);
         };
@@ -664,11 +809,17 @@ impl CompiledListener {
             target_id: &target.id,
             issued_at: now,
             expires_at: until.unwrap_or(0),
+            session_start,
         };
         match self.keys.seal(binding, &content, nonce) {
             Ok(value) => ResponseDecision {
                 outcome,
                 set_cookie: Some(cookies::set_cookie(&self.cookie, &value, now, until)),
+                set_twin: self
+                    .twin
+                    .as_ref()
+                    .map(|twin| cookies::set_cookie(twin, &value, now, until)),
+                session_value: self.session_header.is_some().then_some(value),
             },
             // Unreachable for validated target ids; never a reason to fail the response.
             Err(_) => ResponseDecision::nothing(ResponseOutcome::UnknownUpstream),

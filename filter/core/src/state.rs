@@ -23,6 +23,10 @@ pub struct FilterState {
     /// Registered targets with their health.
     #[serde(default)]
     pub targets: Vec<TargetState>,
+    /// Sessions for clients without cookies: the request header carrying the sealed session,
+    /// returned in the same response header when a session starts or moves (lowercase).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_header: Option<String>,
     /// Keys sealing and opening stickiness cookies.
     pub keys: KeyRingState,
 }
@@ -33,9 +37,14 @@ pub struct FilterState {
 pub enum PolicyState {
     /// Duration-based stickiness (CreateLBCookieStickinessPolicy).
     LbCookie {
-        /// CookieExpirationPeriod in seconds; 0 means a browser-session cookie.
+        /// CookieExpirationPeriod in seconds: the idle time (sliding); 0 means a
+        /// browser-session cookie.
         #[serde(default)]
         expiration_period: u64,
+        /// Absolute lifetime in seconds, counted from the session's start (sealed in the
+        /// cookie), never extended; 0: none.
+        #[serde(default, skip_serializing_if = "is_zero")]
+        max_lifetime: u64,
     },
     /// Application-based stickiness (CreateAppCookieStickinessPolicy).
     AppCookie {
@@ -55,6 +64,18 @@ pub struct TargetState {
     /// `ip:port`, exactly as the Envoy cluster knows the endpoint.
     pub address: String,
     pub healthy: bool,
+    /// Deregistered with session draining: the sessions already on it keep going to it; no new
+    /// session is placed on it.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub draining: bool,
+}
+
+fn is_zero(value: &u64) -> bool {
+    *value == 0
+}
+
+fn is_false(value: &bool) -> bool {
+    !*value
 }
 
 /// Attributes of the stickiness cookie.
@@ -64,9 +85,26 @@ pub struct CookieSettings {
     /// Cookie name; classic ELB's is `AWSELB`.
     pub name: String,
     pub path: String,
+    /// `Domain` attribute; absent: a host-only cookie.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub domain: Option<String>,
     pub secure: bool,
     pub http_only: bool,
     pub same_site: SameSite,
+    /// `Partitioned` (CHIPS); needs `secure`.
+    #[serde(skip_serializing_if = "is_false")]
+    pub partitioned: bool,
+    /// ALB's CORS twin: a second cookie, `<name>CORS`, with `SameSite=None; Secure`, issued
+    /// beside the first; a request may carry either (the twin is tried first).
+    #[serde(skip_serializing_if = "is_false")]
+    pub cors_twin: bool,
+}
+
+impl CookieSettings {
+    /// The name of the CORS twin of a cookie named `name`.
+    pub fn twin_name(name: &str) -> String {
+        format!("{name}CORS")
+    }
 }
 
 impl Default for CookieSettings {
@@ -74,9 +112,12 @@ impl Default for CookieSettings {
         Self {
             name: "AWSELB".to_owned(),
             path: "/".to_owned(),
+            domain: None,
             secure: false,
             http_only: true,
             same_site: SameSite::Lax,
+            partitioned: false,
+            cors_twin: false,
         }
     }
 }

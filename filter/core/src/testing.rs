@@ -20,6 +20,7 @@ pub fn filter_state(policy: Option<PolicyState>, targets: Vec<TargetState>, keys
         policy,
         cookie: CookieSettings::default(),
         targets,
+        session_header: None,
         keys,
     }
 }
@@ -33,6 +34,7 @@ pub fn targets(addresses: &[&str], unhealthy: &[&str]) -> Vec<TargetState> {
             id: format!("i-{}", i + 1),
             address: (*address).to_owned(),
             healthy: !unhealthy.contains(address),
+            draining: false,
         })
         .collect()
 }
@@ -45,6 +47,7 @@ pub fn named_targets<I: Into<String>, A: ToString>(targets: impl IntoIterator<It
             id: id.into(),
             address: address.to_string(),
             healthy: true,
+            draining: false,
         })
         .collect()
 }
@@ -53,6 +56,7 @@ pub fn named_targets<I: Into<String>, A: ToString>(targets: impl IntoIterator<It
 pub fn lb_cookie_policy(period: u64) -> PolicyState {
     PolicyState::LbCookie {
         expiration_period: period,
+        max_lifetime: 0,
     }
 }
 

@@ -64,6 +64,7 @@ fn forge(
             target_id: target,
             issued_at,
             expires_at,
+            session_start: issued_at,
         },
         rand_nonce(),
     )
@@ -622,6 +623,32 @@ fn state_is_validated_before_use() {
             StateError::CookieNameClash("AWSELB".into()),
         ),
         (
+            "cookie domain",
+            Box::new(|s| s.cookie.domain = Some("exa mple.com".into())),
+            StateError::CookieDomain("exa mple.com".into()),
+        ),
+        (
+            "partitioned without secure",
+            Box::new(|s| s.cookie.partitioned = true),
+            StateError::PartitionedWithoutSecure,
+        ),
+        (
+            "session header",
+            Box::new(|s| s.session_header = Some("cookie".into())),
+            StateError::SessionHeader("cookie".into()),
+        ),
+        (
+            "twin clash",
+            Box::new(|s| {
+                s.cookie.cors_twin = true;
+                s.policy = Some(PolicyState::AppCookie {
+                    app_cookie_name: "AWSELBCORS".into(),
+                    duration_seconds: None,
+                })
+            }),
+            StateError::CookieNameClash("AWSELBCORS".into()),
+        ),
+        (
             "lb name",
             Box::new(|s| s.load_balancer = String::new()),
             StateError::LoadBalancerName,
@@ -789,7 +816,8 @@ fn a_target_envoy_could_not_reach_is_passed_over_until_the_hold_ends() {
         request.cookie,
         CookieStatus::Rejected {
             reason: Rejection::UnreachableTarget,
-            expires_at: Some(NOW + 600)
+            expires_at: Some(NOW + 600),
+            session_start: Some(NOW),
         }
     );
     assert_eq!(outcome, ResponseOutcome::Repinned);
@@ -908,4 +936,196 @@ fn a_new_state_empties_the_cookie_cache() {
         }
     ));
     assert!(cache.is_empty());
+}
+
+fn lb_cookie_with_max_lifetime(period: u64, max_lifetime: u64) -> PolicyState {
+    PolicyState::LbCookie {
+        expiration_period: period,
+        max_lifetime,
+    }
+}
+
+/// The sealed times of the cookie a `Set-Cookie` carries, opened with the listener's keys.
+fn sealed_times(l: &CompiledListener, set_cookie: &str) -> (u64, u64, u64) {
+    let value = value_of(set_cookie);
+    match l.on_request(Some(&header(&[("AWSELB", &value)])), NOW).cookie {
+        CookieStatus::Valid {
+            issued_at,
+            expires_at,
+            session_start,
+            ..
+        } => (issued_at, expires_at, session_start),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn an_absolute_lifetime_is_carried_across_refreshes_and_never_extended() {
+    // maxidle 600 s, maxlife 1,000 s (the seed's HAProxy `maxidle`/`maxlife`).
+    let l = listener(Some(lb_cookie_with_max_lifetime(600, 1_000)));
+    let (_, outcome, first) = exchange(&l, &[], T1, &[], NOW);
+    assert_eq!(outcome, ResponseOutcome::Assigned);
+    let first = first.unwrap();
+    assert_eq!(sealed_times(&l, &first), (NOW, NOW + 600, NOW));
+    // Refreshed at +500: the idle expiry slides, capped by the session's end at +1,000.
+    let (_, outcome, refreshed) = exchange(&l, &[("AWSELB", &value_of(&first))], T1, &[], NOW + 500);
+    assert_eq!(outcome, ResponseOutcome::Refreshed);
+    let refreshed = refreshed.unwrap();
+    assert!(refreshed.contains("Max-Age=500"), "{refreshed}");
+    let (issued, expires, start) = sealed_times(&l, &refreshed);
+    assert_eq!((issued, expires, start), (NOW + 500, NOW + 1_000, NOW));
+    // At +900 a refresh would give nothing more: unchanged.
+    let (_, outcome, _) = exchange(&l, &[("AWSELB", &value_of(&refreshed))], T1, &[], NOW + 900);
+    assert_eq!(outcome, ResponseOutcome::Unchanged);
+    // A re-pin (target gone) keeps the session's start.
+    let gone = listener_with_targets(
+        lb_cookie_with_max_lifetime(600, 1_000),
+        crate::testing::targets(&[T1, T2], &[T1]),
+    );
+    let (request, outcome, moved) = exchange(&gone, &[("AWSELB", &value_of(&refreshed))], T2, &[], NOW + 901);
+    assert_eq!(request.pinned, None);
+    assert_eq!(outcome, ResponseOutcome::Repinned);
+    let moved = value_of(&moved.unwrap());
+    let carried = gone.on_request(Some(&header(&[("AWSELB", &moved)])), NOW + 901);
+    assert!(
+        matches!(carried.cookie, CookieStatus::Valid { session_start: NOW, expires_at, .. } if expires_at == NOW + 1_000),
+        "{carried:?}"
+    );
+    // At the session's end the cookie no longer pins: a new session starts.
+    let over = gone.on_request(Some(&header(&[("AWSELB", &moved)])), NOW + 1_000);
+    assert!(matches!(
+        over.cookie,
+        CookieStatus::Rejected {
+            reason: Rejection::Expired,
+            ..
+        }
+    ));
+    let (_, outcome, fresh) = exchange(&gone, &[("AWSELB", &moved)], T2, &[], NOW + 1_000);
+    assert_eq!(outcome, ResponseOutcome::Assigned);
+    let fresh = value_of(&fresh.unwrap());
+    let next = gone.on_request(Some(&header(&[("AWSELB", &fresh)])), NOW + 1_001);
+    assert!(matches!(next.cookie, CookieStatus::Valid { session_start, .. } if session_start == NOW + 1_000));
+}
+
+#[test]
+fn a_browser_session_cookie_with_an_absolute_lifetime_ends_with_it() {
+    let l = listener(Some(lb_cookie_with_max_lifetime(0, 300)));
+    let (_, _, first) = exchange(&l, &[], T1, &[], NOW);
+    let first = first.unwrap();
+    assert!(first.contains("Max-Age=300"), "{first}");
+    let value = value_of(&first);
+    assert!(
+        l.on_request(Some(&header(&[("AWSELB", &value)])), NOW + 299)
+            .pinned
+            .is_some()
+    );
+    assert!(
+        l.on_request(Some(&header(&[("AWSELB", &value)])), NOW + 300)
+            .pinned
+            .is_none()
+    );
+}
+
+fn listener_with_targets(policy: PolicyState, targets: Vec<crate::state::TargetState>) -> CompiledListener {
+    let mut state = state(Some(policy));
+    state.targets = targets;
+    CompiledListener::compile(&state).unwrap()
+}
+
+#[test]
+fn the_cors_twin_is_issued_beside_the_cookie_and_preferred_when_both_come() {
+    let mut state = state(Some(lb_cookie_policy(600)));
+    state.cookie.cors_twin = true;
+    let l = CompiledListener::compile(&state).unwrap();
+    let request = l.on_request(None, NOW);
+    let response = l.on_response(&request, Some(T1.as_bytes()), [], NOW, nonce);
+    let twin = response.set_twin.clone().unwrap();
+    assert!(
+        twin.starts_with("AWSELBCORS=") && twin.contains("; Secure") && twin.contains("SameSite=None"),
+        "{twin}"
+    );
+    assert_eq!(response.set_cookies().count(), 2);
+    let twin_value = cookie_set([twin.as_str()], "AWSELBCORS").unwrap();
+    // Either alone pins.
+    let only_twin = l.on_request(Some(&header(&[("AWSELBCORS", &twin_value)])), NOW + 1);
+    assert_eq!(pinned_address(&l, &only_twin).as_deref(), Some(T1));
+    // Both, naming different targets: the twin wins, as in ALB.
+    let other = lb_cookie("i-2", NOW, NOW + 600);
+    let both = l.on_request(
+        Some(&header(&[("AWSELB", &other), ("AWSELBCORS", &twin_value)])),
+        NOW + 1,
+    );
+    assert_eq!(pinned_address(&l, &both).as_deref(), Some(T1));
+    // Without the twin setting, a twin cookie is ignored.
+    let plain = listener(Some(lb_cookie_policy(600)));
+    assert_eq!(
+        plain
+            .on_request(Some(&header(&[("AWSELBCORS", &twin_value)])), NOW + 1)
+            .pinned,
+        None
+    );
+}
+
+#[test]
+fn a_session_header_carries_the_session_of_a_client_without_cookies() {
+    let mut state = state(Some(lb_cookie_policy(600)));
+    state.session_header = Some("x-sticky-session".into());
+    let l = CompiledListener::compile(&state).unwrap();
+    let mut cache = crate::CookieCache::default();
+    let none = crate::SessionCarriers::default();
+    let request = l.on_request_carried(none, NOW, &mut cache);
+    let response = l.on_response(&request, Some(T2.as_bytes()), [], NOW, nonce);
+    let session = response.session_value.clone().unwrap();
+    assert_eq!(Some(session.clone()), response.set_cookie.as_deref().map(value_of));
+    let carried = crate::SessionCarriers {
+        cookie: None,
+        session_header: Some(session.as_bytes()),
+    };
+    let pinned = l.on_request_carried(carried, NOW + 1, &mut cache);
+    assert_eq!(pinned_address(&l, &pinned).as_deref(), Some(T2));
+    // Same rules as the cookie: expired, forged or bound elsewhere is not honoured.
+    let expired = l.on_request_carried(carried, NOW + 600, &mut cache);
+    assert_eq!(expired.pinned, None);
+    let forged = crate::SessionCarriers {
+        cookie: None,
+        session_header: Some(b"AAAA"),
+    };
+    assert!(matches!(
+        l.on_request_carried(forged, NOW, &mut cache).cookie,
+        CookieStatus::Rejected {
+            reason: Rejection::Malformed,
+            ..
+        }
+    ));
+    // A listener without a session header ignores the header.
+    let plain = listener(Some(lb_cookie_policy(600)));
+    assert_eq!(plain.on_request_carried(carried, NOW + 1, &mut cache).pinned, None);
+}
+
+#[test]
+fn a_draining_target_keeps_its_sessions_and_gets_no_new_one() {
+    let mut draining = crate::testing::targets(&[T1, T2], &[]);
+    draining[0].draining = true;
+    let l = listener_with_targets(lb_cookie_policy(600), draining.clone());
+    // Never picked for a request no cookie pins.
+    for sequence in 0..4 {
+        assert_eq!(
+            l.pick(sequence, NOW).and_then(|t| l.target(t)).map(|t| &*t.address),
+            Some(T2)
+        );
+    }
+    // A session already on it stays there, and is refreshed there.
+    let on_t1 = lb_cookie("i-1", NOW - 200, NOW + 400);
+    let (request, outcome, _) = exchange(&l, &[("AWSELB", &on_t1)], T1, &[], NOW);
+    assert_eq!(pinned_address(&l, &request).as_deref(), Some(T1));
+    assert_eq!(outcome, ResponseOutcome::Refreshed);
+    // No session starts or moves there, even if Envoy sends a request to it.
+    let (_, outcome, set_cookie) = exchange(&l, &[], T1, &[], NOW);
+    assert_eq!((outcome, set_cookie), (ResponseOutcome::DrainingUpstream, None));
+    // Unhealthy while draining: its sessions move at once.
+    draining[0].healthy = false;
+    let failed = listener_with_targets(lb_cookie_policy(600), draining);
+    let (request, outcome, _) = exchange(&failed, &[("AWSELB", &on_t1)], T2, &[], NOW);
+    assert_eq!(request.pinned, None);
+    assert_eq!(outcome, ResponseOutcome::Repinned);
 }

@@ -553,12 +553,14 @@ fn scale_envoy(
         id: target.0.clone(),
         address: target.1.to_string(),
         healthy: true,
+        draining: false,
     }];
     // Unreachable loopback addresses, each its own (127.1.0.1:9, 127.1.0.2:9, …).
     targets.extend((1..count).map(|i| TargetState {
         id: format!("i-{i:08x}"),
         address: format!("127.{}.{}.{}:9", 1 + (i >> 16), (i >> 8) & 0xff, i & 0xff),
         healthy: true,
+        draining: false,
     }));
     let state = filter_state(Some(lb_cookie_policy(3600)), targets, random_key_ring(1)?);
     let cookie = format!("{STICKY_COOKIE}={}", issue_cookie(&state, target.1)?);

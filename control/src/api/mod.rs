@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use sticky_core::CookieSettings;
 use sticky_core::cookies::is_cookie_name;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -14,26 +15,60 @@ use crate::query::Params;
 use crate::service::{Inner, Service, Write, unix_now};
 use crate::xml::Xml;
 
-pub const ACTIONS: [&str; 14] = [
-    "CreateLoadBalancer",
-    "DeleteLoadBalancer",
-    "CreateLoadBalancerListeners",
-    "DeleteLoadBalancerListeners",
-    "DescribeLoadBalancers",
-    "CreateLBCookieStickinessPolicy",
-    "CreateAppCookieStickinessPolicy",
-    "SetLoadBalancerPoliciesOfListener",
-    "DeleteLoadBalancerPolicy",
-    "DescribeLoadBalancerPolicies",
-    "RegisterInstancesWithLoadBalancer",
-    "DeregisterInstancesFromLoadBalancer",
+mod attributes;
+mod policy_types;
+mod refused;
+mod tags;
+
+/// Every action of the classic ELB 2012-06-01 API: each is implemented or refused with a
+/// reason ([`refused::REFUSED`]); anything else is `InvalidAction`.
+pub const ACTIONS: [&str; 29] = [
+    "AddTags",
+    "ApplySecurityGroupsToLoadBalancer",
+    "AttachLoadBalancerToSubnets",
     "ConfigureHealthCheck",
+    "CreateAppCookieStickinessPolicy",
+    "CreateLBCookieStickinessPolicy",
+    "CreateLoadBalancer",
+    "CreateLoadBalancerListeners",
+    "CreateLoadBalancerPolicy",
+    "DeleteLoadBalancer",
+    "DeleteLoadBalancerListeners",
+    "DeleteLoadBalancerPolicy",
+    "DeregisterInstancesFromLoadBalancer",
+    "DescribeAccountLimits",
     "DescribeInstanceHealth",
+    "DescribeLoadBalancerAttributes",
+    "DescribeLoadBalancerPolicies",
+    "DescribeLoadBalancerPolicyTypes",
+    "DescribeLoadBalancers",
+    "DescribeTags",
+    "DetachLoadBalancerFromSubnets",
+    "DisableAvailabilityZonesForLoadBalancer",
+    "EnableAvailabilityZonesForLoadBalancer",
+    "ModifyLoadBalancerAttributes",
+    "RegisterInstancesWithLoadBalancer",
+    "RemoveTags",
+    "SetLoadBalancerListenerSSLCertificate",
+    "SetLoadBalancerPoliciesForBackendServer",
+    "SetLoadBalancerPoliciesOfListener",
 ];
 
 /// Runs `action`; returns the inner XML of its `{Action}Result`.
 pub fn dispatch(service: &Service, action: &str, params: &Params) -> Result<String, ApiError> {
+    if let Some(reason) = refused::reason(action) {
+        return Err(refused::refusal(action, reason));
+    }
     match action {
+        "AddTags" => tags::add_tags(service, params),
+        "RemoveTags" => tags::remove_tags(service, params),
+        "DescribeTags" => tags::describe_tags(service, params),
+        "DescribeLoadBalancerAttributes" => attributes::describe_attributes(service, params),
+        "ModifyLoadBalancerAttributes" => attributes::modify_attributes(service, params),
+        "CreateLoadBalancerPolicy" => policy_types::create_policy(service, params),
+        "DescribeLoadBalancerPolicyTypes" => policy_types::describe_policy_types(params),
+        "DescribeAccountLimits" => refused::describe_account_limits(service, params),
+        "SetLoadBalancerPoliciesForBackendServer" => refused::set_backend_server_policies(service, params),
         "CreateLoadBalancer" => create_load_balancer(service, params),
         "DeleteLoadBalancer" => delete_load_balancer(service, params),
         "CreateLoadBalancerListeners" => create_listeners(service, params),
@@ -209,6 +244,9 @@ fn create_load_balancer(service: &Service, params: &Params) -> Result<String, Ap
             instances: Default::default(),
             health_check: HealthCheck::default_for(first_instance_port),
             address: None,
+            attributes: Default::default(),
+            tags: BTreeMap::new(),
+            draining: BTreeMap::new(),
         };
         Ok((vec![Write::PutLoadBalancer(lb)], ()))
     })?;
@@ -293,6 +331,7 @@ fn describe_one(x: &mut Xml, inner: &Inner, lb: &LoadBalancer) {
     let lb_cookie = lb.policies.iter().filter_map(|(n, p)| match p {
         Policy::LbCookie {
             cookie_expiration_period,
+            ..
         } => Some((n, cookie_expiration_period)),
         Policy::AppCookie { .. } => None,
     });
@@ -328,7 +367,18 @@ fn write_health_check(x: &mut Xml, check: &HealthCheck) {
     x.close("HealthCheck");
 }
 
-fn add_policy(lb: &mut LoadBalancer, name: &str, policy: Policy) -> Result<(), ApiError> {
+/// Adds policy `name`; `defaults` are the service's cookie settings (an app cookie must not
+/// take the name of the load balancer's own cookie or its CORS twin).
+fn add_policy(lb: &mut LoadBalancer, name: &str, policy: Policy, defaults: &CookieSettings) -> Result<(), ApiError> {
+    if let Policy::AppCookie { cookie_name } = &policy {
+        let own = lb.attributes.cookie_settings(defaults);
+        let twin = CookieSettings::twin_name(&own.name);
+        if *cookie_name == own.name || (own.cors_twin && *cookie_name == twin) {
+            return Err(ApiError::invalid_configuration(format!(
+                "CookieName {cookie_name} is the load balancer's own cookie"
+            )));
+        }
+    }
     model::validate_policy_name(name)?;
     if lb.policies.contains_key(name) {
         return Err(ApiError::new(
@@ -348,40 +398,54 @@ fn add_policy(lb: &mut LoadBalancer, name: &str, policy: Policy) -> Result<(), A
 
 fn create_lb_cookie_policy(service: &Service, params: &Params) -> Result<String, ApiError> {
     let name = params.required("PolicyName")?.to_owned();
-    let period: Option<i64> = params.number("CookieExpirationPeriod")?;
-    let period = match period {
-        Some(p) if p < 0 => return Err(ApiError::validation("CookieExpirationPeriod must not be negative")),
-        Some(p) => Some(p.unsigned_abs()),
-        None => None,
-    };
+    let period = seconds("CookieExpirationPeriod", params.get("CookieExpirationPeriod"))?;
+    let defaults = service.config.cookie.clone();
     update(service, params, |_, lb| {
         add_policy(
             lb,
             &name,
             Policy::LbCookie {
                 cookie_expiration_period: period,
+                max_lifetime: None,
             },
+            &defaults,
         )
     })?;
     Ok(String::new())
 }
 
+/// A count of seconds, as a policy attribute: a non-negative integer.
+fn seconds(field: &str, value: Option<&str>) -> Result<Option<u64>, ApiError> {
+    let Some(text) = value else {
+        return Ok(None);
+    };
+    match text.parse::<i64>() {
+        Ok(p) if p < 0 => Err(ApiError::validation(format!("{field} must not be negative"))),
+        Ok(p) => Ok(Some(p.unsigned_abs())),
+        Err(_) => Err(ApiError::validation(format!(
+            "{field} must be a whole number of seconds, got {text:?}"
+        ))),
+    }
+}
+
+/// An app cookie must be a token and not the load balancer's own cookie (nor its CORS twin).
+fn validate_app_cookie_name(cookie: &str) -> Result<(), ApiError> {
+    if is_cookie_name(cookie) {
+        Ok(())
+    } else {
+        Err(ApiError::validation(format!(
+            "CookieName {cookie:?} must be an RFC 6265 token: no spaces, ';', ',', '=', quotes, control or non-ASCII characters"
+        )))
+    }
+}
+
 fn create_app_cookie_policy(service: &Service, params: &Params) -> Result<String, ApiError> {
     let name = params.required("PolicyName")?.to_owned();
     let cookie = params.required("CookieName")?.to_owned();
-    if !is_cookie_name(&cookie) {
-        return Err(ApiError::validation(format!(
-            "CookieName {cookie:?} must be an RFC 6265 token: no spaces, ';', ',', '=', quotes, control or non-ASCII characters"
-        )));
-    }
-    let reserved = &service.config.cookie.name;
-    if cookie == *reserved {
-        return Err(ApiError::invalid_configuration(format!(
-            "CookieName {cookie} is the load balancer's own cookie"
-        )));
-    }
+    validate_app_cookie_name(&cookie)?;
+    let defaults = service.config.cookie.clone();
     update(service, params, |_, lb| {
-        add_policy(lb, &name, Policy::AppCookie { cookie_name: cookie })
+        add_policy(lb, &name, Policy::AppCookie { cookie_name: cookie }, &defaults)
     })?;
     Ok(String::new())
 }
@@ -465,16 +529,23 @@ fn describe_policies(service: &Service, params: &Params) -> Result<String, ApiEr
         xml.members("PolicyDescriptions", &selected, |x, (name, policy)| {
             x.leaf("PolicyName", name);
             x.leaf("PolicyTypeName", policy.type_name());
-            let (attribute, value) = match policy {
+            let attribute = match policy {
                 Policy::LbCookie {
                     cookie_expiration_period,
-                } => (
-                    "CookieExpirationPeriod",
-                    cookie_expiration_period.map_or_else(String::new, |p| p.to_string()),
-                ),
-                Policy::AppCookie { cookie_name } => ("CookieName", cookie_name.clone()),
+                    max_lifetime,
+                } => {
+                    let mut attributes = vec![(
+                        "CookieExpirationPeriod",
+                        cookie_expiration_period.map_or_else(String::new, |p| p.to_string()),
+                    )];
+                    if let Some(max_lifetime) = max_lifetime {
+                        attributes.push((policy_types::COOKIE_MAX_LIFETIME, max_lifetime.to_string()));
+                    }
+                    attributes
+                }
+                Policy::AppCookie { cookie_name } => vec![("CookieName", cookie_name.clone())],
             };
-            x.members("PolicyAttributeDescriptions", [(attribute, value)], |x, (a, v)| {
+            x.members("PolicyAttributeDescriptions", attribute, |x, (a, v)| {
                 x.leaf("AttributeName", a);
                 x.leaf("AttributeValue", v);
             });
@@ -523,6 +594,10 @@ fn register_instances(service: &Service, params: &Params) -> Result<String, ApiE
             }
         }
         lb.instances.extend(ids.iter().cloned());
+        // Registered again: its drain ends.
+        for id in &ids {
+            lb.draining.remove(id);
+        }
         Ok(lb.instances.clone())
     })?;
     Ok(instances_result(registered))
@@ -530,6 +605,7 @@ fn register_instances(service: &Service, params: &Params) -> Result<String, ApiE
 
 fn deregister_instances(service: &Service, params: &Params) -> Result<String, ApiError> {
     let ids = instance_ids(params, true)?.unwrap_or_default();
+    let now = unix_now();
     let remaining = update(service, params, |_, lb| {
         for id in &ids {
             if !lb.instances.contains(id) {
@@ -539,8 +615,13 @@ fn deregister_instances(service: &Service, params: &Params) -> Result<String, Ap
                 ));
             }
         }
+        let draining = lb.attributes.connection_draining;
         for id in &ids {
             lb.instances.remove(id);
+            if draining.enabled {
+                lb.draining
+                    .insert(id.clone(), now.saturating_add(i64::from(draining.timeout)));
+            }
         }
         Ok(lb.instances.clone())
     })?;
@@ -572,7 +653,7 @@ fn describe_instance_health(service: &Service, params: &Params) -> Result<String
         let lb = load_balancer(inner, &name)?;
         let ids: Vec<String> = match asked {
             Some(ids) => {
-                if let Some(unknown) = ids.iter().find(|id| !lb.instances.contains(*id)) {
+                if let Some(unknown) = ids.iter().find(|id| !lb.has_target(id)) {
                     return Err(ApiError::new(
                         ErrorCode::InvalidInstance,
                         format!("The instance {unknown} is not registered with {name}"),
@@ -580,12 +661,32 @@ fn describe_instance_health(service: &Service, params: &Params) -> Result<String
                 }
                 ids
             }
-            None => lb.instances.iter().cloned().collect(),
+            None => lb.instances.iter().chain(lb.draining.keys()).cloned().collect(),
         };
+        let now = unix_now();
         let mut xml = Xml::new();
         xml.members("InstanceStates", ids, |x, id| {
             let health = inner.health(&name, &id);
+            let drain_end = lb.draining.get(&id).filter(|_| !lb.instances.contains(&id));
             let (state, reason, description) = match health.map(|h| h.status) {
+                // ELB's words for an instance in its connection draining period.
+                status if drain_end.is_some() => (
+                    if status == Some(HealthStatus::InService) {
+                        "InService"
+                    } else {
+                        "OutOfService"
+                    },
+                    "ELB",
+                    format!(
+                        "Instance deregistration currently in progress. Draining {} for {} s more.",
+                        if lb.attributes.session_draining {
+                            "its sticky sessions"
+                        } else {
+                            "in-flight requests"
+                        },
+                        drain_end.map_or(0, |end| end.saturating_sub(now).max(0))
+                    ),
+                ),
                 Some(HealthStatus::InService) => ("InService", "N/A", "N/A".to_owned()),
                 Some(HealthStatus::OutOfService) => (
                     "OutOfService",

@@ -1,0 +1,200 @@
+//! CreateLoadBalancerPolicy and DescribeLoadBalancerPolicyTypes: the generic form of the two
+//! stickiness policies (the only policy types this service applies; the others are refused
+//! with the reason).
+
+use sticky_core::CookieSettings;
+
+use crate::error::{ApiError, ErrorCode};
+use crate::model::Policy;
+use crate::query::Params;
+use crate::service::Service;
+use crate::xml::Xml;
+
+use super::{add_policy, seconds, update, validate_app_cookie_name};
+
+/// This service's attribute of LBCookieStickinessPolicyType: the session's absolute lifetime.
+pub const COOKIE_MAX_LIFETIME: &str = "CookieMaxLifetime";
+
+const LB_COOKIE: &str = "LBCookieStickinessPolicyType";
+const APP_COOKIE: &str = "AppCookieStickinessPolicyType";
+
+/// ELB's other policy types, and why this service does not apply them.
+const OTHER_TYPES: [(&str, &str); 5] = [
+    (
+        "SSLNegotiationPolicyType",
+        "listeners are HTTP only: TLS terminates in front of or on the bouncer's Envoy",
+    ),
+    (
+        "ProxyProtocolPolicyType",
+        "listeners are HTTP: the client address reaches targets in X-Forwarded-For",
+    ),
+    (
+        "BackendServerAuthenticationPolicyType",
+        "targets are reached over HTTP, not TLS",
+    ),
+    ("PublicKeyPolicyType", "targets are reached over HTTP, not TLS"),
+    (
+        "HTTPSListenerPolicyType",
+        "listeners are HTTP only: TLS terminates in front of or on the bouncer's Envoy",
+    ),
+];
+
+struct AttributeType {
+    name: &'static str,
+    kind: &'static str,
+    description: &'static str,
+    default: &'static str,
+    cardinality: &'static str,
+}
+
+struct PolicyType {
+    name: &'static str,
+    description: &'static str,
+    attributes: &'static [AttributeType],
+}
+
+const TYPES: [PolicyType; 2] = [
+    PolicyType {
+        name: APP_COOKIE,
+        description: "Sticky sessions that start when the application sets its cookie and last as long as that cookie; HTTP listeners only.",
+        attributes: &[AttributeType {
+            name: "CookieName",
+            kind: "String",
+            description: "The name of the application's session cookie (e.g. Flask's session).",
+            default: "",
+            cardinality: "ONE",
+        }],
+    },
+    PolicyType {
+        name: LB_COOKIE,
+        description: "Sticky sessions held by the load balancer's own cookie, for the browser session or an idle period that slides with use; HTTP listeners only.",
+        attributes: &[
+            AttributeType {
+                name: "CookieExpirationPeriod",
+                kind: "Long",
+                description: "Seconds a session may stay idle before it ends (sliding); 0 or absent: until the browser closes.",
+                default: "0",
+                cardinality: "ZERO_OR_ONE",
+            },
+            AttributeType {
+                name: COOKIE_MAX_LIFETIME,
+                kind: "Long",
+                description: "Seconds a session lasts at most from its start, however active (HAProxy's maxlife); 0 or absent: no limit. An extension of this service.",
+                default: "0",
+                cardinality: "ZERO_OR_ONE",
+            },
+        ],
+    },
+];
+
+/// The reason this service does not apply policy type `name`, if it is one of ELB's others.
+fn other_type(name: &str) -> Option<&'static str> {
+    OTHER_TYPES.iter().find(|(n, _)| *n == name).map(|(_, why)| *why)
+}
+
+fn not_found(name: &str) -> ApiError {
+    ApiError::new(
+        ErrorCode::PolicyTypeNotFound,
+        format!("There is no policy type named {name}"),
+    )
+}
+
+pub fn create_policy(service: &Service, params: &Params) -> Result<String, ApiError> {
+    let name = params.required("PolicyName")?.to_owned();
+    let type_name = params.required("PolicyTypeName")?.to_owned();
+    let members = params.struct_list("PolicyAttributes")?.unwrap_or_default();
+    let mut attributes: Vec<(String, String)> = Vec::with_capacity(members.len());
+    for member in members {
+        let attribute = member.get("AttributeName").cloned().ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::MissingParameter,
+                "PolicyAttributes.member.N.AttributeName is required",
+            )
+        })?;
+        if attributes.iter().any(|(a, _)| *a == attribute) {
+            return Err(ApiError::validation(format!(
+                "PolicyAttributes gives {attribute} twice"
+            )));
+        }
+        attributes.push((attribute, member.get("AttributeValue").cloned().unwrap_or_default()));
+    }
+    let Some(policy_type) = TYPES.iter().find(|t| t.name == type_name) else {
+        return Err(match other_type(&type_name) {
+            Some(why) => ApiError::invalid_configuration(format!(
+                "Policy type {type_name} is not supported by this service: {why}"
+            )),
+            None => not_found(&type_name),
+        });
+    };
+    if let Some((unknown, _)) = attributes
+        .iter()
+        .find(|(a, _)| !policy_type.attributes.iter().any(|t| t.name == a))
+    {
+        return Err(ApiError::invalid_configuration(format!(
+            "{unknown} is not an attribute of {type_name}; it takes {}",
+            policy_type
+                .attributes
+                .iter()
+                .map(|t| t.name)
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
+    let value = |attribute: &str| attributes.iter().find(|(a, _)| a == attribute).map(|(_, v)| v.as_str());
+    let policy = if policy_type.name == LB_COOKIE {
+        Policy::LbCookie {
+            cookie_expiration_period: seconds("CookieExpirationPeriod", value("CookieExpirationPeriod"))?,
+            max_lifetime: seconds(COOKIE_MAX_LIFETIME, value(COOKIE_MAX_LIFETIME))?.filter(|s| *s > 0),
+        }
+    } else {
+        let cookie = value("CookieName")
+            .ok_or_else(|| ApiError::invalid_configuration(format!("{APP_COOKIE} needs the attribute CookieName")))?;
+        validate_app_cookie_name(cookie)?;
+        Policy::AppCookie {
+            cookie_name: cookie.to_owned(),
+        }
+    };
+    let defaults: CookieSettings = service.config.cookie.clone();
+    update(service, params, |_, lb| add_policy(lb, &name, policy, &defaults))?;
+    Ok(String::new())
+}
+
+pub fn describe_policy_types(params: &Params) -> Result<String, ApiError> {
+    let names = params.list("PolicyTypeNames")?.unwrap_or_default();
+    let mut selected: Vec<&PolicyType> = Vec::new();
+    if names.is_empty() {
+        selected.extend(TYPES.iter());
+    } else {
+        for name in &names {
+            match TYPES.iter().find(|t| t.name == name) {
+                Some(policy_type) => selected.push(policy_type),
+                None => {
+                    return Err(match other_type(name) {
+                        Some(why) => ApiError::new(
+                            ErrorCode::PolicyTypeNotFound,
+                            format!("Policy type {name} is not supported by this service: {why}"),
+                        ),
+                        None => not_found(name),
+                    });
+                }
+            }
+        }
+    }
+    let mut xml = Xml::new();
+    xml.members("PolicyTypeDescriptions", selected, |x, policy_type| {
+        x.leaf("PolicyTypeName", policy_type.name);
+        x.leaf("Description", policy_type.description);
+        x.members(
+            "PolicyAttributeTypeDescriptions",
+            policy_type.attributes,
+            |x, attribute| {
+                x.leaf("AttributeName", attribute.name);
+                x.leaf("AttributeType", attribute.kind);
+                x.leaf("Description", attribute.description);
+                x.leaf("DefaultValue", attribute.default);
+                x.leaf("Cardinality", attribute.cardinality);
+            },
+        );
+    });
+    Ok(xml.finish())
+}
