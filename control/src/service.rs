@@ -39,6 +39,15 @@ pub fn unix_now() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
+/// The first whole Unix second at least `seconds` from now: a drain of `seconds` never ends
+/// early, though its end is kept in whole seconds.
+pub fn unix_after(seconds: u32) -> i64 {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let end = now.saturating_add(std::time::Duration::from_secs(u64::from(seconds)));
+    let whole = end.as_secs().saturating_add(u64::from(end.subsec_nanos() > 0));
+    i64::try_from(whole).unwrap_or(i64::MAX)
+}
+
 #[derive(Debug, Clone)]
 pub struct ServiceConfig {
     pub access_keys: AccessKeys,
@@ -581,30 +590,31 @@ impl Inner {
     }
 }
 
+/// The example bootstrap applied to a fresh store in its own directory (for tests).
+#[cfg(test)]
+pub(crate) fn example_service(test: &str) -> (Arc<Service>, std::path::PathBuf) {
+    let text = include_str!("../bootstrap.example.json");
+    let bootstrap: BootstrapFile = serde_json::from_str(text).unwrap();
+    let dir = std::env::temp_dir().join(format!("sticky-{test}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let store = Store::open(&crate::store::StoreLocation::Sqlite(dir.join("db"))).unwrap();
+    let config = ServiceConfig {
+        access_keys: AccessKeys::default(),
+        long_poll_timeout: Duration::from_secs(1),
+        key_rotation: Duration::from_secs(60),
+        key_retention: Duration::from_secs(60),
+        cookie: CookieSettings::default(),
+        sync_timeout: Duration::ZERO,
+        listener_binding: Default::default(),
+        target_connect_timeout: crate::xds::resources::DEFAULT_TARGET_CONNECT_TIMEOUT,
+        replica: Default::default(),
+    };
+    (Service::open(config, store, Some(bootstrap)).unwrap(), dir)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// The example bootstrap applied to a fresh store in its own directory.
-    fn example_service(test: &str) -> (Arc<Service>, std::path::PathBuf) {
-        let text = include_str!("../bootstrap.example.json");
-        let bootstrap: BootstrapFile = serde_json::from_str(text).unwrap();
-        let dir = std::env::temp_dir().join(format!("sticky-{test}-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let store = Store::open(&crate::store::StoreLocation::Sqlite(dir.join("db"))).unwrap();
-        let config = ServiceConfig {
-            access_keys: AccessKeys::default(),
-            long_poll_timeout: Duration::from_secs(1),
-            key_rotation: Duration::from_secs(60),
-            key_retention: Duration::from_secs(60),
-            cookie: CookieSettings::default(),
-            sync_timeout: Duration::ZERO,
-            listener_binding: Default::default(),
-            target_connect_timeout: crate::xds::resources::DEFAULT_TARGET_CONNECT_TIMEOUT,
-            replica: Default::default(),
-        };
-        (Service::open(config, store, Some(bootstrap)).unwrap(), dir)
-    }
 
     #[test]
     fn the_endpoints_version_moves_only_when_what_eds_serves_changes() {

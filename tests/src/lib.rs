@@ -8,6 +8,7 @@
 pub mod bench;
 pub mod hosts;
 pub mod live;
+pub mod scale_down;
 pub mod scenarios;
 pub mod soak;
 pub mod traffic;
@@ -55,8 +56,13 @@ pub struct Stack {
 pub struct Reply {
     pub status: u16,
     pub set_cookies: Vec<String>,
+    /// The session header ([`SESSION_HEADER`]) the response carries, if any.
+    pub session: Option<String>,
     pub body: String,
 }
+
+/// The session header the tests configure for clients without cookies.
+pub const SESSION_HEADER: &str = "x-sticky-session";
 
 impl Reply {
     /// The demo target's echo (every path but /login, /logout, /health).
@@ -146,10 +152,12 @@ pub fn request(
     };
     let status = response.status();
     let set_cookies = response.all("set-cookie").into_iter().map(str::to_owned).collect();
+    let session = response.header(SESSION_HEADER).map(str::to_owned);
     let body = response.into_string().unwrap_or_default();
     Ok(Reply {
         status,
         set_cookies,
+        session,
         body,
     })
 }

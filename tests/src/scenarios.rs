@@ -5,9 +5,9 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use sticky_core::PolicyState;
+use sticky_core::{FilterState, PolicyState};
 
-use crate::STICKY_COOKIE;
+use crate::{SESSION_HEADER, STICKY_COOKIE};
 use sticky_testing::fixtures::{app_cookie_policy, cookie_set, lb_cookie_policy};
 
 /// What a scenario sees of one answer.
@@ -16,6 +16,8 @@ pub struct Answer {
     /// The target that answered.
     pub target: String,
     pub set_cookies: Vec<String>,
+    /// The session header the answer carries.
+    pub session: Option<String>,
 }
 
 impl Answer {
@@ -32,6 +34,8 @@ impl Answer {
 pub trait Proxy {
     /// GET `path` with exactly `cookies` and, when given, a client-supplied routing header.
     fn get(&mut self, path: &str, cookies: &[(&str, &str)], routing_header: Option<&str>) -> Answer;
+    /// GET `path` without cookies, with these request headers.
+    fn get_with(&mut self, path: &str, headers: &[(&str, &str)]) -> Answer;
     /// Lets `duration` pass for the filter.
     fn wait(&mut self, duration: Duration);
     /// `ip:port` of target `id`.
@@ -47,8 +51,14 @@ fn ensure(condition: bool, what: impl Into<String>) -> Check {
 pub struct Scenario {
     pub name: &'static str,
     pub policy: Option<PolicyState>,
+    /// What the scenario changes in the listener's state beyond the policy (cookie attributes,
+    /// session header, draining targets).
+    pub adjust: fn(&mut FilterState),
     pub run: fn(&mut dyn Proxy) -> Check,
 }
+
+/// No change to the state.
+fn as_is(_: &mut FilterState) {}
 
 fn lb(period: u64) -> Option<PolicyState> {
     Some(lb_cookie_policy(period))
@@ -67,6 +77,7 @@ pub fn scenarios() -> Vec<Scenario> {
         Scenario {
             name: "lb cookie: the first answer sets the cookie, which pins",
             policy: lb(300),
+            adjust: as_is,
             run: |p| {
                 let first = p.get("/", &[], None);
                 let cookie = first.sticky().ok_or("no cookie on the first answer")?;
@@ -79,6 +90,7 @@ pub fn scenarios() -> Vec<Scenario> {
         Scenario {
             name: "lb cookie: not honoured after its duration",
             policy: lb(1),
+            adjust: as_is,
             run: |p| {
                 let cookie = p.get("/", &[], None).sticky().ok_or("no cookie")?;
                 p.wait(Duration::from_millis(2100));
@@ -92,6 +104,7 @@ pub fn scenarios() -> Vec<Scenario> {
         Scenario {
             name: "lb cookie: garbage gets a new valid cookie",
             policy: lb(300),
+            adjust: as_is,
             run: |p| {
                 let answer = p.get("/", &[(STICKY_COOKIE, "garbage")], None);
                 let cookie = answer.sticky().ok_or("no new cookie")?;
@@ -104,6 +117,7 @@ pub fn scenarios() -> Vec<Scenario> {
         Scenario {
             name: "a client routing header has no effect",
             policy: lb(300),
+            adjust: as_is,
             run: |p| {
                 let first = p.get("/", &[], None);
                 let cookie = first.sticky().ok_or("no cookie")?;
@@ -126,6 +140,7 @@ pub fn scenarios() -> Vec<Scenario> {
         Scenario {
             name: "app cookie: stickiness starts when the target sets session, needs both cookies",
             policy: app(),
+            adjust: as_is,
             run: |p| {
                 ensure(
                     p.get("/", &[], None).sticky().is_none(),
@@ -148,6 +163,7 @@ pub fn scenarios() -> Vec<Scenario> {
         Scenario {
             name: "app cookie: deleting session deletes the stickiness cookie",
             policy: app(),
+            adjust: as_is,
             run: |p| {
                 let login = p.get("/login", &[], None);
                 let session = login.cookie("session").ok_or("no session")?;
@@ -163,12 +179,106 @@ pub fn scenarios() -> Vec<Scenario> {
         Scenario {
             name: "no policy: no cookie, plain balancing",
             policy: None,
+            adjust: as_is,
             run: |p| {
                 let login = p.get("/login", &[], None);
                 ensure(login.sticky().is_none(), "a stickiness cookie without a policy")?;
                 ensure(
                     pinned(p, &[], 9).len() == 3,
                     "requests not spread over the three targets",
+                )
+            },
+        },
+        Scenario {
+            name: "lb cookie with an absolute lifetime: the session ends then, however active",
+            policy: Some(PolicyState::LbCookie {
+                expiration_period: 300,
+                max_lifetime: 3,
+            }),
+            adjust: as_is,
+            // Whole seconds: 1 s in, the session is at most 2 s old; 3.1 s in, at least 3 s.
+            run: |p| {
+                let first = p.get("/", &[], None);
+                let cookie = first.sticky().ok_or("no cookie")?;
+                p.wait(Duration::from_millis(1000));
+                let active = p.get("/", &[(STICKY_COOKIE, &cookie)], None);
+                ensure(active.target == first.target, "not pinned within the lifetime")?;
+                ensure(
+                    active.sticky().is_none(),
+                    "a refresh within the lifetime (the idle period is far)",
+                )?;
+                p.wait(Duration::from_millis(2100));
+                let over = p.get("/", &[(STICKY_COOKIE, &cookie)], None);
+                ensure(
+                    over.sticky().is_some_and(|c| c != cookie),
+                    "the session went on past its absolute lifetime",
+                )
+            },
+        },
+        Scenario {
+            name: "cors twin: both cookies issued, the twin SameSite=None; Secure, either pins",
+            policy: lb(300),
+            adjust: |s| s.cookie.cors_twin = true,
+            run: |p| {
+                let first = p.get("/", &[], None);
+                let twin_name = format!("{STICKY_COOKIE}CORS");
+                let twin = first.cookie(&twin_name).ok_or("no CORS twin")?;
+                let twin_header = first
+                    .set_cookies
+                    .iter()
+                    .find(|c| c.starts_with(&format!("{twin_name}=")))
+                    .cloned()
+                    .unwrap_or_default();
+                ensure(
+                    twin_header.contains("; Secure") && twin_header.contains("SameSite=None"),
+                    format!("the twin is not SameSite=None; Secure: {twin_header}"),
+                )?;
+                ensure(first.sticky().is_some(), "no cookie beside the twin")?;
+                ensure(
+                    pinned(p, &[(twin_name.as_str(), &twin)], 6) == HashSet::from([first.target]),
+                    "the twin alone does not pin",
+                )
+            },
+        },
+        Scenario {
+            name: "session header: a client without cookies keeps its session in the header",
+            policy: lb(300),
+            adjust: |s| s.session_header = Some(SESSION_HEADER.to_owned()),
+            run: |p| {
+                let first = p.get_with("/", &[]);
+                let session = first.session.clone().ok_or("no session header on the first answer")?;
+                let answers: HashSet<String> = (0..6)
+                    .map(|_| p.get_with("/", &[(SESSION_HEADER, &session)]).target)
+                    .collect();
+                ensure(
+                    answers == HashSet::from([first.target]),
+                    format!("the header does not pin: {answers:?}"),
+                )?;
+                let forged = p.get_with("/", &[(SESSION_HEADER, "garbage")]);
+                ensure(
+                    forged.session.is_some_and(|s| s != session),
+                    "a forged header got no new session",
+                )
+            },
+        },
+        Scenario {
+            name: "draining target: no new session is placed on it",
+            policy: lb(300),
+            adjust: |s| {
+                if let Some(first) = s.targets.first_mut() {
+                    first.draining = true;
+                }
+            },
+            run: |p| {
+                let answers: Vec<Answer> = (0..9).map(|_| p.get("/", &[], None)).collect();
+                let targets: HashSet<&str> = answers.iter().map(|a| a.target.as_str()).collect();
+                ensure(
+                    targets == HashSet::from(["i-target2", "i-target3"]),
+                    format!("new sessions went to {targets:?}"),
+                )?;
+                ensure(
+                    answers.iter().all(|a| a.sticky().is_some()),
+                    "a new session without a cookie",
                 )
             },
         },

@@ -38,6 +38,7 @@ const PLAN: Plan = Plan {
     relogin_every: 40,
     post_every: Some(5),
     path: "/",
+    new_browser_every: None,
 };
 /// Time between scheduled faults.
 const STEP: Duration = Duration::from_secs(3);

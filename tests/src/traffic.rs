@@ -23,6 +23,9 @@ pub struct Plan {
     /// What the requests other than `/login` ask for (e.g. `/?delay_ms=200` to keep each in
     /// flight at the target for a while).
     pub path: &'static str,
+    /// The client forgets every cookie (a new browser, a new sticky session) every this many
+    /// requests. None: it keeps them.
+    pub new_browser_every: Option<u64>,
 }
 
 #[derive(Debug, Clone)]
@@ -137,6 +140,13 @@ fn client_loop(client: usize, url: &str, plan: Plan, stop: &AtomicBool, samples:
     let mut cookie_origin: Option<(String, Instant)> = None;
     let mut n = 0u64;
     while !stop.load(Ordering::Relaxed) {
+        if plan
+            .new_browser_every
+            .is_some_and(|every| n > 0 && n.is_multiple_of(every))
+        {
+            jar = Jar::default();
+            cookie_origin = None;
+        }
         let (method, path) = if !jar.0.contains_key("session") || n.is_multiple_of(plan.relogin_every) {
             ("GET", "/login")
         } else if plan.post_every.is_some_and(|every| n.is_multiple_of(every)) {

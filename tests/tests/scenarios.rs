@@ -6,12 +6,12 @@
 
 use std::time::Duration;
 
-use sticky_core::{PluginConfig, PolicyState};
+use sticky_core::{FilterState, PluginConfig, PolicyState};
 use sticky_envoy::ShellKind;
 use sticky_testbed::{Plugin, Testbed};
 use sticky_testing::fixtures::{cookie_header, filter_state, named_targets, ring_state};
 use sticky_tests::scenarios::{Answer, Proxy, scenarios};
-use sticky_tests::{STICKY_COOKIE, Stack, TARGET_IDS};
+use sticky_tests::{SESSION_HEADER, STICKY_COOKIE, Stack, TARGET_IDS};
 
 struct Envoy(Stack);
 
@@ -22,6 +22,16 @@ impl Proxy for Envoy {
         Answer {
             target: reply.target(),
             set_cookies: reply.set_cookies,
+            session: reply.session,
+        }
+    }
+
+    fn get_with(&mut self, path: &str, headers: &[(&str, &str)]) -> Answer {
+        let reply = self.0.get(path, &[], headers);
+        Answer {
+            target: reply.target(),
+            set_cookies: reply.set_cookies,
+            session: reply.session,
         }
     }
 
@@ -48,13 +58,19 @@ fn address(index: usize) -> String {
 impl Proxy for Simulated {
     fn get(&mut self, path: &str, cookies: &[(&str, &str)], routing_header: Option<&str>) -> Answer {
         let cookie = cookie_header(cookies);
-        let mut headers: Vec<(&str, &[u8])> = vec![(":path", path.as_bytes())];
+        let mut headers: Vec<(&str, &str)> = Vec::new();
         if !cookies.is_empty() {
-            headers.push(("cookie", cookie.as_bytes()));
+            headers.push(("cookie", &cookie));
         }
         if let Some(routing) = routing_header {
-            headers.push(("x-sticky-target", routing.as_bytes()));
+            headers.push(("x-sticky-target", routing));
         }
+        self.get_with(path, &headers)
+    }
+
+    fn get_with(&mut self, path: &str, request_headers: &[(&str, &str)]) -> Answer {
+        let mut headers: Vec<(&str, &[u8])> = vec![(":path", path.as_bytes())];
+        headers.extend(request_headers.iter().map(|(k, v)| (*k, v.as_bytes())));
         let stream = self.plugin.request(&headers).unwrap();
         let routed = stream
             .header("x-sticky-target")
@@ -79,6 +95,9 @@ impl Proxy for Simulated {
         Answer {
             target: TARGET_IDS[index].to_owned(),
             set_cookies: response.set_cookies(),
+            session: response
+                .header(SESSION_HEADER)
+                .map(|v| String::from_utf8_lossy(v).into_owned()),
         }
     }
 
@@ -91,9 +110,10 @@ impl Proxy for Simulated {
     }
 }
 
-fn simulated(policy: Option<PolicyState>) -> Simulated {
+fn simulated(policy: Option<PolicyState>, adjust: fn(&mut FilterState)) -> Simulated {
     let targets = named_targets(TARGET_IDS.iter().enumerate().map(|(i, id)| (*id, address(i))));
-    let state = filter_state(policy, targets, ring_state(&[(1, 4)], 1));
+    let mut state = filter_state(policy, targets, ring_state(&[(1, 4)], 1));
+    adjust(&mut state);
     let wasm = sticky_testing::artifacts::build_filter().unwrap_or_else(|e| panic!("{e}"));
     let testbed = Testbed::load(&wasm).unwrap();
     Simulated {
@@ -110,14 +130,14 @@ fn every_scenario_gives_the_same_result_on_both_shells_in_envoy_and_on_the_testb
         let on_wasm = (scenario.run)(&mut Envoy(Stack::start_on(
             ShellKind::Wasm,
             scenario.policy.clone(),
-            |_| {},
+            scenario.adjust,
         )));
         let on_native = (scenario.run)(&mut Envoy(Stack::start_on(
             ShellKind::Native,
             scenario.policy.clone(),
-            |_| {},
+            scenario.adjust,
         )));
-        let on_testbed = (scenario.run)(&mut simulated(scenario.policy.clone()));
+        let on_testbed = (scenario.run)(&mut simulated(scenario.policy.clone(), scenario.adjust));
         println!(
             "{:<80} wasm: {on_wasm:?}  native: {on_native:?}  testbed: {on_testbed:?}",
             scenario.name

@@ -29,6 +29,34 @@ fn sticky_clients_keep_their_sessions_through_replica_deaths() {
     assert_all_went_right(&report);
 }
 
+/// Scale-down with session draining: each target in turn deregistered while sticky clients
+/// (new browsers every few requests) keep going; every other time it also dies while draining.
+#[test]
+fn sticky_sessions_stay_on_a_draining_target_until_its_timeout_and_no_new_one_lands_there() {
+    let report = sticky_tests::scale_down::run(soak_seconds(45));
+    println!("{}", report.summary());
+    assert!(report.scale_downs >= 2, "{}", report.summary());
+    assert!(
+        report.kept_on_draining > 50,
+        "too few requests of kept sessions: {}",
+        report.summary()
+    );
+    assert!(
+        report.moved_at_end > 0,
+        "no session moved at a drain's end: {}",
+        report.summary()
+    );
+    for (what, list) in [
+        ("failed requests", &report.failed),
+        ("sessions moved before the Timeout", &report.moved_before_timeout),
+        ("new sessions on a draining target", &report.new_sessions_on_draining),
+        ("requests answered after a drain ended", &report.answered_after_drain),
+        ("stickiness violations", &report.stickiness_violations),
+    ] {
+        assert!(list.is_empty(), "{what}: {list:#?}\n{}", report.summary());
+    }
+}
+
 fn assert_all_went_right(report: &sticky_tests::soak::SoakReport) {
     println!("{}", report.summary());
     assert!(

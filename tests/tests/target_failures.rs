@@ -93,6 +93,7 @@ fn a_killed_target_fails_no_idempotent_request() {
         relogin_every: 1_000_000,
         post_every,
         path: "/?delay_ms=200",
+        new_browser_every: None,
     };
     let traffic = Traffic::start(CLIENTS, &live.envoys[0].url(), slow(None));
     let posts = Traffic::start(CLIENTS / 2, &live.envoys[0].url(), slow(Some(1)));
@@ -153,6 +154,7 @@ fn a_vanished_target_fails_no_idempotent_request_and_costs_at_most_the_connect_t
         relogin_every: 1_000_000,
         post_every: Some(4),
         path: "/",
+        new_browser_every: None,
     };
     let traffic = Traffic::start(CLIENTS, &live.envoys[0].url(), plan);
     let (victim, clients) = pinned_clients(&traffic);

@@ -605,7 +605,6 @@ fn register_instances(service: &Service, params: &Params) -> Result<String, ApiE
 
 fn deregister_instances(service: &Service, params: &Params) -> Result<String, ApiError> {
     let ids = instance_ids(params, true)?.unwrap_or_default();
-    let now = unix_now();
     let remaining = update(service, params, |_, lb| {
         for id in &ids {
             if !lb.instances.contains(id) {
@@ -620,7 +619,7 @@ fn deregister_instances(service: &Service, params: &Params) -> Result<String, Ap
             lb.instances.remove(id);
             if draining.enabled {
                 lb.draining
-                    .insert(id.clone(), now.saturating_add(i64::from(draining.timeout)));
+                    .insert(id.clone(), crate::service::unix_after(draining.timeout));
             }
         }
         Ok(lb.instances.clone())
@@ -709,4 +708,130 @@ fn describe_instance_health(service: &Service, params: &Params) -> Result<String
         });
         Ok(xml.finish())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::service::example_service;
+
+    fn call(service: &Service, action: &str, pairs: &[(&str, &str)]) -> Result<String, ApiError> {
+        let query: String = pairs
+            .iter()
+            .map(|(k, v)| format!("{k}={}", urlencode(v)))
+            .collect::<Vec<_>>()
+            .join("&");
+        let params = Params::parse(Some(&query), None)?;
+        dispatch(service, action, &params)
+    }
+
+    fn urlencode(value: &str) -> String {
+        value
+            .bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                    (b as char).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_action_of_the_2012_06_01_api_is_implemented_or_refused_with_its_reason() {
+        let (service, dir) = example_service("api-every-action");
+        for action in ACTIONS {
+            let answer = call(&service, action, &[]);
+            match refused::reason(action) {
+                Some(reason) => {
+                    let error = answer.unwrap_err();
+                    assert_eq!(error.code, ErrorCode::UnsupportedOperation, "{action}");
+                    assert!(error.message.contains(reason), "{action}: {}", error.message);
+                }
+                // Implemented: at worst a missing parameter, never InvalidAction.
+                None => {
+                    if let Err(error) = answer {
+                        assert_ne!(error.code, ErrorCode::InvalidAction, "{action}");
+                        assert_ne!(error.code, ErrorCode::UnsupportedOperation, "{action}");
+                    }
+                }
+            }
+        }
+        assert_eq!(
+            call(&service, "DescribeLoadBalancersV2", &[]).unwrap_err().code,
+            ErrorCode::InvalidAction
+        );
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    const KEYS: [&str; 24] = [
+        "LoadBalancerName",
+        "LoadBalancerNames.member.1",
+        "PolicyName",
+        "PolicyTypeName",
+        "PolicyTypeNames.member.1",
+        "PolicyAttributes.member.1.AttributeName",
+        "PolicyAttributes.member.1.AttributeValue",
+        "PolicyAttributes.member.2.AttributeName",
+        "PolicyAttributes.member.2.AttributeValue",
+        "Tags.member.1.Key",
+        "Tags.member.1.Value",
+        "Tags.member.2.Key",
+        "LoadBalancerAttributes.ConnectionDraining.Enabled",
+        "LoadBalancerAttributes.ConnectionDraining.Timeout",
+        "LoadBalancerAttributes.ConnectionSettings.IdleTimeout",
+        "LoadBalancerAttributes.CrossZoneLoadBalancing.Enabled",
+        "LoadBalancerAttributes.AccessLog.Enabled",
+        "LoadBalancerAttributes.AdditionalAttributes.member.1.Key",
+        "LoadBalancerAttributes.AdditionalAttributes.member.1.Value",
+        "Instances.member.1.InstanceId",
+        "InstancePort",
+        "PolicyNames.member.1",
+        "CookieExpirationPeriod",
+        "PageSize",
+    ];
+    const VALUES: [&str; 16] = [
+        "terraform-balancer",
+        "true",
+        "false",
+        "0",
+        "-1",
+        "99999999999999999999",
+        "LBCookieStickinessPolicyType",
+        "AppCookieStickinessPolicyType",
+        "CookieMaxLifetime",
+        "sticky.cookie.samesite",
+        "sticky.session_draining.enabled",
+        "None",
+        "a;b\r\nSet-Cookie: x=y",
+        "i-target1",
+        "",
+        "\u{e9}\u{0}",
+    ];
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+        /// Any action with any mix of its parameters: an answer or a typed error, never a
+        /// panic; a refused call changes nothing.
+        #[test]
+        fn any_parameters_get_an_answer_and_a_refused_call_changes_nothing(
+            action in 0..ACTIONS.len(),
+            pairs in proptest::collection::vec((0..KEYS.len(), 0..VALUES.len()), 0..8),
+        ) {
+            let (service, dir) = example_service(&format!("api-proptest-{}", std::thread::current().name().unwrap_or("t").replace("::", "-")));
+            let mut seen = std::collections::BTreeMap::new();
+            for (k, v) in pairs {
+                seen.insert(KEYS[k], VALUES[v]);
+            }
+            let pairs: Vec<(&str, &str)> = seen.into_iter().collect();
+            let before = service.version();
+            if call(&service, ACTIONS[action], &pairs).is_err() {
+                prop_assert_eq!(service.version(), before);
+            }
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
 }

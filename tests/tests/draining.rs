@@ -1,0 +1,142 @@
+//! Connection draining and session draining, end to end: the real control service, a real Envoy
+//! with the shell under test, demo targets. A deregistration through the API while draining is
+//! on: the target gets no new session; with session draining, the sessions already on it stay
+//! until ConnectionDraining.Timeout and then move with rewritten cookies; without, they move at
+//! once while its in-flight requests complete.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use sticky_tests::STICKY_COOKIE;
+use sticky_tests::live::{Live, eventually};
+
+const DRAIN_SECONDS: u64 = 4;
+
+fn enable_draining(live: &Live, sessions: bool) {
+    let timeout = DRAIN_SECONDS.to_string();
+    let sessions = sessions.to_string();
+    live.call(
+        "ModifyLoadBalancerAttributes",
+        &[
+            ("LoadBalancerAttributes.ConnectionDraining.Enabled", "true"),
+            ("LoadBalancerAttributes.ConnectionDraining.Timeout", &timeout),
+            (
+                "LoadBalancerAttributes.AdditionalAttributes.member.1.Key",
+                "sticky.session_draining.enabled",
+            ),
+            ("LoadBalancerAttributes.AdditionalAttributes.member.1.Value", &sessions),
+        ],
+    );
+}
+
+/// The Description DescribeInstanceHealth gives for `id`, or its error code.
+fn health_description(live: &Live, id: &str) -> String {
+    let reply = live
+        .api()
+        .call(
+            "DescribeInstanceHealth",
+            &[
+                ("LoadBalancerName", sticky_tests::LOAD_BALANCER),
+                ("Instances.member.1.InstanceId", id),
+            ],
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    reply
+        .error_code()
+        .or_else(|| reply.field("Description"))
+        .unwrap_or_default()
+}
+
+#[test]
+fn session_draining_keeps_sessions_on_a_deregistered_target_until_the_timeout_then_moves_them() {
+    let live = Live::start(1, &[]);
+    let (cookie, draining) = live.lb_cookie_session(0);
+    enable_draining(&live, true);
+    live.call(
+        "DeregisterInstancesFromLoadBalancer",
+        &[("Instances.member.1.InstanceId", &draining)],
+    );
+    let deregistered = Instant::now();
+    assert!(
+        health_description(&live, &draining).contains("deregistration currently in progress"),
+        "{}",
+        health_description(&live, &draining)
+    );
+    // No new session on it, from the moment the API answered.
+    let unpinned = live.spread(0, 20, &[]);
+    assert!(
+        !unpinned.contains(&draining),
+        "a new session on the draining target: {unpinned:?}"
+    );
+    // Its sessions stay on it until the timeout (counted from before the answer), then move,
+    // with a rewritten cookie; no request fails meanwhile.
+    let mut stayed = 0;
+    let (moved_after, new_cookie, new_target) = loop {
+        let reply = live.get(0, "/", &[(STICKY_COOKIE, &cookie)]);
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        let target = reply.target();
+        if target == draining {
+            stayed += 1;
+            assert!(
+                deregistered.elapsed() < Duration::from_secs(DRAIN_SECONDS + 5),
+                "the session stayed past the drain"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+            continue;
+        }
+        let rewritten = reply.sticky_cookie().expect("a moved session gets a rewritten cookie");
+        break (deregistered.elapsed(), rewritten, target);
+    };
+    println!("session draining: {stayed} requests stayed on {draining}, moved after {moved_after:?}");
+    assert!(
+        moved_after >= Duration::from_secs(DRAIN_SECONDS) - Duration::from_millis(200),
+        "moved before the timeout: {moved_after:?}"
+    );
+    assert_eq!(
+        live.spread(0, 10, &[(STICKY_COOKIE, &new_cookie)]),
+        HashSet::from([new_target]),
+        "the moved session stays on its new target"
+    );
+    eventually(Duration::from_secs(5), "the instance is no longer listed", || {
+        health_description(&live, &draining) == "InvalidInstance"
+    });
+    assert_eq!(
+        live.counter(0, "draining_upstream"),
+        0,
+        "Envoy never sent a new session to it"
+    );
+}
+
+#[test]
+fn connection_draining_alone_moves_sessions_at_once_and_lets_in_flight_requests_finish() {
+    let live = Live::start(1, &[]);
+    let (cookie, draining) = live.lb_cookie_session(0);
+    enable_draining(&live, false);
+    // A slow request in flight on the target when it is deregistered.
+    let url = format!("{}/slow?delay_ms=1500", live.envoys[0].url());
+    let header = format!("{STICKY_COOKIE}={cookie}");
+    let slow = std::thread::spawn(move || {
+        let response = sticky_tests::agent().get(&url).set("Cookie", &header).call();
+        response
+            .map(|r| (r.status(), r.into_string().unwrap_or_default()))
+            .map_err(|e| e.to_string())
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    live.call(
+        "DeregisterInstancesFromLoadBalancer",
+        &[("Instances.member.1.InstanceId", &draining)],
+    );
+    // Its sessions move at once (the API answered once Envoy's filter held the change).
+    let moved = live.get(0, "/", &[(STICKY_COOKIE, &cookie)]);
+    assert_ne!(moved.target(), draining);
+    assert!(moved.sticky_cookie().is_some(), "no rewritten cookie");
+    assert!(health_description(&live, &draining).contains("in-flight requests"));
+    let (status, body) = slow
+        .join()
+        .unwrap()
+        .unwrap_or_else(|e| panic!("the in-flight request failed: {e}"));
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains(&draining), "answered by {body}");
+}
