@@ -511,6 +511,7 @@ impl Inner {
                 old.instances != lb.instances
                     || old.draining != lb.draining
                     || old.attributes.session_draining != lb.attributes.session_draining
+                    || old.attributes.idle_timeout != lb.attributes.idle_timeout
                     || old.address != lb.address
                     || old.listeners.len() != lb.listeners.len()
                     || old

@@ -241,6 +241,35 @@ pub fn scenarios() -> Vec<Scenario> {
             },
         },
         Scenario {
+            name: "cookie attributes: Domain, Path, Secure, SameSite=None and Partitioned as set",
+            policy: lb(300),
+            adjust: |s| {
+                s.cookie.domain = Some("example.com".to_owned());
+                s.cookie.secure = true;
+                s.cookie.same_site = sticky_core::SameSite::None;
+                s.cookie.partitioned = true;
+            },
+            run: |p| {
+                let first = p.get("/", &[], None);
+                let header = first
+                    .set_cookies
+                    .iter()
+                    .find(|c| c.starts_with(&format!("{STICKY_COOKIE}=")))
+                    .cloned()
+                    .ok_or("no cookie")?;
+                for attribute in [
+                    "; Domain=example.com",
+                    "; Path=/",
+                    "; Secure",
+                    "; SameSite=None",
+                    "; Partitioned",
+                ] {
+                    ensure(header.contains(attribute), format!("{header} lacks {attribute}"))?;
+                }
+                Ok(())
+            },
+        },
+        Scenario {
             name: "session header: a client without cookies keeps its session in the header",
             policy: lb(300),
             adjust: |s| s.session_header = Some(SESSION_HEADER.to_owned()),

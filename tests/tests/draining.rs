@@ -114,6 +114,33 @@ fn connection_draining_alone_moves_sessions_at_once_and_lets_in_flight_requests_
     let live = Live::start(1, &[]);
     let (cookie, draining) = live.lb_cookie_session(0);
     enable_draining(&live, false);
+    // ConnectionSettings.IdleTimeout is the listener's idle timeout, in force on the answer.
+    live.call(
+        "ModifyLoadBalancerAttributes",
+        &[("LoadBalancerAttributes.ConnectionSettings.IdleTimeout", "120")],
+    );
+    let dump = live.envoys[0].admin_get("/config_dump").expect("config dump");
+    assert!(
+        dump.contains("\"idle_timeout\": \"120s\""),
+        "no 120 s idle timeout in Envoy's listener"
+    );
+    // Envoy rebuilt the listener (and its filter configuration): the new one starts from the
+    // state the old one held, so the session stays put, even on new connections.
+    for _ in 0..10 {
+        let reply = sticky_tests::get(
+            &sticky_tests::agent(),
+            &live.envoys[0].url(),
+            "/",
+            &[(STICKY_COOKIE, &cookie)],
+            &[],
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            reply.target(),
+            draining,
+            "a session moved when Envoy updated its listener"
+        );
+    }
     // A slow request in flight on the target when it is deregistered.
     let url = format!("{}/slow?delay_ms=1500", live.envoys[0].url());
     let header = format!("{STICKY_COOKIE}={cookie}");

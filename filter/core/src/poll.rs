@@ -2,7 +2,7 @@
 //! success (the control service holds it open until a change), and an exponential backoff
 //! after failures. Times are milliseconds of any monotonic-enough clock.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 
 use crate::counters::Counter;
 use crate::error::StateError;
@@ -51,6 +51,21 @@ impl PollSchedule {
     pub fn consecutive_failures(&self) -> u32 {
         self.consecutive_failures
     }
+}
+
+/// The last state each control source gave in this VM (wasm) or process (native), for the
+/// filter configuration that replaces the one following it: Envoy builds a new filter
+/// configuration when it updates a listener over xDS (its idle timeout, say), and the new one
+/// starts from the state the old one holds rather than from none (Envoy would balance alone
+/// until its first poll, and sessions would move). Weak: a state lives only while a
+/// configuration holds it (Envoy builds the new listener before it drains the old one).
+static HANDOVER: Mutex<Vec<(String, Weak<CompiledListener>)>> = Mutex::new(Vec::new());
+
+fn handover_key(control: &ControlSource) -> String {
+    format!(
+        "{}\n{}\n{}\n{}",
+        control.cluster, control.authority, control.load_balancer, control.listener_port
+    )
 }
 
 /// Extra time a poll is given beyond the control service's own hold time.
@@ -113,6 +128,25 @@ impl Follower {
         &self.control
     }
 
+    /// The state another configuration following the same control source holds, if any: a
+    /// new configuration starts from it.
+    pub fn handed_over(&self) -> Option<Arc<CompiledListener>> {
+        let key = handover_key(&self.control);
+        let states = HANDOVER.lock().unwrap_or_else(PoisonError::into_inner);
+        states
+            .iter()
+            .find(|(k, _)| *k == key)
+            .and_then(|(_, state)| state.upgrade())
+    }
+
+    /// Offers `listener` to the configurations that will replace this one.
+    fn hand_over(&self, listener: &Arc<CompiledListener>) {
+        let key = handover_key(&self.control);
+        let mut states = HANDOVER.lock().unwrap_or_else(PoisonError::into_inner);
+        states.retain(|(k, state)| *k != key && state.strong_count() > 0);
+        states.push((key, Arc::downgrade(listener)));
+    }
+
     /// The poll to send now, if one is due; `version` is the state held. Tell the follower
     /// whether it went out ([`Follower::sent`], [`Follower::not_sent`]).
     pub fn due_poll(&self, version: Option<u64>, now_ms: u64) -> Option<PollRequest> {
@@ -154,7 +188,9 @@ impl Follower {
                 if let Some(previous) = current {
                     listener.carry_unreachable_from(previous);
                 }
-                PollAnswer::Changed(Arc::new(listener))
+                let listener = Arc::new(listener);
+                self.hand_over(&listener);
+                PollAnswer::Changed(listener)
             }
             Err(err) => {
                 self.schedule.failed(now_ms);
@@ -167,6 +203,43 @@ impl Follower {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_new_configuration_starts_from_the_state_the_one_it_replaces_holds() {
+        let control = ControlSource {
+            cluster: "control".into(),
+            authority: "control".into(),
+            load_balancer: "handover-test".into(),
+            listener_port: 80,
+            poll_timeout_ms: 25_000,
+            token: None,
+        };
+        let state = crate::testing::filter_state(
+            None,
+            crate::testing::targets(&["127.0.0.1:9001"], &[]),
+            crate::testing::ring_state(&[(1, 1)], 1),
+        );
+        let json = serde_json::to_vec(&state).unwrap();
+        let mut old = Follower::new(control.clone(), [1; 8]);
+        assert!(old.handed_over().is_none());
+        let PollAnswer::Changed(held) = old.take_answer(0, true, &json, None) else {
+            panic!("no state taken");
+        };
+        let new = Follower::new(control.clone(), [2; 8]);
+        assert_eq!(new.handed_over().map(|l| l.version()), Some(state.version));
+        // Another listener's configuration gets nothing.
+        let other = Follower::new(
+            ControlSource {
+                listener_port: 81,
+                ..control
+            },
+            [3; 8],
+        );
+        assert!(other.handed_over().is_none());
+        // Once no configuration holds it, it is gone.
+        drop(held);
+        assert!(new.handed_over().is_none());
+    }
 
     #[test]
     fn one_poll_at_a_time_then_backoff_doubles_to_a_ceiling() {

@@ -70,6 +70,16 @@ impl Following {
     }
 }
 
+impl Following {
+    /// The state a configuration following the same control source holds, if any.
+    pub fn handed_over(&self) -> Option<Arc<sticky_core::CompiledListener>> {
+        self.follower
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .handed_over()
+    }
+}
+
 impl Drop for Following {
     fn drop(&mut self) {
         if let Some(ticker) = self.ticker.take() {

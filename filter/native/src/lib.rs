@@ -75,11 +75,17 @@ impl FilterConfig {
             );
         }
         let counters = Counter::ALL.map(|counter| define_counter(config_envoy, counter.name()));
+        let following = config
+            .control
+            .clone()
+            .map(|control| Following::start(config_envoy, control));
+        // A listener updated by Envoy: start from the state its previous configuration holds.
+        let listener = listener.or_else(|| following.as_ref().and_then(Following::handed_over));
         Some(Arc::new(FilterConfig {
             settings: ExchangeSettings::from(&config),
             listener: ArcSwapOption::new(listener),
             counters,
-            following: config.control.map(|control| Following::start(config_envoy, control)),
+            following,
         }))
     }
 

@@ -165,10 +165,14 @@ impl RootContext for StickyRoot {
                 ),
             );
         }
+        let mut listener = listener;
         if let Some(control) = &config.control {
             let mut id = [0u8; 8];
             let _ = getrandom::fill(&mut id);
-            self.follower = Some(Follower::new(control.clone(), id));
+            let follower = Follower::new(control.clone(), id);
+            // A listener updated by Envoy: start from the state its previous configuration holds.
+            listener = listener.or_else(|| follower.handed_over());
+            self.follower = Some(follower);
             let _ = hostcalls::set_tick_period(TICK);
         }
         self.runtime = Some(Rc::new(Runtime {
