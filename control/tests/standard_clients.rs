@@ -123,3 +123,78 @@ fn osc_cli_runs_the_seed_commands() {
         "stickiness removed by osc-cli"
     );
 }
+
+#[test]
+fn osc_cli_drives_attributes_tags_and_generic_policies() {
+    let control = control();
+    let cli = OscCli::new(&control.dir, &control.url(), (ACCESS_KEY, SECRET_KEY)).unwrap();
+    let osc = |args: &[&str]| cli.lbu(args);
+    let lb = ["--LoadBalancerName", "terraform-balancer"];
+    let with_lb = |args: &[&str]| -> Vec<String> { lb.iter().chain(args).map(|a| (*a).to_owned()).collect() };
+    let run = |args: Vec<String>| osc(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    run(with_lb(&[
+        "ModifyLoadBalancerAttributes",
+        "--LoadBalancerAttributes.ConnectionDraining.Enabled",
+        "true",
+        "--LoadBalancerAttributes.ConnectionDraining.Timeout",
+        "45",
+        "--LoadBalancerAttributes.AdditionalAttributes.member.1.Key",
+        "sticky.session_draining.enabled",
+        "--LoadBalancerAttributes.AdditionalAttributes.member.1.Value",
+        "true",
+    ]));
+    let described = run(with_lb(&["DescribeLoadBalancerAttributes"]));
+    assert!(described.contains("\"Timeout\": \"45\""), "{described}");
+    run(vec![
+        "AddTags".into(),
+        "--LoadBalancerNames.member.1".into(),
+        "terraform-balancer".into(),
+        "--Tags.member.1.Key".into(),
+        "env".into(),
+        "--Tags.member.1.Value".into(),
+        "prod".into(),
+    ]);
+    let tags = run(vec![
+        "DescribeTags".into(),
+        "--LoadBalancerNames.member.1".into(),
+        "terraform-balancer".into(),
+    ]);
+    assert!(tags.contains("prod"), "{tags}");
+    run(with_lb(&[
+        "CreateLoadBalancerPolicy",
+        "--PolicyName",
+        "Bounded",
+        "--PolicyTypeName",
+        "LBCookieStickinessPolicyType",
+        "--PolicyAttributes.member.1.AttributeName",
+        "CookieExpirationPeriod",
+        "--PolicyAttributes.member.1.AttributeValue",
+        "20",
+        "--PolicyAttributes.member.2.AttributeName",
+        "CookieMaxLifetime",
+        "--PolicyAttributes.member.2.AttributeValue",
+        "60",
+    ]));
+    run(with_lb(&[
+        "SetLoadBalancerPoliciesOfListener",
+        "--LoadBalancerPort",
+        "80",
+        "--PolicyNames.member.1",
+        "Bounded",
+    ]));
+    let state = control.state("terraform-balancer", 80, None, 0).1;
+    assert_eq!(
+        state["policy"],
+        serde_json::json!({"kind": "lb_cookie", "expiration_period": 20, "max_lifetime": 60})
+    );
+    let refused = cli
+        .try_lbu(&[
+            "AttachLoadBalancerToSubnets",
+            "--LoadBalancerName",
+            "terraform-balancer",
+            "--Subnets.member.1",
+            "subnet-1",
+        ])
+        .unwrap_err();
+    assert!(refused.contains("UnsupportedOperation"), "{refused}");
+}
