@@ -4,6 +4,18 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::Mutex;
 
+/// Counters rendered as 0 until first counted, so a dashboard's sums never come back empty.
+pub const DECLARED: [&str; 8] = [
+    "sticky_control_catch_ups_total",
+    "sticky_control_api_requests_total",
+    "sticky_control_sync_waits_total",
+    "sticky_control_sync_wait_microseconds_total",
+    "sticky_control_sync_timeouts_total",
+    "sticky_control_health_probes_total",
+    "sticky_control_health_flips_total",
+    "sticky_control_xds_refusals_total",
+];
+
 /// A counter's name and labels.
 type SeriesKey = (String, Vec<(String, String)>);
 
@@ -55,6 +67,11 @@ impl Metrics {
                 let _ = writeln!(out, "{name}{{{}}} {value}", labels.join(","));
             }
         }
+        for name in DECLARED {
+            if !counters.keys().any(|(counted, _)| counted == name) {
+                let _ = writeln!(out, "# TYPE {name} counter\n{name} 0");
+            }
+        }
         for (name, value) in gauges {
             let _ = writeln!(out, "# TYPE {name} gauge\n{name} {value}");
         }
@@ -77,5 +94,6 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("state_version 7"));
+        assert!(text.contains("\nsticky_control_sync_timeouts_total 0\n"), "{text}");
     }
 }
