@@ -114,6 +114,13 @@ pub fn build_control() -> Result<PathBuf, BuildError> {
     build_binary_once(&BUILT, "sticky-control", "sticky-control")
 }
 
+/// Builds the launcher's binary (`sticky-bouncer`, debug profile) once per process and returns
+/// its path.
+pub fn build_bouncer() -> Result<PathBuf, BuildError> {
+    static BUILT: OnceLock<Result<PathBuf, BuildError>> = OnceLock::new();
+    build_binary_once(&BUILT, "sticky-bouncer", "sticky-bouncer")
+}
+
 /// Builds the control service's binary with the release profile once per process and returns
 /// its path: the benchmarks' figures of the service itself.
 pub fn build_control_release() -> Result<PathBuf, BuildError> {

@@ -75,7 +75,18 @@ impl std::str::FromStr for StoreLocation {
                 .map_err(|e| format!("not a PostgreSQL connection URL: {e}"))?;
             return Ok(Self::Postgres(text.to_owned()));
         }
-        let path = text.strip_prefix("sqlite:").unwrap_or(text);
+        // Another scheme (mysql://, a typo) is refused, not taken for a file name.
+        if let Some((scheme, _)) = text.split_once("://")
+            && scheme != "sqlite"
+        {
+            return Err(format!(
+                "{scheme}:// is not a store: give a SQLite path (or sqlite:PATH) or a postgres:// URL"
+            ));
+        }
+        let path = text
+            .strip_prefix("sqlite://")
+            .or_else(|| text.strip_prefix("sqlite:"))
+            .unwrap_or(text);
         if path.is_empty() {
             return Err("an empty store path".to_owned());
         }

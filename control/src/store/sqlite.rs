@@ -196,5 +196,9 @@ mod tests {
         );
         assert!("postgres://h:notaport/db".parse::<StoreLocation>().is_err());
         assert!("sqlite:".parse::<StoreLocation>().is_err());
+        assert!(
+            "mysql://h/db".parse::<StoreLocation>().is_err(),
+            "another scheme is no file name"
+        );
     }
 }

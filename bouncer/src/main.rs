@@ -1,0 +1,186 @@
+//! `sticky-bouncer`: runs the product on a bouncer host from one configuration file. It checks
+//! the file, writes the control service's bootstrap (the instances and load balancers to
+//! declare) and Envoy's xDS bootstrap, starts the control service and Envoy, restarts either
+//! when it crashes (with a backoff), and on SIGTERM or SIGINT stops Envoy, then the control
+//! service. It logs to stdout without colours, one line per event, as journald and log shippers
+//! take it; the children's logs go the same way.
+
+mod config;
+mod supervise;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use sticky_envoy::{FilterShell, XdsBootstrap};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::watch;
+
+use config::{BouncerConfig, Checked};
+use supervise::{ChildSpec, keep_running};
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "Sticky sessions for Envoy on a bouncer host: the control service and Envoy, from one configuration file"
+)]
+struct Args {
+    #[command(subcommand)]
+    command: Action,
+}
+
+#[derive(Subcommand)]
+enum Action {
+    /// Start and supervise the control service and Envoy until SIGTERM or SIGINT.
+    Run {
+        #[arg(long, default_value = "/etc/sticky-bouncer/bouncer.toml")]
+        config: PathBuf,
+    },
+    /// Check the configuration file and exit (0: valid).
+    Check {
+        #[arg(long, default_value = "/etc/sticky-bouncer/bouncer.toml")]
+        config: PathBuf,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_ansi(false)
+        .with_target(false)
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .init();
+    match Args::parse().command {
+        Action::Check { config } => {
+            let checked = BouncerConfig::load(&config)?;
+            println!(
+                "{}: valid ({} load balancers, {} instances, {} shell)",
+                config.display(),
+                checked.bootstrap.load_balancers.len(),
+                checked.bootstrap.instances.len(),
+                match checked.shell {
+                    FilterShell::Native(_) => "native",
+                    FilterShell::Wasm(_) => "wasm",
+                }
+            );
+            Ok(())
+        }
+        Action::Run { config } => {
+            let checked = BouncerConfig::load(&config)?;
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()?
+                .block_on(run(checked))
+        }
+    }
+}
+
+/// Writes what the children read, then supervises them until a stop signal.
+async fn run(checked: Checked) -> anyhow::Result<()> {
+    let config = &checked.config;
+    let dir = &config.runtime_dir;
+    std::fs::create_dir_all(dir).with_context(|| format!("runtime_dir {}", dir.display()))?;
+    let control = control_spec(&checked, dir)?;
+    let envoy = envoy_spec(&checked, dir)?;
+    tracing::info!(
+        api = %config.api.listen,
+        store = %redacted(&config.store.location),
+        envoy_admin = format!("127.0.0.1:{}", config.envoy.admin_port),
+        load_balancers = checked.bootstrap.load_balancers.len(),
+        "sticky-bouncer starting"
+    );
+    let (stop_control, control_stopping) = watch::channel(false);
+    let (stop_envoy, envoy_stopping) = watch::channel(false);
+    let control_task = tokio::spawn(keep_running(control, control_stopping));
+    let envoy_task = tokio::spawn(keep_running(envoy, envoy_stopping));
+
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let received = tokio::select! {
+        _ = terminate.recv() => "SIGTERM",
+        _ = interrupt.recv() => "SIGINT",
+    };
+    tracing::info!(signal = received, "stopping: Envoy first, then the control service");
+    // Envoy first: it keeps serving from its last state while the control service stops.
+    let _ = stop_envoy.send(true);
+    let _ = envoy_task.await;
+    let _ = stop_control.send(true);
+    let _ = control_task.await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// A PostgreSQL URL's password is not logged.
+fn redacted(location: &str) -> String {
+    location
+        .parse::<sticky_control::store::StoreLocation>()
+        .map_or_else(|_| location.to_owned(), |l| l.to_string())
+}
+
+fn control_spec(checked: &Checked, dir: &Path) -> anyhow::Result<ChildSpec> {
+    let config = &checked.config;
+    let bootstrap = dir.join("control-bootstrap.json");
+    std::fs::write(&bootstrap, checked.bootstrap.to_json())
+        .with_context(|| format!("writing {}", bootstrap.display()))?;
+    let mut args = vec![
+        "--listen".to_owned(),
+        config.api.listen.to_string(),
+        "--store".to_owned(),
+        config.store.location.clone(),
+        "--bootstrap".to_owned(),
+        bootstrap.display().to_string(),
+        "--lb-address-pool".to_owned(),
+        config.listeners.address_pool.clone(),
+        "--lb-port-offset".to_owned(),
+        config.listeners.port_offset.to_string(),
+    ];
+    args.extend(config.control.extra_args.iter().cloned());
+    let keys = checked
+        .access_keys
+        .iter()
+        .map(|(id, secret)| format!("{id}:{secret}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    Ok(ChildSpec {
+        name: "control",
+        program: config.control.binary.clone(),
+        args,
+        // In the environment, not the arguments: `ps` shows arguments to every user.
+        env: vec![("STICKY_ACCESS_KEYS".to_owned(), keys)],
+        pid_file: dir.join("control.pid"),
+    })
+}
+
+fn envoy_spec(checked: &Checked, dir: &Path) -> anyhow::Result<ChildSpec> {
+    let config = &checked.config;
+    let mut bootstrap = XdsBootstrap::new(checked.shell.clone(), config.api.listen, &config.envoy.node_id)
+        .context("preparing Envoy's bootstrap")?;
+    bootstrap.admin_port = config.envoy.admin_port;
+    let file = dir.join("envoy.yaml");
+    std::fs::write(&file, bootstrap.render()).with_context(|| format!("writing {}", file.display()))?;
+    let mut env = Vec::new();
+    if let FilterShell::Native(module) = &checked.shell
+        && let Some(parent) = module.parent()
+    {
+        env.push((
+            "ENVOY_DYNAMIC_MODULES_SEARCH_PATH".to_owned(),
+            parent.display().to_string(),
+        ));
+    }
+    Ok(ChildSpec {
+        name: "envoy",
+        program: config.envoy.binary.clone(),
+        args: vec![
+            "-c".to_owned(),
+            file.display().to_string(),
+            "--concurrency".to_owned(),
+            config.envoy.concurrency.to_string(),
+            // The launcher restarts Envoy itself; no hot-restart shared memory to leave behind.
+            "--disable-hot-restart".to_owned(),
+            "--log-level".to_owned(),
+            config.envoy.log_level.clone(),
+        ],
+        env,
+        pid_file: dir.join("envoy.pid"),
+    })
+}

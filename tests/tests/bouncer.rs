@@ -1,0 +1,181 @@
+//! The operator's launcher, run for real: `sticky-bouncer run --config bouncer.toml` starts the
+//! control service and Envoy (with the shell under test) in front of demo targets, declared in
+//! its file; a request is served through the load balancer's listener; Envoy killed -9 is
+//! started again and serves again; SIGTERM stops both children and the launcher exits 0.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use sticky_demo_target::DemoTargets;
+use sticky_envoy::{FilterShell, envoy_binary};
+use sticky_testing::artifacts::{build_bouncer, build_control};
+use sticky_testing::{eventually, free_port};
+use sticky_tests::xds::free_pool;
+use sticky_tests::{TARGET_IDS, agent, get};
+
+fn pid_in(file: &Path) -> Option<u32> {
+    std::fs::read_to_string(file).ok()?.trim().parse().ok()
+}
+
+fn alive(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.contains(") Z "))
+}
+
+/// The launcher's process; stopped (SIGTERM, so it stops its children) if the test ends early.
+struct Launcher(std::process::Child);
+
+impl Drop for Launcher {
+    fn drop(&mut self) {
+        if self.0.try_wait().ok().flatten().is_none() {
+            let _ = Command::new("kill").args(["-TERM", &self.0.id().to_string()]).status();
+            for _ in 0..400 {
+                if self.0.try_wait().ok().flatten().is_some() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = self.0.kill();
+        }
+    }
+}
+
+fn signal(pid: u32, name: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{name}"), &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -{name} {pid}");
+}
+
+#[test]
+fn the_launcher_runs_the_product_restarts_a_crashed_envoy_and_stops_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let specs: Vec<(&str, u16)> = TARGET_IDS.iter().map(|id| (*id, 0)).collect();
+    let targets = DemoTargets::start(&specs).unwrap();
+    let (pool, port_offset) = free_pool();
+    let shell = sticky_tests::shell_under_test().build().unwrap();
+    let (shell_name, artifact) = match &shell {
+        FilterShell::Native(path) => ("native", path.clone()),
+        FilterShell::Wasm(path) => ("wasm", path.clone()),
+    };
+    let api = format!("127.0.0.1:{}", free_port().unwrap());
+    let admin = free_port().unwrap();
+    let instances: String = targets
+        .addresses()
+        .iter()
+        .map(|(id, address)| {
+            format!(
+                "[instances.{id}]\nip = \"{}\"\nports = {{ 80 = {} }}\n\n",
+                address.ip(),
+                address.port()
+            )
+        })
+        .collect();
+    let runtime = dir.path().join("run");
+    let config = format!(
+        r#"runtime_dir = "{runtime}"
+
+[api]
+listen = "{api}"
+access_keys = ["AKIDBOUNCER:bouncer-secret"]
+
+[store]
+location = "{store}"
+
+[listeners]
+address_pool = "{pool}/24"
+port_offset = {port_offset}
+
+[control]
+binary = "{control}"
+
+[envoy]
+binary = "{envoy}"
+shell = "{shell_name}"
+artifact = "{artifact}"
+admin_port = {admin}
+concurrency = 1
+
+{instances}[[load_balancers]]
+name = "terraform-balancer"
+instances = ["i-target1", "i-target2", "i-target3"]
+listeners = [{{ load_balancer_port = 80, instance_port = 80 }}]
+health_check = {{ target = "HTTP:80/health", interval = 5, timeout = 2, unhealthy_threshold = 2, healthy_threshold = 2 }}
+"#,
+        runtime = runtime.display(),
+        store = dir.path().join("sticky.db").display(),
+        control = build_control().unwrap().display(),
+        envoy = envoy_binary().unwrap().display(),
+        artifact = artifact.display(),
+    );
+    let config_file = dir.path().join("bouncer.toml");
+    std::fs::write(&config_file, config).unwrap();
+    let bouncer = build_bouncer().unwrap();
+
+    let checked = Command::new(&bouncer)
+        .arg("check")
+        .arg("--config")
+        .arg(&config_file)
+        .output()
+        .unwrap();
+    assert!(checked.status.success(), "{}", String::from_utf8_lossy(&checked.stderr));
+
+    let log = dir.path().join("bouncer.log");
+    let file = std::fs::File::create(&log).unwrap();
+    let mut launcher = Launcher(
+        Command::new(&bouncer)
+            .arg("run")
+            .arg("--config")
+            .arg(&config_file)
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
+            .spawn()
+            .unwrap(),
+    );
+    let url = format!(
+        "http://{}:{}",
+        std::net::Ipv4Addr::from(u32::from(pool) + 1),
+        80 + port_offset
+    );
+    let client = agent();
+    let serves = || get(&client, &url, "/", &[], &[]).is_ok_and(|r| r.status == 200 && r.try_target().is_some());
+    eventually(
+        Duration::from_secs(40),
+        "a request served through the launcher's Envoy",
+        serves,
+    );
+
+    // Envoy dies: the launcher starts it again, and it serves again.
+    let envoy_pid = pid_in(&runtime.join("envoy.pid")).expect("envoy.pid");
+    signal(envoy_pid, "KILL");
+    eventually(Duration::from_secs(20), "a new Envoy serving", || {
+        pid_in(&runtime.join("envoy.pid")).is_some_and(|pid| pid != envoy_pid) && serves()
+    });
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(logged.contains("exited; restarting"), "{logged}");
+    assert!(!logged.contains('\u{1b}'), "no terminal colours in the log");
+
+    // SIGTERM: both children stop, the launcher exits 0.
+    let envoy_pid = pid_in(&runtime.join("envoy.pid")).unwrap();
+    let control_pid = pid_in(&runtime.join("control.pid")).unwrap();
+    signal(launcher.0.id(), "TERM");
+    let mut status = None;
+    eventually(Duration::from_secs(40), "the launcher exits", || {
+        status = launcher.0.try_wait().unwrap();
+        status.is_some()
+    });
+    assert!(
+        status.unwrap().success(),
+        "{:?}\n{}",
+        status,
+        std::fs::read_to_string(&log).unwrap()
+    );
+    assert!(!alive(envoy_pid), "Envoy still running");
+    assert!(!alive(control_pid), "the control service still running");
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(logged.contains("stopping: Envoy first"), "{logged}");
+}
