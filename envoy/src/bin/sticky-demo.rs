@@ -11,7 +11,7 @@ use sticky_control::BootstrapFile;
 use sticky_control::process::ControlProcess;
 use sticky_demo_target::DemoTargets;
 use sticky_envoy::{EnvoyProcess, ShellKind, XdsBootstrap};
-use sticky_testing::artifacts::{build_control, workspace_root};
+use sticky_testing::artifacts::{build_control_release, workspace_root};
 
 /// Sticky sessions for Envoy, all on 127.0.0.1: demo targets, the control service (LBU/ELB API)
 /// and Envoy with the sticky filter.
@@ -72,7 +72,8 @@ fn main() -> anyhow::Result<()> {
 
     // What terraform creates in the original deployment: the instances and the load balancer.
     let bootstrap = BootstrapFile::one_listener("terraform-balancer", &targets.addresses());
-    let control_binary = build_control()?;
+    // The release build (scripts/demo built it; built here otherwise).
+    let control_binary = build_control_release()?;
     let offset = args.lb_port_offset.to_string();
     let connect_timeout = args.connect_timeout_ms.to_string();
     let control = ControlProcess::start(
@@ -178,10 +179,17 @@ fn main() -> anyhow::Result<()> {
     );
     println!();
     println!("With the app cookie policy, open {url}/login to start a session (/logout ends it).");
-    println!("Ctrl-C stops everything.");
+    println!("Ctrl-C (or SIGTERM) stops everything.");
 
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    runtime.block_on(tokio::signal::ctrl_c())?;
+    // SIGTERM too (a service manager, `timeout`, `kill`): the children stop with the demo.
+    runtime.block_on(async {
+        let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            stopped = tokio::signal::ctrl_c() => stopped,
+            _ = terminate.recv() => Ok(()),
+        }
+    })?;
     drop(envoy);
     drop(control);
     drop(targets);
