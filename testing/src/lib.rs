@@ -6,6 +6,7 @@
 pub mod artifacts;
 pub mod clients;
 mod eventually;
+pub mod flask;
 pub mod postgres;
 
 pub use eventually::{eventually, patience};

@@ -39,6 +39,12 @@ impl Targets for DemoTargets {
     }
 }
 
+impl Targets for sticky_testing::flask::FlaskTargets {
+    fn addresses(&self) -> Vec<(String, std::net::SocketAddr)> {
+        sticky_testing::flask::FlaskTargets::addresses(self)
+    }
+}
+
 impl Targets for TargetProcesses {
     fn addresses(&self) -> Vec<(String, std::net::SocketAddr)> {
         TargetProcesses::addresses(self)

@@ -1,4 +1,5 @@
-//! Runs the whole product on embedded defaults, until Ctrl-C: three demo targets on loopback,
+//! Runs the whole product on embedded defaults, until Ctrl-C: three targets on loopback (the
+//! seed's Flask app with server-side sessions under gunicorn, or the Rust demo target),
 //! the control service (SQLite) declaring load balancer `terraform-balancer` with listener 80,
 //! and Envoy taking every load balancer's listeners from it over xDS: each load balancer on its
 //! own loopback address (127.0.100.1, .2, … in creation order), port P served on P + 8000.
@@ -12,16 +13,21 @@ use sticky_control::process::ControlProcess;
 use sticky_demo_target::DemoTargets;
 use sticky_envoy::{EnvoyProcess, ShellKind, XdsBootstrap};
 use sticky_testing::artifacts::{build_control_release, workspace_root};
+use sticky_testing::flask::FlaskTargets;
 
 /// Sticky sessions for Envoy, all on 127.0.0.1: demo targets, the control service (LBU/ELB API)
 /// and Envoy with the sticky filter.
 #[derive(Parser)]
 #[command(version)]
 struct Args {
-    /// Number of demo targets (instances i-demo1, i-demo2, …).
+    /// Number of targets (instances i-demo1, i-demo2, …).
     #[arg(long, default_value_t = 3)]
     targets: u16,
-    /// Port of the first demo target; the others follow.
+    /// The targets' app: the seed's Flask app with Flask-Session under gunicorn (`demo/app.py`,
+    /// from .venv), or the Rust demo target.
+    #[arg(long, value_enum, default_value_t = App::Flask)]
+    app: App,
+    /// Port of the first Rust demo target; the others follow (Flask targets take free ports).
     #[arg(long, default_value_t = 9001)]
     target_port: u16,
     /// Addresses the load balancers' listeners bind, one per load balancer (Linux routes all of
@@ -56,6 +62,27 @@ struct Args {
     dir: PathBuf,
 }
 
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum App {
+    Flask,
+    Rust,
+}
+
+/// The running targets, whichever app.
+enum Targets {
+    Flask(FlaskTargets),
+    Rust(DemoTargets),
+}
+
+impl Targets {
+    fn addresses(&self) -> Vec<(String, std::net::SocketAddr)> {
+        match self {
+            Targets::Flask(targets) => targets.addresses(),
+            Targets::Rust(targets) => targets.addresses(),
+        }
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let (key_id, secret) = args
@@ -68,7 +95,13 @@ fn main() -> anyhow::Result<()> {
         .zip(args.target_port..)
         .map(|(id, port)| (id.as_str(), port))
         .collect();
-    let targets = DemoTargets::start(&specs).context("starting the demo targets")?;
+    let targets = match args.app {
+        App::Flask => {
+            let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+            Targets::Flask(FlaskTargets::start(&ids).context("starting the Flask app under gunicorn")?)
+        }
+        App::Rust => Targets::Rust(DemoTargets::start(&specs).context("starting the demo targets")?),
+    };
 
     // What terraform creates in the original deployment: the instances and the load balancer.
     let bootstrap = BootstrapFile::one_listener("terraform-balancer", &targets.addresses());
@@ -178,7 +211,9 @@ fn main() -> anyhow::Result<()> {
         ids.join(" ")
     );
     println!();
-    println!("With the app cookie policy, open {url}/login to start a session (/logout ends it).");
+    println!(
+        "With the app cookie policy, open {url}/login to start a session (/logout ends it); with the Flask app, {url}/ then shows the VM and the session's visit count, which stays only while the session stays on its VM."
+    );
     println!("Ctrl-C (or SIGTERM) stops everything.");
 
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;

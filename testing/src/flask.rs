@@ -1,0 +1,89 @@
+//! The seed's app as targets: `demo/app.py` (Flask + Flask-Session, server-side sessions on each
+//! VM's own disk) under gunicorn from the project's `.venv`, one process per instance id, each
+//! answering its id as `target` (as the demo target does) on a port of 127.0.0.1.
+
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::artifacts::workspace_root;
+use crate::clients::venv_bin;
+use crate::free_port;
+
+/// gunicorn serving `demo/app.py`, one per instance.
+pub struct FlaskTargets {
+    processes: Vec<(String, SocketAddr, Child)>,
+    /// Each VM's sessions, removed with the targets.
+    sessions: PathBuf,
+}
+
+impl FlaskTargets {
+    /// Starts one gunicorn (2 workers) per id and waits until each accepts connections.
+    pub fn start(ids: &[&str]) -> std::io::Result<Self> {
+        let mut random = [0u8; 6];
+        let _ = getrandom::fill(&mut random);
+        let suffix: String = random.iter().map(|b| format!("{b:02x}")).collect();
+        let sessions = std::env::temp_dir().join(format!("sticky-flask-{}-{suffix}", std::process::id()));
+        std::fs::create_dir_all(&sessions)?;
+        let mut targets = Self {
+            processes: Vec::new(),
+            sessions,
+        };
+        let app_dir: PathBuf = workspace_root().join("demo");
+        for id in ids {
+            let address = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+            let child = Command::new(venv_bin("gunicorn"))
+                .args(["--bind", &address.to_string(), "--workers", "2", "--chdir"])
+                .arg(&app_dir)
+                .arg("app:app")
+                .env("VM_NAME", id)
+                .env("SESSION_DIR", targets.sessions.join(id))
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()?;
+            targets.processes.push(((*id).to_owned(), address, child));
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        for (id, address, _) in &targets.processes {
+            while TcpStream::connect_timeout(address, Duration::from_millis(200)).is_err() {
+                if Instant::now() >= deadline {
+                    return Err(std::io::Error::other(format!(
+                        "gunicorn for {id} does not listen on {address} (is Flask installed? scripts/setup)"
+                    )));
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        Ok(targets)
+    }
+}
+
+impl FlaskTargets {
+    /// Each instance id with its address.
+    pub fn addresses(&self) -> Vec<(String, SocketAddr)> {
+        self.processes
+            .iter()
+            .map(|(id, address, _)| (id.clone(), *address))
+            .collect()
+    }
+}
+
+impl Drop for FlaskTargets {
+    fn drop(&mut self) {
+        for (_, _, child) in &mut self.processes {
+            // gunicorn stops its workers on SIGTERM.
+            let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+        }
+        for (_, _, child) in &mut self.processes {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.sessions);
+    }
+}
