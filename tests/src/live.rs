@@ -253,6 +253,24 @@ impl<T: Targets> Live<T> {
         };
     }
 
+    /// Turns ConnectionDraining on with `timeout_seconds`, and session draining when `sessions`.
+    pub fn enable_draining(&self, timeout_seconds: u64, sessions: bool) {
+        let timeout = timeout_seconds.to_string();
+        let sessions = sessions.to_string();
+        self.call(
+            "ModifyLoadBalancerAttributes",
+            &[
+                ("LoadBalancerAttributes.ConnectionDraining.Enabled", "true"),
+                ("LoadBalancerAttributes.ConnectionDraining.Timeout", &timeout),
+                (
+                    "LoadBalancerAttributes.AdditionalAttributes.member.1.Key",
+                    "sticky.session_draining.enabled",
+                ),
+                ("LoadBalancerAttributes.AdditionalAttributes.member.1.Value", &sessions),
+            ],
+        );
+    }
+
     pub fn instance_state(&self, id: &str) -> String {
         self.call("DescribeInstanceHealth", &[("Instances.member.1.InstanceId", id)])
             .field("State")

@@ -111,19 +111,7 @@ pub fn run(duration: Duration) -> ScaleDownReport {
     let mut live = Live::start_with(targets, 1, &[]);
     live.create_lb_cookie_policy("LBCookie", 300);
     live.set_policy(Some("LBCookie"));
-    let timeout = DRAIN_SECONDS.to_string();
-    live.call(
-        "ModifyLoadBalancerAttributes",
-        &[
-            ("LoadBalancerAttributes.ConnectionDraining.Enabled", "true"),
-            ("LoadBalancerAttributes.ConnectionDraining.Timeout", &timeout),
-            (
-                "LoadBalancerAttributes.AdditionalAttributes.member.1.Key",
-                "sticky.session_draining.enabled",
-            ),
-            ("LoadBalancerAttributes.AdditionalAttributes.member.1.Value", "true"),
-        ],
-    );
+    live.enable_draining(DRAIN_SECONDS, true);
     let keeping = Traffic::start(CLIENTS, &live.envoys[0].url(), KEEPING);
     let arriving = Traffic::start(CLIENTS, &live.envoys[0].url(), ARRIVING);
     let started = Instant::now();

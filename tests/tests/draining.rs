@@ -14,23 +14,6 @@ use sticky_tests::live::{Live, eventually};
 
 const DRAIN_SECONDS: u64 = 4;
 
-fn enable_draining(live: &Live, sessions: bool) {
-    let timeout = DRAIN_SECONDS.to_string();
-    let sessions = sessions.to_string();
-    live.call(
-        "ModifyLoadBalancerAttributes",
-        &[
-            ("LoadBalancerAttributes.ConnectionDraining.Enabled", "true"),
-            ("LoadBalancerAttributes.ConnectionDraining.Timeout", &timeout),
-            (
-                "LoadBalancerAttributes.AdditionalAttributes.member.1.Key",
-                "sticky.session_draining.enabled",
-            ),
-            ("LoadBalancerAttributes.AdditionalAttributes.member.1.Value", &sessions),
-        ],
-    );
-}
-
 /// The Description DescribeInstanceHealth gives for `id`, or its error code.
 fn health_description(live: &Live, id: &str) -> String {
     let reply = live
@@ -53,7 +36,7 @@ fn health_description(live: &Live, id: &str) -> String {
 fn session_draining_keeps_sessions_on_a_deregistered_target_until_the_timeout_then_moves_them() {
     let live = Live::start(1, &[]);
     let (cookie, draining) = live.lb_cookie_session(0);
-    enable_draining(&live, true);
+    live.enable_draining(DRAIN_SECONDS, true);
     live.call(
         "DeregisterInstancesFromLoadBalancer",
         &[("Instances.member.1.InstanceId", &draining)],
@@ -113,7 +96,7 @@ fn session_draining_keeps_sessions_on_a_deregistered_target_until_the_timeout_th
 fn connection_draining_alone_moves_sessions_at_once_and_lets_in_flight_requests_finish() {
     let live = Live::start(1, &[]);
     let (cookie, draining) = live.lb_cookie_session(0);
-    enable_draining(&live, false);
+    live.enable_draining(DRAIN_SECONDS, false);
     // ConnectionSettings.IdleTimeout is the listener's idle timeout, in force on the answer.
     live.call(
         "ModifyLoadBalancerAttributes",
