@@ -66,7 +66,6 @@ fn session_draining_keeps_sessions_on_a_deregistered_target_until_the_timeout_th
                 deregistered.elapsed() < Duration::from_secs(DRAIN_SECONDS + 5),
                 "the session stayed past the drain"
             );
-            std::thread::sleep(Duration::from_millis(50));
             continue;
         }
         let rewritten = reply.sticky_cookie().expect("a moved session gets a rewritten cookie");
@@ -133,7 +132,14 @@ fn connection_draining_alone_moves_sessions_at_once_and_lets_in_flight_requests_
             .map(|r| (r.status(), r.into_string().unwrap_or_default()))
             .map_err(|e| e.to_string())
     });
-    std::thread::sleep(Duration::from_millis(300));
+    // Wait until it is in flight at the target (Envoy's active upstream requests).
+    eventually(Duration::from_secs(5), "the slow request in flight", || {
+        live.envoys[0].counters("upstream_rq_active").is_ok_and(|stats| {
+            stats
+                .iter()
+                .any(|(name, active)| name.contains("terraform-balancer_80") && *active > 0)
+        })
+    });
     live.call(
         "DeregisterInstancesFromLoadBalancer",
         &[("Instances.member.1.InstanceId", &draining)],
