@@ -226,6 +226,8 @@ fn add_session_headers<H: ExchangeHost>(host: &mut H, listener: &CompiledListene
         host.add_response_header("set-cookie", set_cookie.as_bytes());
     }
     if let (Some(name), Some(value)) = (listener.session_header(), &response.session_value) {
+        // Ours only: a copy the upstream set does not reach the client beside it.
+        host.remove_response_header(name);
         host.add_response_header(name, value.as_bytes());
     }
 }
@@ -353,6 +355,35 @@ mod tests {
         );
         assert_eq!(values(&host.response, "set-cookie").len(), 1);
         assert_eq!(*host.counted.borrow(), [Counter::Assigned]);
+    }
+
+    #[test]
+    fn the_session_header_the_client_gets_is_the_filters_alone() {
+        let mut state = filter_state(
+            Some(lb_cookie_policy(600)),
+            targets(&[T1, T2], &[]),
+            ring_state(&[(1, 5)], 1),
+        );
+        state.session_header = Some("x-sticky-session".into());
+        let listener = Arc::new(CompiledListener::compile(&state).unwrap());
+        let mut host = ListHost::default();
+        let settings = settings();
+        let mut exchange = Exchange::on_request_headers(
+            &mut host,
+            &settings,
+            Some(Arc::clone(&listener)),
+            || 0,
+            &mut CookieCache::default(),
+        );
+        host.response
+            .push((settings.upstream_header.clone(), format!("{T1} -").into_bytes()));
+        host.response
+            .push(("x-sticky-session".into(), b"from-the-app".to_vec()));
+        exchange.on_response_headers(&mut host, &settings, Some(&listener));
+        let sessions = values(&host.response, "x-sticky-session");
+        assert_eq!(sessions.len(), 1);
+        assert_ne!(sessions[0], b"from-the-app");
+        assert_eq!(values(&host.response, "set-cookie").len(), 1);
     }
 
     #[test]
