@@ -561,8 +561,12 @@ impl CompiledListener {
             }
         };
         let mut status = CookieStatus::Absent;
-        let twin_name = self.twin.as_ref().map(|t| t.name.as_bytes());
-        let twins = cookies::request_cookies(header).filter(|(n, _)| Some(*n) == twin_name);
+        // The Cookie header is scanned for the twin only when the listener issues one.
+        let twins = self
+            .twin
+            .as_ref()
+            .into_iter()
+            .flat_map(|twin| cookies::request_cookies(header).filter(move |(n, _)| *n == twin.name.as_bytes()));
         let ours = cookies::request_cookies(header).filter(|(n, _)| *n == self.cookie.name.as_bytes());
         let candidates = from_header
             .map(|value| (&b""[..], value))
