@@ -25,9 +25,11 @@ use crate::followers::is_poller_id;
 use crate::query::Params;
 use crate::service::Service;
 use crate::sigv4::{self, RequestToVerify};
+use crate::tallies::ListenerTallies;
 use crate::xds::{AdsServer, ServeOptions};
 use crate::xml;
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::AggregatedDiscoveryServiceServer;
+use sticky_core::ListenerTally;
 
 /// Largest request body the API reads.
 const MAX_BODY: usize = 1 << 20;
@@ -51,8 +53,8 @@ pub struct HttpOptions {
 type FeedCache = std::collections::HashMap<(String, u16), (u64, Bytes)>;
 
 #[derive(Clone)]
-struct AppState {
-    service: Arc<Service>,
+pub(crate) struct AppState {
+    pub(crate) service: Arc<Service>,
     /// Shared, not copied: the state is cloned for every request.
     options: Arc<HttpOptions>,
     /// Each listener's filter state, serialized once per version: a change is answered to
@@ -60,6 +62,10 @@ struct AppState {
     feed_cache: Arc<std::sync::Mutex<FeedCache>>,
     /// Asks the other replicas whether their followers hold a change.
     peers: reqwest::Client,
+    /// Each listener's counters, as its filters' polls report them.
+    pub(crate) tallies: Arc<ListenerTallies>,
+    /// Operators signed in to the operator page.
+    pub(crate) operators: Arc<crate::ui::OperatorSessions>,
 }
 
 pub fn app(service: Arc<Service>, options: HttpOptions) -> Router {
@@ -86,6 +92,8 @@ pub fn app(service: Arc<Service>, options: HttpOptions) -> Router {
         options: Arc::new(options),
         peers,
         feed_cache: Arc::default(),
+        tallies: Arc::default(),
+        operators: Arc::default(),
     };
     // Behind the feed's token too: the filters' configurations it serves carry it.
     let xds = Router::new()
@@ -111,9 +119,16 @@ pub fn app(service: Arc<Service>, options: HttpOptions) -> Router {
             StatusCode::SERVICE_UNAVAILABLE,
             feed_time,
         ));
+    let ui = crate::ui::routes(state.clone())
+        .layer(GlobalConcurrencyLimitLayer::new(API_CONCURRENCY))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            api_time,
+        ));
     Router::new()
         .merge(api)
         .merge(feed)
+        .merge(ui)
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .layer(DefaultBodyLimit::max(MAX_BODY))
@@ -179,35 +194,11 @@ async fn query_api(State(app): State<AppState>, method: Method, uri: Uri, header
         Ok(answer) => answer,
         Err(e) => (("unknown".to_owned(), Err(ApiError::internal(e))), None),
     };
-    // A change is answered once every live filter and Envoy, of every replica, holds it (bounded).
-    let mut not_in_force = None;
-    if let Some((version, endpoints_version)) =
-        committed.filter(|_| result.is_ok() && !service.config.sync_timeout.is_zero())
-    {
-        let started = std::time::Instant::now();
-        match crate::replicas::wait_in_force(
-            &service,
-            &app.peers,
-            app.options.feed_token.as_deref(),
-            version,
-            endpoints_version,
-            service.config.sync_timeout,
-        )
-        .await
-        {
-            Ok(()) => service.metrics.observe_sync(started.elapsed()),
-            Err(lagging) => {
-                service.metrics.count("sticky_control_sync_timeouts_total", &[]);
-                tracing::warn!(%request_id, version, ?lagging, "answering before every follower holds the change");
-                not_in_force = Some(lagging.join("; "));
-            }
-        }
-    }
-    let code = result.as_ref().map_or_else(|e| e.code.as_str(), |_| "OK");
-    service.metrics.count(
-        "sticky_control_api_requests_total",
-        &[("action", &action_name), ("code", code)],
-    );
+    let not_in_force = match committed.filter(|_| result.is_ok()) {
+        Some(committed) => await_in_force(&app, committed, &request_id).await,
+        None => None,
+    };
+    count_api_call(&service, &action_name, &result);
     match result {
         Ok(body) => {
             tracing::info!(%request_id, action = %action_name, "ok");
@@ -219,8 +210,80 @@ async fn query_api(State(app): State<AppState>, method: Method, uri: Uri, header
             response
         }
         Err(error) => {
-            tracing::info!(%request_id, action = %action_name, code, message = %error.message, "refused");
+            tracing::info!(%request_id, action = %action_name, code = error.code.as_str(), message = %error.message, "refused");
             error.into_response_with(&request_id)
+        }
+    }
+}
+
+/// A change is answered once every live filter and Envoy, of every replica, holds it
+/// (bounded by the sync time-out); otherwise, which ones do not yet.
+async fn await_in_force(app: &AppState, (version, endpoints_version): (u64, u64), request_id: &str) -> Option<String> {
+    let service = &app.service;
+    if service.config.sync_timeout.is_zero() {
+        return None;
+    }
+    let started = std::time::Instant::now();
+    match crate::replicas::wait_in_force(
+        service,
+        &app.peers,
+        app.options.feed_token.as_deref(),
+        version,
+        endpoints_version,
+        service.config.sync_timeout,
+    )
+    .await
+    {
+        Ok(()) => {
+            service.metrics.observe_sync(started.elapsed());
+            None
+        }
+        Err(lagging) => {
+            service.metrics.count("sticky_control_sync_timeouts_total", &[]);
+            tracing::warn!(%request_id, version, ?lagging, "answering before every follower holds the change");
+            Some(lagging.join("; "))
+        }
+    }
+}
+
+fn count_api_call<T>(service: &Service, action: &str, result: &Result<T, ApiError>) {
+    let code = result.as_ref().map_or_else(|e| e.code.as_str(), |_| "OK");
+    service.metrics.count(
+        "sticky_control_api_requests_total",
+        &[("action", action), ("code", code)],
+    );
+}
+
+/// One API action for the operator page (already signed in): applied on a blocking thread and
+/// answered once in force, as a Query API call. `Ok` holds where it is not in force yet.
+pub(crate) async fn apply_action(
+    app: &AppState,
+    action: &'static str,
+    params: Params,
+) -> Result<Option<String>, ApiError> {
+    let request_id = request_id();
+    let service = Arc::clone(&app.service);
+    let call = tokio::task::spawn_blocking(move || {
+        Service::take_committed();
+        let result = api::dispatch(&service, action, &params);
+        (result, Service::take_committed())
+    });
+    let (result, committed) = match call.await {
+        Ok(answer) => answer,
+        Err(e) => (Err(ApiError::internal(e)), None),
+    };
+    count_api_call(&app.service, action, &result);
+    match result {
+        Ok(_) => {
+            tracing::info!(%request_id, action, "ok (operator page)");
+            Ok(match committed {
+                Some(committed) => await_in_force(app, committed, &request_id).await,
+                None => None,
+            })
+        }
+        Err(error) => {
+            tracing::info!(%request_id, action, code = error.code.as_str(), message = %error.message, "refused (operator page)");
+            Err(error)
         }
     }
 }
@@ -333,6 +396,8 @@ struct FeedQuery {
     poller: Option<String>,
     /// How long to wait, at most the service's long-poll timeout.
     timeout_ms: Option<u64>,
+    /// What the filter counted for this listener since it started ([`ListenerTally::report`]).
+    counts: Option<String>,
 }
 
 /// The filter state of one listener. Answers at once when the caller's version is not the
@@ -358,6 +423,10 @@ async fn state_feed(
         return gone();
     }
     let poller = query.poller.as_deref().filter(|p| is_poller_id(p));
+    if let (Some(poller), Some(counts)) = (poller, query.counts.as_deref().and_then(ListenerTally::parse_report)) {
+        app.tallies
+            .report(&load_balancer, port, poller, counts, std::time::Instant::now());
+    }
     let _open = poller.map(|p| service.followers.poll_opened(p, query.version.unwrap_or(0)));
     let mut changes = service.subscribe();
     let current = *changes.borrow_and_update();
@@ -631,5 +700,242 @@ mod tests {
             .expect("answered when the service stopped, not at its 60 s time-out")
             .unwrap();
         assert_eq!(status, StatusCode::OK);
+    }
+
+    /// A JSON request to the operator page's API, with the session cookie when given.
+    fn page(uri: &str, session: Option<&str>, body: Option<serde_json::Value>) -> Request<Body> {
+        let mut request = Request::builder().uri(uri);
+        if let Some(session) = session {
+            request = request.header(header::COOKIE, format!("other=1; sticky_operator={session}"));
+        }
+        match body {
+            Some(body) => request
+                .method(Method::POST)
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from(body.to_string()))
+                .unwrap(),
+            None => request.body(Body::empty()).unwrap(),
+        }
+    }
+
+    /// Signs in to the operator page; the session token.
+    async fn sign_in(app: &Router) -> String {
+        let login = serde_json::json!({"access_key_id": "AKIDTEST", "secret_access_key": "secret"});
+        let response = app
+            .clone()
+            .oneshot(page("/ui/api/login", None, Some(login)))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let cookie = response.headers()[header::SET_COOKIE].to_str().unwrap().to_owned();
+        assert!(
+            cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+            "{cookie}"
+        );
+        cookie["sticky_operator=".len()..].split(';').next().unwrap().to_owned()
+    }
+
+    fn json(text: &str) -> serde_json::Value {
+        serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}: {text}"))
+    }
+
+    #[tokio::test]
+    async fn the_operator_page_needs_an_access_key_and_says_so() {
+        let app = app(service(), HttpOptions { feed_token: None });
+        let (status, body) = send(app.clone(), page("/ui", None, None)).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(body.contains("/ui/page.js"));
+        let (status, body) = send(app.clone(), page("/ui/api/overview", None, None)).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert_eq!(json(&body)["error"]["code"], "SignInRequired");
+        let (status, _) = send(app.clone(), page("/ui/api/overview", Some(&"0".repeat(64)), None)).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        for (id, secret) in [("AKIDTEST", "wrong"), ("AKIDOTHER", "secret"), ("", "")] {
+            let login = serde_json::json!({"access_key_id": id, "secret_access_key": secret});
+            let (status, body) = send(app.clone(), page("/ui/api/login", None, Some(login))).await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "{id}/{secret}");
+            assert!(!body.contains("secret\""), "{body}");
+        }
+        let session = sign_in(&app).await;
+        let (status, body) = send(app.clone(), page("/ui/api/overview", Some(&session), None)).await;
+        assert_eq!(status, StatusCode::OK);
+        let overview = json(&body);
+        assert_eq!(overview["signed_in_as"], "AKIDTEST");
+        let lb = &overview["load_balancers"][0];
+        assert_eq!(lb["name"], "terraform-balancer");
+        assert_eq!(lb["listeners"][0]["port"], 80);
+        assert_eq!(lb["instances"][0]["id"], "i-1");
+        assert!(!body.contains("secret"), "no key material: {body}");
+        let (status, _) = send(
+            app.clone(),
+            page("/ui/api/logout", Some(&session), Some(serde_json::json!({}))),
+        )
+        .await;
+        assert_eq!(status, StatusCode::NO_CONTENT);
+        let (status, _) = send(app, page("/ui/api/overview", Some(&session), None)).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+
+    #[tokio::test]
+    async fn a_policy_change_from_the_page_goes_through_the_apis_validation() {
+        let service = service();
+        let app = app(Arc::clone(&service), HttpOptions { feed_token: None });
+        let session = sign_in(&app).await;
+        let set = |policy: &str| {
+            page(
+                "/ui/api/listener-policy",
+                Some(&session),
+                Some(serde_json::json!({"load_balancer": "terraform-balancer", "port": 80, "policy": policy})),
+            )
+        };
+        // Refused as the API refuses it, with the API's code; nothing changes.
+        let version = service.version();
+        let (status, body) = send(app.clone(), set("missing")).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert_eq!(json(&body)["error"]["code"], "PolicyNotFound");
+        let bad = serde_json::json!({"kind": "app_cookie", "load_balancer": "terraform-balancer", "name": "p", "cookie_name": "bad name;"});
+        let (status, body) = send(app.clone(), page("/ui/api/policies", Some(&session), Some(bad))).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert_eq!(json(&body)["error"]["code"], "ValidationError");
+        let (status, _) = send(
+            app.clone(),
+            page(
+                "/ui/api/policies",
+                Some(&session),
+                Some(serde_json::json!({"kind": "x"})),
+            ),
+        )
+        .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(service.version(), version);
+        // Accepted: the listener is sticky, and the overview says so.
+        let lb_cookie = serde_json::json!({"kind": "lb_cookie", "load_balancer": "terraform-balancer", "name": "sticky-300", "expiration_period": 300});
+        let (status, body) = send(app.clone(), page("/ui/api/policies", Some(&session), Some(lb_cookie))).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let (status, body) = send(app.clone(), set("sticky-300")).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(
+            service.read(
+                |inner| inner.load_balancer("terraform-balancer").unwrap().listeners[&80]
+                    .policy_names
+                    .clone()
+            ),
+            ["sticky-300"]
+        );
+        let (_, body) = send(app.clone(), page("/ui/api/overview", Some(&session), None)).await;
+        let policy = &json(&body)["load_balancers"][0]["listeners"][0]["policy"];
+        assert_eq!(policy["name"], "sticky-300");
+        assert_eq!(policy["summary"], "LB cookie, 300 s after the last request");
+        // An empty choice removes stickiness.
+        let (status, _) = send(app.clone(), set("")).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(service.read(|inner| {
+            inner.load_balancer("terraform-balancer").unwrap().listeners[&80]
+                .policy_names
+                .is_empty()
+        }));
+    }
+
+    #[tokio::test]
+    async fn a_listeners_counters_are_what_its_filters_polls_report() {
+        let app = app(service(), HttpOptions { feed_token: None });
+        let session = sign_in(&app).await;
+        let tally = ListenerTally::default();
+        tally.add(sticky_core::Counter::Pinned, 4);
+        tally.add(sticky_core::Counter::Rejected(sticky_core::Rejection::Forged), 2);
+        for poller in ["00000000000000aa", "00000000000000bb"] {
+            let uri = format!(
+                "/v1/state/terraform-balancer/80?poller={poller}&counts={}",
+                tally.report()
+            );
+            let (status, _) = send(app.clone(), get(&uri, None)).await;
+            assert_eq!(status, StatusCode::OK);
+        }
+        // A report that does not parse is not counted (the poll is answered all the same).
+        let (status, _) = send(
+            app.clone(),
+            get(
+                "/v1/state/terraform-balancer/80?poller=00000000000000cc&counts=1,x",
+                None,
+            ),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        let (_, body) = send(app, page("/ui/api/overview", Some(&session), None)).await;
+        let counters = &json(&body)["load_balancers"][0]["listeners"][0]["counters"];
+        assert_eq!(counters["pinned"], 8);
+        assert_eq!(counters["rejected"]["forged"], 4);
+        assert_eq!(counters["rejected"]["expired"], 0);
+    }
+
+    #[tokio::test]
+    async fn the_cookie_inspector_opens_a_cookie_with_the_services_keys_and_shows_no_key() {
+        let service = service();
+        let app = app(Arc::clone(&service), HttpOptions { feed_token: None });
+        let session = sign_in(&app).await;
+        let inspect = |cookie: &str| {
+            page(
+                "/ui/api/inspect",
+                Some(&session),
+                Some(serde_json::json!({"cookie": cookie})),
+            )
+        };
+        let (_, body) = send(app.clone(), inspect("AWSELB=abc")).await;
+        assert_eq!(json(&body)["verdict"], "rejected", "no policy yet: {body}");
+        let create = serde_json::json!({"kind": "lb_cookie", "load_balancer": "terraform-balancer", "name": "p", "expiration_period": 600});
+        send(app.clone(), page("/ui/api/policies", Some(&session), Some(create))).await;
+        let set = serde_json::json!({"load_balancer": "terraform-balancer", "port": 80, "policy": "p"});
+        send(app.clone(), page("/ui/api/listener-policy", Some(&session), Some(set))).await;
+        let in_service = crate::health::InstanceHealth {
+            status: crate::health::HealthStatus::InService,
+            consecutive_ok: 1,
+            consecutive_failed: 0,
+            last_failure: String::new(),
+        };
+        service
+            .set_health(("terraform-balancer".to_owned(), "i-1".to_owned()), in_service)
+            .unwrap();
+        // A cookie as the filter issues it, sealed with the listener's current state.
+        let state = service.filter_state("terraform-balancer", 80).unwrap();
+        let listener = sticky_core::CompiledListener::compile(&state).unwrap();
+        let now = u64::try_from(crate::service::unix_now()).unwrap();
+        let request = listener.on_request(None, now);
+        let response = listener.on_response(
+            &request,
+            Some(state.targets[0].address.as_bytes()),
+            std::iter::empty(),
+            now,
+            || Some([7; 12]),
+        );
+        let set_cookie = response.set_cookie.expect("a new session's cookie");
+        let value = set_cookie
+            .split(';')
+            .next()
+            .unwrap()
+            .split_once('=')
+            .unwrap()
+            .1
+            .to_owned();
+        let (status, body) = send(app.clone(), inspect(&format!("Cookie: session=x; AWSELB={value}"))).await;
+        assert_eq!(status, StatusCode::OK);
+        let answer = json(&body);
+        assert_eq!(answer["verdict"], "valid", "{body}");
+        assert_eq!(answer["target"], "i-1");
+        assert_eq!(answer["cookie_name"], "AWSELB");
+        assert_eq!(answer["port"], 80);
+        assert_eq!(answer["key_id"], state.keys.active);
+        assert_eq!(answer["expires_at"], now + 600);
+        for key in &state.keys.keys {
+            assert!(!body.contains(&key.secret), "no key material: {body}");
+        }
+        // Altered: refused with its reason.
+        let mut altered = value.into_bytes();
+        altered[20] = if altered[20] == b'A' { b'B' } else { b'A' };
+        let (_, body) = send(app.clone(), inspect(&String::from_utf8(altered).unwrap())).await;
+        assert_eq!(json(&body)["reason"], "forged", "{body}");
+        let (_, body) = send(app.clone(), inspect("not-a-cookie")).await;
+        assert_eq!(json(&body)["reason"], "malformed", "{body}");
+        let (status, _) = send(app, inspect(&"x".repeat(9000))).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
     }
 }

@@ -19,6 +19,8 @@ pub mod replicas;
 pub mod service;
 pub mod sigv4;
 pub mod store;
+pub mod tallies;
+pub mod ui;
 pub mod xds;
 pub mod xml;
 

@@ -43,6 +43,14 @@ impl AccessKeys {
     pub fn is_empty(&self) -> bool {
         self.keys.is_empty()
     }
+
+    /// Whether `secret` is access key `id`'s secret (compared in constant time).
+    pub fn secret_matches(&self, id: &str, secret: &str) -> bool {
+        use subtle::ConstantTimeEq;
+        self.keys
+            .get(id)
+            .is_some_and(|known| bool::from(known.as_bytes().ct_eq(secret.as_bytes())))
+    }
 }
 
 /// The parts of an HTTP request a signature covers.

@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod bench;
+pub mod browser;
 pub mod hosts;
 pub mod live;
 pub mod scale_down;

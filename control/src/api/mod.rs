@@ -645,6 +645,58 @@ fn configure_health_check(service: &Service, params: &Params) -> Result<String, 
     Ok(xml.finish())
 }
 
+/// An instance's state as DescribeInstanceHealth words it (the operator page shows the same).
+pub struct InstanceState {
+    pub state: &'static str,
+    pub reason: &'static str,
+    pub description: String,
+}
+
+/// Instance `id` of `lb` at Unix second `now`: probed health, or its draining.
+pub fn instance_state(inner: &Inner, lb: &LoadBalancer, id: &str, now: i64) -> InstanceState {
+    let health = inner.health(&lb.name, id);
+    let drain_end = lb.draining.get(id).filter(|_| !lb.instances.contains(id));
+    let (state, reason, description) = match health.map(|h| h.status) {
+        // ELB's words for an instance in its connection draining period.
+        status if drain_end.is_some() => (
+            if status == Some(HealthStatus::InService) {
+                "InService"
+            } else {
+                "OutOfService"
+            },
+            "ELB",
+            format!(
+                "Instance deregistration currently in progress. Draining {} for {} s more.",
+                if lb.attributes.session_draining {
+                    "its sticky sessions"
+                } else {
+                    "in-flight requests"
+                },
+                drain_end.map_or(0, |end| end.saturating_sub(now).max(0))
+            ),
+        ),
+        Some(HealthStatus::InService) => ("InService", "N/A", "N/A".to_owned()),
+        Some(HealthStatus::OutOfService) => (
+            "OutOfService",
+            "Instance",
+            format!(
+                "Instance has failed at least the UnhealthyThreshold number of health checks consecutively: {}",
+                health.map_or("", |h| h.last_failure.as_str())
+            ),
+        ),
+        Some(HealthStatus::Pending) | None => (
+            "OutOfService",
+            "ELB",
+            "Instance registration is still in progress.".to_owned(),
+        ),
+    };
+    InstanceState {
+        state,
+        reason,
+        description,
+    }
+}
+
 fn describe_instance_health(service: &Service, params: &Params) -> Result<String, ApiError> {
     let name = params.required("LoadBalancerName")?.to_owned();
     let asked = instance_ids(params, false)?.filter(|ids| !ids.is_empty());
@@ -665,42 +717,11 @@ fn describe_instance_health(service: &Service, params: &Params) -> Result<String
         let now = unix_now();
         let mut xml = Xml::new();
         xml.members("InstanceStates", ids, |x, id| {
-            let health = inner.health(&name, &id);
-            let drain_end = lb.draining.get(&id).filter(|_| !lb.instances.contains(&id));
-            let (state, reason, description) = match health.map(|h| h.status) {
-                // ELB's words for an instance in its connection draining period.
-                status if drain_end.is_some() => (
-                    if status == Some(HealthStatus::InService) {
-                        "InService"
-                    } else {
-                        "OutOfService"
-                    },
-                    "ELB",
-                    format!(
-                        "Instance deregistration currently in progress. Draining {} for {} s more.",
-                        if lb.attributes.session_draining {
-                            "its sticky sessions"
-                        } else {
-                            "in-flight requests"
-                        },
-                        drain_end.map_or(0, |end| end.saturating_sub(now).max(0))
-                    ),
-                ),
-                Some(HealthStatus::InService) => ("InService", "N/A", "N/A".to_owned()),
-                Some(HealthStatus::OutOfService) => (
-                    "OutOfService",
-                    "Instance",
-                    format!(
-                        "Instance has failed at least the UnhealthyThreshold number of health checks consecutively: {}",
-                        health.map_or("", |h| h.last_failure.as_str())
-                    ),
-                ),
-                Some(HealthStatus::Pending) | None => (
-                    "OutOfService",
-                    "ELB",
-                    "Instance registration is still in progress.".to_owned(),
-                ),
-            };
+            let InstanceState {
+                state,
+                reason,
+                description,
+            } = instance_state(inner, lb, &id, now);
             x.leaf("InstanceId", &id);
             x.leaf("State", state);
             x.leaf("ReasonCode", reason);

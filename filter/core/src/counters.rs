@@ -1,6 +1,8 @@
 //! The filter's counters, named once for every shell: the wasm shell defines them as proxy-wasm
 //! metrics (`wasmcustom.<name>` in Envoy's stats), the native shell as dynamic-module counters.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use crate::error::Rejection;
 use crate::listener::{CookieStatus, RequestDecision, ResponseOutcome};
 
@@ -140,9 +142,66 @@ impl Counter {
     }
 }
 
+/// What one listener's filter counted since it started (per Envoy process; per VM in wasm),
+/// beside Envoy's own stats (which add every listener up): each poll of the control service
+/// reports it, so the control service can show counters per listener.
+#[derive(Debug)]
+pub struct ListenerTally([AtomicU64; COUNTERS]);
+
+impl Default for ListenerTally {
+    fn default() -> Self {
+        Self(std::array::from_fn(|_| AtomicU64::new(0)))
+    }
+}
+
+impl ListenerTally {
+    pub fn add(&self, counter: Counter, value: u64) {
+        if let Some(count) = self.0.get(counter.index()) {
+            count.fetch_add(value, Ordering::Relaxed);
+        }
+    }
+
+    /// The counts in [`Counter::index`] order, comma-separated (a poll's `counts` parameter).
+    pub fn report(&self) -> String {
+        let mut text = String::with_capacity(COUNTERS * 2);
+        for (i, count) in self.0.iter().enumerate() {
+            if i > 0 {
+                text.push(',');
+            }
+            text.push_str(&count.load(Ordering::Relaxed).to_string());
+        }
+        text
+    }
+
+    /// A report read back; `None` unless it holds exactly one number per counter.
+    pub fn parse_report(text: &str) -> Option<[u64; COUNTERS]> {
+        let mut counts = [0u64; COUNTERS];
+        let mut numbers = text.split(',');
+        for count in &mut counts {
+            *count = numbers.next()?.parse().ok()?;
+        }
+        numbers.next().is_none().then_some(counts)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_listener_tally_reports_every_counter_in_index_order_and_reads_back() {
+        let tally = ListenerTally::default();
+        tally.add(Counter::Pinned, 3);
+        tally.add(Counter::Rejected(Rejection::Expired), 1);
+        let report = tally.report();
+        let counts = ListenerTally::parse_report(&report).expect("a report reads back");
+        assert_eq!(counts[Counter::Pinned.index()], 3);
+        assert_eq!(counts[Counter::Rejected(Rejection::Expired).index()], 1);
+        assert_eq!(counts.iter().sum::<u64>(), 4);
+        for bad in ["", "1,2", &format!("{report},1"), &report.replace('3', "x"), "-1"] {
+            assert_eq!(ListenerTally::parse_report(bad), None, "{bad:?}");
+        }
+    }
 
     #[test]
     fn every_counter_has_its_own_index_and_name() {

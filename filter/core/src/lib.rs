@@ -25,12 +25,12 @@ mod tests;
 
 pub use cache::CookieCache;
 pub use codec::{Binding, KeyRing, PolicyKind};
-pub use counters::{COUNTERS, Counter};
+pub use counters::{COUNTERS, Counter, ListenerTally};
 pub use error::{JsonError, Rejection, StateError};
 pub use exchange::{Exchange, ExchangeHost, ExchangeSettings};
 pub use listener::{
-    CompiledListener, CookieStatus, RequestDecision, ResponseDecision, ResponseOutcome, SessionCarriers, Target,
-    TargetIndex, UNREACHABLE_HOLD_SECONDS, Unreachable,
+    CompiledListener, CookieInspection, CookieStatus, RequestDecision, ResponseDecision, ResponseOutcome,
+    SealedSession, SessionCarriers, Target, TargetIndex, UNREACHABLE_HOLD_SECONDS, Unreachable,
 };
 pub use plugin::{ControlSource, PluginConfig, PluginConfigError, UpstreamReport};
 pub use poll::{Follower, PollAnswer, PollRequest, PollSchedule};

@@ -168,6 +168,24 @@ pub enum CookieStatus {
     },
 }
 
+/// What a stickiness cookie seals (see [`CompiledListener::inspect`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SealedSession {
+    pub key_id: u16,
+    pub issued_at: u64,
+    /// 0: a browser-session cookie.
+    pub expires_at: u64,
+    pub session_start: u64,
+    pub target_id: String,
+}
+
+/// A cookie value looked at by an operator: what it seals when it opens, and the verdict.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CookieInspection {
+    pub sealed: Option<SealedSession>,
+    pub status: CookieStatus,
+}
+
 /// The request half of a decision, carried to the response.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RequestDecision {
@@ -598,6 +616,28 @@ impl CompiledListener {
             cookie: status,
             app_cookie_present,
         }
+    }
+
+    /// What one cookie value says under this listener, for an operator: what it seals, if it
+    /// opens, and the filter's verdict on it at `now` (no key material). `None` without a policy.
+    pub fn inspect(&self, value: &[u8], now: u64) -> Option<CookieInspection> {
+        let (policy, binding) = self.policy.as_ref()?;
+        let mut buf = open_buffer();
+        let sealed = self
+            .keys
+            .open(binding, value, &mut buf)
+            .ok()
+            .map(|opened| SealedSession {
+                key_id: opened.key_id,
+                issued_at: opened.issued_at,
+                expires_at: opened.expires_at,
+                session_start: opened.session_start,
+                target_id: String::from_utf8_lossy(opened.target_id).into_owned(),
+            });
+        Some(CookieInspection {
+            sealed,
+            status: self.check_cookie(policy, binding, value, now, None),
+        })
     }
 
     fn check_cookie(

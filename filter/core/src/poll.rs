@@ -4,7 +4,7 @@
 
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 
-use crate::counters::Counter;
+use crate::counters::{Counter, ListenerTally};
 use crate::error::StateError;
 use crate::listener::CompiledListener;
 use crate::plugin::ControlSource;
@@ -149,9 +149,10 @@ impl Follower {
 
     /// The poll to send now, if one is due; `version` is the state held. Tell the follower
     /// whether it went out ([`Follower::sent`], [`Follower::not_sent`]).
-    pub fn due_poll(&self, version: Option<u64>, now_ms: u64) -> Option<PollRequest> {
+    /// `tally` is what the listener counted: the poll reports it.
+    pub fn due_poll(&self, version: Option<u64>, now_ms: u64, tally: &ListenerTally) -> Option<PollRequest> {
         self.schedule.due(now_ms).then(|| PollRequest {
-            path: self.control.path(version, &self.poller),
+            path: format!("{}&counts={}", self.control.path(version, &self.poller), tally.report()),
             authority: self.control.authority.clone(),
             authorization: self.control.token.as_ref().map(|t| format!("Bearer {t}")),
             timeout_ms: self.control.poll_timeout_ms.saturating_add(POLL_GRACE_MS),

@@ -1129,3 +1129,51 @@ fn a_draining_target_keeps_its_sessions_and_gets_no_new_one() {
     assert_eq!(request.pinned, None);
     assert_eq!(outcome, ResponseOutcome::Repinned);
 }
+
+#[test]
+fn an_inspected_cookie_shows_what_it_seals_and_the_filters_verdict() {
+    let l = listener(Some(lb_cookie_policy(300)));
+    let valid = lb_cookie("i-1", NOW, NOW + 300);
+    let inspection = l.inspect(valid.as_bytes(), NOW + 10).unwrap();
+    let sealed = inspection.sealed.unwrap();
+    assert_eq!(
+        (
+            sealed.key_id,
+            sealed.issued_at,
+            sealed.expires_at,
+            sealed.target_id.as_str()
+        ),
+        (2, NOW, NOW + 300, "i-1")
+    );
+    assert!(matches!(inspection.status, CookieStatus::Valid { .. }));
+    // Each row: a cookie, whether it opens, the verdict.
+    let rows: [(String, bool, Rejection); 6] = [
+        (lb_cookie("i-1", NOW - 400, NOW - 100), true, Rejection::Expired),
+        (lb_cookie("i-9", NOW, NOW + 300), true, Rejection::UnknownTarget),
+        (lb_cookie("i-3", NOW, NOW + 300), true, Rejection::UnhealthyTarget),
+        (
+            forge(PolicyKind::LbCookie, (2, 22), "i-1", NOW, NOW + 300, LB, 81),
+            false,
+            Rejection::Forged,
+        ),
+        (
+            forge(PolicyKind::LbCookie, (5, 55), "i-1", NOW, NOW + 300, LB, 80),
+            false,
+            Rejection::UnknownKey,
+        ),
+        ("not a cookie".to_owned(), false, Rejection::Malformed),
+    ];
+    for (cookie, opens, reason) in rows {
+        let inspection = l.inspect(cookie.as_bytes(), NOW).unwrap();
+        assert_eq!(inspection.sealed.is_some(), opens, "{cookie}");
+        assert!(
+            matches!(inspection.status, CookieStatus::Rejected { reason: r, .. } if r == reason),
+            "{cookie}: {:?}",
+            inspection.status
+        );
+    }
+    assert!(
+        listener(None).inspect(valid.as_bytes(), NOW).is_none(),
+        "no policy, nothing to inspect"
+    );
+}

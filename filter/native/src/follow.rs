@@ -139,7 +139,7 @@ impl FilterConfig {
         let mut follower = following.follower.lock().unwrap_or_else(PoisonError::into_inner);
         let now = now_millis();
         let version = self.listener.load().as_ref().map(|l| l.version());
-        let Some(poll) = follower.due_poll(version, now) else {
+        let Some(poll) = follower.due_poll(version, now, &self.tally) else {
             return;
         };
         let header = |key: &'static str, value: &str| ModuleHttpHeader {

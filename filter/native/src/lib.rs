@@ -26,7 +26,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwapOption;
-use sticky_core::{COUNTERS, CompiledListener, Counter, ExchangeSettings, PluginConfig};
+use sticky_core::{COUNTERS, CompiledListener, Counter, ExchangeSettings, ListenerTally, PluginConfig};
 
 use crate::abi::ModuleBuffer;
 use crate::follow::Following;
@@ -45,6 +45,8 @@ pub struct FilterConfig {
     counters: [Option<usize>; COUNTERS],
     /// Following the control service, when the configuration names one.
     following: Option<Following>,
+    /// This listener's own counts, reported with each poll.
+    tally: ListenerTally,
 }
 
 impl FilterConfig {
@@ -86,11 +88,13 @@ impl FilterConfig {
             listener: ArcSwapOption::new(listener),
             counters,
             following,
+            tally: ListenerTally::default(),
         }))
     }
 
     /// Counts on the main thread (the configuration's own events).
     fn count_from_config(&self, config_envoy: *mut c_void, counter: Counter) {
+        self.tally.add(counter, 1);
         if let Some(Some(id)) = self.counters.get(counter.index()) {
             // SAFETY: Envoy's configuration pointer, valid while the configuration lives; no labels.
             unsafe {
@@ -107,6 +111,7 @@ impl FilterConfig {
 
     /// Counts from a stream (on its worker).
     fn count_from_stream(&self, filter_envoy: *mut c_void, counter: Counter, value: u64) {
+        self.tally.add(counter, value);
         if let Some(Some(id)) = self.counters.get(counter.index()) {
             // SAFETY: Envoy's stream pointer, valid during the hook; no labels.
             unsafe {

@@ -22,8 +22,8 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType};
 use sticky_core::{
-    CompiledListener, CookieCache, Counter, Exchange, ExchangeHost, ExchangeSettings, Follower, PluginConfig,
-    PollAnswer,
+    CompiledListener, CookieCache, Counter, Exchange, ExchangeHost, ExchangeSettings, Follower, ListenerTally,
+    PluginConfig, PollAnswer,
 };
 
 use crate::metrics::FilterMetrics;
@@ -49,6 +49,15 @@ struct Runtime {
     /// Cookies this VM already authenticated: a sticky hit skips AES-GCM.
     cookie_cache: RefCell<CookieCache>,
     metrics: FilterMetrics,
+    /// This listener's own counts, reported with each poll.
+    tally: ListenerTally,
+}
+
+impl Runtime {
+    fn count(&self, counter: Counter) {
+        self.metrics.increment(counter);
+        self.tally.add(counter, 1);
+    }
 }
 
 #[derive(Default)]
@@ -65,7 +74,7 @@ impl StickyRoot {
         };
         let now = now_millis();
         let version = runtime.listener.borrow().as_ref().map(|l| l.version());
-        let Some(poll) = follower.due_poll(version, now) else {
+        let Some(poll) = follower.due_poll(version, now, &runtime.tally) else {
             return;
         };
         let mut headers = vec![
@@ -81,7 +90,7 @@ impl StickyRoot {
         match hostcalls::dispatch_http_call(cluster, headers, None, vec![], timeout) {
             Ok(_) => follower.sent(),
             Err(status) => {
-                runtime.metrics.increment(Counter::ControlErrors);
+                runtime.count(Counter::ControlErrors);
                 log(
                     LogLevel::Warn,
                     &format!(
@@ -115,7 +124,7 @@ impl StickyRoot {
             current.as_deref(),
         );
         if let Some(counter) = answer.counter() {
-            runtime.metrics.increment(counter);
+            runtime.count(counter);
         }
         match answer {
             PollAnswer::Changed(listener) => *runtime.listener.borrow_mut() = Some(listener),
@@ -181,6 +190,7 @@ impl RootContext for StickyRoot {
             sequence: Cell::new(0),
             cookie_cache: RefCell::new(CookieCache::default()),
             metrics: FilterMetrics::define(),
+            tally: ListenerTally::default(),
         }));
         true
     }
@@ -315,7 +325,7 @@ impl ExchangeHost for WasmHost<'_> {
     }
 
     fn count(&self, counter: Counter) {
-        self.0.metrics.increment(counter);
+        self.0.count(counter);
     }
 
     fn warn(&self, message: &str) {

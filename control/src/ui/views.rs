@@ -1,0 +1,138 @@
+//! What the operator page shows, as JSON: read from the service's state in one go.
+
+use serde_json::{Value, json};
+use sticky_core::{Counter, Rejection};
+
+use crate::api::{InstanceState, instance_state};
+use crate::model::{LoadBalancer, Policy};
+use crate::service::{Service, unix_now};
+use crate::tallies::{ListenerTallies, count};
+
+/// A policy in words.
+pub fn policy_summary(policy: &Policy) -> String {
+    match policy {
+        Policy::LbCookie {
+            cookie_expiration_period: Some(period),
+            max_lifetime,
+        } if *period > 0 => {
+            let mut text = format!("LB cookie, {period} s after the last request");
+            if let Some(lifetime) = max_lifetime.filter(|l| *l > 0) {
+                text.push_str(&format!(", at most {lifetime} s in all"));
+            }
+            text
+        }
+        Policy::LbCookie { .. } => "LB cookie, for the browser session".to_owned(),
+        Policy::AppCookie { cookie_name } => format!("follows the application's cookie `{cookie_name}`"),
+    }
+}
+
+fn policy_view(name: &str, policy: &Policy) -> Value {
+    json!({ "name": name, "type": policy.type_name(), "summary": policy_summary(policy) })
+}
+
+/// A listener's counters as its filters reported them.
+fn counters_view(tallies: &ListenerTallies, lb: &str, port: u16) -> Value {
+    let counts = tallies.totals(lb, port);
+    let rejected: serde_json::Map<String, Value> = Rejection::ALL
+        .iter()
+        .map(|reason| {
+            (
+                reason.as_str().to_owned(),
+                json!(count(&counts, Counter::Rejected(*reason))),
+            )
+        })
+        .collect();
+    json!({
+        "pinned": count(&counts, Counter::Pinned),
+        "assigned": count(&counts, Counter::Assigned),
+        "refreshed": count(&counts, Counter::Refreshed),
+        "repinned": count(&counts, Counter::Repinned),
+        "deleted": count(&counts, Counter::Deleted),
+        "no_state": count(&counts, Counter::NoState),
+        "rejected": rejected,
+    })
+}
+
+fn load_balancer_view(
+    service: &Service,
+    tallies: &ListenerTallies,
+    inner: &crate::service::Inner,
+    lb: &LoadBalancer,
+    now: i64,
+) -> Value {
+    let binding = service.config.listener_binding;
+    let listeners: Vec<Value> = lb
+        .listeners
+        .values()
+        .map(|listener| {
+            let port = listener.load_balancer_port;
+            let policy = lb
+                .listener_policy(port)
+                .zip(listener.policy_names.first())
+                .map(|(policy, name)| policy_view(name, policy));
+            json!({
+                "protocol": listener.protocol,
+                "port": port,
+                "bound": lb.address.and_then(|a| binding.socket(a, port).ok()).map(|s| s.to_string()),
+                "instance_protocol": listener.instance_protocol,
+                "instance_port": listener.instance_port,
+                "policy": policy,
+                "counters": counters_view(tallies, &lb.name, port),
+            })
+        })
+        .collect();
+    let instance_port = lb.listeners.values().next().map_or(80, |l| l.instance_port);
+    let instances: Vec<Value> = lb
+        .instances
+        .iter()
+        .chain(lb.draining.keys().filter(|id| !lb.instances.contains(*id)))
+        .map(|id| {
+            let InstanceState {
+                state,
+                reason,
+                description,
+            } = instance_state(inner, lb, id, now);
+            json!({
+                "id": id,
+                "address": inner.registry().resolve(id, instance_port).map(|a| a.to_string()),
+                "state": state,
+                "reason": reason,
+                "description": description,
+                "draining": lb.draining.contains_key(id) && !lb.instances.contains(id),
+            })
+        })
+        .collect();
+    let policies: Vec<Value> = lb.policies.iter().map(|(name, p)| policy_view(name, p)).collect();
+    json!({
+        "name": lb.name,
+        "dns_name": crate::model::dns_name(&lb.name),
+        "address": lb.address.map(|a| a.to_string()),
+        "listeners": listeners,
+        "policies": policies,
+        "instances": instances,
+        "health_check": {
+            "target": lb.health_check.target,
+            "interval": lb.health_check.interval,
+            "timeout": lb.health_check.timeout,
+            "healthy_threshold": lb.health_check.healthy_threshold,
+            "unhealthy_threshold": lb.health_check.unhealthy_threshold,
+        },
+    })
+}
+
+/// Every load balancer, for the operator signed in as `operator`.
+pub fn overview(service: &Service, tallies: &ListenerTallies, operator: &str) -> Value {
+    let now = unix_now();
+    let load_balancers: Vec<Value> = service.read(|inner| {
+        inner
+            .load_balancers()
+            .map(|lb| load_balancer_view(service, tallies, inner, lb, now))
+            .collect()
+    });
+    json!({
+        "signed_in_as": operator,
+        "now": now,
+        "state_version": service.version(),
+        "load_balancers": load_balancers,
+    })
+}
