@@ -80,6 +80,13 @@ async fn run(checked: Checked) -> anyhow::Result<()> {
     let config = &checked.config;
     let dir = &config.runtime_dir;
     std::fs::create_dir_all(dir).with_context(|| format!("runtime_dir {}", dir.display()))?;
+    // A SQLite store's directory (systemd's StateDirectory makes it; started otherwise, the
+    // control service would fail to open the file and be restarted forever).
+    if let Ok(sticky_control::store::StoreLocation::Sqlite(file)) = config.store.location.parse()
+        && let Some(parent) = file.parent().filter(|p| !p.as_os_str().is_empty())
+    {
+        std::fs::create_dir_all(parent).with_context(|| format!("store.location: creating {}", parent.display()))?;
+    }
     let control = control_spec(&checked, dir)?;
     let envoy = envoy_spec(&checked, dir)?;
     tracing::info!(

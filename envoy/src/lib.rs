@@ -100,6 +100,14 @@ impl FilterShell {
             FilterShell::Native(_) => ShellKind::Native,
         }
     }
+
+    /// The shell's name in the launcher's configuration (`native`, `wasm`) and its artifact.
+    pub fn named_artifact(&self) -> (&'static str, PathBuf) {
+        match self {
+            FilterShell::Wasm(path) => ("wasm", path.clone()),
+            FilterShell::Native(path) => ("native", path.clone()),
+        }
+    }
 }
 
 /// The HTTP filters in front of the router.

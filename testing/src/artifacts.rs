@@ -121,6 +121,17 @@ pub fn build_bouncer() -> Result<PathBuf, BuildError> {
     build_binary_once(&BUILT, "sticky-bouncer", "sticky-bouncer")
 }
 
+/// Builds the launcher's binary with the release profile once per process and returns its
+/// path (the demo runs the release binaries).
+pub fn build_bouncer_release() -> Result<PathBuf, BuildError> {
+    static BUILT: OnceLock<Result<PathBuf, BuildError>> = OnceLock::new();
+    built_once(
+        &BUILT,
+        &["--release", "-p", "sticky-bouncer", "--bin", "sticky-bouncer"],
+        || target_dir().join("release").join("sticky-bouncer"),
+    )
+}
+
 /// Builds the control service's binary with the release profile once per process and returns
 /// its path: the benchmarks' figures of the service itself.
 pub fn build_control_release() -> Result<PathBuf, BuildError> {
@@ -130,6 +141,13 @@ pub fn build_control_release() -> Result<PathBuf, BuildError> {
         &["--release", "-p", "sticky-control", "--bin", "sticky-control"],
         || target_dir().join("release").join("sticky-control"),
     )
+}
+
+/// Builds the demo's binary (`sticky-demo`, debug profile; it runs the release builds of the
+/// launcher and the control service) once per process and returns its path.
+pub fn build_demo() -> Result<PathBuf, BuildError> {
+    static BUILT: OnceLock<Result<PathBuf, BuildError>> = OnceLock::new();
+    build_binary_once(&BUILT, "sticky-envoy", "sticky-demo")
 }
 
 /// Builds the demo target's binary (`demo-target`, debug profile) once per process and returns

@@ -19,32 +19,14 @@ pub struct FlaskTargets {
 }
 
 impl FlaskTargets {
-    /// Starts one gunicorn (2 workers) per id and waits until each accepts connections.
+    /// Starts one gunicorn (2 workers) per id on a free port of 127.0.0.1 and waits until each
+    /// accepts connections.
     pub fn start(ids: &[&str]) -> std::io::Result<Self> {
-        let mut random = [0u8; 6];
-        let _ = getrandom::fill(&mut random);
-        let suffix: String = random.iter().map(|b| format!("{b:02x}")).collect();
-        let sessions = std::env::temp_dir().join(format!("sticky-flask-{}-{suffix}", std::process::id()));
-        std::fs::create_dir_all(&sessions)?;
-        let mut targets = Self {
-            processes: Vec::new(),
-            sessions,
-        };
-        let app_dir: PathBuf = workspace_root().join("demo");
+        let mut placed = Vec::new();
         for id in ids {
-            let address = SocketAddr::from(([127, 0, 0, 1], free_port()?));
-            let child = Command::new(venv_bin("gunicorn"))
-                .args(["--bind", &address.to_string(), "--workers", "2", "--chdir"])
-                .arg(&app_dir)
-                .arg("app:app")
-                .env("VM_NAME", id)
-                .env("SESSION_DIR", targets.sessions.join(id))
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()?;
-            targets.processes.push(((*id).to_owned(), address, child));
+            placed.push((*id, SocketAddr::from(([127, 0, 0, 1], free_port()?)), None));
         }
+        let targets = Self::start_at(&placed)?;
         let deadline = Instant::now() + Duration::from_secs(30);
         for (id, address, _) in &targets.processes {
             while TcpStream::connect_timeout(address, Duration::from_millis(200)).is_err() {
@@ -57,6 +39,44 @@ impl FlaskTargets {
             }
         }
         Ok(targets)
+    }
+
+    /// Starts one gunicorn per `(id, address, network namespace)`: in that namespace (`ip netns
+    /// exec`, which runs gunicorn itself) when one is given. It does not wait: an address inside
+    /// a namespace may not be reachable from here (the load balancer's health checks tell).
+    pub fn start_at(targets: &[(&str, SocketAddr, Option<&str>)]) -> std::io::Result<Self> {
+        let mut random = [0u8; 6];
+        let _ = getrandom::fill(&mut random);
+        let suffix: String = random.iter().map(|b| format!("{b:02x}")).collect();
+        let sessions = std::env::temp_dir().join(format!("sticky-flask-{}-{suffix}", std::process::id()));
+        std::fs::create_dir_all(&sessions)?;
+        let mut started = Self {
+            processes: Vec::new(),
+            sessions,
+        };
+        let app_dir: PathBuf = workspace_root().join("demo");
+        for (id, address, netns) in targets {
+            let mut command = match netns {
+                Some(netns) => {
+                    let mut command = Command::new("ip");
+                    command.args(["netns", "exec", netns]).arg(venv_bin("gunicorn"));
+                    command
+                }
+                None => Command::new(venv_bin("gunicorn")),
+            };
+            let child = command
+                .args(["--bind", &address.to_string(), "--workers", "2", "--chdir"])
+                .arg(&app_dir)
+                .arg("app:app")
+                .env("VM_NAME", id)
+                .env("SESSION_DIR", started.sessions.join(id))
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()?;
+            started.processes.push(((*id).to_owned(), *address, child));
+        }
+        Ok(started)
     }
 }
 

@@ -1,9 +1,11 @@
 //! Test support for the whole workspace, so no test writes it again: building the artifacts the
 //! tests run ([`artifacts`]), state fixtures and Set-Cookie reading ([`fixtures`], from the
 //! core's `testing` feature), free loopback ports, fresh key rings, [`eventually`], and the
-//! standard clients from PyPI ([`clients`]).
+//! standard clients from PyPI ([`clients`]), the launcher's configuration and process
+//! ([`bouncer`]).
 
 pub mod artifacts;
+pub mod bouncer;
 pub mod clients;
 mod eventually;
 pub mod flask;

@@ -10,8 +10,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use sticky_demo_target::DemoTargets;
-use sticky_envoy::{FilterShell, envoy_binary};
+use sticky_envoy::envoy_binary;
 use sticky_testing::artifacts::{build_bouncer, build_control};
+use sticky_testing::bouncer::{BouncerFile, BouncerProcess};
 use sticky_testing::{eventually, free_port};
 use sticky_tests::xds::free_pool;
 use sticky_tests::{TARGET_IDS, agent, get};
@@ -23,24 +24,6 @@ fn pid_in(file: &Path) -> Option<u32> {
 fn alive(pid: u32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
         && !std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.contains(") Z "))
-}
-
-/// The launcher's process; stopped (SIGTERM, so it stops its children) if the test ends early.
-struct Launcher(std::process::Child);
-
-impl Drop for Launcher {
-    fn drop(&mut self) {
-        if self.0.try_wait().ok().flatten().is_none() {
-            let _ = Command::new("kill").args(["-TERM", &self.0.id().to_string()]).status();
-            for _ in 0..400 {
-                if self.0.try_wait().ok().flatten().is_some() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = self.0.kill();
-        }
-    }
 }
 
 fn signal(pid: u32, name: &str) {
@@ -58,62 +41,27 @@ fn the_launcher_runs_the_product_restarts_a_crashed_envoy_and_stops_cleanly() {
     let targets = DemoTargets::start(&specs).unwrap();
     let (pool, port_offset) = free_pool();
     let shell = sticky_tests::shell_under_test().build().unwrap();
-    let (shell_name, artifact) = match &shell {
-        FilterShell::Native(path) => ("native", path.clone()),
-        FilterShell::Wasm(path) => ("wasm", path.clone()),
-    };
-    let api = format!("127.0.0.1:{}", free_port().unwrap());
-    let admin = free_port().unwrap();
-    let instances: String = targets
-        .addresses()
-        .iter()
-        .map(|(id, address)| {
-            format!(
-                "[instances.{id}]\nip = \"{}\"\nports = {{ 80 = {} }}\n\n",
-                address.ip(),
-                address.port()
-            )
-        })
-        .collect();
+    let api: std::net::SocketAddr = format!("127.0.0.1:{}", free_port().unwrap()).parse().unwrap();
     let runtime = dir.path().join("run");
-    let config = format!(
-        r#"runtime_dir = "{runtime}"
-
-[api]
-listen = "{api}"
-access_keys = ["AKIDBOUNCER:bouncer-secret"]
-
-[store]
-location = "{store}"
-
-[listeners]
-address_pool = "{pool}/24"
-port_offset = {port_offset}
-
-[control]
-binary = "{control}"
-
-[envoy]
-binary = "{envoy}"
-shell = "{shell_name}"
-artifact = "{artifact}"
-admin_port = {admin}
-concurrency = 1
-
-{instances}[[load_balancers]]
-name = "terraform-balancer"
-instances = ["i-target1", "i-target2", "i-target3"]
-listeners = [{{ load_balancer_port = 80, instance_port = 80 }}]
-health_check = {{ target = "HTTP:80/health", interval = 5, timeout = 2, unhealthy_threshold = 2, healthy_threshold = 2 }}
-"#,
-        runtime = runtime.display(),
-        store = dir.path().join("sticky.db").display(),
-        control = build_control().unwrap().display(),
-        envoy = envoy_binary().unwrap().display(),
-        artifact = artifact.display(),
-    );
+    let file = BouncerFile {
+        runtime_dir: runtime.clone(),
+        api,
+        access_key: ("AKIDBOUNCER".to_owned(), "bouncer-secret".to_owned()),
+        store: dir.path().join("sticky.db").display().to_string(),
+        address_pool: format!("{pool}/24"),
+        port_offset,
+        control_binary: build_control().unwrap(),
+        control_args: Vec::new(),
+        envoy_binary: envoy_binary().unwrap(),
+        shell: shell.named_artifact(),
+        admin_port: free_port().unwrap(),
+        concurrency: 1,
+        instances: targets.addresses(),
+        load_balancer: "terraform-balancer".to_owned(),
+        health_target: "HTTP:80/health".to_owned(),
+    };
     let config_file = dir.path().join("bouncer.toml");
-    std::fs::write(&config_file, config).unwrap();
+    std::fs::write(&config_file, file.render()).unwrap();
     let bouncer = build_bouncer().unwrap();
 
     let checked = Command::new(&bouncer)
@@ -125,17 +73,9 @@ health_check = {{ target = "HTTP:80/health", interval = 5, timeout = 2, unhealth
     assert!(checked.status.success(), "{}", String::from_utf8_lossy(&checked.stderr));
 
     let log = dir.path().join("bouncer.log");
-    let file = std::fs::File::create(&log).unwrap();
-    let mut launcher = Launcher(
-        Command::new(&bouncer)
-            .arg("run")
-            .arg("--config")
-            .arg(&config_file)
-            .stdout(file.try_clone().unwrap())
-            .stderr(file)
-            .spawn()
-            .unwrap(),
-    );
+    let mut run = Command::new(&bouncer);
+    run.arg("run").arg("--config").arg(&config_file);
+    let mut launcher = BouncerProcess::spawn(run, &log).unwrap();
     let url = format!(
         "http://{}:{}",
         std::net::Ipv4Addr::from(u32::from(pool) + 1),
@@ -162,10 +102,10 @@ health_check = {{ target = "HTTP:80/health", interval = 5, timeout = 2, unhealth
     // SIGTERM: both children stop, the launcher exits 0.
     let envoy_pid = pid_in(&runtime.join("envoy.pid")).unwrap();
     let control_pid = pid_in(&runtime.join("control.pid")).unwrap();
-    signal(launcher.0.id(), "TERM");
+    signal(launcher.id(), "TERM");
     let mut status = None;
     eventually(Duration::from_secs(40), "the launcher exits", || {
-        status = launcher.0.try_wait().unwrap();
+        status = launcher.try_wait();
         status.is_some()
     });
     assert!(
