@@ -33,3 +33,20 @@ pub fn random_key_ring(id: u16) -> std::io::Result<KeyRingState> {
         keys: vec![KeyState::from_secret(id, &secret)],
     })
 }
+
+/// Runs `ip <args>` (iproute2; namespaces and links need root); its error says which command
+/// failed and why.
+pub fn ip(args: &[&str]) -> std::io::Result<()> {
+    let output = std::process::Command::new("ip")
+        .args(args)
+        .output()
+        .map_err(|e| std::io::Error::other(format!("running `ip` (iproute2; namespaces need root): {e}")))?;
+    if !output.status.success() {
+        return Err(std::io::Error::other(format!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stderr).trim()
+        )));
+    }
+    Ok(())
+}

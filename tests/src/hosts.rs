@@ -21,6 +21,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use sticky_testing::eventually;
+use sticky_testing::ip;
 
 /// Where the targets run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,21 +61,6 @@ const NETNS_PREFIX: &str = "sticky-test-";
 
 /// Test hosts made by this process so far (each gets its own /30).
 static HOSTS_MADE: AtomicU32 = AtomicU32::new(0);
-
-fn ip(args: &[&str]) -> anyhow::Result<()> {
-    let output = Command::new("ip")
-        .args(args)
-        .output()
-        .context("running `ip` (iproute2; root is needed for test hosts)")?;
-    if !output.status.success() {
-        bail!(
-            "ip {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&output.stderr).trim()
-        );
-    }
-    Ok(())
-}
 
 /// Removes namespaces left by test runs whose process is gone (a run killed before it could
 /// clean up).
@@ -150,7 +136,8 @@ impl TestHost {
             "set",
             &self.inner,
             if up { "up" } else { "down" },
-        ])
+        ])?;
+        Ok(())
     }
 }
 

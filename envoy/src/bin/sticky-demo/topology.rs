@@ -12,30 +12,15 @@
 //! from the bouncer alone (no forwarding there), as behind the seed's bouncer host.
 
 use std::net::{Ipv4Addr, SocketAddr};
-use std::process::Command;
 
 use anyhow::{Context, bail};
+use sticky_testing::ip;
 
 /// The VMs' private network and their addresses (the seed's).
 pub const PRIVATE_GATEWAY: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 1);
 
 fn vm_address(n: u8) -> Ipv4Addr {
     Ipv4Addr::new(10, 0, 1, 10 + n)
-}
-
-fn ip(args: &[&str]) -> anyhow::Result<()> {
-    let output = Command::new("ip")
-        .args(args)
-        .output()
-        .context("running `ip` (iproute2; the vms topology needs root)")?;
-    if !output.status.success() {
-        bail!(
-            "ip {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&output.stderr).trim()
-        );
-    }
-    Ok(())
 }
 
 /// The namespaces and links of one topology; dropping it removes them.
