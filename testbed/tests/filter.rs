@@ -148,13 +148,18 @@ fn the_filter_follows_the_control_service_and_fails_static() {
     assert_eq!(calls.len(), 1);
     assert_eq!(calls[0].upstream, "control");
     let path = calls[0].header(":path").unwrap_or_default().to_owned();
-    let poller = path
+    let (poller, counts) = path
         .strip_prefix("/v1/state/terraform-balancer/80?timeout_ms=25000&poller=")
+        .and_then(|rest| rest.split_once("&counts="))
         .unwrap_or_else(|| panic!("{path}"));
     assert!(
         poller.len() == 16 && poller.bytes().all(|b| b.is_ascii_hexdigit()),
         "{path}"
     );
+    // The poll reports what the listener counted: here the request that came before any state.
+    let counts = sticky_core::ListenerTally::parse_report(counts).unwrap_or_else(|| panic!("{path}"));
+    assert_eq!(counts[sticky_core::Counter::NoState.index()], 1, "{path}");
+    assert_eq!(counts.iter().sum::<u64>(), 1, "{path}");
     plugin.tick().unwrap();
     assert!(plugin.take_http_calls().is_empty(), "one poll in flight");
 
@@ -165,9 +170,10 @@ fn the_filter_follows_the_control_service_and_fails_static() {
     assert_eq!(
         next[0].header(":path").map(str::to_owned),
         Some(format!(
-            "/v1/state/terraform-balancer/80?timeout_ms=25000&version=7&poller={poller}"
+            "/v1/state/terraform-balancer/80?timeout_ms=25000&version=7&poller={poller}&counts=1,1{}",
+            ",0".repeat(sticky_core::COUNTERS - 2)
         )),
-        "the next poll at once, same poller id"
+        "the next poll at once, same poller id, the new state counted"
     );
     let stream = plugin.request(&[]).unwrap();
     let cookie = plugin
