@@ -102,6 +102,9 @@ pub fn app(service: Arc<Service>, options: HttpOptions) -> Router {
         .with_state(());
     let api = Router::new()
         .route("/", get(query_api).post(query_api))
+        // OAPI's calls: `/api/v1/<Call>`, and `//api/latest/<Call>` as osc-cli sends them (a
+        // catch-all, so that the doubled slash reaches it; other paths get a 404).
+        .route("/{*path}", axum::routing::any(oapi_call))
         .layer(GlobalConcurrencyLimitLayer::new(API_CONCURRENCY))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -284,6 +287,46 @@ pub(crate) async fn apply_action(
         Err(error) => {
             tracing::info!(%request_id, action, code = error.code.as_str(), message = %error.message, "refused (operator page)");
             Err(error)
+        }
+    }
+}
+
+/// One OAPI call (`/api/v1/<Call>`), verified and run on a blocking thread, answered once in
+/// force as a Query API call is.
+async fn oapi_call(State(app): State<AppState>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+    let Some(uri) = crate::oapi::normalized(&uri) else {
+        return (StatusCode::NOT_FOUND, "not found\n").into_response();
+    };
+    let request_id = request_id();
+    let call = {
+        let service = Arc::clone(&app.service);
+        tokio::task::spawn_blocking(move || crate::oapi::verify_and_run(&service, &method, &uri, &headers, &body))
+    };
+    let (call_name, result) = match call.await {
+        Ok(answer) => answer,
+        Err(e) => ("unknown".to_owned(), Err(ApiError::internal(e).into())),
+    };
+    let code = result.as_ref().map_or_else(|e| e.kind, |_| "OK");
+    app.service.metrics.count(
+        "sticky_control_api_requests_total",
+        &[("action", &call_name), ("code", code)],
+    );
+    match result {
+        Ok(answer) => {
+            tracing::info!(%request_id, call = %call_name, "ok (OAPI)");
+            let not_in_force = match answer.committed {
+                Some(committed) => await_in_force(&app, committed, &request_id).await,
+                None => None,
+            };
+            let mut response = crate::oapi::answer_response(answer.body, &request_id);
+            if let Some(value) = not_in_force.and_then(|text| header_text(&text)) {
+                response.headers_mut().insert(NOT_IN_FORCE_HEADER, value);
+            }
+            response
+        }
+        Err(error) => {
+            tracing::info!(%request_id, call = %call_name, kind = error.kind, details = %error.details, "refused (OAPI)");
+            error.into_response_with(&request_id)
         }
     }
 }

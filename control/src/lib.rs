@@ -13,6 +13,7 @@ pub mod http;
 pub mod keys;
 pub mod metrics;
 pub mod model;
+pub mod oapi;
 pub mod process;
 pub mod query;
 pub mod replicas;

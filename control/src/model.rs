@@ -158,6 +158,11 @@ impl HealthCheck {
     /// Validates against ELB's ranges (Interval 5-300, Timeout 2-60 and below Interval,
     /// thresholds 2-10) and the target syntax.
     pub fn validate(&self) -> Result<(), ApiError> {
+        self.validate_within(300)
+    }
+
+    /// [`HealthCheck::validate`] with another ceiling for the interval (OAPI's is 600 s).
+    pub fn validate_within(&self, max_interval: u32) -> Result<(), ApiError> {
         let range = |name: &str, value: u32, low: u32, high: u32| {
             if (low..=high).contains(&value) {
                 Ok(())
@@ -167,7 +172,7 @@ impl HealthCheck {
                 )))
             }
         };
-        range("Interval", self.interval, 5, 300)?;
+        range("Interval", self.interval, 5, max_interval)?;
         range("Timeout", self.timeout, 2, 60)?;
         range("UnhealthyThreshold", self.unhealthy_threshold, 2, 10)?;
         range("HealthyThreshold", self.healthy_threshold, 2, 10)?;

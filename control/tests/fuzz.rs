@@ -196,3 +196,73 @@ fn fuzz_the_sigv4_verifier() {
         }
     });
 }
+
+/// The OAPI twin of the Query API target: a call's name, a newline, its JSON body. Whatever the
+/// body (wrong types, out-of-range values, unknown fields, nested junk), no call panics, and a
+/// refused call changes nothing (the state's version stays where it was).
+#[test]
+fn fuzz_the_oapi_calls() {
+    use sticky_control::service::{Service, ServiceConfig};
+    use sticky_control::store::{Store, StoreLocation};
+
+    let config = ServiceConfig {
+        access_keys: AccessKeys::new([(ACCESS_KEY.to_owned(), SECRET.to_owned())]),
+        long_poll_timeout: Duration::from_secs(5),
+        key_rotation: Duration::from_secs(3600),
+        key_retention: Duration::from_secs(3600),
+        cookie: sticky_core::CookieSettings::default(),
+        sync_timeout: Duration::ZERO,
+        listener_binding: Default::default(),
+        target_connect_timeout: Duration::from_secs(1),
+        replica: Default::default(),
+    };
+    let instances = [
+        ("i-1".to_owned(), "127.0.0.1:9001".parse().unwrap()),
+        ("i-2".to_owned(), "127.0.0.2:9002".parse().unwrap()),
+    ];
+    let bootstrap = sticky_control::BootstrapFile::one_listener("terraform-balancer", &instances);
+    let store = Store::open(&StoreLocation::Sqlite(":memory:".into())).unwrap();
+    let service = Service::open(config, store, Some(bootstrap)).unwrap();
+    let seeds: Vec<Vec<u8>> = [
+        r#"CreateLoadBalancer
+{"LoadBalancerName":"oapi","Listeners":[{"BackendPort":80,"BackendProtocol":"HTTP","LoadBalancerPort":8080,"LoadBalancerProtocol":"HTTP"}],"Tags":[{"Key":"env","Value":"test"}],"SubregionNames":["eu-west-2a"]}"#,
+        r#"UpdateLoadBalancer
+{"LoadBalancerName":"terraform-balancer","LoadBalancerPort":80,"PolicyNames":["p"],"HealthCheck":{"CheckInterval":30,"HealthyThreshold":2,"Path":"/h","Port":80,"Protocol":"HTTP","Timeout":5,"UnhealthyThreshold":2},"SecuredCookies":true}"#,
+        r#"CreateLoadBalancerPolicy
+{"LoadBalancerName":"terraform-balancer","PolicyName":"p","PolicyType":"load_balancer","CookieExpirationPeriod":60}"#,
+        r#"CreateLoadBalancerPolicy
+{"LoadBalancerName":"terraform-balancer","PolicyName":"a","PolicyType":"app","CookieName":"session"}"#,
+        r#"LinkLoadBalancerBackendMachines
+{"LoadBalancerName":"terraform-balancer","BackendVmIds":["i-2"],"BackendIps":["127.0.0.1"]}"#,
+        r#"CreateLoadBalancerTags
+{"LoadBalancerNames":["terraform-balancer"],"Tags":[{"Key":"team","Value":"web"}]}"#,
+        r#"DeleteLoadBalancerListeners
+{"LoadBalancerName":"terraform-balancer","LoadBalancerPorts":[80]}"#,
+        r#"ReadLoadBalancers
+{"Filters":{"LoadBalancerNames":["terraform-balancer"]}}"#,
+        r#"ReadVmsHealth
+{"LoadBalancerName":"terraform-balancer","BackendVmIds":["i-1"]}"#,
+    ]
+    .iter()
+    .map(|s| s.as_bytes().to_vec())
+    .collect();
+    let report = sticky_fuzz::run("oapi", 10, &seeds, |input| {
+        let Some(newline) = input.iter().position(|b| *b == b'\n') else {
+            return;
+        };
+        let call = String::from_utf8_lossy(&input[..newline]);
+        let Ok(body) = serde_json::from_slice::<serde_json::Value>(&input[newline + 1..]) else {
+            return;
+        };
+        let before = service.version();
+        if sticky_control::oapi::run(&service, &call, body).is_err() {
+            assert_eq!(
+                service.version(),
+                before,
+                "a refused call changed the state:\n{}",
+                String::from_utf8_lossy(input)
+            );
+        }
+    });
+    eprintln!("{report:?}");
+}

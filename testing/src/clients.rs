@@ -48,8 +48,24 @@ impl OscCli {
 
     /// One `osc-cli lbu …` call: its output, or, when it failed, its output as the error.
     pub fn try_lbu(&self, args: &[&str]) -> Result<String, String> {
+        self.try_call("lbu", args)
+    }
+
+    /// One `osc-cli api …` call (OAPI), which must succeed; its output.
+    #[allow(clippy::panic)]
+    pub fn api(&self, args: &[&str]) -> String {
+        self.try_api(args)
+            .unwrap_or_else(|text| panic!("osc-cli api {args:?}:\n{text}"))
+    }
+
+    /// One `osc-cli api …` call: its output, or, when it failed, its output as the error.
+    pub fn try_api(&self, args: &[&str]) -> Result<String, String> {
+        self.try_call("api", args)
+    }
+
+    fn try_call(&self, service: &str, args: &[&str]) -> Result<String, String> {
         let output = Command::new(venv_bin("osc-cli"))
-            .arg("lbu")
+            .arg(service)
             .args(args)
             .arg("--config_path")
             .arg(&self.config)

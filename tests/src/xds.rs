@@ -133,6 +133,23 @@ pub fn boto3_at(endpoint: &str, args: &[&str]) -> String {
     text
 }
 
+/// One OAPI call through osc-sdk-python (`tests/clients/oapi.py`) against `endpoint`; its answer.
+pub fn oapi_at(endpoint: &str, call: &str, parameters: &serde_json::Value) -> serde_json::Value {
+    let script = sticky_testing::artifacts::workspace_root().join("tests/clients/oapi.py");
+    let output = Command::new(venv_bin("python"))
+        .arg(script)
+        .args([endpoint, ACCESS_KEY.0, ACCESS_KEY.1, call, &parameters.to_string()])
+        .output()
+        .expect("python runs");
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "oapi.py {call} {parameters}: {text}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("oapi.py {call}: {e}: {text}"))
+}
+
 /// How far Envoy number `index` shifts its listener ports (several Envoys on one host).
 pub fn envoy_shift(index: usize) -> u16 {
     2 * u16::try_from(index).unwrap_or(0)
@@ -231,6 +248,16 @@ impl XdsBouncer {
     /// One `osc-cli lbu` call, as an operator types it; its output.
     pub fn osc(&self, args: &[&str]) -> String {
         self.osc.lbu(args)
+    }
+
+    /// One `osc-cli api` call (OAPI), as an operator types it; its output.
+    pub fn osc_api(&self, args: &[&str]) -> String {
+        self.osc.api(args)
+    }
+
+    /// One OAPI call through osc-sdk-python; its answer.
+    pub fn oapi(&self, call: &str, parameters: &serde_json::Value) -> serde_json::Value {
+        oapi_at(&self.control.url(), call, parameters)
     }
 
     /// Load balancer `name` with HTTP listeners `ports` (instance port 80), created with boto3,

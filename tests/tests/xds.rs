@@ -363,3 +363,81 @@ fn with_a_feed_token_envoys_that_present_it_are_served_over_xds_and_their_filter
         "the host map needs the token"
     );
 }
+
+/// Outscale's current API drives the bouncer as LBU does (osc-sdk-python's Gateway and
+/// `osc-cli api`, the calls Terraform's provider makes): a load balancer created through OAPI is
+/// served, its VMs registered and healthy, stickiness on with an app-cookie policy attached by
+/// UpdateLoadBalancer and off with an empty PolicyNames, each in force on Envoy when the call
+/// answers; deleted, it is no longer served.
+#[test]
+fn oapi_calls_drive_the_load_balancer_and_traffic_follows_each_step() {
+    use serde_json::json;
+    let bouncer = XdsBouncer::start(1);
+    let lb = "oapi-shop";
+    let created = bouncer.oapi(
+        "CreateLoadBalancer",
+        &json!({"LoadBalancerName": lb, "SubregionNames": ["eu-west-2a"], "Listeners": [
+            {"BackendPort": 80, "BackendProtocol": "HTTP", "LoadBalancerPort": 80, "LoadBalancerProtocol": "HTTP"}]}),
+    );
+    assert_eq!(
+        created["LoadBalancer"]["PublicIp"],
+        bouncer.address(1).to_string(),
+        "{created}"
+    );
+    // outscale_load_balancer_attributes: the health check, with osc-cli.
+    bouncer.osc_api(&[
+        "UpdateLoadBalancer",
+        "--LoadBalancerName",
+        lb,
+        "--HealthCheck",
+        r#"{"CheckInterval": 5, "HealthyThreshold": 2, "Path": "/health", "Port": 80, "Protocol": "HTTP", "Timeout": 2, "UnhealthyThreshold": 2}"#,
+    ]);
+    // outscale_load_balancer_vms.
+    bouncer.oapi(
+        "LinkLoadBalancerBackendMachines",
+        &json!({"LoadBalancerName": lb, "BackendVmIds": TARGET_IDS}),
+    );
+    let at = bouncer.listener(0, 1, 80);
+    bouncer.wait_served(at);
+    eventually(Duration::from_secs(15), "every VM UP", || {
+        let health = bouncer.oapi("ReadVmsHealth", &json!({"LoadBalancerName": lb}));
+        health["BackendVmHealth"]
+            .as_array()
+            .is_some_and(|vms| vms.len() == 3 && vms.iter().all(|vm| vm["State"] == "UP"))
+    });
+    assert!(!app_sticky(&bouncer, at), "no stickiness before a policy");
+    // outscale_load_balancer_policy: an app-cookie policy, attached by UpdateLoadBalancer.
+    bouncer.osc_api(&[
+        "CreateLoadBalancerPolicy",
+        "--LoadBalancerName",
+        lb,
+        "--PolicyName",
+        "app-session",
+        "--PolicyType",
+        "app",
+        "--CookieName",
+        APP_COOKIE,
+    ]);
+    bouncer.oapi(
+        "UpdateLoadBalancer",
+        &json!({"LoadBalancerName": lb, "LoadBalancerPort": 80, "PolicyNames": ["app-session"]}),
+    );
+    assert!(app_sticky(&bouncer, at), "sticky once UpdateLoadBalancer answered");
+    // An empty PolicyNames removes stickiness.
+    bouncer.oapi(
+        "UpdateLoadBalancer",
+        &json!({"LoadBalancerName": lb, "LoadBalancerPort": 80, "PolicyNames": []}),
+    );
+    assert!(
+        !app_sticky(&bouncer, at),
+        "not sticky once the empty PolicyNames answered"
+    );
+    let spread: HashSet<String> = (0..30)
+        .filter_map(|_| bouncer.try_get(at, "/", &[]).ok()?.try_target())
+        .collect();
+    assert!(spread.len() > 1, "balanced again: {spread:?}");
+    bouncer.oapi("DeleteLoadBalancer", &json!({"LoadBalancerName": lb}));
+    eventually(SERVED_WITHIN, "the deleted load balancer stops", || {
+        std::net::TcpStream::connect(at).is_err()
+    });
+}

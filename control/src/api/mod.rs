@@ -18,7 +18,7 @@ use crate::xml::Xml;
 mod attributes;
 mod policy_types;
 mod refused;
-mod tags;
+pub(crate) mod tags;
 
 /// Every action of the classic ELB 2012-06-01 API: each is implemented or refused with a
 /// reason ([`refused::REFUSED`]); anything else is `InvalidAction`.
@@ -627,6 +627,30 @@ fn deregister_instances(service: &Service, params: &Params) -> Result<String, Ap
     Ok(instances_result(remaining))
 }
 
+/// Sets load balancer `name`'s health check, checked with `max_interval` as the interval's
+/// ceiling (ELB's 300 s; OAPI's 600 s).
+pub(crate) fn set_health_check(
+    service: &Service,
+    name: &str,
+    check: HealthCheck,
+    max_interval: u32,
+) -> Result<(), ApiError> {
+    check.validate_within(max_interval)?;
+    let params = Params::parse(
+        None,
+        Some(
+            form_urlencoded::Serializer::new(String::new())
+                .append_pair("LoadBalancerName", name)
+                .finish()
+                .as_bytes(),
+        ),
+    )?;
+    update(service, &params, |_, lb| {
+        lb.health_check = check;
+        Ok(())
+    })
+}
+
 fn configure_health_check(service: &Service, params: &Params) -> Result<String, ApiError> {
     let check = HealthCheck {
         target: params.required("HealthCheck.Target")?.to_owned(),
@@ -650,6 +674,8 @@ pub struct InstanceState {
     pub state: &'static str,
     pub reason: &'static str,
     pub description: String,
+    /// Not probed yet (registration in progress).
+    pub pending: bool,
 }
 
 /// Instance `id` of `lb` at Unix second `now`: probed health, or its draining.
@@ -694,6 +720,7 @@ pub fn instance_state(inner: &Inner, lb: &LoadBalancer, id: &str, now: i64) -> I
         state,
         reason,
         description,
+        pending: drain_end.is_none() && health.is_none_or(|h| h.status == HealthStatus::Pending),
     }
 }
 
@@ -721,6 +748,7 @@ fn describe_instance_health(service: &Service, params: &Params) -> Result<String
                 state,
                 reason,
                 description,
+                ..
             } = instance_state(inner, lb, &id, now);
             x.leaf("InstanceId", &id);
             x.leaf("State", state);

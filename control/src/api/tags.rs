@@ -59,7 +59,7 @@ fn tag_char(c: char) -> bool {
 }
 
 /// `Tags.member.N.Key` (and `.Value` when `with_values`), each key once.
-fn tags(params: &Params, with_values: bool) -> Result<Vec<(String, String)>, ApiError> {
+pub(crate) fn tags(params: &Params, with_values: bool) -> Result<Vec<(String, String)>, ApiError> {
     let members = params
         .struct_list("Tags")?
         .filter(|t| !t.is_empty())

@@ -91,6 +91,7 @@ fn load_balancer_view(
                 state,
                 reason,
                 description,
+                ..
             } = instance_state(inner, lb, id, now);
             json!({
                 "id": id,
