@@ -3,6 +3,7 @@
 //! stopped with it. Waits are for what the page shows, bounded (never fixed sleeps). The API is
 //! blocking, like the rest of the live system's helpers (a runtime of its own drives WebDriver).
 
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -40,7 +41,10 @@ impl Browser {
         let artefacts = artefacts_dir(test);
         std::fs::create_dir_all(&artefacts)?;
         let log = std::fs::File::create(artefacts.join("chromedriver.log"))?;
+        // A process group of its own: Chromium's processes (its children) stop with it, even
+        // when a test fails before the session is closed.
         let driver = Command::new(&chromedriver)
+            .process_group(0)
             .arg(format!("--port={port}"))
             .stdout(Stdio::from(log.try_clone()?))
             .stderr(Stdio::from(log))
@@ -158,7 +162,10 @@ impl Drop for Browser {
     fn drop(&mut self) {
         let client = self.client.clone();
         let _ = self.runtime.block_on(client.close());
-        let _ = self.driver.kill();
+        // chromedriver and every Chromium process it started.
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.driver.id())])
+            .status();
         let _ = self.driver.wait();
     }
 }
