@@ -327,10 +327,7 @@ pub fn verify(keys: &AccessKeys, request: &RequestToVerify<'_>, now: SystemTime)
     let head = format!("{}\n{canonical_path}\n{}\n", request.method, canonical_query(query));
     let tail = format!("\n{}\n{}", auth.signed_headers.join(";"), sha256_hex(request.body));
     // osc-sdk-python signs the host without its port; any other client, the Host header.
-    let bare_host = host
-        .rsplit_once(':')
-        .map(|(name, _)| name)
-        .filter(|name| !name.ends_with(']'));
+    let bare_host = without_port(host);
     for host in std::iter::once(host).chain(bare_host) {
         let mut headers = String::new();
         for name in &auth.signed_headers {
@@ -352,6 +349,16 @@ pub fn verify(keys: &AccessKeys, request: &RequestToVerify<'_>, now: SystemTime)
         }
     }
     Err(mismatch())
+}
+
+/// `host` without its `:port`, if it ends with one: a decimal port after a name, an IPv4 address
+/// or a bracketed IPv6 address. Anything else after a colon is not a port and stays part of the
+/// host the signature must cover.
+fn without_port(host: &str) -> Option<&str> {
+    let (name, port) = host.rsplit_once(':')?;
+    let is_port = port.bytes().all(|b| b.is_ascii_digit()) && port.parse::<u16>().is_ok();
+    let is_name = !name.is_empty() && (!name.contains(':') || (name.starts_with('[') && name.ends_with(']')));
+    (is_port && is_name).then_some(name)
 }
 
 fn mismatch() -> ApiError {
@@ -619,6 +626,27 @@ mod tests {
         }
     }
 
+    #[test]
+    fn only_a_port_is_taken_off_a_host() {
+        for (host, bare) in [
+            ("example.com:8000", Some("example.com")),
+            ("127.0.0.1:80", Some("127.0.0.1")),
+            ("[::1]:8000", Some("[::1]")),
+            ("example.com", None),
+            ("[::1]", None),
+            ("::1", None),
+            ("example.com:", None),
+            (":8000", None),
+            ("example.com:80a", None),
+            ("example.com:123456", None),
+            ("example.com:8000:8000", None),
+            ("example.com:8000: x", None),
+            ("[::1]x:80", None),
+        ] {
+            assert_eq!(without_port(host), bare, "{host}");
+        }
+    }
+
     /// Requests as osc-sdk-python 0.42.0 signs them (its own code run for these vectors): OSC4,
     /// `content-type;host;x-osc-date`, the host without its port.
     #[test]
@@ -659,6 +687,32 @@ mod tests {
                 verify(&keys(), &request("{}"), vector_time()).unwrap_err().code,
                 ErrorCode::SignatureDoesNotMatch,
                 "{host}: another body"
+            );
+        }
+        // The host signed without its port: only a port may be taken off what is sent.
+        for sent in [
+            "127.0.0.1:8000:8000",
+            "127.0.0.1:8000: x",
+            "127.0.0.1:80000",
+            "127.0.0.1:",
+        ] {
+            let authorization = "OSC4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/eu-west-2/api/osc4_request, SignedHeaders=content-type;host;x-osc-date, Signature=f281de200e52a886ca150042276d976b67504b1b99c1603b053157d0dd329739";
+            let headers = headers(&[
+                ("Host", sent),
+                ("Content-Type", "application/json; charset=utf-8"),
+                ("X-Osc-Date", "20150830T123600Z"),
+                ("Authorization", authorization),
+            ]);
+            let request = RequestToVerify {
+                method: "POST",
+                path_and_query: "/api/v1/ReadLoadBalancers",
+                headers: &headers,
+                body: body.as_bytes(),
+            };
+            assert_eq!(
+                verify(&keys(), &request, vector_time()).map_err(|e| e.code),
+                Err(ErrorCode::SignatureDoesNotMatch),
+                "{sent}"
             );
         }
         // OSC4 needs its own date header, and its own scope terminator.
