@@ -143,6 +143,7 @@ impl BootstrapFile {
                 attributes: Default::default(),
                 tags: BTreeMap::new(),
                 draining: BTreeMap::new(),
+                placement: Default::default(),
             }));
         }
         if registry != *existing.registry() {

@@ -37,6 +37,87 @@ pub struct LoadBalancer {
     /// already on them keep going to them until then.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub draining: BTreeMap<String, i64>,
+    /// Where the cloud would have placed it, as declared. Boxed, as the attributes.
+    #[serde(default, skip_serializing_if = "Placement::is_undeclared")]
+    pub placement: Box<Placement>,
+}
+
+/// A load balancer's zones (ELB's AvailabilityZones, OAPI's SubregionNames), subnets, security
+/// groups and scheme, as the client declared them. The bouncer has one network and acts on none
+/// of them; they are kept and given back so that declarative clients (Terraform's providers
+/// read them back and replace a load balancer whose zones or scheme differ) see what they
+/// declared.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Placement {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub zones: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub subnets: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub security_groups: Vec<String>,
+    /// ELB's Scheme `internal` (OAPI's LoadBalancerType); `internet-facing` otherwise.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub internal: bool,
+}
+
+/// Most zones, subnets or security groups one load balancer may declare (ELB allows five
+/// security groups; zones and subnets are one per zone of a region).
+pub const MAX_PLACEMENT_NAMES: usize = 16;
+
+impl Placement {
+    pub fn is_undeclared(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// ELB's Scheme word for [`Placement::internal`].
+    pub fn scheme(&self) -> &'static str {
+        if self.internal { "internal" } else { "internet-facing" }
+    }
+
+    /// `internet-facing` or `internal` (ELB's Scheme, OAPI's LoadBalancerType).
+    pub fn parse_scheme(field: &str, value: &str) -> Result<bool, ApiError> {
+        match value {
+            "internet-facing" => Ok(false),
+            "internal" => Ok(true),
+            other => Err(ApiError::validation(format!(
+                "{field} must be internet-facing or internal, got {other:?}"
+            ))),
+        }
+    }
+
+    /// Zones and subnets exclude each other (a subnet lies in one zone), as in ELB.
+    pub fn validated(self) -> Result<Self, ApiError> {
+        if !self.zones.is_empty() && !self.subnets.is_empty() {
+            return Err(ApiError::validation(
+                "Give either AvailabilityZones (SubregionNames) or Subnets, not both",
+            ));
+        }
+        validate_placement_names("AvailabilityZones", &self.zones)?;
+        validate_placement_names("Subnets", &self.subnets)?;
+        validate_placement_names("SecurityGroups", &self.security_groups)?;
+        Ok(self)
+    }
+}
+
+/// Zone, subnet and security group names: 1 to 255 visible ASCII characters, no duplicate.
+pub fn validate_placement_names(field: &str, names: &[String]) -> Result<(), ApiError> {
+    if names.len() > MAX_PLACEMENT_NAMES {
+        return Err(ApiError::validation(format!(
+            "{field} holds {} names; at most {MAX_PLACEMENT_NAMES}",
+            names.len()
+        )));
+    }
+    for (i, name) in names.iter().enumerate() {
+        if name.is_empty() || name.len() > 255 || !name.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(ApiError::validation(format!(
+                "{field} {name:?} must be 1 to 255 visible ASCII characters"
+            )));
+        }
+        if names[..i].contains(name) {
+            return Err(ApiError::validation(format!("{field} names {name:?} twice")));
+        }
+    }
+    Ok(())
 }
 
 /// The DNSName the API gives load balancer `name`; `GET /v1/hosts` maps it to its address.
@@ -332,6 +413,62 @@ impl LoadBalancer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn names(list: &[&str]) -> Vec<String> {
+        list.iter().map(|n| (*n).to_owned()).collect()
+    }
+
+    #[test]
+    fn a_placement_is_kept_as_declared_or_refused_whole() {
+        let zoned = Placement {
+            zones: names(&["eu-west-2a", "eu-west-2b"]),
+            security_groups: names(&["sg-1"]),
+            internal: true,
+            ..Default::default()
+        };
+        assert_eq!(zoned.clone().validated().unwrap(), zoned);
+        assert_eq!(zoned.scheme(), "internal");
+        assert_eq!(Placement::default().scheme(), "internet-facing");
+        let refused = [
+            Placement {
+                zones: names(&["eu-west-2a"]),
+                subnets: names(&["subnet-1"]),
+                ..Default::default()
+            },
+            Placement {
+                zones: names(&["eu-west-2a", "eu-west-2a"]),
+                ..Default::default()
+            },
+            Placement {
+                subnets: names(&[""]),
+                ..Default::default()
+            },
+            Placement {
+                security_groups: names(&["sg 1"]),
+                ..Default::default()
+            },
+            Placement {
+                security_groups: (0..=MAX_PLACEMENT_NAMES).map(|i| format!("sg-{i}")).collect(),
+                ..Default::default()
+            },
+        ];
+        for placement in refused {
+            assert!(placement.clone().validated().is_err(), "{placement:?} was accepted");
+        }
+        assert!(Placement::parse_scheme("Scheme", "internal").unwrap());
+        assert!(!Placement::parse_scheme("Scheme", "internet-facing").unwrap());
+        assert!(Placement::parse_scheme("Scheme", "public").is_err());
+    }
+
+    #[test]
+    fn a_load_balancer_stored_before_placements_existed_reads_back_undeclared() {
+        let stored = r#"{"name":"web","created_at":0,"listeners":{},"policies":{},"instances":[],
+            "health_check":{"target":"HTTP:80/","interval":30,"timeout":5,"unhealthy_threshold":2,"healthy_threshold":10}}"#;
+        let lb: LoadBalancer = serde_json::from_str(stored).unwrap();
+        assert!(lb.placement.is_undeclared());
+        let written = serde_json::to_string(&lb).unwrap();
+        assert!(!written.contains("placement"), "{written}");
+    }
 
     #[test]
     fn each_load_balancer_gets_the_lowest_free_address_of_the_pool() {

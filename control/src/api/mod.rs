@@ -214,6 +214,17 @@ fn create_load_balancer(service: &Service, params: &Params) -> Result<String, Ap
         .filter(|l| !l.is_empty())
         .ok_or_else(|| ApiError::validation("Listeners must hold at least one listener"))?;
     let listeners = parse_listeners(&members)?;
+    let placement = model::Placement {
+        zones: params.list("AvailabilityZones")?.unwrap_or_default(),
+        subnets: params.list("Subnets")?.unwrap_or_default(),
+        security_groups: params.list("SecurityGroups")?.unwrap_or_default(),
+        internal: params
+            .get("Scheme")
+            .map(|scheme| model::Placement::parse_scheme("Scheme", scheme))
+            .transpose()?
+            .unwrap_or(false),
+    }
+    .validated()?;
     let first_instance_port = members
         .first()
         .and_then(|m| m.get("InstancePort"))
@@ -247,6 +258,7 @@ fn create_load_balancer(service: &Service, params: &Params) -> Result<String, Ap
             attributes: Default::default(),
             tags: BTreeMap::new(),
             draining: BTreeMap::new(),
+            placement: Box::new(placement),
         };
         Ok((vec![Write::PutLoadBalancer(lb)], ()))
     })?;
@@ -344,16 +356,22 @@ fn describe_one(x: &mut Xml, inner: &Inner, lb: &LoadBalancer) {
     x.members("OtherPolicies", std::iter::empty::<&str>(), |_, _| {});
     x.close("Policies");
     x.members("BackendServerDescriptions", std::iter::empty::<&str>(), |_, _| {});
-    x.members("AvailabilityZones", std::iter::empty::<&str>(), |_, _| {});
-    x.members("Subnets", std::iter::empty::<&str>(), |_, _| {});
+    x.members("AvailabilityZones", &lb.placement.zones, |x, zone| {
+        x.leaf_text(zone);
+    });
+    x.members("Subnets", &lb.placement.subnets, |x, subnet| {
+        x.leaf_text(subnet);
+    });
     x.members("Instances", &lb.instances, |x, id| {
         x.leaf("InstanceId", id);
     });
     write_health_check(x, &lb.health_check);
-    x.members("SecurityGroups", std::iter::empty::<&str>(), |_, _| {});
+    x.members("SecurityGroups", &lb.placement.security_groups, |x, group| {
+        x.leaf_text(group);
+    });
     let created = OffsetDateTime::from_unix_timestamp(lb.created_at).unwrap_or(OffsetDateTime::UNIX_EPOCH);
     x.leaf("CreatedTime", created.format(&Rfc3339).unwrap_or_default());
-    x.leaf("Scheme", "internet-facing");
+    x.leaf("Scheme", lb.placement.scheme());
     let _ = inner;
 }
 

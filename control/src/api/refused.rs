@@ -14,23 +14,23 @@ use super::load_balancer;
 pub const REFUSED: [(&str, &str); 6] = [
     (
         "ApplySecurityGroupsToLoadBalancer",
-        "there are no VPC security groups: filter traffic with the bouncer host's firewall",
+        "there are no VPC security groups: filter traffic with the bouncer host's firewall (groups given to CreateLoadBalancer are kept as declared, never applied)",
     ),
     (
         "AttachLoadBalancerToSubnets",
-        "there are no subnets: a load balancer binds an address of the bouncer's pool (--lb-address-pool)",
+        "there are no subnets: a load balancer binds an address of the bouncer's pool (--lb-address-pool); subnets given to CreateLoadBalancer are kept as declared",
     ),
     (
         "DetachLoadBalancerFromSubnets",
-        "there are no subnets: a load balancer binds an address of the bouncer's pool (--lb-address-pool)",
+        "there are no subnets: a load balancer binds an address of the bouncer's pool (--lb-address-pool); subnets given to CreateLoadBalancer are kept as declared",
     ),
     (
         "EnableAvailabilityZonesForLoadBalancer",
-        "there are no availability zones: every instance is reached from the one bouncer",
+        "there are no availability zones: every instance is reached from the one bouncer; zones given to CreateLoadBalancer are kept as declared",
     ),
     (
         "DisableAvailabilityZonesForLoadBalancer",
-        "there are no availability zones: every instance is reached from the one bouncer",
+        "there are no availability zones: every instance is reached from the one bouncer; zones given to CreateLoadBalancer are kept as declared",
     ),
     (
         "SetLoadBalancerListenerSSLCertificate",

@@ -194,7 +194,7 @@ struct CreateLoadBalancer {
     listeners: Vec<ListenerForCreation>,
     #[serde(default)]
     tags: Vec<ResourceTag>,
-    /// Accepted, not kept: the bouncer has no zones, subnets or security groups.
+    /// Kept as declared and given back, not acted on (see [`crate::model::Placement`]).
     #[serde(default)]
     subregion_names: Vec<String>,
     #[serde(default)]
@@ -208,7 +208,16 @@ struct CreateLoadBalancer {
 
 fn create_load_balancer(service: &Service, request: CreateLoadBalancer) -> Result<Value, OapiError> {
     refuse_dry_run(request.dry_run)?;
-    let _ = (&request.subregion_names, &request.subnets, &request.security_groups);
+    for (field, names) in [
+        ("SubregionNames", &request.subregion_names),
+        ("Subnets", &request.subnets),
+        ("SecurityGroups", &request.security_groups),
+    ] {
+        crate::model::validate_placement_names(field, names)?;
+    }
+    if !request.subregion_names.is_empty() && !request.subnets.is_empty() {
+        return Err(OapiError::invalid("Give either SubregionNames or Subnets, not both"));
+    }
     if let Some(kind) = request.load_balancer_type.as_deref()
         && !matches!(kind, "internet-facing" | "internal")
     {
@@ -224,6 +233,21 @@ fn create_load_balancer(service: &Service, request: CreateLoadBalancer) -> Resul
     let name = &request.load_balancer_name;
     let mut pairs = vec![pair("LoadBalancerName", name)];
     pairs.extend(listener_pairs(&request.listeners)?);
+    for (prefix, names) in [
+        ("AvailabilityZones", &request.subregion_names),
+        ("Subnets", &request.subnets),
+        ("SecurityGroups", &request.security_groups),
+    ] {
+        pairs.extend(
+            names
+                .iter()
+                .enumerate()
+                .map(|(i, name)| pair(format!("{prefix}.member.{}", i + 1), name)),
+        );
+    }
+    if let Some(kind) = &request.load_balancer_type {
+        pairs.push(pair("Scheme", kind));
+    }
     let tags: Vec<(String, String)> = request.tags.iter().map(|t| (t.key.clone(), t.value.clone())).collect();
     if !tags.is_empty() {
         check_tags(&tags, true, &BTreeMap::new())?;

@@ -78,13 +78,13 @@ pub fn load_balancer(service: &Service, lb: &LoadBalancer) -> Value {
         "Listeners": listeners,
         "LoadBalancerName": lb.name,
         "LoadBalancerStickyCookiePolicies": lb_policies,
-        "LoadBalancerType": "internet-facing",
+        "LoadBalancerType": lb.placement.scheme(),
         "PublicIp": lb.address.map(|a| a.to_string()),
         "SecuredCookies": secured,
-        "SecurityGroups": [],
+        "SecurityGroups": lb.placement.security_groups,
         "State": "active",
-        "Subnets": [],
-        "SubregionNames": [],
+        "Subnets": lb.placement.subnets,
+        "SubregionNames": lb.placement.zones,
         "Tags": tags,
     })
 }

@@ -37,6 +37,18 @@ grep -q '"AppCookieStickinessPolicyType"' <<<"$out" || { echo "policy types: $ou
   --load-balancer-attributes '{"ConnectionDraining":{"Enabled":true,"Timeout":60},"AdditionalAttributes":[{"Key":"sticky.session_draining.enabled","Value":"true"},{"Key":"sticky.cookie.partitioned","Value":"true"},{"Key":"sticky.cookie.secure","Value":"true"}]}' >/dev/null
 out="$("$aws" elb describe-load-balancer-attributes "${e[@]}" --load-balancer-name "$lb" --output json)"
 python3 -c 'import json,sys; a=json.load(sys.stdin)["LoadBalancerAttributes"]; d={x["Key"]: x["Value"] for x in a["AdditionalAttributes"]}; sys.exit(0 if a["ConnectionDraining"]=={"Enabled":True,"Timeout":60} and d["sticky.cookie.partitioned"]=="true" else "attributes: %s" % a)' <<<"$out"
+# Zones and scheme, as Terraform's aws_elb declares them, read back as declared.
+"$aws" elb create-load-balancer "${e[@]}" --load-balancer-name zoned --scheme internal \
+  --listeners Protocol=HTTP,LoadBalancerPort=8090,InstanceProtocol=HTTP,InstancePort=80 \
+  --availability-zones eu-west-2a eu-west-2b >/dev/null
+out="$("$aws" elb describe-load-balancers "${e[@]}" --load-balancer-names zoned --output json)"
+python3 -c 'import json,sys; d=json.load(sys.stdin)["LoadBalancerDescriptions"][0]; sys.exit(0 if (d["AvailabilityZones"], d["Scheme"]) == (["eu-west-2a","eu-west-2b"], "internal") else "placement: %s" % d)' <<<"$out"
+if err="$("$aws" elb create-load-balancer "${e[@]}" --load-balancer-name unzoned --scheme public \
+  --listeners Protocol=HTTP,LoadBalancerPort=8091,InstanceProtocol=HTTP,InstancePort=80 2>&1)"; then
+  echo "a scheme other than internet-facing or internal was accepted" >&2; exit 1
+fi
+grep -q ValidationError <<<"$err" || { echo "unexpected error: $err" >&2; exit 1; }
+"$aws" elb delete-load-balancer "${e[@]}" --load-balancer-name zoned
 "$aws" elb add-tags "${e[@]}" --load-balancer-names "$lb" --tags Key=env,Value=prod
 out="$("$aws" elb describe-tags "${e[@]}" --load-balancer-names "$lb" --output json)"
 grep -q '"prod"' <<<"$out" || { echo "tags: $out" >&2; exit 1; }

@@ -95,6 +95,29 @@ assert created["LoadBalancerName"] == LB, created
 assert created["Listeners"][0]["LoadBalancerPort"] == 80, created
 assert created["Tags"] == [{"Key": "env", "Value": "test"}], created
 assert created["DnsName"] == f"{LB}.lbu.sticky.internal", created
+# What Terraform declared reads back as declared (its provider replaces a load balancer whose
+# subregion_names, subnets or load_balancer_type read back different), in LBU's view too.
+assert created["SubregionNames"] == ["eu-west-2a"], created
+assert created["LoadBalancerType"] == "internet-facing", created
+lbu_description = elb.describe_load_balancers(LoadBalancerNames=[LB])["LoadBalancerDescriptions"][0]
+assert lbu_description["AvailabilityZones"] == ["eu-west-2a"], lbu_description
+assert lbu_description["Scheme"] == "internet-facing", lbu_description
+internal = answer(
+    "CreateLoadBalancer",
+    LoadBalancerName="internal-lb",
+    Listeners=[{"BackendPort": 80, "BackendProtocol": "HTTP", "LoadBalancerPort": 80, "LoadBalancerProtocol": "HTTP"}],
+    LoadBalancerType="internal",
+    Subnets=["subnet-1a2b3c4d"],
+    SecurityGroups=["sg-1", "sg-2"],
+)["LoadBalancer"]
+assert (internal["LoadBalancerType"], internal["Subnets"], internal["SecurityGroups"], internal["SubregionNames"]) == (
+    "internal", ["subnet-1a2b3c4d"], ["sg-1", "sg-2"], []
+), internal
+lbu_description = elb.describe_load_balancers(LoadBalancerNames=["internal-lb"])["LoadBalancerDescriptions"][0]
+assert (lbu_description["Scheme"], lbu_description["Subnets"], lbu_description["SecurityGroups"]) == (
+    "internal", ["subnet-1a2b3c4d"], ["sg-1", "sg-2"]
+), lbu_description
+answer("DeleteLoadBalancer", LoadBalancerName="internal-lb")
 
 # outscale_load_balancer_vms (provider 1.8: Link; 1.1: Register), data source outscale_load_balancer_vm_health.
 answer("LinkLoadBalancerBackendMachines", LoadBalancerName=LB, BackendVmIds=["i-1"])
@@ -166,6 +189,17 @@ assert error_of("ReadVmsHealth", LoadBalancerName="no-such-balancer") == ("Inval
 assert error_of("CreateLoadBalancer", LoadBalancerName=LB, Listeners=[{"BackendPort": 70000, "LoadBalancerPort": 80, "LoadBalancerProtocol": "HTTP"}]) == ("InvalidParameterValue", "4047", 400)
 assert error_of("CreateLoadBalancer", LoadBalancerName=LB, Listeners=[{"BackendPort": 81, "LoadBalancerPort": 80, "LoadBalancerProtocol": "HTTP"}]) == ("ResourceConflict", "9013", 409)
 assert error_of("NoSuchCall") == ("InvalidResource", "5011", 400)
+listeners = [{"BackendPort": 80, "LoadBalancerPort": 80, "LoadBalancerProtocol": "HTTP"}]
+for placement in (
+    {"SubregionNames": ["eu-west-2a"], "Subnets": ["subnet-1"]},
+    {"SubregionNames": ["eu-west-2a", "eu-west-2a"]},
+    {"SecurityGroups": [""]},
+    {"LoadBalancerType": "public"},
+):
+    assert error_of("CreateLoadBalancer", LoadBalancerName="refused-lb", Listeners=listeners, **placement) == (
+        "InvalidParameterValue", "4047", 400
+    ), placement
+assert answer("ReadLoadBalancers", Filters={"LoadBalancerNames": ["refused-lb"]})["LoadBalancers"] == []
 assert error_of("ReadLoadBalancers", gw=gateway("not-the-secret")) == ("AccessDenied", "1", 401)
 assert json.dumps(read(), sort_keys=True) == before, "a refused call changed nothing"
 
