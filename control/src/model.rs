@@ -60,6 +60,30 @@ pub struct Placement {
     pub internal: bool,
 }
 
+/// What a client's API calls the fields of a [`Placement`], for the errors it gets.
+pub struct PlacementFields {
+    pub zones: &'static str,
+    pub subnets: &'static str,
+    pub security_groups: &'static str,
+    pub scheme: &'static str,
+}
+
+/// ELB's (LBU's) names.
+pub const ELB_PLACEMENT_FIELDS: PlacementFields = PlacementFields {
+    zones: "AvailabilityZones",
+    subnets: "Subnets",
+    security_groups: "SecurityGroups",
+    scheme: "Scheme",
+};
+
+/// OAPI's names.
+pub const OAPI_PLACEMENT_FIELDS: PlacementFields = PlacementFields {
+    zones: "SubregionNames",
+    subnets: "Subnets",
+    security_groups: "SecurityGroups",
+    scheme: "LoadBalancerType",
+};
+
 /// Most zones, subnets or security groups one load balancer may declare (ELB allows five
 /// security groups; zones and subnets are one per zone of a region).
 pub const MAX_PLACEMENT_NAMES: usize = 16;
@@ -86,21 +110,22 @@ impl Placement {
     }
 
     /// Zones and subnets exclude each other (a subnet lies in one zone), as in ELB.
-    pub fn validated(self) -> Result<Self, ApiError> {
+    pub fn validated(self, fields: &PlacementFields) -> Result<Self, ApiError> {
         if !self.zones.is_empty() && !self.subnets.is_empty() {
-            return Err(ApiError::validation(
-                "Give either AvailabilityZones (SubregionNames) or Subnets, not both",
-            ));
+            return Err(ApiError::validation(format!(
+                "Give either {} or {}, not both",
+                fields.zones, fields.subnets
+            )));
         }
-        validate_placement_names("AvailabilityZones", &self.zones)?;
-        validate_placement_names("Subnets", &self.subnets)?;
-        validate_placement_names("SecurityGroups", &self.security_groups)?;
+        validate_placement_names(fields.zones, &self.zones)?;
+        validate_placement_names(fields.subnets, &self.subnets)?;
+        validate_placement_names(fields.security_groups, &self.security_groups)?;
         Ok(self)
     }
 }
 
 /// Zone, subnet and security group names: 1 to 255 visible ASCII characters, no duplicate.
-pub fn validate_placement_names(field: &str, names: &[String]) -> Result<(), ApiError> {
+fn validate_placement_names(field: &str, names: &[String]) -> Result<(), ApiError> {
     if names.len() > MAX_PLACEMENT_NAMES {
         return Err(ApiError::validation(format!(
             "{field} holds {} names; at most {MAX_PLACEMENT_NAMES}",
@@ -426,7 +451,7 @@ mod tests {
             internal: true,
             ..Default::default()
         };
-        assert_eq!(zoned.clone().validated().unwrap(), zoned);
+        assert_eq!(zoned.clone().validated(&ELB_PLACEMENT_FIELDS).unwrap(), zoned);
         assert_eq!(zoned.scheme(), "internal");
         assert_eq!(Placement::default().scheme(), "internet-facing");
         let refused = [
@@ -453,7 +478,10 @@ mod tests {
             },
         ];
         for placement in refused {
-            assert!(placement.clone().validated().is_err(), "{placement:?} was accepted");
+            assert!(
+                placement.clone().validated(&ELB_PLACEMENT_FIELDS).is_err(),
+                "{placement:?} was accepted"
+            );
         }
         assert!(Placement::parse_scheme("Scheme", "internal").unwrap());
         assert!(!Placement::parse_scheme("Scheme", "internet-facing").unwrap());

@@ -220,11 +220,11 @@ fn create_load_balancer(service: &Service, params: &Params) -> Result<String, Ap
         security_groups: params.list("SecurityGroups")?.unwrap_or_default(),
         internal: params
             .get("Scheme")
-            .map(|scheme| model::Placement::parse_scheme("Scheme", scheme))
+            .map(|scheme| model::Placement::parse_scheme(model::ELB_PLACEMENT_FIELDS.scheme, scheme))
             .transpose()?
             .unwrap_or(false),
     }
-    .validated()?;
+    .validated(&model::ELB_PLACEMENT_FIELDS)?;
     let first_instance_port = members
         .first()
         .and_then(|m| m.get("InstancePort"))

@@ -208,23 +208,20 @@ struct CreateLoadBalancer {
 
 fn create_load_balancer(service: &Service, request: CreateLoadBalancer) -> Result<Value, OapiError> {
     refuse_dry_run(request.dry_run)?;
-    for (field, names) in [
-        ("SubregionNames", &request.subregion_names),
-        ("Subnets", &request.subnets),
-        ("SecurityGroups", &request.security_groups),
-    ] {
-        crate::model::validate_placement_names(field, names)?;
+    // Checked here to name OAPI's fields in the error; the Query API's action checks again.
+    let fields = &crate::model::OAPI_PLACEMENT_FIELDS;
+    let placement = crate::model::Placement {
+        zones: request.subregion_names,
+        subnets: request.subnets,
+        security_groups: request.security_groups,
+        internal: request
+            .load_balancer_type
+            .as_deref()
+            .map(|kind| crate::model::Placement::parse_scheme(fields.scheme, kind))
+            .transpose()?
+            .unwrap_or(false),
     }
-    if !request.subregion_names.is_empty() && !request.subnets.is_empty() {
-        return Err(OapiError::invalid("Give either SubregionNames or Subnets, not both"));
-    }
-    if let Some(kind) = request.load_balancer_type.as_deref()
-        && !matches!(kind, "internet-facing" | "internal")
-    {
-        return Err(OapiError::invalid(format!(
-            "LoadBalancerType must be internet-facing or internal, got {kind:?}"
-        )));
-    }
+    .validated(fields)?;
     if request.public_ip.is_some() {
         return Err(OapiError::unsupported(
             "PublicIp: a load balancer takes the next address of the bouncer's pool",
@@ -233,10 +230,11 @@ fn create_load_balancer(service: &Service, request: CreateLoadBalancer) -> Resul
     let name = &request.load_balancer_name;
     let mut pairs = vec![pair("LoadBalancerName", name)];
     pairs.extend(listener_pairs(&request.listeners)?);
+    let query_fields = &crate::model::ELB_PLACEMENT_FIELDS;
     for (prefix, names) in [
-        ("AvailabilityZones", &request.subregion_names),
-        ("Subnets", &request.subnets),
-        ("SecurityGroups", &request.security_groups),
+        (query_fields.zones, &placement.zones),
+        (query_fields.subnets, &placement.subnets),
+        (query_fields.security_groups, &placement.security_groups),
     ] {
         pairs.extend(
             names
@@ -245,9 +243,7 @@ fn create_load_balancer(service: &Service, request: CreateLoadBalancer) -> Resul
                 .map(|(i, name)| pair(format!("{prefix}.member.{}", i + 1), name)),
         );
     }
-    if let Some(kind) = &request.load_balancer_type {
-        pairs.push(pair("Scheme", kind));
-    }
+    pairs.push(pair(query_fields.scheme, placement.scheme()));
     let tags: Vec<(String, String)> = request.tags.iter().map(|t| (t.key.clone(), t.value.clone())).collect();
     if !tags.is_empty() {
         check_tags(&tags, true, &BTreeMap::new())?;
