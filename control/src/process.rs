@@ -1,7 +1,6 @@
 //! The service as a child process, for tests and tools: start it on a free loopback port with
 //! a fresh database, kill it with SIGKILL, start it again on the same port and database.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -28,7 +27,7 @@ pub struct ControlProcess {
 }
 
 impl ControlProcess {
-    /// Starts `binary` on 127.0.0.1:`port` (0: a free port) in `dir` (database `control.db`
+    /// Starts `binary` on 127.0.0.1:`port` (tests take one from `sticky_testing::free_port`) in `dir` (database `control.db`
     /// unless `extra` has `--store`, log `control.log`) with `bootstrap` and one access key,
     /// plus `extra` arguments.
     pub fn start(
@@ -41,11 +40,6 @@ impl ControlProcess {
     ) -> Result<Self, ProcessError> {
         std::fs::create_dir_all(dir)?;
         std::fs::write(dir.join("bootstrap.json"), bootstrap.to_json())?;
-        let port = if port == 0 {
-            TcpListener::bind("127.0.0.1:0")?.local_addr()?.port()
-        } else {
-            port
-        };
         let mut args: Vec<String> = vec!["--listen".into(), format!("127.0.0.1:{port}")];
         // A store of its own unless `extra` names one (replicas sharing PostgreSQL).
         if !extra.contains(&"--store") {

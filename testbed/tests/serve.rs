@@ -3,7 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::HashSet;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -22,7 +22,7 @@ impl Drop for Served {
 }
 
 fn serve(args: &[String]) -> Served {
-    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = sticky_testing::free_port().unwrap();
     let wasm = sticky_testing::artifacts::build_filter().unwrap_or_else(|e| panic!("{e}"));
     let child = Command::new(env!("CARGO_BIN_EXE_testbed"))
         .args([
@@ -93,7 +93,15 @@ fn serve_follows_the_control_service() {
     let dir = std::env::temp_dir().join(format!("testbed-control-{}", std::process::id()));
     let binary = sticky_testing::artifacts::build_control().unwrap_or_else(|e| panic!("{e}"));
     let key = ("AKIDTESTBED", "testbed-secret");
-    let control = ControlProcess::start(&binary, &dir, 0, &bootstrap, key, &[]).unwrap();
+    let control = ControlProcess::start(
+        &binary,
+        &dir,
+        sticky_testing::free_port().unwrap(),
+        &bootstrap,
+        key,
+        &[],
+    )
+    .unwrap();
     let served = serve(&[
         "--control".into(),
         control.address().to_string(),

@@ -112,7 +112,7 @@ impl<T: Targets> Live<T> {
                 ControlProcess::start(
                     &binary,
                     &dir.path().join(format!("control-{n}")),
-                    0,
+                    sticky_testing::free_port().expect("a free port"),
                     &bootstrap,
                     ACCESS_KEY,
                     &args,

@@ -178,7 +178,7 @@ impl XdsBouncer {
         let control = ControlProcess::start(
             &binary,
             &dir.path().join("control"),
-            0,
+            sticky_testing::free_port().expect("a free port"),
             &bootstrap,
             ACCESS_KEY,
             &args.iter().map(String::as_str).collect::<Vec<_>>(),

@@ -29,8 +29,15 @@ impl Control {
         }
         let extra = &extra[..];
         let binary = Path::new(env!("CARGO_BIN_EXE_sticky-control"));
-        let process = ControlProcess::start(binary, &dir, 0, bootstrap, (ACCESS_KEY, SECRET_KEY), extra)
-            .unwrap_or_else(|e| panic!("{e}"));
+        let process = ControlProcess::start(
+            binary,
+            &dir,
+            sticky_testing::free_port().expect("a free port"),
+            bootstrap,
+            (ACCESS_KEY, SECRET_KEY),
+            extra,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
         Self {
             port: process.port,
             dir,

@@ -159,7 +159,7 @@ fn start_replicas(
             ControlProcess::start(
                 &binary,
                 &dir.join(format!("replica-{n}")),
-                0,
+                sticky_testing::free_port()?,
                 &bootstrap,
                 ACCESS_KEY,
                 &args,
