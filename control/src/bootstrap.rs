@@ -7,8 +7,12 @@ use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{self, HealthCheck, InstanceAddress, Listener, LoadBalancer, Registry};
-use crate::service::{Inner, Write, unix_now};
+use sticky_core::CookieSettings;
+
+use crate::commands::{Command, CreateLoadBalancer};
+use crate::domain::{Domain, Write};
+use crate::error::ApiError;
+use crate::model::{self, HealthCheck, InstanceAddress, Listener, Registry};
 
 /// The declarative bootstrap file: the instance registry, and load balancers created when
 /// missing (what terraform creates in the original deployment).
@@ -85,25 +89,29 @@ impl BootstrapFile {
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).unwrap_or_default()
     }
+}
 
-    /// The writes that apply the file to the service's `existing` state: the registry as
-    /// declared, and the load balancers that do not exist yet.
-    pub fn writes(self, existing: &Inner) -> anyhow::Result<Vec<Write>> {
-        let bootstrap = self;
-        let mut writes = Vec::new();
+/// Applying the file: the registry as declared, and the load balancers that do not exist yet
+/// (created as `CreateLoadBalancer` creates them, with the declared instances registered).
+impl Command for BootstrapFile {
+    type Output = ();
+
+    fn plan(self, domain: &Domain, cookie: &CookieSettings) -> Result<(Vec<Write>, ()), ApiError> {
         let registry = Registry {
-            instances: bootstrap.instances,
+            instances: self.instances,
         };
-        for lb in bootstrap.load_balancers {
+        let mut writes = Vec::new();
+        for lb in self.load_balancers {
+            let refused = |message: String| ApiError::validation(format!("load balancer {}: {message}", lb.name));
             model::validate_name("load balancer name", &lb.name)?;
-            if existing.load_balancer(&lb.name).is_some() {
+            if domain.load_balancer(&lb.name).is_some() {
                 continue;
             }
             let mut listeners = BTreeMap::new();
             for l in &lb.listeners {
                 let protocol = model::validate_protocol("protocol", &l.protocol)?;
                 if l.load_balancer_port == 0 || l.instance_port == 0 {
-                    anyhow::bail!("load balancer {}: ports must be 1 to 65535", lb.name);
+                    return Err(refused("ports must be 1 to 65535".to_owned()));
                 }
                 let listener = Listener {
                     protocol: protocol.clone(),
@@ -113,42 +121,36 @@ impl BootstrapFile {
                     policy_names: Vec::new(),
                 };
                 if listeners.insert(l.load_balancer_port, listener).is_some() {
-                    anyhow::bail!(
-                        "load balancer {}: port {} is declared twice",
-                        lb.name,
-                        l.load_balancer_port
-                    );
+                    return Err(refused(format!("port {} is declared twice", l.load_balancer_port)));
                 }
             }
             let first_port = lb
                 .listeners
                 .first()
                 .map(|l| l.instance_port)
-                .ok_or_else(|| anyhow::anyhow!("load balancer {} has no listener", lb.name))?;
-            let health_check = lb.health_check.unwrap_or_else(|| HealthCheck::default_for(first_port));
-            health_check.validate()?;
-            for id in &lb.instances {
-                if !registry.knows(id) {
-                    anyhow::bail!("load balancer {}: instance {id} is not in the registry", lb.name);
+                .ok_or_else(|| refused("no listener".to_owned()))?;
+            // Registered against the registry this file declares (written with it).
+            if let Some(id) = lb.instances.iter().find(|id| !registry.knows(id)) {
+                return Err(refused(format!("instance {id} is not in the registry")));
+            }
+            let create = CreateLoadBalancer {
+                name: lb.name,
+                listeners,
+                health_check: lb.health_check.unwrap_or_else(|| HealthCheck::default_for(first_port)),
+                placement: Default::default(),
+                tags: Vec::new(),
+            };
+            let (mut created, ()) = create.plan(domain, cookie)?;
+            for write in &mut created {
+                if let Write::PutLoadBalancer(new) = write {
+                    new.instances.extend(lb.instances.iter().cloned());
                 }
             }
-            writes.push(Write::PutLoadBalancer(LoadBalancer {
-                name: lb.name,
-                created_at: unix_now(),
-                listeners,
-                policies: BTreeMap::new(),
-                instances: lb.instances.into_iter().collect(),
-                health_check,
-                address: None,
-                attributes: Default::default(),
-                tags: BTreeMap::new(),
-                draining: BTreeMap::new(),
-                placement: Default::default(),
-            }));
+            writes.extend(created);
         }
-        if registry != *existing.registry() {
+        if registry != *domain.registry() {
             writes.push(Write::ReplaceRegistry(registry));
         }
-        Ok(writes)
+        Ok((writes, ()))
     }
 }

@@ -6,14 +6,14 @@
 use serde::{Deserialize, Serialize};
 use sticky_core::{CookieSettings, FilterState, PolicyState, TargetState};
 
+use crate::domain::{Domain, ServedTarget};
 use crate::health::HealthStatus;
 use crate::model::{LoadBalancer, Policy};
-use crate::service::{Inner, ServedTarget};
 
 pub const EDS_TYPE_URL: &str = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
 
 /// The filter state of listener `port` of load balancer `name`, if it exists.
-pub fn filter_state(inner: &Inner, cookie: &CookieSettings, name: &str, port: u16) -> Option<FilterState> {
+pub fn filter_state(inner: &Domain, cookie: &CookieSettings, name: &str, port: u16) -> Option<FilterState> {
     let lb = inner.load_balancer(name)?;
     let listener = lb.listeners.get(&port)?;
     let policy = lb.listener_policy(port).map(|p| match p {
@@ -152,7 +152,7 @@ pub fn endpoint_health(lb: &LoadBalancer, target: &ServedTarget) -> EndpointHeal
 /// The answer to `request`: the assignment of every requested listener that exists, at the
 /// version of the endpoints (not of the whole state: Envoy reports it back on its next fetch,
 /// and a change that leaves the endpoints alone need not wait for that fetch).
-pub fn discovery_response(inner: &Inner, request: &DiscoveryRequest) -> DiscoveryResponse {
+pub fn discovery_response(inner: &Domain, request: &DiscoveryRequest) -> DiscoveryResponse {
     DiscoveryResponse {
         version_info: inner.endpoints_version().to_string(),
         resources: request
@@ -165,7 +165,7 @@ pub fn discovery_response(inner: &Inner, request: &DiscoveryRequest) -> Discover
 }
 
 /// The assignment of EDS cluster `cluster` (`<load balancer>_<port>`), if it exists.
-fn cluster_load_assignment(inner: &Inner, cluster: &str) -> Option<ClusterLoadAssignment> {
+fn cluster_load_assignment(inner: &Domain, cluster: &str) -> Option<ClusterLoadAssignment> {
     let (lb_name, port) = cluster.rsplit_once('_')?;
     let port: u16 = port.parse().ok()?;
     let lb = inner.load_balancer(lb_name)?;

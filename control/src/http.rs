@@ -23,7 +23,7 @@ use crate::error::ApiError;
 use crate::feed::{self, DiscoveryRequest};
 use crate::followers::is_poller_id;
 use crate::query::Params;
-use crate::service::Service;
+use crate::service::{Committed, Done, Service};
 use crate::sigv4::{self, RequestToVerify};
 use crate::tallies::ListenerTallies;
 use crate::xds::{AdsServer, ServeOptions};
@@ -141,7 +141,7 @@ pub fn app(service: Arc<Service>, options: HttpOptions) -> Router {
         .merge(xds)
 }
 
-fn request_id() -> String {
+pub(crate) fn request_id() -> String {
     let mut bytes = [0u8; 16];
     let _ = getrandom::fill(&mut bytes);
     let hex = hex::encode(bytes);
@@ -181,47 +181,97 @@ async fn hosts(State(app): State<AppState>) -> String {
     })
 }
 
-/// One Query API call, verified and applied on a blocking thread (the store commits to disk).
+/// One Query API call.
 async fn query_api(State(app): State<AppState>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
     let request_id = request_id();
-    let service = Arc::clone(&app.service);
-    let call = {
-        let (service, request_id) = (Arc::clone(&service), request_id.clone());
-        tokio::task::spawn_blocking(move || {
-            Service::take_committed();
-            let answer = verify_and_dispatch(&service, &method, &uri, &headers, &body, &request_id);
-            (answer, Service::take_committed())
-        })
-    };
-    let ((action_name, result), committed) = match call.await {
-        Ok(answer) => answer,
-        Err(e) => (("unknown".to_owned(), Err(ApiError::internal(e))), None),
-    };
-    let not_in_force = match committed.filter(|_| result.is_ok()) {
-        Some(committed) => await_in_force(&app, committed, &request_id).await,
-        None => None,
-    };
-    count_api_call(&service, &action_name, &result);
+    let id = request_id.clone();
+    let (result, not_in_force) = run_call(&app, "Query API", &request_id, move |service| {
+        verify_and_dispatch(service, &method, &uri, &headers, &body, &id)
+    })
+    .await;
     match result {
-        Ok(body) => {
-            tracing::info!(%request_id, action = %action_name, "ok");
-            let mut response = (StatusCode::OK, [(header::CONTENT_TYPE, "text/xml")], body).into_response();
-            // Committed, but not (yet) in force everywhere: say where, beside the answer.
-            if let Some(value) = not_in_force.and_then(|text| header_text(&text)) {
-                response.headers_mut().insert(NOT_IN_FORCE_HEADER, value);
-            }
-            response
+        Ok(body) => with_not_in_force(
+            (StatusCode::OK, [(header::CONTENT_TYPE, "text/xml")], body).into_response(),
+            not_in_force,
+        ),
+        Err(error) => error.into_response_with(&request_id),
+    }
+}
+
+/// A refusal as the runner counts and logs it, in whichever surface's words.
+pub(crate) trait Refusal: From<ApiError> + Send + 'static {
+    /// The code counted in `sticky_control_api_requests_total`.
+    fn counted_as(&self) -> &str;
+    fn details(&self) -> &str;
+}
+
+impl Refusal for ApiError {
+    fn counted_as(&self) -> &str {
+        self.code.as_str()
+    }
+
+    fn details(&self) -> &str {
+        &self.message
+    }
+}
+
+/// Every surface's calls go through here: run on a blocking thread (a command commits to the
+/// store), counted, logged, and answered once a change is in force on every follower. `call`
+/// gives the call's name (for the metrics and the log) and its result; the answer holds its
+/// value and, for a change not in force everywhere in time, where it is not.
+pub(crate) async fn run_call<T, E>(
+    app: &AppState,
+    surface: &'static str,
+    request_id: &str,
+    call: impl FnOnce(&Service) -> (String, Result<Done<T>, E>) + Send + 'static,
+) -> (Result<T, E>, Option<String>)
+where
+    T: Send + 'static,
+    E: Refusal,
+{
+    let service = Arc::clone(&app.service);
+    let (name, result) = match tokio::task::spawn_blocking(move || call(&service)).await {
+        Ok(answer) => answer,
+        Err(e) => ("unknown".to_owned(), Err(E::from(ApiError::internal(e)))),
+    };
+    let code = result
+        .as_ref()
+        .map_or_else(|e| e.counted_as().to_owned(), |_| "OK".to_owned());
+    app.service.metrics.count(
+        "sticky_control_api_requests_total",
+        &[("action", &name), ("code", &code)],
+    );
+    match result {
+        Ok(done) => {
+            tracing::info!(%request_id, call = %name, surface, "ok");
+            let not_in_force = match done.committed {
+                Some(committed) => await_in_force(app, committed, request_id).await,
+                None => None,
+            };
+            (Ok(done.value), not_in_force)
         }
         Err(error) => {
-            tracing::info!(%request_id, action = %action_name, code = error.code.as_str(), message = %error.message, "refused");
-            error.into_response_with(&request_id)
+            tracing::info!(%request_id, call = %name, surface, %code, details = error.details(), "refused");
+            (Err(error), None)
         }
     }
 }
 
+/// Committed, but not (yet) in force everywhere: said beside the answer.
+fn with_not_in_force(mut response: Response, not_in_force: Option<String>) -> Response {
+    if let Some(value) = not_in_force.and_then(|text| header_text(&text)) {
+        response.headers_mut().insert(NOT_IN_FORCE_HEADER, value);
+    }
+    response
+}
+
 /// A change is answered once every live filter and Envoy, of every replica, holds it
 /// (bounded by the sync time-out); otherwise, which ones do not yet.
-async fn await_in_force(app: &AppState, (version, endpoints_version): (u64, u64), request_id: &str) -> Option<String> {
+async fn await_in_force(app: &AppState, committed: Committed, request_id: &str) -> Option<String> {
+    let Committed {
+        version,
+        endpoints_version,
+    } = committed;
     let service = &app.service;
     if service.config.sync_timeout.is_zero() {
         return None;
@@ -249,85 +299,19 @@ async fn await_in_force(app: &AppState, (version, endpoints_version): (u64, u64)
     }
 }
 
-fn count_api_call<T>(service: &Service, action: &str, result: &Result<T, ApiError>) {
-    let code = result.as_ref().map_or_else(|e| e.code.as_str(), |_| "OK");
-    service.metrics.count(
-        "sticky_control_api_requests_total",
-        &[("action", action), ("code", code)],
-    );
-}
-
-/// One API action for the operator page (already signed in): applied on a blocking thread and
-/// answered once in force, as a Query API call. `Ok` holds where it is not in force yet.
-pub(crate) async fn apply_action(
-    app: &AppState,
-    action: &'static str,
-    params: Params,
-) -> Result<Option<String>, ApiError> {
-    let request_id = request_id();
-    let service = Arc::clone(&app.service);
-    let call = tokio::task::spawn_blocking(move || {
-        Service::take_committed();
-        let result = api::dispatch(&service, action, &params);
-        (result, Service::take_committed())
-    });
-    let (result, committed) = match call.await {
-        Ok(answer) => answer,
-        Err(e) => (Err(ApiError::internal(e)), None),
-    };
-    count_api_call(&app.service, action, &result);
-    match result {
-        Ok(_) => {
-            tracing::info!(%request_id, action, "ok (operator page)");
-            Ok(match committed {
-                Some(committed) => await_in_force(app, committed, &request_id).await,
-                None => None,
-            })
-        }
-        Err(error) => {
-            tracing::info!(%request_id, action, code = error.code.as_str(), message = %error.message, "refused (operator page)");
-            Err(error)
-        }
-    }
-}
-
-/// One OAPI call (`/api/v1/<Call>`), verified and run on a blocking thread, answered once in
-/// force as a Query API call is.
+/// One OAPI call (`/api/v1/<Call>`).
 async fn oapi_call(State(app): State<AppState>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
     let Some(uri) = crate::oapi::normalized(&uri) else {
         return (StatusCode::NOT_FOUND, "not found\n").into_response();
     };
     let request_id = request_id();
-    let call = {
-        let service = Arc::clone(&app.service);
-        tokio::task::spawn_blocking(move || crate::oapi::verify_and_run(&service, &method, &uri, &headers, &body))
-    };
-    let (call_name, result) = match call.await {
-        Ok(answer) => answer,
-        Err(e) => ("unknown".to_owned(), Err(ApiError::internal(e).into())),
-    };
-    let code = result.as_ref().map_or_else(|e| e.kind, |_| "OK");
-    app.service.metrics.count(
-        "sticky_control_api_requests_total",
-        &[("action", &call_name), ("code", code)],
-    );
+    let (result, not_in_force) = run_call(&app, "OAPI", &request_id, move |service| {
+        crate::oapi::verify_and_run(service, &method, &uri, &headers, &body)
+    })
+    .await;
     match result {
-        Ok(answer) => {
-            tracing::info!(%request_id, call = %call_name, "ok (OAPI)");
-            let not_in_force = match answer.committed {
-                Some(committed) => await_in_force(&app, committed, &request_id).await,
-                None => None,
-            };
-            let mut response = crate::oapi::answer_response(answer.body, &request_id);
-            if let Some(value) = not_in_force.and_then(|text| header_text(&text)) {
-                response.headers_mut().insert(NOT_IN_FORCE_HEADER, value);
-            }
-            response
-        }
-        Err(error) => {
-            tracing::info!(%request_id, call = %call_name, kind = error.kind, details = %error.details, "refused (OAPI)");
-            error.into_response_with(&request_id)
-        }
+        Ok(answer) => with_not_in_force(crate::oapi::answer_response(answer, &request_id), not_in_force),
+        Err(error) => error.into_response_with(&request_id),
     }
 }
 
@@ -339,7 +323,7 @@ fn verify_and_dispatch(
     headers: &HeaderMap,
     body: &[u8],
     request_id: &str,
-) -> (String, Result<String, ApiError>) {
+) -> (String, Result<Done<String>, ApiError>) {
     let mut action_name = String::from("unknown");
     let result = (|| {
         let path_and_query = uri.path_and_query().map_or("/", |p| p.as_str());
@@ -360,8 +344,8 @@ fn verify_and_dispatch(
             action.clone_into(&mut action_name);
         }
         tracing::debug!(%request_id, action, %access_key, "api call");
-        let result = api::dispatch(service, action, &params)?;
-        Ok(xml::response(action, &result, request_id))
+        let done = api::dispatch(service, action, &params)?;
+        Ok(done.map(|result| xml::response(action, &result, request_id)))
     })();
     (action_name, result)
 }
@@ -941,7 +925,7 @@ mod tests {
         // A cookie as the filter issues it, sealed with the listener's current state.
         let state = service.filter_state("terraform-balancer", 80).unwrap();
         let listener = sticky_core::CompiledListener::compile(&state).unwrap();
-        let now = u64::try_from(crate::service::unix_now()).unwrap();
+        let now = u64::try_from(crate::domain::unix_now()).unwrap();
         let request = listener.on_request(None, now);
         let response = listener.on_response(
             &request,

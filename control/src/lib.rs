@@ -5,6 +5,8 @@ pub mod api;
 pub mod attributes;
 pub mod bootstrap;
 pub mod client;
+pub mod commands;
+pub mod domain;
 pub mod error;
 pub mod feed;
 pub mod followers;

@@ -243,7 +243,7 @@ async fn maintain_keys(service: Arc<Service>) {
         // A rotation commits to the store: off the async workers.
         let service = Arc::clone(&service);
         let outcome =
-            tokio::task::spawn_blocking(move || service.maintain_keys(sticky_control::service::unix_now())).await;
+            tokio::task::spawn_blocking(move || service.maintain_keys(sticky_control::domain::unix_now())).await;
         match outcome {
             Ok(Ok(true)) => tracing::info!("cookie key ring rotated or pruned"),
             Ok(Ok(false)) => {}
@@ -261,7 +261,7 @@ async fn end_drains(service: Arc<Service>) {
         if !service.replica.is_leader() {
             continue;
         }
-        let now = sticky_control::service::unix_now();
+        let now = sticky_control::domain::unix_now();
         if !service.drains_due(now) {
             continue;
         }

@@ -264,7 +264,7 @@ impl HealthCheck {
     /// Validates against ELB's ranges (Interval 5-300, Timeout 2-60 and below Interval,
     /// thresholds 2-10) and the target syntax.
     pub fn validate(&self) -> Result<(), ApiError> {
-        self.validate_within(300)
+        self.validate_within(MAX_CHECK_INTERVAL)
     }
 
     /// [`HealthCheck::validate`] with another ceiling for the interval (OAPI's is 600 s).
@@ -325,6 +325,9 @@ impl HealthCheck {
 fn parse_port(text: &str) -> Option<u16> {
     text.parse::<u16>().ok().filter(|p| *p > 0)
 }
+
+/// ELB's health check interval ceiling, in seconds (OAPI's is 600).
+pub const MAX_CHECK_INTERVAL: u32 = 300;
 
 /// A load balancer name: 1-32 alphanumerics and hyphens, not starting or ending with a hyphen.
 pub fn validate_name(kind: &str, name: &str) -> Result<(), ApiError> {

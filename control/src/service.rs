@@ -1,20 +1,21 @@
 //! The service's state: the domain in memory, mirrored durably in the store, with a version
 //! that every change bumps and that long-polling filters wait on.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use sticky_core::{CookieSettings, FilterState};
 use tokio::sync::watch;
 
 use crate::bootstrap::BootstrapFile;
+use crate::commands::{Command, RotateKeys};
+use crate::domain::{Domain, Write, unix_now};
 use crate::error::ApiError;
 use crate::followers::Followers;
-use crate::health::{HealthStatus, InstanceHealth};
+use crate::health::InstanceHealth;
 use crate::keys::RotatingKeys;
 use crate::metrics::Metrics;
-use crate::model::{ListenerBinding, LoadBalancer, Policy, Registry};
+use crate::model::{ListenerBinding, Policy};
 use crate::replicas::{Replica, ReplicaConfig};
 use crate::sigv4::AccessKeys;
 use crate::store::{Change, Snapshot, Store, StoreError};
@@ -22,31 +23,6 @@ use crate::store::{Change, Snapshot, Store, StoreError};
 /// How long after a start every live filter has polled again: the filter's longest retry
 /// backoff (`sticky_core::poll::BACKOFF_MAX_MS`) plus a margin.
 pub const FOLLOWER_DISCOVERY: Duration = Duration::from_millis(sticky_core::poll::BACKOFF_MAX_MS + 500);
-
-/// An instance as served to Envoy and the filters.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ServedTarget {
-    pub id: String,
-    pub address: std::net::SocketAddr,
-    pub health: HealthStatus,
-    /// Deregistered, still draining.
-    pub draining: bool,
-}
-
-pub fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-}
-
-/// The first whole Unix second at least `seconds` from now: a drain of `seconds` never ends
-/// early, though its end is kept in whole seconds.
-pub fn unix_after(seconds: u32) -> i64 {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-    let end = now.saturating_add(std::time::Duration::from_secs(u64::from(seconds)));
-    let whole = end.as_secs().saturating_add(u64::from(end.subsec_nanos() > 0));
-    i64::try_from(whole).unwrap_or(i64::MAX)
-}
 
 #[derive(Debug, Clone)]
 pub struct ServiceConfig {
@@ -71,43 +47,16 @@ pub struct ServiceConfig {
     pub replica: ReplicaConfig,
 }
 
-/// A change the API or a background task wants to make.
-pub enum Write {
-    PutLoadBalancer(LoadBalancer),
-    DeleteLoadBalancer(String),
-    ReplaceRegistry(Registry),
-    ReplaceKeys(RotatingKeys),
-    /// A health flip of (load balancer, instance).
-    PutHealth((String, String), InstanceHealth),
-}
-
 /// The store's failures as the API reports them.
 fn store_error(e: StoreError) -> ApiError {
     ApiError::internal(e)
-}
-
-/// The domain as the API, the prober and the feed read it (through [`Service::read`]); it
-/// changes only through [`Service::write`] and [`Service::set_health`].
-pub struct Inner {
-    load_balancers: BTreeMap<String, LoadBalancer>,
-    registry: Registry,
-    keys: RotatingKeys,
-    /// Whether `keys` is stored (a fresh ring is drawn at a first start, then stored).
-    keys_stored: bool,
-    version: u64,
-    /// The version at which what Envoy is served (listeners, their addresses, their targets'
-    /// addresses and health) last changed: a policy or key change need not wait for Envoy.
-    endpoints_version: u64,
-    /// Health per (load balancer, instance id). On a shared store, flips are stored by the
-    /// leader and reach every replica; on SQLite, re-learnt after a restart.
-    health: HashMap<(String, String), InstanceHealth>,
 }
 
 pub struct Service {
     pub config: ServiceConfig,
     /// Held by one write at a time (taken before `inner`).
     store: Mutex<Store>,
-    inner: Mutex<Inner>,
+    inner: Mutex<Domain>,
     version: watch::Sender<u64>,
     /// Set once the service is stopping: waiting long-polls answer at once.
     stop: watch::Sender<bool>,
@@ -116,9 +65,35 @@ pub struct Service {
     pub replica: Replica,
 }
 
-thread_local! {
-    /// The versions the last write on this thread committed (see [`Service::take_committed`]).
-    static COMMITTED: std::cell::Cell<Option<(u64, u64)>> = const { std::cell::Cell::new(None) };
+/// The versions a write committed: what an API call that made it waits for every follower to
+/// hold before it answers ("in force").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Committed {
+    pub version: u64,
+    /// The endpoints' version after the write (unchanged if it left them alone).
+    pub endpoints_version: u64,
+}
+
+/// What a write gave: the closure's result, and the versions it committed (none when it had
+/// nothing to change).
+#[derive(Debug)]
+pub struct Done<R> {
+    pub value: R,
+    pub committed: Option<Committed>,
+}
+
+impl<R> Done<R> {
+    /// A result that changed nothing (a read).
+    pub fn read(value: R) -> Self {
+        Self { value, committed: None }
+    }
+
+    pub fn map<S>(self, f: impl FnOnce(R) -> S) -> Done<S> {
+        Done {
+            value: f(self.value),
+            committed: self.committed,
+        }
+    }
 }
 
 impl Service {
@@ -141,7 +116,7 @@ impl Service {
         // serves the same state, health included, under the same version.
         let version = if shared { snapshot.version } else { snapshot.version + 1 };
         let endpoints_version = if shared { snapshot.endpoints_version } else { version };
-        let inner = Inner {
+        let inner = Domain {
             load_balancers: snapshot.load_balancers,
             registry: snapshot.registry,
             keys,
@@ -182,11 +157,7 @@ impl Service {
                     writes.push(Write::ReplaceKeys(inner.keys.clone()));
                 }
                 if let Some(bootstrap) = bootstrap {
-                    writes.extend(
-                        bootstrap
-                            .writes(inner)
-                            .map_err(|e| ApiError::validation(e.to_string()))?,
-                    );
+                    writes.extend(bootstrap.plan(inner, &service.config.cookie)?.0);
                 }
                 Ok((writes, ()))
             })
@@ -194,29 +165,34 @@ impl Service {
         Ok(service)
     }
 
-    fn lock(&self) -> MutexGuard<'_, Inner> {
+    fn lock(&self) -> MutexGuard<'_, Domain> {
         // A panic while holding the lock cannot leave the domain half-changed (changes are
         // applied only after the store committed), so a poisoned lock is still consistent.
         self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    pub fn read<R>(&self, f: impl FnOnce(&Inner) -> R) -> R {
+    pub fn read<R>(&self, f: impl FnOnce(&Domain) -> R) -> R {
         f(&self.lock())
     }
 
     /// Computes writes from the current state, commits them durably, then applies them. If the
     /// closure or the store fails, nothing changes. On a shared store the closure sees the
     /// latest stored state (other replicas' writes wait meanwhile).
-    pub fn write<R>(&self, f: impl FnOnce(&Inner) -> Result<(Vec<Write>, R), ApiError>) -> Result<R, ApiError> {
+    pub fn write<R>(&self, f: impl FnOnce(&Domain) -> Result<(Vec<Write>, R), ApiError>) -> Result<Done<R>, ApiError> {
         self.write_as(None, f)
+    }
+
+    /// Plans `command` on the current state and commits its writes in one transaction.
+    pub fn execute<C: Command>(&self, command: C) -> Result<Done<C::Output>, ApiError> {
+        self.write(|domain| command.plan(domain, &self.config.cookie))
     }
 
     /// [`Service::write`], committed only if `leader` (this replica) still holds the lease.
     fn write_as<R>(
         &self,
         leader: Option<&str>,
-        f: impl FnOnce(&Inner) -> Result<(Vec<Write>, R), ApiError>,
-    ) -> Result<R, ApiError> {
+        f: impl FnOnce(&Domain) -> Result<(Vec<Write>, R), ApiError>,
+    ) -> Result<Done<R>, ApiError> {
         let mut store = self.store.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut tx = store.begin().map_err(store_error)?;
         if let Some((stored, _)) = tx.stored_versions().map_err(store_error)?
@@ -228,7 +204,7 @@ impl Service {
         let mut inner = self.lock();
         let (mut writes, result) = f(&inner)?;
         if writes.is_empty() {
-            return Ok(result);
+            return Ok(Done::read(result));
         }
         inner.bind(&mut writes, &self.config.listener_binding)?;
         let version = inner.version + 1;
@@ -254,40 +230,17 @@ impl Service {
         tx.apply(&changes).map_err(store_error)?;
         tx.commit(version, endpoints_version).map_err(store_error)?;
         drop(changes);
-        for write in writes {
-            match write {
-                Write::PutLoadBalancer(lb) => {
-                    let name = lb.name.clone();
-                    inner.load_balancers.insert(name.clone(), lb);
-                    inner.prune_health(&name);
-                }
-                Write::DeleteLoadBalancer(name) => {
-                    inner.load_balancers.remove(&name);
-                    inner.prune_health(&name);
-                }
-                Write::ReplaceRegistry(registry) => inner.registry = registry,
-                Write::ReplaceKeys(keys) => {
-                    inner.keys = keys;
-                    inner.keys_stored = true;
-                }
-                Write::PutHealth(key, health) => {
-                    inner.health.insert(key, health);
-                }
-            }
-        }
-        inner.version = version;
-        inner.endpoints_version = endpoints_version;
+        inner.apply(writes, version, endpoints_version);
         drop(inner);
         drop(store);
-        COMMITTED.set(Some((version, endpoints_version)));
         self.version.send_replace(version);
-        Ok(result)
-    }
-
-    /// The versions the last write made on this thread committed, if one did since the last
-    /// call: what an API call that changed the state waits for its followers to hold.
-    pub fn take_committed() -> Option<(u64, u64)> {
-        COMMITTED.take()
+        Ok(Done {
+            value: result,
+            committed: Some(Committed {
+                version,
+                endpoints_version,
+            }),
+        })
     }
 
     /// Takes the state another replica committed, if newer than what this one holds.
@@ -408,6 +361,7 @@ impl Service {
             }
             Ok((writes, ended))
         })
+        .map(|done| done.value)
     }
 
     /// Rotates the cookie key when due and drops retired keys no cookie can still use.
@@ -444,150 +398,17 @@ impl Service {
                 (vec![], false)
             })
         })
+        .map(|done| done.value)
     }
 
     /// Rotates the cookie key now.
     pub fn rotate_keys(&self) -> Result<u16, ApiError> {
-        self.write(|inner| {
-            let mut keys = inner.keys.clone();
-            let id = keys.rotate(unix_now()).map_err(ApiError::internal)?;
-            Ok((vec![Write::ReplaceKeys(keys)], id))
-        })
+        self.execute(RotateKeys).map(|done| done.value)
     }
 
     /// The filter state of listener `port` of load balancer `name`.
     pub fn filter_state(&self, name: &str, port: u16) -> Option<FilterState> {
         self.read(|inner| crate::feed::filter_state(inner, &self.config.cookie, name, port))
-    }
-}
-
-impl Inner {
-    pub fn load_balancer(&self, name: &str) -> Option<&LoadBalancer> {
-        self.load_balancers.get(name)
-    }
-
-    /// Whether load balancer `name` has a listener on `port`.
-    pub fn has_listener(&self, name: &str, port: u16) -> bool {
-        self.load_balancers
-            .get(name)
-            .is_some_and(|lb| lb.listeners.contains_key(&port))
-    }
-
-    /// Every load balancer, by name.
-    pub fn load_balancers(&self) -> impl Iterator<Item = &LoadBalancer> {
-        self.load_balancers.values()
-    }
-
-    pub fn load_balancer_count(&self) -> usize {
-        self.load_balancers.len()
-    }
-
-    pub fn registry(&self) -> &Registry {
-        &self.registry
-    }
-
-    pub fn keys(&self) -> &RotatingKeys {
-        &self.keys
-    }
-
-    pub fn version(&self) -> u64 {
-        self.version
-    }
-
-    pub fn endpoints_version(&self) -> u64 {
-        self.endpoints_version
-    }
-
-    /// The last probe results of instance `id` in load balancer `name`, if probed.
-    pub fn health(&self, name: &str, id: &str) -> Option<&InstanceHealth> {
-        self.health.get(&(name.to_owned(), id.to_owned()))
-    }
-
-    /// Whether `write` would change what EDS and xDS serve (addresses, listeners, targets).
-    /// Conservative: a registry change counts.
-    fn changes_endpoints(&self, write: &Write) -> bool {
-        match write {
-            Write::PutLoadBalancer(lb) => self.load_balancers.get(&lb.name).is_none_or(|old| {
-                old.instances != lb.instances
-                    || old.draining != lb.draining
-                    || old.attributes.session_draining != lb.attributes.session_draining
-                    || old.attributes.idle_timeout != lb.attributes.idle_timeout
-                    || old.address != lb.address
-                    || old.listeners.len() != lb.listeners.len()
-                    || old
-                        .listeners
-                        .iter()
-                        .zip(&lb.listeners)
-                        .any(|((port, a), (new_port, b))| port != new_port || a.instance_port != b.instance_port)
-            }),
-            Write::DeleteLoadBalancer(name) => self.load_balancers.contains_key(name),
-            Write::ReplaceRegistry(registry) => *registry != self.registry,
-            Write::ReplaceKeys(_) => false,
-            Write::PutHealth(key, health) => self.health.get(key).map(|h| h.status) != Some(health.status),
-        }
-    }
-
-    /// Gives every load balancer `writes` stores without an address one of its own from the
-    /// pool (one no other load balancer holds), and checks that its listeners can bind.
-    fn bind(&self, writes: &mut [Write], binding: &ListenerBinding) -> Result<(), ApiError> {
-        let mut taken: Vec<std::net::IpAddr> = self.load_balancers.values().filter_map(|lb| lb.address).collect();
-        for write in writes.iter_mut() {
-            let Write::PutLoadBalancer(lb) = write else { continue };
-            let address = match lb
-                .address
-                .or_else(|| self.load_balancers.get(&lb.name).and_then(|old| old.address))
-            {
-                Some(address) => address,
-                None => {
-                    let address = binding.allocate(&taken)?;
-                    taken.push(address);
-                    address
-                }
-            };
-            lb.address = Some(address);
-            for port in lb.listeners.keys() {
-                binding.socket(address, *port)?;
-            }
-        }
-        Ok(())
-    }
-
-    fn prune_health(&mut self, name: &str) {
-        let registered: BTreeSet<String> = self
-            .load_balancers
-            .get(name)
-            .map(|lb| lb.instances.iter().chain(lb.draining.keys()).cloned().collect())
-            .unwrap_or_default();
-        self.health.retain(|(lb, id), _| lb != name || registered.contains(id));
-    }
-
-    /// Health of a registered instance (pending before its first probe).
-    pub fn health_of(&self, name: &str, id: &str) -> HealthStatus {
-        self.health
-            .get(&(name.to_owned(), id.to_owned()))
-            .map_or(HealthStatus::Pending, |h| h.status)
-    }
-
-    /// The registered and draining instances of `lb` on `instance_port`.
-    pub fn targets(&self, lb: &LoadBalancer, instance_port: u16) -> Vec<ServedTarget> {
-        let registered = lb.instances.iter().map(|id| (id, false));
-        let draining = lb
-            .draining
-            .keys()
-            .filter(|id| !lb.instances.contains(*id))
-            .map(|id| (id, true));
-        registered
-            .chain(draining)
-            .filter_map(|(id, draining)| {
-                let address = self.registry.resolve(id, instance_port)?;
-                Some(ServedTarget {
-                    id: id.clone(),
-                    address,
-                    health: self.health_of(&lb.name, id),
-                    draining,
-                })
-            })
-            .collect()
     }
 }
 
@@ -616,6 +437,8 @@ pub(crate) fn example_service(test: &str) -> (Arc<Service>, std::path::PathBuf) 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::health::HealthStatus;
+    use crate::model::LoadBalancer;
 
     #[test]
     fn the_endpoints_version_moves_only_when_what_eds_serves_changes() {

@@ -2,14 +2,12 @@
 //! (ranges, keys, coherence) live in `crate::attributes`.
 
 use crate::attributes::{AttributeChanges, Attributes, parse_bool};
+use crate::commands::{Change, ChangeLoadBalancers, load_balancer};
 use crate::error::{ApiError, ErrorCode};
-use crate::model::LoadBalancer;
 use crate::query::Params;
-use crate::service::{Service, Write};
+use crate::service::{Done, Service};
 use crate::xml::Xml;
 use sticky_core::CookieSettings;
-
-use super::load_balancer;
 
 const PREFIX: &str = "LoadBalancerAttributes";
 
@@ -90,28 +88,16 @@ fn changes(params: &Params) -> Result<AttributeChanges, ApiError> {
     Ok(changes)
 }
 
-pub fn modify_attributes(service: &Service, params: &Params) -> Result<String, ApiError> {
+pub fn modify_attributes(service: &Service, params: &Params) -> Result<Done<String>, ApiError> {
     let name = params.required("LoadBalancerName")?.to_owned();
-    let changes = changes(params)?;
-    let defaults = service.config.cookie.clone();
-    let attributes = service.write(|inner| {
-        let mut lb: LoadBalancer = load_balancer(inner, &name)?.clone();
-        let app_cookies = lb.app_cookie_names();
-        lb.attributes = Box::new(lb.attributes.changed(&changes, &defaults, &app_cookies)?);
-        if !lb.attributes.connection_draining.enabled {
-            // Draining turned off: the drains in progress end now.
-            lb.draining.clear();
+    let change = Change::ModifyAttributes(changes(params)?);
+    let done = service.execute(ChangeLoadBalancers::one(name.clone(), change))?;
+    Ok(done.map(|lbs| {
+        let mut xml = Xml::new();
+        xml.leaf("LoadBalancerName", &name);
+        if let Some(lb) = lbs.first() {
+            write_attributes(&mut xml, &lb.attributes, &service.config.cookie);
         }
-        let attributes = (*lb.attributes).clone();
-        let writes = if inner.load_balancer(&name) == Some(&lb) {
-            vec![]
-        } else {
-            vec![Write::PutLoadBalancer(lb)]
-        };
-        Ok((writes, attributes))
-    })?;
-    let mut xml = Xml::new();
-    xml.leaf("LoadBalancerName", &name);
-    write_attributes(&mut xml, &attributes, &defaults);
-    Ok(xml.finish())
+        xml.finish()
+    }))
 }

@@ -3,16 +3,17 @@
 
 use std::collections::BTreeMap;
 
-use sticky_core::CookieSettings;
-use sticky_core::cookies::is_cookie_name;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+use crate::commands::{Change, ChangeLoadBalancers, CreateLoadBalancer, DeleteLoadBalancer, load_balancer, seconds};
+use crate::domain::Domain;
+use crate::domain::unix_now;
 use crate::error::{ApiError, ErrorCode};
 use crate::health::HealthStatus;
-use crate::model::{self, HealthCheck, Listener, LoadBalancer, MAX_POLICIES, Policy};
+use crate::model::{self, HealthCheck, Listener, LoadBalancer, Policy};
 use crate::query::Params;
-use crate::service::{Inner, Service, Write, unix_now};
+use crate::service::{Done, Service};
 use crate::xml::Xml;
 
 mod attributes;
@@ -55,64 +56,40 @@ pub const ACTIONS: [&str; 29] = [
 ];
 
 /// Runs `action`; returns the inner XML of its `{Action}Result`.
-pub fn dispatch(service: &Service, action: &str, params: &Params) -> Result<String, ApiError> {
+pub fn dispatch(service: &Service, action: &str, params: &Params) -> Result<Done<String>, ApiError> {
     if let Some(reason) = refused::reason(action) {
         return Err(refused::refusal(action, reason));
     }
-    match action {
-        "AddTags" => tags::add_tags(service, params),
-        "RemoveTags" => tags::remove_tags(service, params),
+    let read = match action {
+        "AddTags" => return tags::add_tags(service, params),
+        "RemoveTags" => return tags::remove_tags(service, params),
+        "ModifyLoadBalancerAttributes" => return attributes::modify_attributes(service, params),
+        "CreateLoadBalancerPolicy" => return policy_types::create_policy(service, params),
+        "CreateLoadBalancer" => return create_load_balancer(service, params),
+        "DeleteLoadBalancer" => return delete_load_balancer(service, params),
+        "CreateLoadBalancerListeners" => return create_listeners(service, params),
+        "DeleteLoadBalancerListeners" => return delete_listeners(service, params),
+        "CreateLBCookieStickinessPolicy" => return create_lb_cookie_policy(service, params),
+        "CreateAppCookieStickinessPolicy" => return create_app_cookie_policy(service, params),
+        "SetLoadBalancerPoliciesOfListener" => return set_listener_policies(service, params),
+        "DeleteLoadBalancerPolicy" => return delete_policy(service, params),
+        "RegisterInstancesWithLoadBalancer" => return register_instances(service, params),
+        "DeregisterInstancesFromLoadBalancer" => return deregister_instances(service, params),
+        "ConfigureHealthCheck" => return configure_health_check(service, params),
         "DescribeTags" => tags::describe_tags(service, params),
         "DescribeLoadBalancerAttributes" => attributes::describe_attributes(service, params),
-        "ModifyLoadBalancerAttributes" => attributes::modify_attributes(service, params),
-        "CreateLoadBalancerPolicy" => policy_types::create_policy(service, params),
         "DescribeLoadBalancerPolicyTypes" => policy_types::describe_policy_types(params),
         "DescribeAccountLimits" => refused::describe_account_limits(service, params),
         "SetLoadBalancerPoliciesForBackendServer" => refused::set_backend_server_policies(service, params),
-        "CreateLoadBalancer" => create_load_balancer(service, params),
-        "DeleteLoadBalancer" => delete_load_balancer(service, params),
-        "CreateLoadBalancerListeners" => create_listeners(service, params),
-        "DeleteLoadBalancerListeners" => delete_listeners(service, params),
         "DescribeLoadBalancers" => describe_load_balancers(service, params),
-        "CreateLBCookieStickinessPolicy" => create_lb_cookie_policy(service, params),
-        "CreateAppCookieStickinessPolicy" => create_app_cookie_policy(service, params),
-        "SetLoadBalancerPoliciesOfListener" => set_listener_policies(service, params),
-        "DeleteLoadBalancerPolicy" => delete_policy(service, params),
         "DescribeLoadBalancerPolicies" => describe_policies(service, params),
-        "RegisterInstancesWithLoadBalancer" => register_instances(service, params),
-        "DeregisterInstancesFromLoadBalancer" => deregister_instances(service, params),
-        "ConfigureHealthCheck" => configure_health_check(service, params),
         "DescribeInstanceHealth" => describe_instance_health(service, params),
         _ => Err(ApiError::new(
             ErrorCode::InvalidAction,
             format!("The action {action} is not valid for this web service."),
         )),
-    }
-}
-
-fn load_balancer<'a>(inner: &'a Inner, name: &str) -> Result<&'a LoadBalancer, ApiError> {
-    inner
-        .load_balancer(name)
-        .ok_or_else(|| ApiError::load_balancer_not_found(name))
-}
-
-/// Applies `change` to a copy of load balancer `LoadBalancerName` and stores it.
-fn update<R>(
-    service: &Service,
-    params: &Params,
-    change: impl FnOnce(&Inner, &mut LoadBalancer) -> Result<R, ApiError>,
-) -> Result<R, ApiError> {
-    let name = params.required("LoadBalancerName")?.to_owned();
-    service.write(|inner| {
-        let mut lb = load_balancer(inner, &name)?.clone();
-        let result = change(inner, &mut lb)?;
-        let writes = if inner.load_balancer(&name) == Some(&lb) {
-            vec![]
-        } else {
-            vec![Write::PutLoadBalancer(lb)]
-        };
-        Ok((writes, result))
-    })
+    };
+    read.map(Done::read)
 }
 
 fn port(value: Option<&String>, field: &str) -> Result<u16, ApiError> {
@@ -155,41 +132,20 @@ fn parse_listeners(members: &[BTreeMap<String, String>]) -> Result<BTreeMap<u16,
     Ok(listeners)
 }
 
-/// The same listener, policies aside (ELB's test for an idempotent repeat).
-fn same_listener(a: &Listener, b: &Listener) -> bool {
-    (a.protocol.as_str(), a.instance_port, a.instance_protocol.as_str())
-        == (b.protocol.as_str(), b.instance_port, b.instance_protocol.as_str())
-}
-
-fn create_listeners(service: &Service, params: &Params) -> Result<String, ApiError> {
+fn create_listeners(service: &Service, params: &Params) -> Result<Done<String>, ApiError> {
+    let name = params.required("LoadBalancerName")?.to_owned();
     let members = params
         .struct_list("Listeners")?
         .filter(|l| !l.is_empty())
         .ok_or_else(|| ApiError::new(ErrorCode::MissingParameter, "Listeners is required"))?;
-    let listeners = parse_listeners(&members)?;
-    update(service, params, |_, lb| {
-        for (port, listener) in listeners {
-            match lb.listeners.get(&port) {
-                Some(existing) if same_listener(existing, &listener) => {}
-                Some(_) => {
-                    return Err(ApiError::new(
-                        ErrorCode::DuplicateListener,
-                        format!(
-                            "A listener already exists for {} on port {port} with a different configuration",
-                            lb.name
-                        ),
-                    ));
-                }
-                None => {
-                    lb.listeners.insert(port, listener);
-                }
-            }
-        }
-        Ok(String::new())
-    })
+    let change = Change::AddListeners(parse_listeners(&members)?);
+    Ok(service
+        .execute(ChangeLoadBalancers::one(name, change))?
+        .map(|_| String::new()))
 }
 
-fn delete_listeners(service: &Service, params: &Params) -> Result<String, ApiError> {
+fn delete_listeners(service: &Service, params: &Params) -> Result<Done<String>, ApiError> {
+    let name = params.required("LoadBalancerName")?.to_owned();
     let ports = params
         .list("LoadBalancerPorts")?
         .ok_or_else(|| ApiError::new(ErrorCode::MissingParameter, "LoadBalancerPorts is required"))?;
@@ -197,16 +153,13 @@ fn delete_listeners(service: &Service, params: &Params) -> Result<String, ApiErr
         .iter()
         .map(|p| port(Some(p), "LoadBalancerPorts.member.N"))
         .collect::<Result<Vec<u16>, ApiError>>()?;
-    // A port with no listener is not an error, as in ELB.
-    update(service, params, |_, lb| {
-        for port in &ports {
-            lb.listeners.remove(port);
-        }
-        Ok(String::new())
-    })
+    let change = Change::RemoveListeners(ports);
+    Ok(service
+        .execute(ChangeLoadBalancers::one(name, change))?
+        .map(|_| String::new()))
 }
 
-fn create_load_balancer(service: &Service, params: &Params) -> Result<String, ApiError> {
+fn create_load_balancer(service: &Service, params: &Params) -> Result<Done<String>, ApiError> {
     let name = params.required("LoadBalancerName")?.to_owned();
     model::validate_name("LoadBalancerName", &name)?;
     let members = params
@@ -230,59 +183,22 @@ fn create_load_balancer(service: &Service, params: &Params) -> Result<String, Ap
         .and_then(|m| m.get("InstancePort"))
         .and_then(|p| p.parse().ok())
         .unwrap_or(80);
-    service.write(|inner| {
-        if let Some(existing) = inner.load_balancer(&name) {
-            // Idempotent for the same listeners, as ELB.
-            let same = existing.listeners.len() == listeners.len()
-                && existing
-                    .listeners
-                    .iter()
-                    .all(|(p, l)| listeners.get(p).is_some_and(|n| same_listener(n, l)));
-            return if same {
-                Ok((vec![], ()))
-            } else {
-                Err(ApiError::new(
-                    ErrorCode::DuplicateLoadBalancerName,
-                    format!("Load balancer {name} already exists"),
-                ))
-            };
-        }
-        let lb = LoadBalancer {
-            name: name.clone(),
-            created_at: unix_now(),
-            listeners,
-            policies: BTreeMap::new(),
-            instances: Default::default(),
-            health_check: HealthCheck::default_for(first_instance_port),
-            address: None,
-            attributes: Default::default(),
-            tags: BTreeMap::new(),
-            draining: BTreeMap::new(),
-            placement: Box::new(placement),
-        };
-        Ok((vec![Write::PutLoadBalancer(lb)], ()))
-    })?;
+    let command = CreateLoadBalancer {
+        name: name.clone(),
+        listeners,
+        health_check: HealthCheck::default_for(first_instance_port),
+        placement,
+        tags: Vec::new(),
+    };
+    let done = service.execute(command)?;
     let mut xml = Xml::new();
-    xml.leaf("DNSName", dns_name(&name));
-    Ok(xml.finish())
+    xml.leaf("DNSName", model::dns_name(&name));
+    Ok(done.map(|()| xml.finish()))
 }
 
-fn dns_name(name: &str) -> String {
-    model::dns_name(name)
-}
-
-fn delete_load_balancer(service: &Service, params: &Params) -> Result<String, ApiError> {
+fn delete_load_balancer(service: &Service, params: &Params) -> Result<Done<String>, ApiError> {
     let name = params.required("LoadBalancerName")?.to_owned();
-    // Deleting a load balancer that does not exist succeeds, as in ELB.
-    service.write(|inner| {
-        let writes = if inner.load_balancer(&name).is_some() {
-            vec![Write::DeleteLoadBalancer(name.clone())]
-        } else {
-            vec![]
-        };
-        Ok((writes, ()))
-    })?;
-    Ok(String::new())
+    Ok(service.execute(DeleteLoadBalancer { name })?.map(|_| String::new()))
 }
 
 fn describe_load_balancers(service: &Service, params: &Params) -> Result<String, ApiError> {
@@ -317,9 +233,9 @@ fn describe_load_balancers(service: &Service, params: &Params) -> Result<String,
     })
 }
 
-fn describe_one(x: &mut Xml, inner: &Inner, lb: &LoadBalancer) {
+fn describe_one(x: &mut Xml, inner: &Domain, lb: &LoadBalancer) {
     x.leaf("LoadBalancerName", &lb.name);
-    x.leaf("DNSName", dns_name(&lb.name));
+    x.leaf("DNSName", model::dns_name(&lb.name));
     x.members("ListenerDescriptions", lb.listeners.values(), |x, l| {
         x.open("Listener");
         x.leaf("Protocol", &l.protocol);
@@ -385,137 +301,47 @@ fn write_health_check(x: &mut Xml, check: &HealthCheck) {
     x.close("HealthCheck");
 }
 
-/// Adds policy `name`; `defaults` are the service's cookie settings (an app cookie must not
-/// take the name of the load balancer's own cookie or its CORS twin).
-fn add_policy(lb: &mut LoadBalancer, name: &str, policy: Policy, defaults: &CookieSettings) -> Result<(), ApiError> {
-    if let Policy::AppCookie { cookie_name } = &policy {
-        let own = lb.attributes.cookie_settings(defaults);
-        let twin = CookieSettings::twin_name(&own.name);
-        if *cookie_name == own.name || (own.cors_twin && *cookie_name == twin) {
-            return Err(ApiError::invalid_configuration(format!(
-                "CookieName {cookie_name} is the load balancer's own cookie"
-            )));
-        }
-    }
-    model::validate_policy_name(name)?;
-    if lb.policies.contains_key(name) {
-        return Err(ApiError::new(
-            ErrorCode::DuplicatePolicyName,
-            format!("Policy {name} already exists for {}", lb.name),
-        ));
-    }
-    if lb.policies.len() >= MAX_POLICIES {
-        return Err(ApiError::new(
-            ErrorCode::TooManyPolicies,
-            format!("{} already holds {MAX_POLICIES} policies", lb.name),
-        ));
-    }
-    lb.policies.insert(name.to_owned(), policy);
-    Ok(())
-}
-
-fn create_lb_cookie_policy(service: &Service, params: &Params) -> Result<String, ApiError> {
-    let name = params.required("PolicyName")?.to_owned();
-    let period = seconds("CookieExpirationPeriod", params.get("CookieExpirationPeriod"))?;
-    let defaults = service.config.cookie.clone();
-    update(service, params, |_, lb| {
-        add_policy(
-            lb,
-            &name,
-            Policy::LbCookie {
-                cookie_expiration_period: period,
-                max_lifetime: None,
-            },
-            &defaults,
-        )
-    })?;
-    Ok(String::new())
-}
-
-/// A count of seconds, as a policy attribute: a non-negative integer.
-fn seconds(field: &str, value: Option<&str>) -> Result<Option<u64>, ApiError> {
-    let Some(text) = value else {
-        return Ok(None);
+fn create_lb_cookie_policy(service: &Service, params: &Params) -> Result<Done<String>, ApiError> {
+    let policy = Policy::LbCookie {
+        cookie_expiration_period: seconds("CookieExpirationPeriod", params.get("CookieExpirationPeriod"))?,
+        max_lifetime: None,
     };
-    match text.parse::<i64>() {
-        Ok(p) if p < 0 => Err(ApiError::validation(format!("{field} must not be negative"))),
-        Ok(p) => Ok(Some(p.unsigned_abs())),
-        Err(_) => Err(ApiError::validation(format!(
-            "{field} must be a whole number of seconds, got {text:?}"
-        ))),
-    }
+    add_policy(service, params, policy)
 }
 
-/// An app cookie must be a token and not the load balancer's own cookie (nor its CORS twin).
-fn validate_app_cookie_name(cookie: &str) -> Result<(), ApiError> {
-    if is_cookie_name(cookie) {
-        Ok(())
-    } else {
-        Err(ApiError::validation(format!(
-            "CookieName {cookie:?} must be an RFC 6265 token: no spaces, ';', ',', '=', quotes, control or non-ASCII characters"
-        )))
-    }
-}
-
-fn create_app_cookie_policy(service: &Service, params: &Params) -> Result<String, ApiError> {
+/// `PolicyName` added to load balancer `LoadBalancerName`.
+fn add_policy(service: &Service, params: &Params, policy: Policy) -> Result<Done<String>, ApiError> {
+    let lb = params.required("LoadBalancerName")?.to_owned();
     let name = params.required("PolicyName")?.to_owned();
-    let cookie = params.required("CookieName")?.to_owned();
-    validate_app_cookie_name(&cookie)?;
-    let defaults = service.config.cookie.clone();
-    update(service, params, |_, lb| {
-        add_policy(lb, &name, Policy::AppCookie { cookie_name: cookie }, &defaults)
-    })?;
-    Ok(String::new())
+    let change = Change::AddPolicy { name, policy };
+    Ok(service
+        .execute(ChangeLoadBalancers::one(lb, change))?
+        .map(|_| String::new()))
 }
 
-fn set_listener_policies(service: &Service, params: &Params) -> Result<String, ApiError> {
+fn create_app_cookie_policy(service: &Service, params: &Params) -> Result<Done<String>, ApiError> {
+    let cookie_name = params.required("CookieName")?.to_owned();
+    add_policy(service, params, Policy::AppCookie { cookie_name })
+}
+
+fn set_listener_policies(service: &Service, params: &Params) -> Result<Done<String>, ApiError> {
+    let name = params.required("LoadBalancerName")?.to_owned();
     let port: u16 = params.required_number("LoadBalancerPort")?;
     // An absent list is the empty list: osc-cli sends no `PolicyNames` at all for an empty
     // list, and removing stickiness is what an operator means by naming no policy.
     let names = params.list("PolicyNames")?.unwrap_or_default();
-    update(service, params, |_, lb| {
-        if !lb.listeners.contains_key(&port) {
-            return Err(ApiError::new(
-                ErrorCode::ListenerNotFound,
-                format!("There is no listener on port {port} of {}", lb.name),
-            ));
-        }
-        for (i, name) in names.iter().enumerate() {
-            if !lb.policies.contains_key(name) {
-                return Err(ApiError::new(
-                    ErrorCode::PolicyNotFound,
-                    format!("There is no policy named {name} on {}", lb.name),
-                ));
-            }
-            if names[..i].contains(name) {
-                return Err(ApiError::validation(format!("PolicyNames lists {name} twice")));
-            }
-        }
-        if names.len() > 1 {
-            return Err(ApiError::invalid_configuration(
-                "A listener can have at most one stickiness policy",
-            ));
-        }
-        if let Some(listener) = lb.listeners.get_mut(&port) {
-            listener.policy_names = names.clone();
-        }
-        Ok(())
-    })?;
-    Ok(String::new())
+    let change = Change::SetListenerPolicies { port, names };
+    Ok(service
+        .execute(ChangeLoadBalancers::one(name, change))?
+        .map(|_| String::new()))
 }
 
-fn delete_policy(service: &Service, params: &Params) -> Result<String, ApiError> {
-    let name = params.required("PolicyName")?.to_owned();
-    update(service, params, |_, lb| {
-        if lb.policy_in_use(&name) {
-            return Err(ApiError::invalid_configuration(format!(
-                "Policy {name} is in use by a listener; remove it from the listener first"
-            )));
-        }
-        lb.policies.remove(&name);
-        Ok(())
-    })?;
-    Ok(String::new())
+fn delete_policy(service: &Service, params: &Params) -> Result<Done<String>, ApiError> {
+    let name = params.required("LoadBalancerName")?.to_owned();
+    let change = Change::DeletePolicy(params.required("PolicyName")?.to_owned());
+    Ok(service
+        .execute(ChangeLoadBalancers::one(name, change))?
+        .map(|_| String::new()))
 }
 
 fn describe_policies(service: &Service, params: &Params) -> Result<String, ApiError> {
@@ -600,76 +426,28 @@ fn instances_result(lb_instances: impl IntoIterator<Item = String>) -> String {
     xml.finish()
 }
 
-fn register_instances(service: &Service, params: &Params) -> Result<String, ApiError> {
-    let ids = instance_ids(params, true)?.unwrap_or_default();
-    let registered = update(service, params, |inner, lb| {
-        for id in &ids {
-            if !inner.registry().knows(id) {
-                return Err(ApiError::new(
-                    ErrorCode::InvalidInstance,
-                    format!("The instance {id} is not known (not in the instance registry, not ip:port)"),
-                ));
-            }
-        }
-        lb.instances.extend(ids.iter().cloned());
-        // Registered again: its drain ends.
-        for id in &ids {
-            lb.draining.remove(id);
-        }
-        Ok(lb.instances.clone())
-    })?;
-    Ok(instances_result(registered))
+fn register_instances(service: &Service, params: &Params) -> Result<Done<String>, ApiError> {
+    change_instances(service, params, Change::Register)
 }
 
-fn deregister_instances(service: &Service, params: &Params) -> Result<String, ApiError> {
-    let ids = instance_ids(params, true)?.unwrap_or_default();
-    let remaining = update(service, params, |_, lb| {
-        for id in &ids {
-            if !lb.instances.contains(id) {
-                return Err(ApiError::new(
-                    ErrorCode::InvalidInstance,
-                    format!("The instance {id} is not registered with {}", lb.name),
-                ));
-            }
-        }
-        let draining = lb.attributes.connection_draining;
-        for id in &ids {
-            lb.instances.remove(id);
-            if draining.enabled {
-                lb.draining
-                    .insert(id.clone(), crate::service::unix_after(draining.timeout));
-            }
-        }
-        Ok(lb.instances.clone())
-    })?;
-    Ok(instances_result(remaining))
-}
-
-/// Sets load balancer `name`'s health check, checked with `max_interval` as the interval's
-/// ceiling (ELB's 300 s; OAPI's 600 s).
-pub(crate) fn set_health_check(
+/// Registers or deregisters `Instances`; answers the instances registered afterwards.
+fn change_instances(
     service: &Service,
-    name: &str,
-    check: HealthCheck,
-    max_interval: u32,
-) -> Result<(), ApiError> {
-    check.validate_within(max_interval)?;
-    let params = Params::parse(
-        None,
-        Some(
-            form_urlencoded::Serializer::new(String::new())
-                .append_pair("LoadBalancerName", name)
-                .finish()
-                .as_bytes(),
-        ),
-    )?;
-    update(service, &params, |_, lb| {
-        lb.health_check = check;
-        Ok(())
-    })
+    params: &Params,
+    change: fn(Vec<String>) -> Change,
+) -> Result<Done<String>, ApiError> {
+    let name = params.required("LoadBalancerName")?.to_owned();
+    let ids = instance_ids(params, true)?.unwrap_or_default();
+    let done = service.execute(ChangeLoadBalancers::one(name, change(ids)))?;
+    Ok(done.map(|lbs| instances_result(lbs.into_iter().flat_map(|lb| lb.instances))))
 }
 
-fn configure_health_check(service: &Service, params: &Params) -> Result<String, ApiError> {
+fn deregister_instances(service: &Service, params: &Params) -> Result<Done<String>, ApiError> {
+    change_instances(service, params, Change::Deregister)
+}
+
+fn configure_health_check(service: &Service, params: &Params) -> Result<Done<String>, ApiError> {
+    let name = params.required("LoadBalancerName")?.to_owned();
     let check = HealthCheck {
         target: params.required("HealthCheck.Target")?.to_owned(),
         interval: params.required_number("HealthCheck.Interval")?,
@@ -677,14 +455,14 @@ fn configure_health_check(service: &Service, params: &Params) -> Result<String, 
         unhealthy_threshold: params.required_number("HealthCheck.UnhealthyThreshold")?,
         healthy_threshold: params.required_number("HealthCheck.HealthyThreshold")?,
     };
-    check.validate()?;
-    update(service, params, |_, lb| {
-        lb.health_check = check.clone();
-        Ok(())
-    })?;
+    let change = Change::SetHealthCheck {
+        check: check.clone(),
+        max_interval: model::MAX_CHECK_INTERVAL,
+    };
+    let done = service.execute(ChangeLoadBalancers::one(name, change))?;
     let mut xml = Xml::new();
     write_health_check(&mut xml, &check);
-    Ok(xml.finish())
+    Ok(done.map(|_| xml.finish()))
 }
 
 /// An instance's state as DescribeInstanceHealth words it (the operator page shows the same).
@@ -697,7 +475,7 @@ pub struct InstanceState {
 }
 
 /// Instance `id` of `lb` at Unix second `now`: probed health, or its draining.
-pub fn instance_state(inner: &Inner, lb: &LoadBalancer, id: &str, now: i64) -> InstanceState {
+pub fn instance_state(inner: &Domain, lb: &LoadBalancer, id: &str, now: i64) -> InstanceState {
     let health = inner.health(&lb.name, id);
     let drain_end = lb.draining.get(id).filter(|_| !lb.instances.contains(id));
     let (state, reason, description) = match health.map(|h| h.status) {
@@ -791,7 +569,7 @@ mod tests {
             .collect::<Vec<_>>()
             .join("&");
         let params = Params::parse(Some(&query), None)?;
-        dispatch(service, action, &params)
+        dispatch(service, action, &params).map(|done| done.value)
     }
 
     fn urlencode(value: &str) -> String {

@@ -2,15 +2,12 @@
 //! stickiness policies (the only policy types this service applies; the others are refused
 //! with the reason).
 
-use sticky_core::CookieSettings;
-
+use crate::commands::{Change, ChangeLoadBalancers, seconds};
 use crate::error::{ApiError, ErrorCode};
 use crate::model::Policy;
 use crate::query::Params;
-use crate::service::Service;
+use crate::service::{Done, Service};
 use crate::xml::Xml;
-
-use super::{add_policy, seconds, update, validate_app_cookie_name};
 
 /// This service's attribute of LBCookieStickinessPolicyType: the session's absolute lifetime.
 pub const COOKIE_MAX_LIFETIME: &str = "CookieMaxLifetime";
@@ -99,7 +96,7 @@ fn not_found(name: &str) -> ApiError {
     )
 }
 
-pub fn create_policy(service: &Service, params: &Params) -> Result<String, ApiError> {
+pub fn create_policy(service: &Service, params: &Params) -> Result<Done<String>, ApiError> {
     let name = params.required("PolicyName")?.to_owned();
     let type_name = params.required("PolicyTypeName")?.to_owned();
     let members = params.struct_list("PolicyAttributes")?.unwrap_or_default();
@@ -149,14 +146,15 @@ pub fn create_policy(service: &Service, params: &Params) -> Result<String, ApiEr
     } else {
         let cookie = value("CookieName")
             .ok_or_else(|| ApiError::invalid_configuration(format!("{APP_COOKIE} needs the attribute CookieName")))?;
-        validate_app_cookie_name(cookie)?;
         Policy::AppCookie {
             cookie_name: cookie.to_owned(),
         }
     };
-    let defaults: CookieSettings = service.config.cookie.clone();
-    update(service, params, |_, lb| add_policy(lb, &name, policy, &defaults))?;
-    Ok(String::new())
+    let lb = params.required("LoadBalancerName")?.to_owned();
+    let change = Change::AddPolicy { name, policy };
+    Ok(service
+        .execute(ChangeLoadBalancers::one(lb, change))?
+        .map(|_| String::new()))
 }
 
 pub fn describe_policy_types(params: &Params) -> Result<String, ApiError> {

@@ -8,7 +8,7 @@ use crate::query::Params;
 use crate::service::Service;
 use crate::xml::Xml;
 
-use super::load_balancer;
+use crate::commands::load_balancer;
 
 /// Refused actions, with why.
 pub const REFUSED: [(&str, &str); 6] = [
@@ -60,7 +60,7 @@ pub fn describe_account_limits(service: &Service, params: &Params) -> Result<Str
     let limits = [
         ("classic-load-balancers", load_balancers),
         ("classic-policies-per-load-balancer", MAX_POLICIES),
-        ("classic-tags-per-load-balancer", super::tags::MAX_TAGS),
+        ("classic-tags-per-load-balancer", crate::commands::tags::MAX_TAGS),
     ];
     let mut xml = Xml::new();
     xml.members("Limits", limits, |x, (name, max)| {

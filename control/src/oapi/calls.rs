@@ -1,5 +1,5 @@
 //! OAPI's load balancer calls: each request checked against OAPI's shapes and ranges (typed,
-//! unknown fields refused), then carried out by the Query API's actions on the one domain model.
+//! unknown fields refused), then carried out by one command of the domain (`commands`).
 
 use std::collections::BTreeMap;
 
@@ -9,10 +9,11 @@ use serde_json::{Value, json};
 
 use super::OapiError;
 use super::views::{self, BROWSER_SESSION_PERIOD};
-use crate::api;
-use crate::model::HealthCheck;
-use crate::query::Params;
-use crate::service::Service;
+use crate::attributes::{AttributeChanges, COOKIE_SECURE};
+use crate::commands::{self, Change, ChangeLoadBalancers, DeleteLoadBalancer};
+use crate::error::{ApiError, ErrorCode};
+use crate::model::{self, HealthCheck, Listener, LoadBalancer, Policy};
+use crate::service::{Done, Service};
 
 /// The calls this service answers.
 pub const CALLS: [&str; 16] = [
@@ -41,20 +42,6 @@ fn parse<T: DeserializeOwned>(input: Value) -> Result<T, OapiError> {
     serde_json::from_value(input).map_err(|e| OapiError::shape(&e))
 }
 
-/// A Query API action with these parameters, on the same state.
-fn query(service: &Service, action: &str, pairs: &[(String, String)]) -> Result<(), OapiError> {
-    let body = form_urlencoded::Serializer::new(String::new())
-        .extend_pairs(pairs)
-        .finish();
-    let params = Params::parse(None, Some(body.as_bytes()))?;
-    api::dispatch(service, action, &params)?;
-    Ok(())
-}
-
-fn pair(name: impl Into<String>, value: impl ToString) -> (String, String) {
-    (name.into(), value.to_string())
-}
-
 /// `value` in `low..=high`, or OAPI's error naming `field`.
 fn in_range(field: &str, value: i64, low: i64, high: i64) -> Result<i64, OapiError> {
     if (low..=high).contains(&value) {
@@ -75,13 +62,18 @@ fn refuse_dry_run(dry_run: Option<bool>) -> Result<(), OapiError> {
     Ok(())
 }
 
-fn read_load_balancer(service: &Service, name: &str) -> Result<Value, OapiError> {
-    service.read(|inner| {
-        inner
-            .load_balancer(name)
-            .map(|lb| json!({ "LoadBalancer": views::load_balancer(service, lb) }))
-            .ok_or_else(|| OapiError::from(crate::error::ApiError::load_balancer_not_found(name)))
+/// The answer of a call that changed one load balancer: that load balancer as it now is.
+fn answer_with(service: &Service, done: Done<Vec<LoadBalancer>>) -> Done<Value> {
+    done.map(|lbs| match lbs.first() {
+        Some(lb) => json!({ "LoadBalancer": views::load_balancer(service, lb) }),
+        None => json!({}),
     })
+}
+
+/// One change to load balancer `name`, answered with it.
+fn change_one(service: &Service, name: &str, change: Change) -> Result<Done<Value>, OapiError> {
+    let done = service.execute(ChangeLoadBalancers::one(name, change))?;
+    Ok(answer_with(service, done))
 }
 
 const PROTOCOLS: [&str; 4] = ["HTTP", "HTTPS", "TCP", "SSL"];
@@ -96,14 +88,13 @@ struct ListenerForCreation {
     server_certificate_id: Option<String>,
 }
 
-/// OAPI listeners as the Query API's `Listeners.member.N.*`.
-fn listener_pairs(listeners: &[ListenerForCreation]) -> Result<Vec<(String, String)>, OapiError> {
+/// OAPI listeners as the domain's, by port.
+fn listeners(listeners: &[ListenerForCreation]) -> Result<BTreeMap<u16, Listener>, OapiError> {
     if listeners.is_empty() {
         return Err(OapiError::missing("Listeners"));
     }
-    let mut pairs = Vec::new();
+    let mut by_port = BTreeMap::new();
     for (i, listener) in listeners.iter().enumerate() {
-        let n = i + 1;
         let protocol = listener.load_balancer_protocol.to_ascii_uppercase();
         let backend_protocol = listener
             .backend_protocol
@@ -124,17 +115,25 @@ fn listener_pairs(listeners: &[ListenerForCreation]) -> Result<Vec<(String, Stri
                 "ServerCertificateId: this service terminates no TLS (HTTP listeners only)",
             ));
         }
-        let port = in_range("LoadBalancerPort", listener.load_balancer_port, 1, 65535)?;
-        let backend = in_range("BackendPort", listener.backend_port, 1, 65535)?;
-        pairs.push(pair(format!("Listeners.member.{n}.Protocol"), &protocol));
-        pairs.push(pair(format!("Listeners.member.{n}.LoadBalancerPort"), port));
-        pairs.push(pair(
-            format!("Listeners.member.{n}.InstanceProtocol"),
-            &backend_protocol,
-        ));
-        pairs.push(pair(format!("Listeners.member.{n}.InstancePort"), backend));
+        let port = port_of("LoadBalancerPort", listener.load_balancer_port)?;
+        let listener = Listener {
+            protocol: model::validate_protocol("Protocol", &protocol)?,
+            load_balancer_port: port,
+            instance_protocol: model::validate_protocol("InstanceProtocol", &backend_protocol)?,
+            instance_port: port_of("BackendPort", listener.backend_port)?,
+            policy_names: Vec::new(),
+        };
+        if by_port.insert(port, listener).is_some() {
+            return Err(ApiError::new(ErrorCode::DuplicateListener, format!("port {port} is given twice")).into());
+        }
     }
-    Ok(pairs)
+    Ok(by_port)
+}
+
+/// A port, in OAPI's range.
+fn port_of(field: &str, value: i64) -> Result<u16, OapiError> {
+    let port = in_range(field, value, 1, 65535)?;
+    Ok(u16::try_from(port).unwrap_or_default())
 }
 
 #[derive(Deserialize)]
@@ -142,49 +141,6 @@ fn listener_pairs(listeners: &[ListenerForCreation]) -> Result<Vec<(String, Stri
 struct ResourceTag {
     key: String,
     value: String,
-}
-
-/// The tags checked as AddTags checks them (ELB's characters and lengths, each key once), and
-/// so that `held` tags plus these stay within the limit: before anything changes.
-fn check_tags(tags: &[(String, String)], with_values: bool, held: &BTreeMap<String, String>) -> Result<(), OapiError> {
-    let pairs: Vec<(String, String)> = tags
-        .iter()
-        .enumerate()
-        .flat_map(|(i, (key, value))| {
-            let mut pairs = vec![pair(format!("Tags.member.{}.Key", i + 1), key)];
-            if with_values {
-                pairs.push(pair(format!("Tags.member.{}.Value", i + 1), value));
-            }
-            pairs
-        })
-        .collect();
-    let body = form_urlencoded::Serializer::new(String::new())
-        .extend_pairs(&pairs)
-        .finish();
-    let checked = api::tags::tags(&Params::parse(None, Some(body.as_bytes()))?, with_values)?;
-    if with_values {
-        let total = held.len() + checked.iter().filter(|(key, _)| !held.contains_key(key)).count();
-        if total > api::tags::MAX_TAGS {
-            return Err(crate::error::ApiError::new(
-                crate::error::ErrorCode::TooManyTags,
-                format!("a load balancer holds at most {} tags", api::tags::MAX_TAGS),
-            )
-            .into());
-        }
-    }
-    Ok(())
-}
-
-fn tag_pairs(tags: &[ResourceTag]) -> Vec<(String, String)> {
-    tags.iter()
-        .enumerate()
-        .flat_map(|(i, tag)| {
-            [
-                pair(format!("Tags.member.{}.Key", i + 1), &tag.key),
-                pair(format!("Tags.member.{}.Value", i + 1), &tag.value),
-            ]
-        })
-        .collect()
 }
 
 #[derive(Deserialize)]
@@ -206,18 +162,17 @@ struct CreateLoadBalancer {
     dry_run: Option<bool>,
 }
 
-fn create_load_balancer(service: &Service, request: CreateLoadBalancer) -> Result<Value, OapiError> {
+fn create_load_balancer(service: &Service, request: CreateLoadBalancer) -> Result<Done<Value>, OapiError> {
     refuse_dry_run(request.dry_run)?;
-    // Checked here to name OAPI's fields in the error; the Query API's action checks again.
-    let fields = &crate::model::OAPI_PLACEMENT_FIELDS;
-    let placement = crate::model::Placement {
+    let fields = &model::OAPI_PLACEMENT_FIELDS;
+    let placement = model::Placement {
         zones: request.subregion_names,
         subnets: request.subnets,
         security_groups: request.security_groups,
         internal: request
             .load_balancer_type
             .as_deref()
-            .map(|kind| crate::model::Placement::parse_scheme(fields.scheme, kind))
+            .map(|kind| model::Placement::parse_scheme(fields.scheme, kind))
             .transpose()?
             .unwrap_or(false),
     }
@@ -227,34 +182,24 @@ fn create_load_balancer(service: &Service, request: CreateLoadBalancer) -> Resul
             "PublicIp: a load balancer takes the next address of the bouncer's pool",
         ));
     }
-    let name = &request.load_balancer_name;
-    let mut pairs = vec![pair("LoadBalancerName", name)];
-    pairs.extend(listener_pairs(&request.listeners)?);
-    let query_fields = &crate::model::ELB_PLACEMENT_FIELDS;
-    for (prefix, names) in [
-        (query_fields.zones, &placement.zones),
-        (query_fields.subnets, &placement.subnets),
-        (query_fields.security_groups, &placement.security_groups),
-    ] {
-        pairs.extend(
-            names
-                .iter()
-                .enumerate()
-                .map(|(i, name)| pair(format!("{prefix}.member.{}", i + 1), name)),
-        );
-    }
-    pairs.push(pair(query_fields.scheme, placement.scheme()));
-    let tags: Vec<(String, String)> = request.tags.iter().map(|t| (t.key.clone(), t.value.clone())).collect();
-    if !tags.is_empty() {
-        check_tags(&tags, true, &BTreeMap::new())?;
-    }
-    query(service, "CreateLoadBalancer", &pairs)?;
-    if !request.tags.is_empty() {
-        let mut pairs = vec![pair("LoadBalancerNames.member.1", name)];
-        pairs.extend(tag_pairs(&request.tags));
-        query(service, "AddTags", &pairs)?;
-    }
-    read_load_balancer(service, name)
+    let first_backend_port = request.listeners.first().map(|l| l.backend_port);
+    let listeners = listeners(&request.listeners)?;
+    let command = commands::CreateLoadBalancer {
+        name: request.load_balancer_name.clone(),
+        listeners,
+        health_check: HealthCheck::default_for(first_backend_port.and_then(|p| u16::try_from(p).ok()).unwrap_or(80)),
+        placement,
+        tags: request.tags.into_iter().map(|t| (t.key, t.value)).collect(),
+    };
+    let done = service.execute(command)?;
+    let lb = service.read(|domain| domain.load_balancer(&request.load_balancer_name).cloned());
+    Ok(answer_with(
+        service,
+        Done {
+            value: lb.into_iter().collect(),
+            committed: done.committed,
+        },
+    ))
 }
 
 #[derive(Deserialize)]
@@ -264,17 +209,18 @@ struct ByName {
     dry_run: Option<bool>,
 }
 
-fn delete_load_balancer(service: &Service, request: ByName) -> Result<Value, OapiError> {
+fn delete_load_balancer(service: &Service, request: ByName) -> Result<Done<Value>, OapiError> {
     refuse_dry_run(request.dry_run)?;
-    let mut answer = read_load_balancer(service, &request.load_balancer_name)?;
-    query(
-        service,
-        "DeleteLoadBalancer",
-        &[pair("LoadBalancerName", &request.load_balancer_name)],
-    )?;
+    let name = request.load_balancer_name;
+    let done = service.execute(DeleteLoadBalancer { name: name.clone() })?;
+    let deleted = done.value.ok_or_else(|| ApiError::load_balancer_not_found(&name))?;
     // As OAPI answers: the load balancer being deleted.
-    answer["LoadBalancer"]["State"] = json!("deleting");
-    Ok(answer)
+    let mut answer = views::load_balancer(service, &deleted);
+    answer["State"] = json!("deleting");
+    Ok(Done {
+        value: json!({ "LoadBalancer": answer }),
+        committed: done.committed,
+    })
 }
 
 #[derive(Deserialize, Default)]
@@ -387,20 +333,14 @@ struct UpdateLoadBalancer {
     dry_run: Option<bool>,
 }
 
-fn update_load_balancer(service: &Service, request: UpdateLoadBalancer) -> Result<Value, OapiError> {
+fn update_load_balancer(service: &Service, request: UpdateLoadBalancer) -> Result<Done<Value>, OapiError> {
     refuse_dry_run(request.dry_run)?;
     let name = &request.load_balancer_name;
-    // Everything checked before anything changes.
     if request.public_ip.is_some() || request.security_groups.is_some() || request.server_certificate_id.is_some() {
         return Err(OapiError::unsupported(
             "PublicIp, SecurityGroups and ServerCertificateId: the bouncer's pool gives the address, there are no security groups, and no TLS is terminated",
         ));
     }
-    let check = request
-        .health_check
-        .as_ref()
-        .map(HealthCheckRequest::checked)
-        .transpose()?;
     if let Some(log) = &request.access_log {
         if log.is_enabled == Some(true) || log.osu_bucket_name.is_some() || log.osu_bucket_prefix.is_some() {
             return Err(OapiError::unsupported(
@@ -417,81 +357,34 @@ fn update_load_balancer(service: &Service, request: UpdateLoadBalancer) -> Resul
     }
     let port = request
         .load_balancer_port
-        .map(|port| in_range("LoadBalancerPort", port, 1, 65535))
+        .map(|port| port_of("LoadBalancerPort", port))
         .transpose()?;
     if request.policy_names.is_some() && port.is_none() {
         return Err(OapiError::missing("LoadBalancerPort"));
     }
-    // What the Query API would refuse, checked on the current state before the first change.
-    service.read(|inner| -> Result<(), OapiError> {
-        let lb = inner
-            .load_balancer(name)
-            .ok_or_else(|| crate::error::ApiError::load_balancer_not_found(name))?;
-        if let Some(check) = &check {
-            check.validate_within(MAX_CHECK_INTERVAL)?;
-        }
-        if let Some(secured) = request.secured_cookies {
-            let changes = crate::attributes::AttributeChanges {
-                additional: vec![(crate::attributes::COOKIE_SECURE.to_owned(), secured.to_string())],
-                ..Default::default()
-            };
-            lb.attributes
-                .changed(&changes, &service.config.cookie, &lb.app_cookie_names())?;
-        }
-        if let (Some(names), Some(port)) = (&request.policy_names, port) {
-            let port = u16::try_from(port).unwrap_or(0);
-            if !lb.listeners.contains_key(&port) {
-                return Err(crate::error::ApiError::new(
-                    crate::error::ErrorCode::ListenerNotFound,
-                    format!("There is no listener on port {port} of {name}"),
-                )
-                .into());
-            }
-            if let Some(missing) = names.iter().find(|n| !lb.policies.contains_key(*n)) {
-                return Err(crate::error::ApiError::new(
-                    crate::error::ErrorCode::PolicyNotFound,
-                    format!("There is no policy named {missing} on {name}"),
-                )
-                .into());
-            }
-            if names.len() > 1 {
-                return Err(crate::error::ApiError::invalid_configuration(
-                    "A listener can have at most one stickiness policy",
-                )
-                .into());
-            }
-        }
-        Ok(())
-    })?;
-    if let Some(check) = check {
-        api::set_health_check(service, name, check, MAX_CHECK_INTERVAL)?;
+    // Every change in one command: all checked on the current state, committed together.
+    let mut changes = Vec::new();
+    if let Some(check) = &request.health_check {
+        changes.push(Change::SetHealthCheck {
+            check: check.checked()?,
+            max_interval: MAX_CHECK_INTERVAL,
+        });
     }
     if let Some(secured) = request.secured_cookies {
-        query(
-            service,
-            "ModifyLoadBalancerAttributes",
-            &[
-                pair("LoadBalancerName", name),
-                pair(
-                    "LoadBalancerAttributes.AdditionalAttributes.member.1.Key",
-                    crate::attributes::COOKIE_SECURE,
-                ),
-                pair("LoadBalancerAttributes.AdditionalAttributes.member.1.Value", secured),
-            ],
-        )?;
+        changes.push(Change::ModifyAttributes(AttributeChanges {
+            additional: vec![(COOKIE_SECURE.to_owned(), secured.to_string())],
+            ..Default::default()
+        }));
     }
-    if let (Some(names), Some(port)) = (&request.policy_names, port) {
-        let mut pairs = vec![pair("LoadBalancerName", name), pair("LoadBalancerPort", port)];
-        if names.is_empty() {
-            // An empty list removes stickiness.
-            pairs.push(pair("PolicyNames", ""));
-        }
-        for (i, policy) in names.iter().enumerate() {
-            pairs.push(pair(format!("PolicyNames.member.{}", i + 1), policy));
-        }
-        query(service, "SetLoadBalancerPoliciesOfListener", &pairs)?;
+    if let (Some(names), Some(port)) = (request.policy_names, port) {
+        // An empty list removes stickiness.
+        changes.push(Change::SetListenerPolicies { port, names });
     }
-    read_load_balancer(service, name)
+    let done = service.execute(ChangeLoadBalancers {
+        names: vec![name.clone()],
+        changes,
+    })?;
+    Ok(answer_with(service, done))
 }
 
 #[derive(Deserialize)]
@@ -502,12 +395,10 @@ struct CreateListeners {
     dry_run: Option<bool>,
 }
 
-fn create_listeners(service: &Service, request: CreateListeners) -> Result<Value, OapiError> {
+fn create_listeners(service: &Service, request: CreateListeners) -> Result<Done<Value>, OapiError> {
     refuse_dry_run(request.dry_run)?;
-    let mut pairs = vec![pair("LoadBalancerName", &request.load_balancer_name)];
-    pairs.extend(listener_pairs(&request.listeners)?);
-    query(service, "CreateLoadBalancerListeners", &pairs)?;
-    read_load_balancer(service, &request.load_balancer_name)
+    let change = Change::AddListeners(listeners(&request.listeners)?);
+    change_one(service, &request.load_balancer_name, change)
 }
 
 #[derive(Deserialize)]
@@ -518,18 +409,17 @@ struct DeleteListeners {
     dry_run: Option<bool>,
 }
 
-fn delete_listeners(service: &Service, request: DeleteListeners) -> Result<Value, OapiError> {
+fn delete_listeners(service: &Service, request: DeleteListeners) -> Result<Done<Value>, OapiError> {
     refuse_dry_run(request.dry_run)?;
     if request.load_balancer_ports.is_empty() {
         return Err(OapiError::missing("LoadBalancerPorts"));
     }
-    let mut pairs = vec![pair("LoadBalancerName", &request.load_balancer_name)];
-    for (i, port) in request.load_balancer_ports.iter().enumerate() {
-        let port = in_range("LoadBalancerPorts", *port, 1, 65535)?;
-        pairs.push(pair(format!("LoadBalancerPorts.member.{}", i + 1), port));
-    }
-    query(service, "DeleteLoadBalancerListeners", &pairs)?;
-    read_load_balancer(service, &request.load_balancer_name)
+    let ports = request
+        .load_balancer_ports
+        .iter()
+        .map(|port| port_of("LoadBalancerPorts", *port))
+        .collect::<Result<Vec<u16>, OapiError>>()?;
+    change_one(service, &request.load_balancer_name, Change::RemoveListeners(ports))
 }
 
 #[derive(Deserialize)]
@@ -543,11 +433,9 @@ struct CreatePolicy {
     dry_run: Option<bool>,
 }
 
-fn create_policy(service: &Service, request: CreatePolicy) -> Result<Value, OapiError> {
+fn create_policy(service: &Service, request: CreatePolicy) -> Result<Done<Value>, OapiError> {
     refuse_dry_run(request.dry_run)?;
-    let name = &request.load_balancer_name;
-    let mut pairs = vec![pair("LoadBalancerName", name), pair("PolicyName", &request.policy_name)];
-    match request.policy_type.as_str() {
+    let policy = match request.policy_type.as_str() {
         "load_balancer" => {
             if request.cookie_name.is_some() {
                 return Err(OapiError::invalid("CookieName is for PolicyType app only"));
@@ -558,10 +446,10 @@ fn create_policy(service: &Service, request: CreatePolicy) -> Result<Value, Oapi
                 .map(|p| in_range("CookieExpirationPeriod", p, 1, i64::from(i32::MAX)))
                 .transpose()?
                 .filter(|p| *p != BROWSER_SESSION_PERIOD as i64);
-            if let Some(period) = period {
-                pairs.push(pair("CookieExpirationPeriod", period));
+            Policy::LbCookie {
+                cookie_expiration_period: period.map(i64::unsigned_abs),
+                max_lifetime: None,
             }
-            query(service, "CreateLBCookieStickinessPolicy", &pairs)?;
         }
         "app" => {
             if request.cookie_expiration_period.is_some() {
@@ -569,23 +457,23 @@ fn create_policy(service: &Service, request: CreatePolicy) -> Result<Value, Oapi
                     "CookieExpirationPeriod is for PolicyType load_balancer only: an app policy follows the application's cookie",
                 ));
             }
-            let cookie = request
-                .cookie_name
-                .as_deref()
-                .ok_or_else(|| OapiError::missing("CookieName"))?;
+            let cookie = request.cookie_name.ok_or_else(|| OapiError::missing("CookieName"))?;
             if cookie.is_empty() || cookie.len() > 255 {
                 return Err(OapiError::invalid("CookieName must be 1 to 255 characters"));
             }
-            pairs.push(pair("CookieName", cookie));
-            query(service, "CreateAppCookieStickinessPolicy", &pairs)?;
+            Policy::AppCookie { cookie_name: cookie }
         }
         other => {
             return Err(OapiError::invalid(format!(
                 "PolicyType must be app or load_balancer, got {other:?}"
             )));
         }
-    }
-    read_load_balancer(service, name)
+    };
+    let change = Change::AddPolicy {
+        name: request.policy_name,
+        policy,
+    };
+    change_one(service, &request.load_balancer_name, change)
 }
 
 #[derive(Deserialize)]
@@ -596,17 +484,13 @@ struct DeletePolicy {
     dry_run: Option<bool>,
 }
 
-fn delete_policy(service: &Service, request: DeletePolicy) -> Result<Value, OapiError> {
+fn delete_policy(service: &Service, request: DeletePolicy) -> Result<Done<Value>, OapiError> {
     refuse_dry_run(request.dry_run)?;
-    query(
+    change_one(
         service,
-        "DeleteLoadBalancerPolicy",
-        &[
-            pair("LoadBalancerName", &request.load_balancer_name),
-            pair("PolicyName", &request.policy_name),
-        ],
-    )?;
-    read_load_balancer(service, &request.load_balancer_name)
+        &request.load_balancer_name,
+        Change::DeletePolicy(request.policy_name),
+    )
 }
 
 #[derive(Deserialize)]
@@ -620,9 +504,13 @@ struct Backends {
     dry_run: Option<bool>,
 }
 
-/// `RegisterInstancesWithLoadBalancer` or `DeregisterInstancesFromLoadBalancer` for VMs named by
-/// id or by IP (each IP must be a declared instance's).
-fn backends(service: &Service, action: &str, request: Backends, by_ip: bool) -> Result<Value, OapiError> {
+/// Registers or deregisters VMs named by id or by IP (each IP must be a declared instance's).
+fn backends(
+    service: &Service,
+    change: fn(Vec<String>) -> Change,
+    request: Backends,
+    by_ip: bool,
+) -> Result<Done<Value>, OapiError> {
     refuse_dry_run(request.dry_run)?;
     if !by_ip && !request.backend_ips.is_empty() {
         return Err(OapiError::invalid(
@@ -635,8 +523,8 @@ fn backends(service: &Service, action: &str, request: Backends, by_ip: bool) -> 
             .parse()
             .map_err(|_| OapiError::invalid(format!("BackendIps: {ip:?} is not an IP address")))?;
         let id = service
-            .read(|inner| {
-                inner
+            .read(|domain| {
+                domain
                     .registry()
                     .instances
                     .iter()
@@ -644,8 +532,8 @@ fn backends(service: &Service, action: &str, request: Backends, by_ip: bool) -> 
                     .map(|(id, _)| id.clone())
             })
             .ok_or_else(|| {
-                OapiError::from(crate::error::ApiError::new(
-                    crate::error::ErrorCode::InvalidInstance,
+                OapiError::from(ApiError::new(
+                    ErrorCode::InvalidInstance,
                     format!("No declared instance has the IP {ip}"),
                 ))
             })?;
@@ -659,12 +547,8 @@ fn backends(service: &Service, action: &str, request: Backends, by_ip: bool) -> 
         }));
     }
     ids.dedup();
-    let mut pairs = vec![pair("LoadBalancerName", &request.load_balancer_name)];
-    for (i, id) in ids.iter().enumerate() {
-        pairs.push(pair(format!("Instances.member.{}.InstanceId", i + 1), id));
-    }
-    query(service, action, &pairs)?;
-    Ok(json!({}))
+    let done = service.execute(ChangeLoadBalancers::one(request.load_balancer_name, change(ids)))?;
+    Ok(done.map(|_| json!({})))
 }
 
 #[derive(Deserialize)]
@@ -681,13 +565,13 @@ fn read_vms_health(service: &Service, request: ReadVmsHealth) -> Result<Value, O
     service.read(|inner| {
         let lb = inner
             .load_balancer(name)
-            .ok_or_else(|| OapiError::from(crate::error::ApiError::load_balancer_not_found(name)))?;
+            .ok_or_else(|| OapiError::from(ApiError::load_balancer_not_found(name)))?;
         let registered: Vec<String> = lb.instances.iter().chain(lb.draining.keys()).cloned().collect();
         let ids = match request.backend_vm_ids.filter(|ids| !ids.is_empty()) {
             Some(ids) => {
                 if let Some(unknown) = ids.iter().find(|id| !registered.contains(id)) {
-                    return Err(OapiError::from(crate::error::ApiError::new(
-                        crate::error::ErrorCode::InvalidInstance,
+                    return Err(OapiError::from(ApiError::new(
+                        ErrorCode::InvalidInstance,
                         format!("The VM {unknown} is not registered with {name}"),
                     )));
                 }
@@ -729,97 +613,78 @@ struct ReadTags {
     dry_run: Option<bool>,
 }
 
-/// Every named load balancer exists (a tag call changes none unless all are there).
-fn all_exist(service: &Service, names: &[String]) -> Result<(), OapiError> {
-    if names.is_empty() {
+fn create_tags(service: &Service, request: CreateTags) -> Result<Done<Value>, OapiError> {
+    refuse_dry_run(request.dry_run)?;
+    if request.load_balancer_names.is_empty() {
         return Err(OapiError::missing("LoadBalancerNames"));
     }
-    service.read(
-        |inner| match names.iter().find(|name| inner.load_balancer(name).is_none()) {
-            Some(missing) => Err(crate::error::ApiError::load_balancer_not_found(missing).into()),
-            None => Ok(()),
-        },
-    )
-}
-
-fn create_tags(service: &Service, request: CreateTags) -> Result<Value, OapiError> {
-    refuse_dry_run(request.dry_run)?;
-    all_exist(service, &request.load_balancer_names)?;
     if request.tags.is_empty() {
         return Err(OapiError::missing("Tags"));
     }
-    let tags: Vec<(String, String)> = request.tags.iter().map(|t| (t.key.clone(), t.value.clone())).collect();
-    for name in &request.load_balancer_names {
-        let held = service.read(|inner| inner.load_balancer(name).map(|lb| lb.tags.clone()).unwrap_or_default());
-        check_tags(&tags, true, &held)?;
-    }
-    for name in &request.load_balancer_names {
-        let mut pairs = vec![pair("LoadBalancerNames.member.1", name)];
-        pairs.extend(tag_pairs(&request.tags));
-        query(service, "AddTags", &pairs)?;
-    }
-    Ok(json!({}))
+    let tags = request.tags.into_iter().map(|t| (t.key, t.value)).collect();
+    let done = service.execute(ChangeLoadBalancers {
+        names: request.load_balancer_names,
+        changes: vec![Change::AddTags(tags)],
+    })?;
+    Ok(done.map(|_| json!({})))
 }
 
-fn delete_tags(service: &Service, request: DeleteTags) -> Result<Value, OapiError> {
+fn delete_tags(service: &Service, request: DeleteTags) -> Result<Done<Value>, OapiError> {
     refuse_dry_run(request.dry_run)?;
-    all_exist(service, &request.load_balancer_names)?;
+    if request.load_balancer_names.is_empty() {
+        return Err(OapiError::missing("LoadBalancerNames"));
+    }
     if request.tags.is_empty() {
         return Err(OapiError::missing("Tags"));
     }
-    let keys: Vec<(String, String)> = request.tags.iter().map(|t| (t.key.clone(), String::new())).collect();
-    check_tags(&keys, false, &BTreeMap::new())?;
-    for name in &request.load_balancer_names {
-        let mut pairs = vec![pair("LoadBalancerNames.member.1", name)];
-        for (i, tag) in request.tags.iter().enumerate() {
-            pairs.push(pair(format!("Tags.member.{}.Key", i + 1), &tag.key));
-        }
-        query(service, "RemoveTags", &pairs)?;
-    }
-    Ok(json!({}))
+    let keys = request.tags.into_iter().map(|t| t.key).collect();
+    let done = service.execute(ChangeLoadBalancers {
+        names: request.load_balancer_names,
+        changes: vec![Change::RemoveTags(keys)],
+    })?;
+    Ok(done.map(|_| json!({})))
 }
 
 fn read_tags(service: &Service, request: ReadTags) -> Result<Value, OapiError> {
     refuse_dry_run(request.dry_run)?;
-    all_exist(service, &request.load_balancer_names)?;
-    let tags: Vec<Value> = service.read(|inner| {
-        request
-            .load_balancer_names
-            .iter()
-            .filter_map(|name| inner.load_balancer(name))
-            .flat_map(|lb| {
-                let tags: &BTreeMap<String, String> = &lb.tags;
-                tags.iter()
-                    .map(|(key, value)| json!({ "LoadBalancerName": lb.name, "Key": key, "Value": value }))
-            })
-            .collect()
-    });
+    if request.load_balancer_names.is_empty() {
+        return Err(OapiError::missing("LoadBalancerNames"));
+    }
+    let tags = service.read(|domain| -> Result<Vec<Value>, ApiError> {
+        let mut tags = Vec::new();
+        for name in &request.load_balancer_names {
+            let lb = commands::load_balancer(domain, name)?;
+            tags.extend(
+                lb.tags
+                    .iter()
+                    .map(|(key, value)| json!({ "LoadBalancerName": lb.name, "Key": key, "Value": value })),
+            );
+        }
+        Ok(tags)
+    })?;
     Ok(json!({ "Tags": tags }))
 }
 
 /// Runs `call` (one of [`CALLS`]) with its JSON input; its answer, without `ResponseContext`.
-pub fn run(service: &Service, call: &str, input: Value) -> Result<Value, OapiError> {
-    match call {
-        "CreateLoadBalancer" => create_load_balancer(service, parse(input)?),
-        "DeleteLoadBalancer" => delete_load_balancer(service, parse(input)?),
+pub fn run(service: &Service, call: &str, input: Value) -> Result<Done<Value>, OapiError> {
+    let read = match call {
+        "CreateLoadBalancer" => return create_load_balancer(service, parse(input)?),
+        "DeleteLoadBalancer" => return delete_load_balancer(service, parse(input)?),
+        "UpdateLoadBalancer" => return update_load_balancer(service, parse(input)?),
+        "CreateLoadBalancerListeners" => return create_listeners(service, parse(input)?),
+        "DeleteLoadBalancerListeners" => return delete_listeners(service, parse(input)?),
+        "CreateLoadBalancerPolicy" => return create_policy(service, parse(input)?),
+        "DeleteLoadBalancerPolicy" => return delete_policy(service, parse(input)?),
+        "RegisterVmsInLoadBalancer" => return backends(service, Change::Register, parse(input)?, false),
+        "DeregisterVmsInLoadBalancer" => return backends(service, Change::Deregister, parse(input)?, false),
+        "LinkLoadBalancerBackendMachines" => return backends(service, Change::Register, parse(input)?, true),
+        "UnlinkLoadBalancerBackendMachines" => return backends(service, Change::Deregister, parse(input)?, true),
+        "CreateLoadBalancerTags" => return create_tags(service, parse(input)?),
+        "DeleteLoadBalancerTags" => return delete_tags(service, parse(input)?),
         "ReadLoadBalancers" => read_load_balancers(service, parse(input)?),
-        "UpdateLoadBalancer" => update_load_balancer(service, parse(input)?),
-        "CreateLoadBalancerListeners" => create_listeners(service, parse(input)?),
-        "DeleteLoadBalancerListeners" => delete_listeners(service, parse(input)?),
-        "CreateLoadBalancerPolicy" => create_policy(service, parse(input)?),
-        "DeleteLoadBalancerPolicy" => delete_policy(service, parse(input)?),
-        "RegisterVmsInLoadBalancer" => backends(service, "RegisterInstancesWithLoadBalancer", parse(input)?, false),
-        "DeregisterVmsInLoadBalancer" => backends(service, "DeregisterInstancesFromLoadBalancer", parse(input)?, false),
-        "LinkLoadBalancerBackendMachines" => {
-            backends(service, "RegisterInstancesWithLoadBalancer", parse(input)?, true)
-        }
-        "UnlinkLoadBalancerBackendMachines" => {
-            backends(service, "DeregisterInstancesFromLoadBalancer", parse(input)?, true)
-        }
         "ReadVmsHealth" => read_vms_health(service, parse(input)?),
-        "CreateLoadBalancerTags" => create_tags(service, parse(input)?),
-        "DeleteLoadBalancerTags" => delete_tags(service, parse(input)?),
         "ReadLoadBalancerTags" => read_tags(service, parse(input)?),
         _ => Err(OapiError::unknown_call(call)),
-    }
+    };
+    read.map(Done::read)
 }

@@ -1,9 +1,9 @@
 //! Outscale's current API (OAPI) for load balancers: JSON over `POST /api/v1/<Call>` (osc-sdk-python,
 //! Terraform's provider) or `/api/latest/<Call>` (`osc-cli api`), signed OSC4-HMAC-SHA256 (or
 //! AWS4) with the same access keys. One domain model with the Query API: each call is checked
-//! against OAPI's shapes and ranges here ([`calls`]), then carried out by the Query API's own
-//! actions (`api::dispatch`), so their validation, their store writes and their "in force on
-//! every follower" answer are the same; answers and errors are OAPI's JSON ([`views`],
+//! against OAPI's shapes and ranges here ([`calls`]), then carried out by the same commands as
+//! the Query API's actions (`commands`), so their validation, their store writes and their "in
+//! force on every follower" answer are the same; answers and errors are OAPI's JSON ([`views`],
 //! [`OapiError`]).
 
 mod calls;
@@ -18,6 +18,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use crate::error::{ApiError, ErrorCode};
+use crate::service::Done;
 use crate::sigv4::{self, RequestToVerify};
 
 pub use calls::CALLS;
@@ -102,6 +103,16 @@ impl OapiError {
     }
 }
 
+impl crate::http::Refusal for OapiError {
+    fn counted_as(&self) -> &str {
+        self.kind
+    }
+
+    fn details(&self) -> &str {
+        &self.details
+    }
+}
+
 /// The Query API's errors, in OAPI's words: types and codes of OAPI's error table (the one
 /// osc-sdk-python ships, `gateway_errors.yaml`; 1 and 7000 from OAPI's error page).
 impl From<ApiError> for OapiError {
@@ -169,13 +180,6 @@ pub fn call_of(path: &str) -> Option<&str> {
     (matches!(version, "v1" | "latest") && !call.is_empty() && !call.contains('/')).then_some(call)
 }
 
-/// What a call did: its answer (without `ResponseContext`) and, for a change, the versions
-/// that hold it (the answer waits until they are in force, as the Query API's do).
-pub struct Answer {
-    pub body: Value,
-    pub committed: Option<(u64, u64)>,
-}
-
 /// Verifies and runs one OAPI call (on a blocking thread: it may commit to the store). The
 /// call's name is returned when it is one of OAPI's load balancer calls.
 pub fn verify_and_run(
@@ -184,7 +188,7 @@ pub fn verify_and_run(
     uri: &Uri,
     headers: &HeaderMap,
     body: &[u8],
-) -> (String, Result<Answer, OapiError>) {
+) -> (String, Result<Done<Value>, OapiError>) {
     let path = uri.path();
     let call = call_of(path).unwrap_or_default();
     let name = if CALLS.contains(&call) { call } else { "unknown" }.to_owned();
@@ -213,12 +217,7 @@ pub fn verify_and_run(
             serde_json::from_slice(body)
                 .map_err(|e| OapiError::invalid(format!("The request body is not JSON: {e}")))?
         };
-        crate::service::Service::take_committed();
-        let answer = calls::run(service, call, input)?;
-        Ok(Answer {
-            body: answer,
-            committed: crate::service::Service::take_committed(),
-        })
+        calls::run(service, call, input)
     })();
     (name, result)
 }

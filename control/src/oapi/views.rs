@@ -3,8 +3,10 @@
 use serde_json::{Value, json};
 
 use crate::api::{InstanceState, instance_state};
+use crate::domain::Domain;
+use crate::domain::unix_now;
 use crate::model::{LoadBalancer, Policy, dns_name};
-use crate::service::{Inner, Service, unix_now};
+use crate::service::Service;
 
 /// OAPI's `CookieExpirationPeriod` for a browser-session cookie.
 pub const BROWSER_SESSION_PERIOD: u64 = 1;
@@ -90,7 +92,7 @@ pub fn load_balancer(service: &Service, lb: &LoadBalancer) -> Value {
 }
 
 /// One backend VM's health: `UP`, `DOWN`, or `UNKNOWN` before its first probe.
-pub fn vm_health(inner: &Inner, lb: &LoadBalancer, id: &str) -> Value {
+pub fn vm_health(inner: &Domain, lb: &LoadBalancer, id: &str) -> Value {
     let InstanceState {
         state,
         reason,

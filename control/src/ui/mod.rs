@@ -1,8 +1,8 @@
 //! The operator page (`/ui`): load balancers, listeners and their policy, instances with live
 //! health, each listener's counters as its filters report them, a cookie inspector, and policy
 //! changes. Signing in takes one of the API's access keys (id and secret); a session cookie
-//! (HttpOnly, SameSite=Strict, path `/ui`) then stands for it. Changes go through the API's
-//! own actions (`api::dispatch`), so they get the same validation and the same "in force on
+//! (HttpOnly, SameSite=Strict, path `/ui`) then stands for it. Changes are the domain's
+//! commands run by the APIs' runner, so they get the same validation and the same "in force on
 //! every follower" answer.
 
 mod inspect;
@@ -19,9 +19,10 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::commands::{Change, ChangeLoadBalancers, Command};
 use crate::error::ApiError;
 use crate::http::AppState;
-use crate::query::Params;
+use crate::model::Policy;
 
 pub use sessions::OperatorSessions;
 
@@ -155,17 +156,20 @@ async fn overview(State(app): State<AppState>, request: Request) -> Response {
     ([(header::CACHE_CONTROL, "no-store")], Json(view)).into_response()
 }
 
-/// Runs one API action for the page, answered once in force (as the Query API answers).
-async fn call_api(app: &AppState, action: &'static str, form: &[(&str, &str)]) -> Response {
-    let body = form_urlencoded::Serializer::new(String::new())
-        .extend_pairs(form)
-        .finish();
-    let params = match Params::parse(None, Some(body.as_bytes())) {
-        Ok(params) => params,
-        Err(error) => return api_refusal(&error),
-    };
-    match crate::http::apply_action(app, action, params).await {
-        Ok(not_in_force) => Json(json!({ "ok": true, "not_in_force": not_in_force })).into_response(),
+/// Runs one command for the page through the API's runner, answered once in force (as the
+/// Query API answers); `action` is the Query API's name for it, counted under that name.
+async fn execute<C>(app: &AppState, action: &'static str, command: C) -> Response
+where
+    C: Command + Send + 'static,
+    C::Output: Send + 'static,
+{
+    let request_id = crate::http::request_id();
+    let (result, not_in_force) = crate::http::run_call(app, "operator page", &request_id, move |service| {
+        (action.to_owned(), service.execute(command))
+    })
+    .await;
+    match result {
+        Ok(_) => Json(json!({ "ok": true, "not_in_force": not_in_force })).into_response(),
         Err(error) => api_refusal(&error),
     }
 }
@@ -179,16 +183,15 @@ struct ListenerPolicy {
 }
 
 async fn set_listener_policy(State(app): State<AppState>, Json(change): Json<ListenerPolicy>) -> Response {
-    let port = change.port.to_string();
-    let mut form = vec![
-        ("LoadBalancerName", change.load_balancer.as_str()),
-        ("LoadBalancerPort", port.as_str()),
-    ];
-    match change.policy.as_deref().filter(|p| !p.is_empty()) {
-        Some(policy) => form.push(("PolicyNames.member.1", policy)),
-        None => form.push(("PolicyNames", "")),
-    }
-    call_api(&app, "SetLoadBalancerPoliciesOfListener", &form).await
+    let names = change.policy.filter(|p| !p.is_empty()).into_iter().collect();
+    let command = ChangeLoadBalancers::one(
+        change.load_balancer,
+        Change::SetListenerPolicies {
+            port: change.port,
+            names,
+        },
+    );
+    execute(&app, "SetLoadBalancerPoliciesOfListener", command).await
 }
 
 #[derive(Deserialize)]
@@ -208,35 +211,33 @@ enum NewPolicy {
 }
 
 async fn create_policy(State(app): State<AppState>, Json(policy): Json<NewPolicy>) -> Response {
-    match policy {
+    let (action, load_balancer, name, policy) = match policy {
         NewPolicy::LbCookie {
             load_balancer,
             name,
             expiration_period,
-        } => {
-            let period = expiration_period.map(|p| p.to_string());
-            let mut form = vec![
-                ("LoadBalancerName", load_balancer.as_str()),
-                ("PolicyName", name.as_str()),
-            ];
-            if let Some(period) = &period {
-                form.push(("CookieExpirationPeriod", period));
-            }
-            call_api(&app, "CreateLBCookieStickinessPolicy", &form).await
-        }
+        } => (
+            "CreateLBCookieStickinessPolicy",
+            load_balancer,
+            name,
+            Policy::LbCookie {
+                cookie_expiration_period: expiration_period,
+                max_lifetime: None,
+            },
+        ),
         NewPolicy::AppCookie {
             load_balancer,
             name,
             cookie_name,
-        } => {
-            let form = [
-                ("LoadBalancerName", load_balancer.as_str()),
-                ("PolicyName", name.as_str()),
-                ("CookieName", cookie_name.as_str()),
-            ];
-            call_api(&app, "CreateAppCookieStickinessPolicy", &form).await
-        }
-    }
+        } => (
+            "CreateAppCookieStickinessPolicy",
+            load_balancer,
+            name,
+            Policy::AppCookie { cookie_name },
+        ),
+    };
+    let command = ChangeLoadBalancers::one(load_balancer, Change::AddPolicy { name, policy });
+    execute(&app, action, command).await
 }
 
 #[derive(Deserialize)]
@@ -253,6 +254,6 @@ async fn inspect_cookie(State(app): State<AppState>, Json(request): Json<Inspect
             format!("paste at most {MAX_INSPECTED} bytes"),
         );
     }
-    let view = inspect::inspect(&app.service, &request.cookie, crate::service::unix_now());
+    let view = inspect::inspect(&app.service, &request.cookie, crate::domain::unix_now());
     ([(header::CACHE_CONTROL, "no-store")], Json(view)).into_response()
 }

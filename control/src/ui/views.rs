@@ -4,8 +4,9 @@ use serde_json::{Value, json};
 use sticky_core::{Counter, Rejection};
 
 use crate::api::{InstanceState, instance_state};
+use crate::domain::unix_now;
 use crate::model::{LoadBalancer, Policy};
-use crate::service::{Service, unix_now};
+use crate::service::Service;
 use crate::tallies::{ListenerTallies, count};
 
 /// A policy in words.
@@ -56,7 +57,7 @@ fn counters_view(tallies: &ListenerTallies, lb: &str, port: u16) -> Value {
 fn load_balancer_view(
     service: &Service,
     tallies: &ListenerTallies,
-    inner: &crate::service::Inner,
+    inner: &crate::domain::Domain,
     lb: &LoadBalancer,
     now: i64,
 ) -> Value {

@@ -27,10 +27,10 @@ use envoy_types::util::pack_any;
 use prost::Message;
 use sticky_core::{ControlSource, PluginConfig};
 
+use crate::domain::Domain;
 use crate::feed::EndpointHealth;
 use crate::feed::cluster_name;
 use crate::model::ListenerBinding;
-use crate::service::Inner;
 
 pub const LISTENER_TYPE: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
 pub const ROUTE_TYPE: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration";
@@ -109,7 +109,7 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    pub fn build(inner: &Inner, options: &ServeOptions, node: &EnvoyNode) -> Self {
+    pub fn build(inner: &Domain, options: &ServeOptions, node: &EnvoyNode) -> Self {
         let mut snapshot = Snapshot::default();
         for lb in inner.load_balancers() {
             let Some(address) = lb.address else { continue };

@@ -1,0 +1,220 @@
+//! The domain state every surface reads (the Query API, OAPI, the operator page, xDS, the
+//! feed, the prober) and the writes that change it. Concurrency and durability are
+//! `service`'s; what may be written is `commands`'.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::error::ApiError;
+use crate::health::{HealthStatus, InstanceHealth};
+use crate::keys::RotatingKeys;
+use crate::model::{ListenerBinding, LoadBalancer, Registry};
+
+/// An instance as served to Envoy and the filters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServedTarget {
+    pub id: String,
+    pub address: std::net::SocketAddr,
+    pub health: HealthStatus,
+    /// Deregistered, still draining.
+    pub draining: bool,
+}
+
+pub fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// The first whole Unix second at least `seconds` from now: a drain of `seconds` never ends
+/// early, though its end is kept in whole seconds.
+pub fn unix_after(seconds: u32) -> i64 {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let end = now.saturating_add(std::time::Duration::from_secs(u64::from(seconds)));
+    let whole = end.as_secs().saturating_add(u64::from(end.subsec_nanos() > 0));
+    i64::try_from(whole).unwrap_or(i64::MAX)
+}
+
+/// A change the API or a background task wants to make.
+pub enum Write {
+    PutLoadBalancer(LoadBalancer),
+    DeleteLoadBalancer(String),
+    ReplaceRegistry(Registry),
+    ReplaceKeys(RotatingKeys),
+    /// A health flip of (load balancer, instance).
+    PutHealth((String, String), InstanceHealth),
+}
+
+/// The domain: load balancers, the instance registry, the cookie keys and the targets' health,
+/// at one version. Every surface reads it through `Service::read`; it changes only by
+/// [`Domain::apply`] of writes the store committed.
+pub struct Domain {
+    pub(crate) load_balancers: BTreeMap<String, LoadBalancer>,
+    pub(crate) registry: Registry,
+    pub(crate) keys: RotatingKeys,
+    /// Whether `keys` is stored (a fresh ring is drawn at a first start, then stored).
+    pub(crate) keys_stored: bool,
+    pub(crate) version: u64,
+    /// The version at which what Envoy is served (listeners, their addresses, their targets'
+    /// addresses and health) last changed: a policy or key change need not wait for Envoy.
+    pub(crate) endpoints_version: u64,
+    /// Health per (load balancer, instance id). On a shared store, flips are stored by the
+    /// leader and reach every replica; on SQLite, re-learnt after a restart.
+    pub(crate) health: HashMap<(String, String), InstanceHealth>,
+}
+
+impl Domain {
+    /// Applies writes the store committed as `version` (and `endpoints_version`).
+    pub(crate) fn apply(&mut self, writes: Vec<Write>, version: u64, endpoints_version: u64) {
+        for write in writes {
+            match write {
+                Write::PutLoadBalancer(lb) => {
+                    let name = lb.name.clone();
+                    self.load_balancers.insert(name.clone(), lb);
+                    self.prune_health(&name);
+                }
+                Write::DeleteLoadBalancer(name) => {
+                    self.load_balancers.remove(&name);
+                    self.prune_health(&name);
+                }
+                Write::ReplaceRegistry(registry) => self.registry = registry,
+                Write::ReplaceKeys(keys) => {
+                    self.keys = keys;
+                    self.keys_stored = true;
+                }
+                Write::PutHealth(key, health) => {
+                    self.health.insert(key, health);
+                }
+            }
+        }
+        self.version = version;
+        self.endpoints_version = endpoints_version;
+    }
+    pub fn load_balancer(&self, name: &str) -> Option<&LoadBalancer> {
+        self.load_balancers.get(name)
+    }
+
+    /// Whether load balancer `name` has a listener on `port`.
+    pub fn has_listener(&self, name: &str, port: u16) -> bool {
+        self.load_balancers
+            .get(name)
+            .is_some_and(|lb| lb.listeners.contains_key(&port))
+    }
+
+    /// Every load balancer, by name.
+    pub fn load_balancers(&self) -> impl Iterator<Item = &LoadBalancer> {
+        self.load_balancers.values()
+    }
+
+    pub fn load_balancer_count(&self) -> usize {
+        self.load_balancers.len()
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    pub fn keys(&self) -> &RotatingKeys {
+        &self.keys
+    }
+
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    pub fn endpoints_version(&self) -> u64 {
+        self.endpoints_version
+    }
+
+    /// The last probe results of instance `id` in load balancer `name`, if probed.
+    pub fn health(&self, name: &str, id: &str) -> Option<&InstanceHealth> {
+        self.health.get(&(name.to_owned(), id.to_owned()))
+    }
+
+    /// Whether `write` would change what EDS and xDS serve (addresses, listeners, targets).
+    /// Conservative: a registry change counts.
+    pub(crate) fn changes_endpoints(&self, write: &Write) -> bool {
+        match write {
+            Write::PutLoadBalancer(lb) => self.load_balancers.get(&lb.name).is_none_or(|old| {
+                old.instances != lb.instances
+                    || old.draining != lb.draining
+                    || old.attributes.session_draining != lb.attributes.session_draining
+                    || old.attributes.idle_timeout != lb.attributes.idle_timeout
+                    || old.address != lb.address
+                    || old.listeners.len() != lb.listeners.len()
+                    || old
+                        .listeners
+                        .iter()
+                        .zip(&lb.listeners)
+                        .any(|((port, a), (new_port, b))| port != new_port || a.instance_port != b.instance_port)
+            }),
+            Write::DeleteLoadBalancer(name) => self.load_balancers.contains_key(name),
+            Write::ReplaceRegistry(registry) => *registry != self.registry,
+            Write::ReplaceKeys(_) => false,
+            Write::PutHealth(key, health) => self.health.get(key).map(|h| h.status) != Some(health.status),
+        }
+    }
+
+    /// Gives every load balancer `writes` stores without an address one of its own from the
+    /// pool (one no other load balancer holds), and checks that its listeners can bind.
+    pub(crate) fn bind(&self, writes: &mut [Write], binding: &ListenerBinding) -> Result<(), ApiError> {
+        let mut taken: Vec<std::net::IpAddr> = self.load_balancers.values().filter_map(|lb| lb.address).collect();
+        for write in writes.iter_mut() {
+            let Write::PutLoadBalancer(lb) = write else { continue };
+            let address = match lb
+                .address
+                .or_else(|| self.load_balancers.get(&lb.name).and_then(|old| old.address))
+            {
+                Some(address) => address,
+                None => {
+                    let address = binding.allocate(&taken)?;
+                    taken.push(address);
+                    address
+                }
+            };
+            lb.address = Some(address);
+            for port in lb.listeners.keys() {
+                binding.socket(address, *port)?;
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn prune_health(&mut self, name: &str) {
+        let registered: BTreeSet<String> = self
+            .load_balancers
+            .get(name)
+            .map(|lb| lb.instances.iter().chain(lb.draining.keys()).cloned().collect())
+            .unwrap_or_default();
+        self.health.retain(|(lb, id), _| lb != name || registered.contains(id));
+    }
+
+    /// Health of a registered instance (pending before its first probe).
+    pub fn health_of(&self, name: &str, id: &str) -> HealthStatus {
+        self.health
+            .get(&(name.to_owned(), id.to_owned()))
+            .map_or(HealthStatus::Pending, |h| h.status)
+    }
+
+    /// The registered and draining instances of `lb` on `instance_port`.
+    pub fn targets(&self, lb: &LoadBalancer, instance_port: u16) -> Vec<ServedTarget> {
+        let registered = lb.instances.iter().map(|id| (id, false));
+        let draining = lb
+            .draining
+            .keys()
+            .filter(|id| !lb.instances.contains(*id))
+            .map(|id| (id, true));
+        registered
+            .chain(draining)
+            .filter_map(|(id, draining)| {
+                let address = self.registry.resolve(id, instance_port)?;
+                Some(ServedTarget {
+                    id: id.clone(),
+                    address,
+                    health: self.health_of(&lb.name, id),
+                    draining,
+                })
+            })
+            .collect()
+    }
+}
