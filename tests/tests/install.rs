@@ -1,4 +1,4 @@
-//! The README's "Install on a bouncer host" commands, run as written, under a temporary root
+//! The "Install on a bouncer host" commands of docs/operating.md, run as written, under a temporary root
 //! (every absolute path of the install moved below it), then the installed unit's own commands
 //! (`ExecStartPre`, `ExecStart` of `deploy/sticky-bouncer.service`) in place of systemd: the
 //! installed launcher checks its file, runs the installed control service and Envoy with the
@@ -37,12 +37,12 @@ fn rooted(text: &str, root: &Path) -> String {
     text
 }
 
-/// The `sh` block of the README's section `heading`.
+/// The `sh` block of section `heading` of the operators' guide (docs/operating.md).
 fn readme_block(heading: &str) -> String {
-    let readme = std::fs::read_to_string(workspace_root().join("README.md")).unwrap();
-    let section = readme
+    let guide = std::fs::read_to_string(workspace_root().join("docs/operating.md")).unwrap();
+    let section = guide
         .split_once(&format!("\n## {heading}\n"))
-        .unwrap_or_else(|| panic!("no section {heading} in the README"))
+        .unwrap_or_else(|| panic!("no section {heading} in docs/operating.md"))
         .1;
     let block = section.split_once("```sh\n").expect("a sh block").1;
     block.split_once("```").expect("the block's end").0.to_owned()
@@ -80,7 +80,7 @@ fn the_readmes_install_commands_install_a_bouncer_that_serves() {
         script.push_str(&line);
         script.push('\n');
     }
-    assert_eq!(checks.len(), 1, "the README's check of the configuration");
+    assert_eq!(checks.len(), 1, "the guide's check of the configuration");
     assert_eq!(left_out.len(), 3, "useradd, systemctl, journalctl: {left_out:?}");
     let path = format!(
         "{}:{}",
@@ -157,7 +157,7 @@ fn the_readmes_install_commands_install_a_bouncer_that_serves() {
     );
     std::fs::write(&config_file, config).unwrap();
 
-    // The README's check, with the installed binary first in PATH.
+    // The guide's check, with the installed binary first in PATH.
     let checked = Command::new("bash")
         .arg("-c")
         .arg(&checks[0])
@@ -210,7 +210,7 @@ fn the_readmes_install_commands_install_a_bouncer_that_serves() {
         std::thread::sleep(Duration::from_millis(100));
     }
     // The installed access key signs API calls.
-    let api = sticky_control::client::QueryClient::new(api, key_id, secret);
+    let api = sticky_testing::control_client::QueryClient::new(api, key_id, secret);
     let described = api.call("DescribeLoadBalancers", &[]).unwrap().ok();
     assert_eq!(
         described.field("LoadBalancerName").as_deref(),

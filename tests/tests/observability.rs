@@ -2,7 +2,7 @@
 //! configuration's jobs scrape a real control service and a real Envoy (with the shell under
 //! test), its relabelling gives the filter's counters one name whichever shell runs, and every
 //! series the Grafana dashboard queries exists in what those scrapes return; the dashboard and
-//! its provisioning file are in Grafana's formats; the README's metrics table names them all.
+//! its provisioning file are in Grafana's formats; the metrics table of docs/operating.md names them all.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -141,7 +141,8 @@ fn the_dashboard_queries_only_what_the_scrape_configuration_collects_from_the_li
             .iter()
             .any(|v| v["name"] == "datasource" && v["type"] == "datasource")
     );
-    let readme = std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../README.md")).unwrap();
+    let readme =
+        std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/operating.md")).unwrap();
     let panels = dashboard["panels"].as_array().expect("panels");
     let mut ids = BTreeSet::new();
     let mut queried = 0;
@@ -171,7 +172,10 @@ fn the_dashboard_queries_only_what_the_scrape_configuration_collects_from_the_li
                     }
                     None => readme.contains(&name),
                 };
-                assert!(documented, "the README's metrics table does not name {name}");
+                assert!(
+                    documented,
+                    "the metrics table of docs/operating.md does not name {name}"
+                );
             }
         }
     }

@@ -11,8 +11,9 @@
 //! between them; wrk (one thread, fixed connections and duration) generates the load. The
 //! proxies are bound to their own CPU, wrk and the targets to the other, so the proxy is what
 //! saturates. Then: the sticky hit with 10, 1,000 and 100,000 targets (and Envoy's memory), and
-//! propagation through the live system. Writes `docs/benchmarks/results.md`, a PNG chart, and
-//! the README's results section. `--smoke` runs every step briefly (the tests run it).
+//! propagation through the live system. Writes `docs/benchmarks/results.md` and a PNG chart (and,
+//! with `--readme PAGE`, that page's results section). `--smoke` runs every step briefly (the
+//! tests run it).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -58,15 +59,16 @@ struct Args {
     /// Where the results go (Markdown, PNG).
     #[arg(long, default_value = "docs/benchmarks")]
     out: PathBuf,
-    /// The README whose `<!-- bench:start -->` section gets the results; `none` leaves it.
-    #[arg(long, default_value = "README.md")]
+    /// A page whose `<!-- bench:start -->` section also gets the results; `none` (the default:
+    /// the results are docs/benchmarks' alone).
+    #[arg(long, default_value = "none")]
     readme: String,
     /// Also measure the sticky filter's rows (3a'–3d') with this other build of the filter
     /// (e.g. the one before an optimisation), in the same run.
     #[arg(long)]
     baseline_wasm: Option<PathBuf>,
     /// Measure only these rows of the throughput table (e.g. `3c,3d`); rows 1, 2 and 4, which
-    /// the ratios need, are always measured. For working on one path; leaves the README alone.
+    /// the ratios need, are always measured. For working on one path; leaves the pages alone.
     /// With `--replicas`, `followers` measures only the followers per replica (printed).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
@@ -75,7 +77,7 @@ struct Args {
     #[arg(long)]
     smoke: bool,
     /// Only the propagation measurement (policy, registration, listener creation; xDS and REST
-    /// EDS), printed; leaves the README and `--out` alone.
+    /// EDS), printed; leaves `--out` alone.
     #[arg(long)]
     propagation_only: bool,
     /// Only the control service on PostgreSQL: API calls per second with 1 and 3 replicas,
@@ -140,7 +142,7 @@ fn main() -> anyhow::Result<()> {
     if args.replicas {
         return replicas_only(&args);
     }
-    if (args.smoke || !args.only.is_empty()) && args.readme == "README.md" {
+    if args.smoke || !args.only.is_empty() {
         args.readme = "none".to_owned();
     }
     let root = sticky_testing::artifacts::workspace_root();
@@ -652,10 +654,7 @@ fn scale_points(
 }
 
 fn shell_name(shell: &FilterShell) -> &'static str {
-    match shell.kind() {
-        ShellKind::Native => "native",
-        ShellKind::Wasm => "wasm",
-    }
+    shell.named_artifact().0
 }
 
 /// The cookie value the filter issues (by the same core code) for a session on `target`.
