@@ -8,10 +8,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
-use sticky_control::bootstrap::{BootstrapFile, BootstrapLoadBalancer};
-use sticky_control::model::InstanceAddress;
-use sticky_control::store::StoreLocation;
-use sticky_envoy::FilterShell;
+use sticky_control_schema::{BootstrapFile, BootstrapLoadBalancer, InstanceAddress, StoreLocation};
+use sticky_envoy_bootstrap::FilterShell;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -280,8 +278,8 @@ impl BouncerConfig {
             ));
         }
         for (i, lb) in self.load_balancers.iter().enumerate() {
-            sticky_control::model::validate_name("name", &lb.name)
-                .map_err(|e| field(&format!("load_balancers[{i}].name"), e.message))?;
+            sticky_control_schema::validate_name("name", &lb.name)
+                .map_err(|e| field(&format!("load_balancers[{i}].name"), e.to_string()))?;
             if lb.listeners.is_empty() {
                 return Err(field(
                     &format!("load_balancers[{i}].listeners"),
@@ -307,7 +305,7 @@ impl BouncerConfig {
             if let Some(check) = &lb.health_check {
                 check
                     .validate()
-                    .map_err(|e| field(&format!("load_balancers[{i}].health_check"), e.message))?;
+                    .map_err(|e| field(&format!("load_balancers[{i}].health_check"), e.to_string()))?;
             }
         }
         let bootstrap = BootstrapFile {

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use sticky_envoy::{FilterShell, XdsBootstrap};
+use sticky_envoy_bootstrap::{FilterShell, XdsBootstrap};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 
@@ -82,7 +82,7 @@ async fn run(checked: Checked) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("runtime_dir {}", dir.display()))?;
     // A SQLite store's directory (systemd's StateDirectory makes it; started otherwise, the
     // control service would fail to open the file and be restarted forever).
-    if let Ok(sticky_control::store::StoreLocation::Sqlite(file)) = config.store.location.parse()
+    if let Ok(sticky_control_schema::StoreLocation::Sqlite(file)) = config.store.location.parse()
         && let Some(parent) = file.parent().filter(|p| !p.as_os_str().is_empty())
     {
         std::fs::create_dir_all(parent).with_context(|| format!("store.location: creating {}", parent.display()))?;
@@ -120,7 +120,7 @@ async fn run(checked: Checked) -> anyhow::Result<()> {
 /// A PostgreSQL URL's password is not logged.
 fn redacted(location: &str) -> String {
     location
-        .parse::<sticky_control::store::StoreLocation>()
+        .parse::<sticky_control_schema::StoreLocation>()
         .map_or_else(|_| location.to_owned(), |l| l.to_string())
 }
 
@@ -160,9 +160,12 @@ fn control_spec(checked: &Checked, dir: &Path) -> anyhow::Result<ChildSpec> {
 
 fn envoy_spec(checked: &Checked, dir: &Path) -> anyhow::Result<ChildSpec> {
     let config = &checked.config;
-    let mut bootstrap = XdsBootstrap::new(checked.shell.clone(), config.api.listen, &config.envoy.node_id)
-        .context("preparing Envoy's bootstrap")?;
-    bootstrap.admin_port = config.envoy.admin_port;
+    let bootstrap = XdsBootstrap::new(
+        checked.shell.clone(),
+        config.api.listen,
+        &config.envoy.node_id,
+        config.envoy.admin_port,
+    );
     let file = dir.join("envoy.yaml");
     std::fs::write(&file, bootstrap.render()).with_context(|| format!("writing {}", file.display()))?;
     let mut env = Vec::new();

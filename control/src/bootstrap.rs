@@ -3,93 +3,15 @@
 //! the service and written by the launcher and the tests.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
-
-use serde::{Deserialize, Serialize};
 
 use sticky_core::CookieSettings;
 
 use crate::commands::{Command, CreateLoadBalancer};
 use crate::domain::{Domain, Write};
 use crate::error::ApiError;
-use crate::model::{self, HealthCheck, InstanceAddress, Listener, Registry};
+use crate::model::{self, HealthCheck, Listener, Registry};
 
-/// The declarative bootstrap file: the instance registry, and load balancers created when
-/// missing (what terraform creates in the original deployment).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BootstrapFile {
-    #[serde(default)]
-    pub instances: BTreeMap<String, InstanceAddress>,
-    #[serde(default)]
-    pub load_balancers: Vec<BootstrapLoadBalancer>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BootstrapLoadBalancer {
-    pub name: String,
-    pub listeners: Vec<BootstrapListener>,
-    #[serde(default)]
-    pub instances: Vec<String>,
-    #[serde(default)]
-    pub health_check: Option<HealthCheck>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BootstrapListener {
-    #[serde(default = "http")]
-    pub protocol: String,
-    pub load_balancer_port: u16,
-    pub instance_port: u16,
-}
-
-fn http() -> String {
-    "HTTP".to_owned()
-}
-
-impl BootstrapFile {
-    /// Load balancer `load_balancer` with listener 80 (instance port 80) and `instances` (id,
-    /// address) in the registry and registered, each instance's port 80 mapped to its address's
-    /// port, with an HTTP health check of `/health` every 5 s (timeout 2 s, thresholds 2/2).
-    pub fn one_listener(load_balancer: &str, instances: &[(String, SocketAddr)]) -> Self {
-        let registry = instances
-            .iter()
-            .map(|(id, address)| {
-                let entry = InstanceAddress {
-                    ip: address.ip(),
-                    ports: BTreeMap::from([(80, address.port())]),
-                };
-                (id.clone(), entry)
-            })
-            .collect();
-        Self {
-            instances: registry,
-            load_balancers: vec![BootstrapLoadBalancer {
-                name: load_balancer.to_owned(),
-                listeners: vec![BootstrapListener {
-                    protocol: http(),
-                    load_balancer_port: 80,
-                    instance_port: 80,
-                }],
-                instances: instances.iter().map(|(id, _)| id.clone()).collect(),
-                health_check: Some(HealthCheck {
-                    target: "HTTP:80/health".to_owned(),
-                    interval: 5,
-                    timeout: 2,
-                    unhealthy_threshold: 2,
-                    healthy_threshold: 2,
-                }),
-            }],
-        }
-    }
-
-    /// The file's text.
-    pub fn to_json(&self) -> String {
-        serde_json::to_string_pretty(self).unwrap_or_default()
-    }
-}
+pub use sticky_control_schema::{BootstrapFile, BootstrapListener, BootstrapLoadBalancer};
 
 /// Applying the file: the registry as declared, and the load balancers that do not exist yet
 /// (created as `CreateLoadBalancer` creates them, with the declared instances registered).

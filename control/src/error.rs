@@ -136,3 +136,13 @@ impl ApiError {
         (self.code.status(), [("content-type", "text/xml")], body).into_response()
     }
 }
+
+/// A value the schema refuses, as ELB words it.
+impl From<sticky_control_schema::Invalid> for ApiError {
+    fn from(invalid: sticky_control_schema::Invalid) -> Self {
+        match invalid {
+            sticky_control_schema::Invalid::Value(message) => Self::validation(message),
+            sticky_control_schema::Invalid::Unsupported(message) => Self::invalid_configuration(message),
+        }
+    }
+}

@@ -1,10 +1,9 @@
 //! The control service: the LBU / classic ELB Query API (SigV4-signed), a durable store, health
-//! checks, Envoy's configuration over gRPC xDS (and REST EDS), and the filters' state feed. See the README's "Control service".
+//! checks, Envoy's configuration over gRPC xDS (and REST EDS), and the filters' state feed. See docs/operating.md and docs/api.md.
 
 pub mod api;
 pub mod attributes;
 pub mod bootstrap;
-pub mod client;
 pub mod commands;
 pub mod domain;
 pub mod error;
@@ -16,7 +15,6 @@ pub mod keys;
 pub mod metrics;
 pub mod model;
 pub mod oapi;
-pub mod process;
 pub mod query;
 pub mod replicas;
 pub mod service;

@@ -9,8 +9,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::ApiError;
 
-/// Longest load balancer name ELB accepts.
-pub const MAX_NAME_LEN: usize = 32;
+pub use sticky_control_schema::{HealthCheck, HealthTarget, InstanceAddress, MAX_CHECK_INTERVAL, MAX_NAME_LEN};
+
+/// A load balancer name: 1-32 alphanumerics and hyphens, not starting or ending with a hyphen.
+pub fn validate_name(kind: &str, name: &str) -> Result<(), ApiError> {
+    Ok(sticky_control_schema::validate_name(kind, name)?)
+}
+
 /// Most policies one load balancer may hold.
 pub const MAX_POLICIES: usize = 100;
 
@@ -231,120 +236,6 @@ impl Policy {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum HealthTarget {
-    /// `HTTP:port/path`: healthy on a 200 answer. The path is stored beside.
-    Http { port: u16 },
-    /// `TCP:port`: healthy when a connection opens.
-    Tcp { port: u16 },
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct HealthCheck {
-    /// As given, e.g. `HTTP:80/health` or `TCP:80`.
-    pub target: String,
-    pub interval: u32,
-    pub timeout: u32,
-    pub unhealthy_threshold: u32,
-    pub healthy_threshold: u32,
-}
-
-impl HealthCheck {
-    /// ELB's default for a new load balancer: TCP on the first listener's instance port.
-    pub fn default_for(instance_port: u16) -> Self {
-        Self {
-            target: format!("TCP:{instance_port}"),
-            interval: 30,
-            timeout: 5,
-            unhealthy_threshold: 2,
-            healthy_threshold: 10,
-        }
-    }
-
-    /// Validates against ELB's ranges (Interval 5-300, Timeout 2-60 and below Interval,
-    /// thresholds 2-10) and the target syntax.
-    pub fn validate(&self) -> Result<(), ApiError> {
-        self.validate_within(MAX_CHECK_INTERVAL)
-    }
-
-    /// [`HealthCheck::validate`] with another ceiling for the interval (OAPI's is 600 s).
-    pub fn validate_within(&self, max_interval: u32) -> Result<(), ApiError> {
-        let range = |name: &str, value: u32, low: u32, high: u32| {
-            if (low..=high).contains(&value) {
-                Ok(())
-            } else {
-                Err(ApiError::validation(format!(
-                    "HealthCheck.{name} must be between {low} and {high}, got {value}"
-                )))
-            }
-        };
-        range("Interval", self.interval, 5, max_interval)?;
-        range("Timeout", self.timeout, 2, 60)?;
-        range("UnhealthyThreshold", self.unhealthy_threshold, 2, 10)?;
-        range("HealthyThreshold", self.healthy_threshold, 2, 10)?;
-        if self.timeout >= self.interval {
-            return Err(ApiError::validation(
-                "HealthCheck.Timeout must be smaller than HealthCheck.Interval",
-            ));
-        }
-        self.parsed_target().map(|_| ())
-    }
-
-    /// The target as a probe: protocol, port and (for HTTP) path.
-    pub fn parsed_target(&self) -> Result<(HealthTarget, String), ApiError> {
-        let invalid = || {
-            ApiError::validation(format!(
-                "HealthCheck.Target {:?} must be HTTP:port/path or TCP:port",
-                self.target
-            ))
-        };
-        let (protocol, rest) = self.target.split_once(':').ok_or_else(invalid)?;
-        match protocol.to_ascii_uppercase().as_str() {
-            "TCP" => {
-                let port = parse_port(rest).ok_or_else(invalid)?;
-                Ok((HealthTarget::Tcp { port }, String::new()))
-            }
-            "HTTP" => {
-                let slash = rest.find('/').ok_or_else(invalid)?;
-                let port = parse_port(&rest[..slash]).ok_or_else(invalid)?;
-                let path = &rest[slash..];
-                let path_ok = path.len() <= 1024 && path.bytes().all(|b| b.is_ascii_graphic());
-                if !path_ok {
-                    return Err(invalid());
-                }
-                Ok((HealthTarget::Http { port }, path.to_owned()))
-            }
-            "HTTPS" | "SSL" => Err(ApiError::invalid_configuration(format!(
-                "health check protocol {protocol} is not supported by this service; use HTTP or TCP"
-            ))),
-            _ => Err(invalid()),
-        }
-    }
-}
-
-fn parse_port(text: &str) -> Option<u16> {
-    text.parse::<u16>().ok().filter(|p| *p > 0)
-}
-
-/// ELB's health check interval ceiling, in seconds (OAPI's is 600).
-pub const MAX_CHECK_INTERVAL: u32 = 300;
-
-/// A load balancer name: 1-32 alphanumerics and hyphens, not starting or ending with a hyphen.
-pub fn validate_name(kind: &str, name: &str) -> Result<(), ApiError> {
-    let ok = !name.is_empty()
-        && name.len() <= MAX_NAME_LEN
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        && !name.starts_with('-')
-        && !name.ends_with('-');
-    if ok {
-        Ok(())
-    } else {
-        Err(ApiError::validation(format!(
-            "{kind} {name:?} must be 1 to {MAX_NAME_LEN} letters, digits or hyphens, not starting or ending with a hyphen"
-        )))
-    }
-}
-
 /// A policy name: 1-255 of letters, digits, `-`, `_` and `.`.
 pub fn validate_policy_name(name: &str) -> Result<(), ApiError> {
     let ok =
@@ -371,16 +262,6 @@ pub fn validate_protocol(field: &str, protocol: &str) -> Result<String, ApiError
             "{field} {protocol:?} must be one of HTTP, HTTPS, TCP, SSL"
         ))),
     }
-}
-
-/// Where an instance id points: its IP, and optionally a map from instance ports to the ports
-/// actually used (so several "instances" can share one loopback address in tests and demos).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct InstanceAddress {
-    pub ip: IpAddr,
-    #[serde(default)]
-    pub ports: BTreeMap<u16, u16>,
 }
 
 /// The instance registry: instance id → address.

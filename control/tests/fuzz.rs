@@ -8,9 +8,9 @@
 use std::time::{Duration, SystemTime};
 
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
-use sticky_control::client::{QueryClient, Style};
 use sticky_control::query::Params;
 use sticky_control::sigv4::{AccessKeys, RequestToVerify, verify};
+use sticky_testing::control_client::{QueryClient, Style};
 
 const ACCESS_KEY: &str = "AKIDFUZZ";
 const SECRET: &str = "fuzz-secret";

@@ -87,7 +87,7 @@ fn serve_with_a_static_state_pins_sessions() {
 
 #[test]
 fn serve_follows_the_control_service() {
-    use sticky_control::process::ControlProcess;
+    use sticky_testing::control_process::ControlProcess;
     let targets = DemoTargets::start(&[("i-a", 0), ("i-b", 0)]).unwrap();
     let bootstrap = sticky_control::BootstrapFile::one_listener("terraform-balancer", &targets.addresses());
     let dir = std::env::temp_dir().join(format!("testbed-control-{}", std::process::id()));

@@ -147,7 +147,7 @@ pub fn build_control_release() -> Result<PathBuf, BuildError> {
 /// launcher and the control service) once per process and returns its path.
 pub fn build_demo() -> Result<PathBuf, BuildError> {
     static BUILT: OnceLock<Result<PathBuf, BuildError>> = OnceLock::new();
-    build_binary_once(&BUILT, "sticky-envoy", "sticky-demo")
+    build_binary_once(&BUILT, "sticky-demo", "sticky-demo")
 }
 
 /// Builds the demo target's binary (`demo-target`, debug profile) once per process and returns

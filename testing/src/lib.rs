@@ -7,6 +7,8 @@
 pub mod artifacts;
 pub mod bouncer;
 pub mod clients;
+pub mod control_client;
+pub mod control_process;
 mod eventually;
 pub mod flask;
 pub mod postgres;

@@ -6,11 +6,11 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use sticky_control::BootstrapFile;
-use sticky_control::client::{ApiReply, QueryClient};
-use sticky_control::process::ControlProcess;
 use sticky_demo_target::DemoTargets;
 use sticky_envoy::EnvoyProcess;
 use sticky_testing::artifacts::build_control;
+use sticky_testing::control_client::{ApiReply, QueryClient};
+use sticky_testing::control_process::ControlProcess;
 pub use sticky_testing::eventually;
 
 use crate::hosts::{Placement, TargetProcesses};

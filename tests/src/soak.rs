@@ -135,7 +135,7 @@ pub fn run_replicated(duration: Duration, replicas: usize) -> SoakReport {
     let monitor = {
         let (stop, health) = (Arc::clone(&stop), Arc::clone(&health));
         std::thread::spawn(move || {
-            let api = sticky_control::client::QueryClient::new(api_authority, ACCESS_KEY.0, ACCESS_KEY.1);
+            let api = sticky_testing::control_client::QueryClient::new(api_authority, ACCESS_KEY.0, ACCESS_KEY.1);
             while !stop.load(Ordering::Relaxed) {
                 if let Ok(reply) = api.call("DescribeInstanceHealth", &[("LoadBalancerName", LOAD_BALANCER)]) {
                     let now = Instant::now();

@@ -9,12 +9,12 @@ use std::process::Command;
 use std::time::Duration;
 
 use sticky_control::BootstrapFile;
-use sticky_control::client::QueryClient;
-use sticky_control::process::ControlProcess;
 use sticky_demo_target::DemoTargets;
 use sticky_envoy::{EnvoyProcess, FilterShell, XdsBootstrap};
 use sticky_testing::artifacts::build_control;
 use sticky_testing::clients::{OscCli, venv_bin};
+use sticky_testing::control_client::QueryClient;
+use sticky_testing::control_process::ControlProcess;
 pub use sticky_testing::eventually;
 
 use crate::live::{ACCESS_KEY, HEALTH_CHECK};
@@ -107,7 +107,8 @@ pub fn start_envoy_following(
 ) -> EnvoyProcess {
     assert!(index < usize::from(ENVOYS_MAX));
     let first = *replicas.first().expect("a control service");
-    let mut bootstrap = XdsBootstrap::new(shell.clone(), first, &format!("bouncer-{index}")).expect("bootstrap");
+    let admin_port = sticky_testing::free_port().expect("a port");
+    let mut bootstrap = XdsBootstrap::new(shell.clone(), first, &format!("bouncer-{index}"), admin_port);
     bootstrap.control = replicas.to_vec();
     bootstrap.api_listener = api_listener;
     bootstrap.port_offset = envoy_shift(index);

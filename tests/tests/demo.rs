@@ -13,8 +13,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use sticky_control::client::QueryClient;
 use sticky_testing::artifacts::build_demo;
+use sticky_testing::control_client::QueryClient;
 use sticky_testing::{free_port, patience};
 use sticky_tests::{STICKY_COOKIE, agent, get};
 

@@ -161,7 +161,6 @@ fn delete_listeners(service: &Service, params: &Params) -> Result<Done<String>, 
 
 fn create_load_balancer(service: &Service, params: &Params) -> Result<Done<String>, ApiError> {
     let name = params.required("LoadBalancerName")?.to_owned();
-    model::validate_name("LoadBalancerName", &name)?;
     let members = params
         .struct_list("Listeners")?
         .filter(|l| !l.is_empty())

@@ -57,52 +57,7 @@ pub struct Snapshot {
     /// The version at which what Envoy is served last changed.
     pub endpoints_version: u64,
 }
-
-/// Where the state lives, as `--store` names it: a `postgres://` or `postgresql://` URL, or
-/// a SQLite file (`sqlite:PATH` or a plain path).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StoreLocation {
-    Sqlite(std::path::PathBuf),
-    Postgres(String),
-}
-
-impl std::str::FromStr for StoreLocation {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<Self, String> {
-        if text.starts_with("postgres://") || text.starts_with("postgresql://") {
-            text.parse::<::postgres::Config>()
-                .map_err(|e| format!("not a PostgreSQL connection URL: {e}"))?;
-            return Ok(Self::Postgres(text.to_owned()));
-        }
-        // Another scheme (mysql://, a typo) is refused, not taken for a file name.
-        if let Some((scheme, _)) = text.split_once("://")
-            && scheme != "sqlite"
-        {
-            return Err(format!(
-                "{scheme}:// is not a store: give a SQLite path (or sqlite:PATH) or a postgres:// URL"
-            ));
-        }
-        let path = text
-            .strip_prefix("sqlite://")
-            .or_else(|| text.strip_prefix("sqlite:"))
-            .unwrap_or(text);
-        if path.is_empty() {
-            return Err("an empty store path".to_owned());
-        }
-        Ok(Self::Sqlite(path.into()))
-    }
-}
-
-impl std::fmt::Display for StoreLocation {
-    /// Without the password, for logs.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Sqlite(path) => write!(f, "sqlite:{}", path.display()),
-            Self::Postgres(url) => f.write_str(&postgres::redacted(url)),
-        }
-    }
-}
+pub use sticky_control_schema::StoreLocation;
 
 pub enum Store {
     Sqlite(sqlite::SqliteStore),

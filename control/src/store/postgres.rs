@@ -36,36 +36,6 @@ const MIGRATIONS: &[&str] = &["CREATE TABLE meta (
      CREATE TABLE leases (name TEXT PRIMARY KEY, holder TEXT NOT NULL, expires_at TIMESTAMPTZ NOT NULL);
      CREATE TABLE replicas (id TEXT PRIMARY KEY, url TEXT NOT NULL, seen_at TIMESTAMPTZ NOT NULL);"];
 
-/// `url` with its password hidden (in the user part and as a `password=` parameter), for logs.
-pub fn redacted(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
-    let authority = match authority.rsplit_once('@') {
-        Some((userinfo, host)) if userinfo.contains(':') => {
-            let user = userinfo.split_once(':').map_or(userinfo, |(user, _)| user);
-            format!("{user}:***@{host}")
-        }
-        _ => authority.to_owned(),
-    };
-    let tail = match tail.split_once('?') {
-        Some((path, query)) => {
-            let query: Vec<String> = query
-                .split('&')
-                .map(|pair| match pair.split_once('=') {
-                    Some(("password", _)) => "password=***".to_owned(),
-                    _ => pair.to_owned(),
-                })
-                .collect();
-            format!("{path}?{}", query.join("&"))
-        }
-        None => tail.to_owned(),
-    };
-    format!("{scheme}://{authority}{tail}")
-}
-
 /// A connection to `url`, with keepalives so a vanished server is noticed.
 pub fn connect(url: &str) -> Result<Client, StoreError> {
     let mut config: postgres::Config = url
@@ -387,23 +357,5 @@ impl Coordination {
     pub fn leave(&mut self, id: &str) -> Result<(), StoreError> {
         self.client.execute("DELETE FROM replicas WHERE id = $1", &[&id])?;
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn passwords_stay_out_of_logs() {
-        assert_eq!(
-            redacted("postgres://sticky:s3cret@db.example:5432/sticky"),
-            "postgres://sticky:***@db.example:5432/sticky"
-        );
-        assert_eq!(redacted("postgres://db.example/sticky"), "postgres://db.example/sticky");
-        assert_eq!(
-            redacted("postgresql://u@h/d?sslmode=disable&password=x"),
-            "postgresql://u@h/d?sslmode=disable&password=***"
-        );
     }
 }

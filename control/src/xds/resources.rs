@@ -381,8 +381,8 @@ fn forward(cluster: &str, methods: Option<&str>, retry_on: &str, plugin: &Plugin
 }
 
 /// The listener's routes: the same retry rules as the static bootstrap (`envoy/bootstrap.yaml`
-/// explains them).
-fn route_configuration(name: &str, plugin: &PluginConfig) -> route::RouteConfiguration {
+/// explains them; `envoy/tests/same_settings_as_xds.rs` checks they agree).
+pub fn route_configuration(name: &str, plugin: &PluginConfig) -> route::RouteConfiguration {
     route::RouteConfiguration {
         name: name.to_owned(),
         virtual_hosts: vec![route::VirtualHost {
@@ -411,8 +411,9 @@ fn route_configuration(name: &str, plugin: &PluginConfig) -> route::RouteConfigu
 
 /// The listener's targets: endpoints from EDS over ADS, `override_host` following the routing
 /// header, passive ejection and dead-peer detection as in the static bootstrap
-/// (`sticky_envoy::EnvoyBootstrap`'s `clusters` explains each).
-fn target_cluster(name: &str, plugin: &PluginConfig, connect_timeout: Duration) -> cluster::Cluster {
+/// (`sticky_envoy::EnvoyBootstrap`'s `clusters` explains each; `envoy/tests/same_settings_as_xds.rs`
+/// checks they agree).
+pub fn target_cluster(name: &str, plugin: &PluginConfig, connect_timeout: Duration) -> cluster::Cluster {
     let round_robin = || cluster::LoadBalancingPolicy {
         policies: vec![cluster::load_balancing_policy::Policy {
             typed_extension_config: Some(typed_extension(

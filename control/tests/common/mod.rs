@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use sticky_control::BootstrapFile;
-pub use sticky_control::client::{ApiReply, QueryClient, Style};
-use sticky_control::process::ControlProcess;
+pub use sticky_testing::control_client::{ApiReply, QueryClient, Style};
+use sticky_testing::control_process::ControlProcess;
 
 pub const ACCESS_KEY: &str = "AKIDSTICKYTEST";
 pub const SECRET_KEY: &str = "c2VjcmV0LWtleS1mb3ItdGVzdHM";

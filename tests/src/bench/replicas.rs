@@ -21,8 +21,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 
 use sticky_control::BootstrapFile;
-use sticky_control::client::QueryClient;
-use sticky_control::process::ControlProcess;
+use sticky_testing::control_client::QueryClient;
+use sticky_testing::control_process::ControlProcess;
 use sticky_testing::postgres::PostgresServer;
 
 use super::propagation::{Lags, ms, percentile};

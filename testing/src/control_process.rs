@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::bootstrap::BootstrapFile;
-use crate::client::QueryClient;
+use crate::control_client::QueryClient;
+use sticky_control::bootstrap::BootstrapFile;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProcessError {

@@ -16,11 +16,11 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use sticky_control::client::QueryClient;
 use sticky_demo_target::DemoTargets;
 use sticky_envoy::{ShellKind, envoy_binary};
 use sticky_testing::artifacts::{build_bouncer_release, build_control_release, workspace_root};
 use sticky_testing::bouncer::{BouncerFile, BouncerProcess};
+use sticky_testing::control_client::QueryClient;
 use sticky_testing::flask::FlaskTargets;
 
 use crate::topology::Topology;

@@ -7,11 +7,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use sticky_control::client::QueryClient;
 use sticky_control::sigv4::AccessKeys;
 use sticky_control::store::Store;
 use sticky_control::{BootstrapFile, HttpOptions, Service, ServiceConfig, app};
 use sticky_core::CookieSettings;
+use sticky_testing::control_client::QueryClient;
 
 /// Benchmarks the control service: mixed signed API load, and long-poll propagation.
 #[derive(Parser)]

@@ -257,14 +257,14 @@ impl QueryClient {
         node: &str,
         version_info: Option<&str>,
     ) -> Result<serde_json::Value, ClientError> {
-        let request = crate::feed::DiscoveryRequest {
+        let request = sticky_control::feed::DiscoveryRequest {
             version_info: version_info.map(str::to_owned),
-            node: Some(crate::feed::Node {
+            node: Some(sticky_control::feed::Node {
                 id: node.to_owned(),
                 cluster: "client".to_owned(),
             }),
             resource_names: clusters.iter().map(|c| (*c).to_owned()).collect(),
-            type_url: Some(crate::feed::EDS_TYPE_URL.to_owned()),
+            type_url: Some(sticky_control::feed::EDS_TYPE_URL.to_owned()),
         };
         let body = serde_json::to_string(&request).map_err(|e| ClientError(e.to_string()))?;
         let response = self
