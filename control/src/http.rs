@@ -23,7 +23,8 @@ use crate::error::ApiError;
 use crate::feed::{self, DiscoveryRequest};
 use crate::followers::is_poller_id;
 use crate::query::Params;
-use crate::service::{Committed, Done, Service};
+use crate::runner::{Runner, request_id, run_call};
+use crate::service::{Done, Service};
 use crate::sigv4::{self, RequestToVerify};
 use crate::tallies::ListenerTallies;
 use crate::xds::{AdsServer, ServeOptions};
@@ -60,12 +61,10 @@ pub(crate) struct AppState {
     /// Each listener's filter state, serialized once per version: a change is answered to
     /// every filter (thousands) with the same bytes.
     feed_cache: Arc<std::sync::Mutex<FeedCache>>,
-    /// Asks the other replicas whether their followers hold a change.
-    peers: reqwest::Client,
+    /// What the API calls run through.
+    runner: Runner,
     /// Each listener's counters, as its filters' polls report them.
-    pub(crate) tallies: Arc<ListenerTallies>,
-    /// Operators signed in to the operator page.
-    pub(crate) operators: Arc<crate::ui::OperatorSessions>,
+    tallies: Arc<ListenerTallies>,
 }
 
 pub fn app(service: Arc<Service>, options: HttpOptions) -> Router {
@@ -87,13 +86,17 @@ pub fn app(service: Arc<Service>, options: HttpOptions) -> Router {
         .connect_timeout(Duration::from_secs(1))
         .build()
         .unwrap_or_default();
+    let runner = Runner {
+        service: Arc::clone(&service),
+        peers,
+        feed_token: options.feed_token.clone(),
+    };
     let state = AppState {
         service,
         options: Arc::new(options),
-        peers,
+        runner: runner.clone(),
         feed_cache: Arc::default(),
         tallies: Arc::default(),
-        operators: Arc::default(),
     };
     // Behind the feed's token too: the filters' configurations it serves carry it.
     let xds = Router::new()
@@ -122,7 +125,7 @@ pub fn app(service: Arc<Service>, options: HttpOptions) -> Router {
             StatusCode::SERVICE_UNAVAILABLE,
             feed_time,
         ));
-    let ui = crate::ui::routes(state.clone())
+    let ui = crate::ui::routes(runner, Arc::clone(&state.tallies))
         .layer(GlobalConcurrencyLimitLayer::new(API_CONCURRENCY))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -139,21 +142,6 @@ pub fn app(service: Arc<Service>, options: HttpOptions) -> Router {
         // Envoy's xDS (gRPC over HTTP/2 on the same port): long-lived streams, so neither the
         // time limit nor the concurrency bound of the routes above.
         .merge(xds)
-}
-
-pub(crate) fn request_id() -> String {
-    let mut bytes = [0u8; 16];
-    let _ = getrandom::fill(&mut bytes);
-    let hex = hex::encode(bytes);
-    let part = |range: std::ops::Range<usize>| hex.get(range).unwrap_or_default();
-    format!(
-        "{}-{}-{}-{}-{}",
-        part(0..8),
-        part(8..12),
-        part(12..16),
-        part(16..20),
-        part(20..32)
-    )
 }
 
 /// On an answer to a change not every follower held within the sync time-out (or that an Envoy
@@ -185,7 +173,7 @@ async fn hosts(State(app): State<AppState>) -> String {
 async fn query_api(State(app): State<AppState>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
     let request_id = request_id();
     let id = request_id.clone();
-    let (result, not_in_force) = run_call(&app, "Query API", &request_id, move |service| {
+    let (result, not_in_force) = run_call(&app.runner, "Query API", &request_id, move |service| {
         verify_and_dispatch(service, &method, &uri, &headers, &body, &id)
     })
     .await;
@@ -198,65 +186,6 @@ async fn query_api(State(app): State<AppState>, method: Method, uri: Uri, header
     }
 }
 
-/// A refusal as the runner counts and logs it, in whichever surface's words.
-pub(crate) trait Refusal: From<ApiError> + Send + 'static {
-    /// The code counted in `sticky_control_api_requests_total`.
-    fn counted_as(&self) -> &str;
-    fn details(&self) -> &str;
-}
-
-impl Refusal for ApiError {
-    fn counted_as(&self) -> &str {
-        self.code.as_str()
-    }
-
-    fn details(&self) -> &str {
-        &self.message
-    }
-}
-
-/// Every surface's calls go through here: run on a blocking thread (a command commits to the
-/// store), counted, logged, and answered once a change is in force on every follower. `call`
-/// gives the call's name (for the metrics and the log) and its result; the answer holds its
-/// value and, for a change not in force everywhere in time, where it is not.
-pub(crate) async fn run_call<T, E>(
-    app: &AppState,
-    surface: &'static str,
-    request_id: &str,
-    call: impl FnOnce(&Service) -> (String, Result<Done<T>, E>) + Send + 'static,
-) -> (Result<T, E>, Option<String>)
-where
-    T: Send + 'static,
-    E: Refusal,
-{
-    let service = Arc::clone(&app.service);
-    let (name, result) = match tokio::task::spawn_blocking(move || call(&service)).await {
-        Ok(answer) => answer,
-        Err(e) => ("unknown".to_owned(), Err(E::from(ApiError::internal(e)))),
-    };
-    let code = result
-        .as_ref()
-        .map_or_else(|e| e.counted_as().to_owned(), |_| "OK".to_owned());
-    app.service.metrics.count(
-        "sticky_control_api_requests_total",
-        &[("action", &name), ("code", &code)],
-    );
-    match result {
-        Ok(done) => {
-            tracing::info!(%request_id, call = %name, surface, "ok");
-            let not_in_force = match done.committed {
-                Some(committed) => await_in_force(app, committed, request_id).await,
-                None => None,
-            };
-            (Ok(done.value), not_in_force)
-        }
-        Err(error) => {
-            tracing::info!(%request_id, call = %name, surface, %code, details = error.details(), "refused");
-            (Err(error), None)
-        }
-    }
-}
-
 /// Committed, but not (yet) in force everywhere: said beside the answer.
 fn with_not_in_force(mut response: Response, not_in_force: Option<String>) -> Response {
     if let Some(value) = not_in_force.and_then(|text| header_text(&text)) {
@@ -265,47 +194,13 @@ fn with_not_in_force(mut response: Response, not_in_force: Option<String>) -> Re
     response
 }
 
-/// A change is answered once every live filter and Envoy, of every replica, holds it
-/// (bounded by the sync time-out); otherwise, which ones do not yet.
-async fn await_in_force(app: &AppState, committed: Committed, request_id: &str) -> Option<String> {
-    let Committed {
-        version,
-        endpoints_version,
-    } = committed;
-    let service = &app.service;
-    if service.config.sync_timeout.is_zero() {
-        return None;
-    }
-    let started = std::time::Instant::now();
-    match crate::replicas::wait_in_force(
-        service,
-        &app.peers,
-        app.options.feed_token.as_deref(),
-        version,
-        endpoints_version,
-        service.config.sync_timeout,
-    )
-    .await
-    {
-        Ok(()) => {
-            service.metrics.observe_sync(started.elapsed());
-            None
-        }
-        Err(lagging) => {
-            service.metrics.count("sticky_control_sync_timeouts_total", &[]);
-            tracing::warn!(%request_id, version, ?lagging, "answering before every follower holds the change");
-            Some(lagging.join("; "))
-        }
-    }
-}
-
 /// One OAPI call (`/api/v1/<Call>`).
 async fn oapi_call(State(app): State<AppState>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
     let Some(uri) = crate::oapi::normalized(&uri) else {
         return (StatusCode::NOT_FOUND, "not found\n").into_response();
     };
     let request_id = request_id();
-    let (result, not_in_force) = run_call(&app, "OAPI", &request_id, move |service| {
+    let (result, not_in_force) = run_call(&app.runner, "OAPI", &request_id, move |service| {
         crate::oapi::verify_and_run(service, &method, &uri, &headers, &body)
     })
     .await;

@@ -8,7 +8,8 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use sticky_control::model::ListenerBinding;
-use sticky_control::replicas::{self, ReplicaConfig};
+use sticky_control::replica::ReplicaConfig;
+use sticky_control::replicas;
 use sticky_control::sigv4::AccessKeys;
 use sticky_control::store::{Store, StoreLocation};
 use sticky_control::{BootstrapFile, HttpOptions, Service, ServiceConfig, app};
@@ -161,7 +162,7 @@ async fn main() -> anyhow::Result<()> {
     })
     .await??;
     replicas::start(&service, &args.store);
-    tokio::spawn(sticky_control::health::run(Arc::clone(&service)));
+    tokio::spawn(sticky_control::prober::run(Arc::clone(&service)));
     tokio::spawn(maintain_keys(Arc::clone(&service)));
     tokio::spawn(end_drains(Arc::clone(&service)));
     tracing::info!(address = %listener.local_addr()?, store = %args.store, replica = %service.replica.config.id, "sticky-control listening");

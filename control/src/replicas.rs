@@ -1,19 +1,14 @@
-//! Several replicas on one shared store: who this replica is, whether it leads (the health
-//! checker and the key rotator run on the leader only), which other replicas are alive, and the
-//! two threads that keep a replica in step — the listener, which reloads the state when another
-//! replica commits, and the coordinator, which renews the leader lease and the heartbeat.
-//!
-//! On a store one process writes (SQLite) the replica always leads and has no peers.
+//! Several replicas on one shared store: the two threads that keep this replica
+//! (`replica::Replica`) in step — the listener, which reloads the state when another replica
+//! commits, and the coordinator, which renews the leader lease and the heartbeat — and the
+//! in-force wait across replicas.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-use tokio::sync::watch;
 
 use crate::service::Service;
 use crate::store::StoreLocation;
-use crate::store::postgres::{ChangeListener, Coordination, Peer};
+use crate::store::postgres::{ChangeListener, Coordination};
 
 /// A replica heard from within this many leases is alive (its followers count).
 const PEER_LIVENESS_LEASES: u32 = 2;
@@ -21,97 +16,6 @@ const PEER_LIVENESS_LEASES: u32 = 2;
 /// with a broken connection is then caught up all the same).
 const LISTEN_CHECK: Duration = Duration::from_millis(500);
 const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(2);
-
-#[derive(Debug, Clone)]
-pub struct ReplicaConfig {
-    /// Unique per process: the lease holder's name.
-    pub id: String,
-    /// Where other replicas reach this one's API (for the in-force wait across replicas).
-    pub url: String,
-    /// How long a leader lease lasts unless renewed (renewed every third of it).
-    pub lease: Duration,
-}
-
-impl Default for ReplicaConfig {
-    fn default() -> Self {
-        Self {
-            id: "local".to_owned(),
-            url: String::new(),
-            lease: Duration::from_secs(3),
-        }
-    }
-}
-
-/// This replica's view of the others and of the lease.
-#[derive(Debug)]
-pub struct Replica {
-    pub config: ReplicaConfig,
-    /// Leading until this instant (renewals move it on); `None` when not leading.
-    leading_until: Mutex<Option<Instant>>,
-    /// Bumped when leadership is taken or lost, to wake the leader-only tasks.
-    leadership: watch::Sender<bool>,
-    peers: Mutex<Vec<Peer>>,
-    /// False while this replica cannot reach the shared store (it then fails `/healthz`, so
-    /// Envoys follow another replica).
-    store_reachable: AtomicBool,
-    /// Whether other replicas may exist (a shared store).
-    shared: bool,
-}
-
-impl Replica {
-    pub fn new(config: ReplicaConfig, shared: bool) -> Self {
-        Self {
-            config,
-            leading_until: Mutex::new(None),
-            leadership: watch::channel(!shared).0,
-            peers: Mutex::default(),
-            store_reachable: AtomicBool::new(true),
-            shared,
-        }
-    }
-
-    pub fn is_shared(&self) -> bool {
-        self.shared
-    }
-
-    /// Whether this replica leads now (a lone process always does).
-    pub fn is_leader(&self) -> bool {
-        !self.shared
-            || self
-                .leading_until
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .is_some_and(|until| Instant::now() < until)
-    }
-
-    /// Changes whenever leadership is taken or lost.
-    pub fn leadership(&self) -> watch::Receiver<bool> {
-        self.leadership.subscribe()
-    }
-
-    /// Records until when this replica leads, and tells the leader-only tasks when that
-    /// changes whether it leads (also when a lease lapsed unrenewed since the last call).
-    fn set_leading_until(&self, until: Option<Instant>) {
-        *self.leading_until.lock().unwrap_or_else(PoisonError::into_inner) = until;
-        let leads = self.is_leader();
-        if *self.leadership.borrow() != leads {
-            self.leadership.send_replace(leads);
-        }
-    }
-
-    /// The other replicas alive now.
-    pub fn peers(&self) -> Vec<Peer> {
-        self.peers.lock().unwrap_or_else(PoisonError::into_inner).clone()
-    }
-
-    pub fn store_reachable(&self) -> bool {
-        self.store_reachable.load(Ordering::Relaxed)
-    }
-
-    fn set_store_reachable(&self, reachable: bool) {
-        self.store_reachable.store(reachable, Ordering::Relaxed);
-    }
-}
 
 /// Starts the listener and the coordinator of a replica on a shared store (nothing to do on
 /// SQLite). They run on their own threads: the PostgreSQL client blocks.
@@ -190,7 +94,7 @@ fn coordinate(service: &Service, url: &str) {
                 if leads != was {
                     tracing::info!(replica = %replica.config.id, leads, "leadership changed");
                 }
-                *replica.peers.lock().unwrap_or_else(PoisonError::into_inner) = peers;
+                replica.set_peers(peers);
             }
             Err(e) => {
                 coordination = None;

@@ -16,7 +16,7 @@ use crate::health::InstanceHealth;
 use crate::keys::RotatingKeys;
 use crate::metrics::Metrics;
 use crate::model::{ListenerBinding, Policy};
-use crate::replicas::{Replica, ReplicaConfig};
+use crate::replica::{Replica, ReplicaConfig};
 use crate::sigv4::AccessKeys;
 use crate::store::{Change, Snapshot, Store, StoreError};
 

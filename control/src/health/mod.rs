@@ -1,8 +1,6 @@
-//! Health checks as configured with ConfigureHealthCheck: the pure state machine (`state`) and
-//! the prober that feeds it (`prober`).
+//! Health checks as configured with ConfigureHealthCheck: the pure state machine (thresholds);
+//! `prober` feeds it.
 
-mod prober;
 mod state;
 
-pub use prober::run;
 pub use state::{HealthStatus, InstanceHealth};

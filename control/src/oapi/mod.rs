@@ -103,7 +103,7 @@ impl OapiError {
     }
 }
 
-impl crate::http::Refusal for OapiError {
+impl crate::runner::Refusal for OapiError {
     fn counted_as(&self) -> &str {
         self.kind
     }

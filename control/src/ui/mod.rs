@@ -9,6 +9,8 @@ mod inspect;
 mod sessions;
 mod views;
 
+use std::sync::Arc;
+
 use axum::Json;
 use axum::Router;
 use axum::extract::{Request, State};
@@ -21,8 +23,9 @@ use serde_json::json;
 
 use crate::commands::{Change, ChangeLoadBalancers, Command};
 use crate::error::ApiError;
-use crate::http::AppState;
 use crate::model::Policy;
+use crate::runner::{Runner, request_id, run_call};
+use crate::tallies::ListenerTallies;
 
 pub use sessions::OperatorSessions;
 
@@ -37,14 +40,29 @@ const STYLE: &str = include_str!("page.css");
 /// The page loads only its own script and style, and is never framed.
 const CSP: &str = "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; form-action 'self'";
 
-/// The page's routes, under `/ui`.
-pub(crate) fn routes(state: AppState) -> Router<AppState> {
+/// What the page's handlers share.
+#[derive(Clone)]
+struct PageState {
+    runner: Runner,
+    /// Each listener's counters, as its filters' polls report them (the feed fills them).
+    tallies: Arc<ListenerTallies>,
+    /// Operators signed in to the page.
+    operators: Arc<OperatorSessions>,
+}
+
+/// The page's routes, under `/ui`, with their own state.
+pub(crate) fn routes<S>(runner: Runner, tallies: Arc<ListenerTallies>) -> Router<S> {
+    let state = PageState {
+        runner,
+        tallies,
+        operators: Arc::default(),
+    };
     let signed_in = Router::new()
         .route("/ui/api/overview", get(overview))
         .route("/ui/api/listener-policy", post(set_listener_policy))
         .route("/ui/api/policies", post(create_policy))
         .route("/ui/api/inspect", post(inspect_cookie))
-        .route_layer(middleware::from_fn_with_state(state, require_operator));
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_operator));
     Router::new()
         .route("/ui", get(|| asset(PAGE, "text/html; charset=utf-8")))
         .route("/ui/page.js", get(|| asset(SCRIPT, "text/javascript; charset=utf-8")))
@@ -52,6 +70,7 @@ pub(crate) fn routes(state: AppState) -> Router<AppState> {
         .route("/ui/api/login", post(login))
         .route("/ui/api/logout", post(logout))
         .merge(signed_in)
+        .with_state(state)
 }
 
 async fn asset(body: &'static str, content_type: &'static str) -> Response {
@@ -89,7 +108,7 @@ fn session_token(headers: &HeaderMap) -> Option<&str> {
 }
 
 /// Only a signed-in operator gets through; the access key id it signed in with is passed on.
-async fn require_operator(State(app): State<AppState>, mut request: Request, next: Next) -> Response {
+async fn require_operator(State(app): State<PageState>, mut request: Request, next: Next) -> Response {
     let Some(key_id) = session_token(request.headers()).and_then(|token| app.operators.holder(token)) else {
         return refusal(
             StatusCode::UNAUTHORIZED,
@@ -111,8 +130,9 @@ struct Login {
     secret_access_key: String,
 }
 
-async fn login(State(app): State<AppState>, Json(login): Json<Login>) -> Response {
+async fn login(State(app): State<PageState>, Json(login): Json<Login>) -> Response {
     if !app
+        .runner
         .service
         .config
         .access_keys
@@ -138,7 +158,7 @@ async fn login(State(app): State<AppState>, Json(login): Json<Login>) -> Respons
         .into_response()
 }
 
-async fn logout(State(app): State<AppState>, headers: HeaderMap) -> Response {
+async fn logout(State(app): State<PageState>, headers: HeaderMap) -> Response {
     if let Some(token) = session_token(&headers) {
         app.operators.close(token);
     }
@@ -146,25 +166,25 @@ async fn logout(State(app): State<AppState>, headers: HeaderMap) -> Response {
     ([(header::SET_COOKIE, cookie)], StatusCode::NO_CONTENT).into_response()
 }
 
-async fn overview(State(app): State<AppState>, request: Request) -> Response {
+async fn overview(State(app): State<PageState>, request: Request) -> Response {
     let operator = request
         .extensions()
         .get::<Operator>()
         .map(|o| o.0.clone())
         .unwrap_or_default();
-    let view = views::overview(&app.service, &app.tallies, &operator);
+    let view = views::overview(&app.runner.service, &app.tallies, &operator);
     ([(header::CACHE_CONTROL, "no-store")], Json(view)).into_response()
 }
 
 /// Runs one command for the page through the API's runner, answered once in force (as the
 /// Query API answers); `action` is the Query API's name for it, counted under that name.
-async fn execute<C>(app: &AppState, action: &'static str, command: C) -> Response
+async fn execute<C>(app: &PageState, action: &'static str, command: C) -> Response
 where
     C: Command + Send + 'static,
     C::Output: Send + 'static,
 {
-    let request_id = crate::http::request_id();
-    let (result, not_in_force) = crate::http::run_call(app, "operator page", &request_id, move |service| {
+    let request_id = request_id();
+    let (result, not_in_force) = run_call(&app.runner, "operator page", &request_id, move |service| {
         (action.to_owned(), service.execute(command))
     })
     .await;
@@ -182,7 +202,7 @@ struct ListenerPolicy {
     policy: Option<String>,
 }
 
-async fn set_listener_policy(State(app): State<AppState>, Json(change): Json<ListenerPolicy>) -> Response {
+async fn set_listener_policy(State(app): State<PageState>, Json(change): Json<ListenerPolicy>) -> Response {
     let names = change.policy.filter(|p| !p.is_empty()).into_iter().collect();
     let command = ChangeLoadBalancers::one(
         change.load_balancer,
@@ -210,7 +230,7 @@ enum NewPolicy {
     },
 }
 
-async fn create_policy(State(app): State<AppState>, Json(policy): Json<NewPolicy>) -> Response {
+async fn create_policy(State(app): State<PageState>, Json(policy): Json<NewPolicy>) -> Response {
     let (action, load_balancer, name, policy) = match policy {
         NewPolicy::LbCookie {
             load_balancer,
@@ -246,7 +266,7 @@ struct Inspect {
     cookie: String,
 }
 
-async fn inspect_cookie(State(app): State<AppState>, Json(request): Json<Inspect>) -> Response {
+async fn inspect_cookie(State(app): State<PageState>, Json(request): Json<Inspect>) -> Response {
     if request.cookie.len() > MAX_INSPECTED {
         return refusal(
             StatusCode::BAD_REQUEST,
@@ -254,6 +274,6 @@ async fn inspect_cookie(State(app): State<AppState>, Json(request): Json<Inspect
             format!("paste at most {MAX_INSPECTED} bytes"),
         );
     }
-    let view = inspect::inspect(&app.service, &request.cookie, crate::domain::unix_now());
+    let view = inspect::inspect(&app.runner.service, &request.cookie, crate::domain::unix_now());
     ([(header::CACHE_CONTROL, "no-store")], Json(view)).into_response()
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::InstanceHealth;
+use crate::health::InstanceHealth;
 use crate::model::HealthTarget;
 use crate::service::Service;
 
