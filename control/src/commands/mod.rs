@@ -44,51 +44,45 @@ pub struct CreateLoadBalancer {
 }
 
 impl Command for CreateLoadBalancer {
-    type Output = ();
+    /// The load balancer as created (or as it was, for a repeat).
+    type Output = LoadBalancer;
 
-    fn plan(self, domain: &Domain, _: &CookieSettings) -> Result<(Vec<Write>, ()), ApiError> {
+    fn plan(self, domain: &Domain, _: &CookieSettings) -> Result<(Vec<Write>, LoadBalancer), ApiError> {
         model::validate_name("LoadBalancerName", &self.name)?;
         if self.listeners.is_empty() {
             return Err(ApiError::validation("Listeners must hold at least one listener"));
         }
+        self.health_check.validate_within(model::MAX_CHECK_INTERVAL)?;
         let mut lb = LoadBalancer {
             name: self.name,
             created_at: unix_now(),
             listeners: self.listeners,
             policies: BTreeMap::new(),
             instances: Default::default(),
-            health_check: self.health_check.clone(),
+            health_check: self.health_check,
             address: None,
             attributes: Default::default(),
             tags: BTreeMap::new(),
             draining: BTreeMap::new(),
             placement: Box::new(self.placement),
         };
-        let cookie = CookieSettings::default();
-        Change::SetHealthCheck {
-            check: self.health_check,
-            max_interval: model::MAX_CHECK_INTERVAL,
+        tags::add(&mut lb, self.tags)?;
+        match domain.load_balancer(&lb.name) {
+            None => Ok((vec![Write::PutLoadBalancer(lb.clone())], lb)),
+            Some(existing)
+                if existing.listeners.len() == lb.listeners.len()
+                    && existing
+                        .listeners
+                        .iter()
+                        .all(|(port, l)| lb.listeners.get(port).is_some_and(|n| same_listener(n, l))) =>
+            {
+                Ok((vec![], existing.clone()))
+            }
+            Some(_) => Err(ApiError::new(
+                ErrorCode::DuplicateLoadBalancerName,
+                format!("Load balancer {} already exists", lb.name),
+            )),
         }
-        .apply(domain, &cookie, &mut lb)?;
-        if !self.tags.is_empty() {
-            Change::AddTags(self.tags).apply(domain, &cookie, &mut lb)?;
-        }
-        if let Some(existing) = domain.load_balancer(&lb.name) {
-            let same = existing.listeners.len() == lb.listeners.len()
-                && existing
-                    .listeners
-                    .iter()
-                    .all(|(port, l)| lb.listeners.get(port).is_some_and(|n| same_listener(n, l)));
-            return if same {
-                Ok((vec![], ()))
-            } else {
-                Err(ApiError::new(
-                    ErrorCode::DuplicateLoadBalancerName,
-                    format!("Load balancer {} already exists", lb.name),
-                ))
-            };
-        }
-        Ok((vec![Write::PutLoadBalancer(lb)], ()))
     }
 }
 

@@ -185,21 +185,14 @@ fn create_load_balancer(service: &Service, request: CreateLoadBalancer) -> Resul
     let first_backend_port = request.listeners.first().map(|l| l.backend_port);
     let listeners = listeners(&request.listeners)?;
     let command = commands::CreateLoadBalancer {
-        name: request.load_balancer_name.clone(),
+        name: request.load_balancer_name,
         listeners,
         health_check: HealthCheck::default_for(first_backend_port.and_then(|p| u16::try_from(p).ok()).unwrap_or(80)),
         placement,
         tags: request.tags.into_iter().map(|t| (t.key, t.value)).collect(),
     };
     let done = service.execute(command)?;
-    let lb = service.read(|domain| domain.load_balancer(&request.load_balancer_name).cloned());
-    Ok(answer_with(
-        service,
-        Done {
-            value: lb.into_iter().collect(),
-            committed: done.committed,
-        },
-    ))
+    Ok(done.map(|lb| json!({ "LoadBalancer": views::load_balancer(service, &lb) })))
 }
 
 #[derive(Deserialize)]
