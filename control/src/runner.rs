@@ -17,6 +17,8 @@ pub(crate) struct Runner {
     pub(crate) feed_token: Option<String>,
 }
 
+/// A request id in the shape of the real services' (a UUID), for the answer, its log line and
+/// its error document.
 pub(crate) fn request_id() -> String {
     let mut bytes = [0u8; 16];
     let _ = getrandom::fill(&mut bytes);
