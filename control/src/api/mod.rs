@@ -92,6 +92,13 @@ pub fn dispatch(service: &Service, action: &str, params: &Params) -> Result<Done
     read.map(Done::read)
 }
 
+/// `change` to load balancer `name`, for an action whose answer is empty.
+pub(super) fn change_one(service: &Service, name: String, change: Change) -> Result<Done<String>, ApiError> {
+    Ok(service
+        .execute(ChangeLoadBalancers::one(name, change))?
+        .map(|_| String::new()))
+}
+
 fn port(value: Option<&String>, field: &str) -> Result<u16, ApiError> {
     let text = value.ok_or_else(|| ApiError::new(ErrorCode::MissingParameter, format!("{field} is required")))?;
     text.parse::<u16>()
@@ -139,9 +146,7 @@ fn create_listeners(service: &Service, params: &Params) -> Result<Done<String>, 
         .filter(|l| !l.is_empty())
         .ok_or_else(|| ApiError::new(ErrorCode::MissingParameter, "Listeners is required"))?;
     let change = Change::AddListeners(parse_listeners(&members)?);
-    Ok(service
-        .execute(ChangeLoadBalancers::one(name, change))?
-        .map(|_| String::new()))
+    change_one(service, name, change)
 }
 
 fn delete_listeners(service: &Service, params: &Params) -> Result<Done<String>, ApiError> {
@@ -154,9 +159,7 @@ fn delete_listeners(service: &Service, params: &Params) -> Result<Done<String>, 
         .map(|p| port(Some(p), "LoadBalancerPorts.member.N"))
         .collect::<Result<Vec<u16>, ApiError>>()?;
     let change = Change::RemoveListeners(ports);
-    Ok(service
-        .execute(ChangeLoadBalancers::one(name, change))?
-        .map(|_| String::new()))
+    change_one(service, name, change)
 }
 
 fn create_load_balancer(service: &Service, params: &Params) -> Result<Done<String>, ApiError> {
@@ -313,9 +316,7 @@ fn add_policy(service: &Service, params: &Params, policy: Policy) -> Result<Done
     let lb = params.required("LoadBalancerName")?.to_owned();
     let name = params.required("PolicyName")?.to_owned();
     let change = Change::AddPolicy { name, policy };
-    Ok(service
-        .execute(ChangeLoadBalancers::one(lb, change))?
-        .map(|_| String::new()))
+    change_one(service, lb, change)
 }
 
 fn create_app_cookie_policy(service: &Service, params: &Params) -> Result<Done<String>, ApiError> {
@@ -330,17 +331,13 @@ fn set_listener_policies(service: &Service, params: &Params) -> Result<Done<Stri
     // list, and removing stickiness is what an operator means by naming no policy.
     let names = params.list("PolicyNames")?.unwrap_or_default();
     let change = Change::SetListenerPolicies { port, names };
-    Ok(service
-        .execute(ChangeLoadBalancers::one(name, change))?
-        .map(|_| String::new()))
+    change_one(service, name, change)
 }
 
 fn delete_policy(service: &Service, params: &Params) -> Result<Done<String>, ApiError> {
     let name = params.required("LoadBalancerName")?.to_owned();
     let change = Change::DeletePolicy(params.required("PolicyName")?.to_owned());
-    Ok(service
-        .execute(ChangeLoadBalancers::one(name, change))?
-        .map(|_| String::new()))
+    change_one(service, name, change)
 }
 
 fn describe_policies(service: &Service, params: &Params) -> Result<String, ApiError> {

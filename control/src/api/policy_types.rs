@@ -2,7 +2,7 @@
 //! stickiness policies (the only policy types this service applies; the others are refused
 //! with the reason).
 
-use crate::commands::{Change, ChangeLoadBalancers, seconds};
+use crate::commands::{Change, seconds};
 use crate::error::{ApiError, ErrorCode};
 use crate::model::Policy;
 use crate::query::Params;
@@ -152,9 +152,7 @@ pub fn create_policy(service: &Service, params: &Params) -> Result<Done<String>,
     };
     let lb = params.required("LoadBalancerName")?.to_owned();
     let change = Change::AddPolicy { name, policy };
-    Ok(service
-        .execute(ChangeLoadBalancers::one(lb, change))?
-        .map(|_| String::new()))
+    super::change_one(service, lb, change)
 }
 
 pub fn describe_policy_types(params: &Params) -> Result<String, ApiError> {

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::commands::{Change, ChangeLoadBalancers, load_balancer, tags::validate};
+use crate::commands::{Change, load_balancer, tags::validate};
 use crate::error::{ApiError, ErrorCode};
 use crate::query::Params;
 use crate::service::{Done, Service};
@@ -53,18 +53,14 @@ fn tags(params: &Params, with_values: bool) -> Result<Vec<(String, String)>, Api
 pub fn add_tags(service: &Service, params: &Params) -> Result<Done<String>, ApiError> {
     let name = one_load_balancer(params)?;
     let change = Change::AddTags(tags(params, true)?);
-    Ok(service
-        .execute(ChangeLoadBalancers::one(name, change))?
-        .map(|_| String::new()))
+    super::change_one(service, name, change)
 }
 
 pub fn remove_tags(service: &Service, params: &Params) -> Result<Done<String>, ApiError> {
     let name = one_load_balancer(params)?;
     let keys = tags(params, false)?.into_iter().map(|(key, _)| key).collect();
     let change = Change::RemoveTags(keys);
-    Ok(service
-        .execute(ChangeLoadBalancers::one(name, change))?
-        .map(|_| String::new()))
+    super::change_one(service, name, change)
 }
 
 pub fn describe_tags(service: &Service, params: &Params) -> Result<String, ApiError> {
