@@ -62,7 +62,7 @@ impl Command for BootstrapFile {
                 placement: Default::default(),
                 tags: Vec::new(),
             };
-            let (mut created, _) = create.plan(domain, cookie)?;
+            let (mut created, ()) = create.plan(domain, cookie)?;
             for write in &mut created {
                 if let Write::PutLoadBalancer(new) = write {
                     new.instances.extend(lb.instances.iter().cloned());

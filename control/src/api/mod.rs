@@ -195,7 +195,7 @@ fn create_load_balancer(service: &Service, params: &Params) -> Result<Done<Strin
     let done = service.execute(command)?;
     let mut xml = Xml::new();
     xml.leaf("DNSName", model::dns_name(&name));
-    Ok(done.map(|_| xml.finish()))
+    Ok(done.map(|()| xml.finish()))
 }
 
 fn delete_load_balancer(service: &Service, params: &Params) -> Result<Done<String>, ApiError> {

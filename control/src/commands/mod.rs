@@ -44,10 +44,10 @@ pub struct CreateLoadBalancer {
 }
 
 impl Command for CreateLoadBalancer {
-    /// The load balancer as created (or as it was, for a repeat).
-    type Output = LoadBalancer;
+    /// Nothing: the load balancer's address is given when its write commits (read it then).
+    type Output = ();
 
-    fn plan(self, domain: &Domain, _: &CookieSettings) -> Result<(Vec<Write>, LoadBalancer), ApiError> {
+    fn plan(self, domain: &Domain, _: &CookieSettings) -> Result<(Vec<Write>, ()), ApiError> {
         model::validate_name("LoadBalancerName", &self.name)?;
         if self.listeners.is_empty() {
             return Err(ApiError::validation("Listeners must hold at least one listener"));
@@ -68,7 +68,7 @@ impl Command for CreateLoadBalancer {
         };
         tags::add(&mut lb, self.tags)?;
         match domain.load_balancer(&lb.name) {
-            None => Ok((vec![Write::PutLoadBalancer(lb.clone())], lb)),
+            None => Ok((vec![Write::PutLoadBalancer(lb)], ())),
             Some(existing)
                 if existing.listeners.len() == lb.listeners.len()
                     && existing
@@ -76,7 +76,7 @@ impl Command for CreateLoadBalancer {
                         .iter()
                         .all(|(port, l)| lb.listeners.get(port).is_some_and(|n| same_listener(n, l))) =>
             {
-                Ok((vec![], existing.clone()))
+                Ok((vec![], ()))
             }
             Some(_) => Err(ApiError::new(
                 ErrorCode::DuplicateLoadBalancerName,
@@ -397,6 +397,10 @@ mod tests {
         });
         let done = crate::oapi::run(&service, "CreateLoadBalancer", create).unwrap();
         assert_eq!(done.committed.map(|c| c.version), Some(before + 1), "one commit");
+        assert_eq!(
+            done.value["LoadBalancer"]["PublicIp"], "127.0.100.2",
+            "answered as committed: with the address the write gave it"
+        );
         let tags = service.read(|domain| domain.load_balancer("shop").map(|lb| lb.tags.len()));
         assert_eq!(tags, Some(2), "created with its tags");
 

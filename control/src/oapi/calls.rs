@@ -184,15 +184,18 @@ fn create_load_balancer(service: &Service, request: CreateLoadBalancer) -> Resul
     }
     let first_backend_port = request.listeners.first().map(|l| l.backend_port);
     let listeners = listeners(&request.listeners)?;
+    let name = request.load_balancer_name;
     let command = commands::CreateLoadBalancer {
-        name: request.load_balancer_name,
+        name: name.clone(),
         listeners,
         health_check: HealthCheck::default_for(first_backend_port.and_then(|p| u16::try_from(p).ok()).unwrap_or(80)),
         placement,
         tags: request.tags.into_iter().map(|t| (t.key, t.value)).collect(),
     };
     let done = service.execute(command)?;
-    Ok(done.map(|lb| json!({ "LoadBalancer": views::load_balancer(service, &lb) })))
+    // As committed: with the address the write gave it.
+    let created = service.read(|domain| domain.load_balancer(&name).cloned());
+    Ok(done.map(|()| json!({ "LoadBalancer": created.map(|lb| views::load_balancer(service, &lb)) })))
 }
 
 #[derive(Deserialize)]
