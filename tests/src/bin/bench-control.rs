@@ -65,6 +65,8 @@ fn main() -> anyhow::Result<()> {
     )?;
     let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
     let authority = listener.local_addr()?.to_string();
+    // Kept to see when the measured long-poll is open at the service.
+    let observed = Arc::clone(&service);
     runtime.spawn(async move {
         let _ = axum::serve(listener, app(service, HttpOptions { feed_token: None })).await;
     });
@@ -136,10 +138,18 @@ fn main() -> anyhow::Result<()> {
         let version = state["version"].as_u64().unwrap_or(0);
         let waiter_client = client.clone();
         let waiter = std::thread::spawn(move || {
-            let result = waiter_client.state("bench", 80, Some(version), 20_000);
+            let result = waiter_client.state_as("bench", 80, Some(version), 20_000, Some("benchwaiter"));
             (Instant::now(), result.map(|(_, s)| s["version"].as_u64().unwrap_or(0)))
         });
-        std::thread::sleep(Duration::from_millis(20));
+        // The change is made once the waiter's long-poll is open at the service (the event),
+        // not after a guessed delay.
+        let open_by = Instant::now() + Duration::from_secs(5);
+        while observed.followers.census().open_polls == 0 {
+            if Instant::now() > open_by {
+                anyhow::bail!("trial {trial}: the waiter's long-poll never opened");
+            }
+            std::thread::yield_now();
+        }
         let names: &[(&str, &str)] = if trial % 2 == 0 {
             &[("PolicyNames.member.1", "P")]
         } else {
