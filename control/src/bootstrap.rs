@@ -35,13 +35,15 @@ impl Command for BootstrapFile {
                 if l.load_balancer_port == 0 || l.instance_port == 0 {
                     return Err(refused("ports must be 1 to 65535".to_owned()));
                 }
-                let listener = Listener {
+                let mut listener = Listener {
                     protocol: protocol.clone(),
                     load_balancer_port: l.load_balancer_port,
                     instance_protocol: protocol,
                     instance_port: l.instance_port,
                     policy_names: Vec::new(),
+                    certificate: None,
                 };
+                crate::commands::certificates::resolve_listener(domain, &mut listener)?;
                 if listeners.insert(l.load_balancer_port, listener).is_some() {
                     return Err(refused(format!("port {} is declared twice", l.load_balancer_port)));
                 }

@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::certificates::ServerCertificate;
 use crate::error::ApiError;
 use crate::health::{HealthStatus, InstanceHealth};
 use crate::keys::RotatingKeys;
@@ -43,6 +44,10 @@ pub enum Write {
     ReplaceKeys(RotatingKeys),
     /// A health flip of (load balancer, instance).
     PutHealth((String, String), InstanceHealth),
+    /// A server certificate, with its private key (the store seals it).
+    PutCertificate(ServerCertificate),
+    /// A server certificate, by id.
+    DeleteCertificate(String),
 }
 
 /// The domain: load balancers, the instance registry, the cookie keys and the targets' health,
@@ -61,6 +66,8 @@ pub struct Domain {
     /// Health per (load balancer, instance id). On a shared store, flips are stored by the
     /// leader and reach every replica; on SQLite, re-learnt after a restart.
     pub(crate) health: HashMap<(String, String), InstanceHealth>,
+    /// Server certificates by id, with their private keys (in memory only in clear).
+    pub(crate) certificates: BTreeMap<String, ServerCertificate>,
 }
 
 impl Domain {
@@ -85,6 +92,12 @@ impl Domain {
                 Write::PutHealth(key, health) => {
                     self.health.insert(key, health);
                 }
+                Write::PutCertificate(certificate) => {
+                    self.certificates.insert(certificate.id.clone(), certificate);
+                }
+                Write::DeleteCertificate(id) => {
+                    self.certificates.remove(&id);
+                }
             }
         }
         self.version = version;
@@ -104,6 +117,37 @@ impl Domain {
     /// Every load balancer, by name.
     pub fn load_balancers(&self) -> impl Iterator<Item = &LoadBalancer> {
         self.load_balancers.values()
+    }
+
+    /// Every server certificate, by id.
+    pub fn certificates(&self) -> impl Iterator<Item = &ServerCertificate> {
+        self.certificates.values()
+    }
+
+    pub fn certificate(&self, id: &str) -> Option<&ServerCertificate> {
+        self.certificates.get(id)
+    }
+
+    pub fn certificate_by_name(&self, name: &str) -> Option<&ServerCertificate> {
+        self.certificates.values().find(|c| c.name == name)
+    }
+
+    /// The certificate an ARN (ELB's SSLCertificateId) or an ORN (OAPI's ServerCertificateId) names.
+    pub fn certificate_named_by(&self, reference: &str) -> Option<&ServerCertificate> {
+        self.certificates.values().find(|c| c.is_named_by(reference))
+    }
+
+    /// The listeners (load balancer, port) serving certificate `id`.
+    pub fn certificate_users(&self, id: &str) -> Vec<(&str, u16)> {
+        self.load_balancers
+            .values()
+            .flat_map(|lb| {
+                lb.listeners
+                    .iter()
+                    .filter(|(_, l)| l.certificate.as_deref() == Some(id))
+                    .map(|(port, _)| (lb.name.as_str(), *port))
+            })
+            .collect()
     }
 
     pub fn load_balancer_count(&self) -> usize {
@@ -146,12 +190,20 @@ impl Domain {
                         .listeners
                         .iter()
                         .zip(&lb.listeners)
-                        .any(|((port, a), (new_port, b))| port != new_port || a.instance_port != b.instance_port)
+                        .any(|((port, a), (new_port, b))| port != new_port || a.serves_differently(b))
             }),
             Write::DeleteLoadBalancer(name) => self.load_balancers.contains_key(name),
             Write::ReplaceRegistry(registry) => *registry != self.registry,
             Write::ReplaceKeys(_) => false,
             Write::PutHealth(key, health) => self.health.get(key).map(|h| h.status) != Some(health.status),
+            // A certificate in use changes what its listeners serve (its id stays, its name
+            // is no part of what Envoy gets); one no listener uses changes nothing served.
+            Write::PutCertificate(certificate) => {
+                self.certificates.get(&certificate.id).is_none_or(|old| {
+                    old.full_chain() != certificate.full_chain() || old.private_key != certificate.private_key
+                }) && !self.certificate_users(&certificate.id).is_empty()
+            }
+            Write::DeleteCertificate(id) => !self.certificate_users(id).is_empty(),
         }
     }
 

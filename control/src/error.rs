@@ -33,6 +33,15 @@ pub enum ErrorCode {
     SignatureDoesNotMatch,
     RequestExpired,
     InternalFailure,
+    /// ELB's: an SSLCertificateId naming no certificate.
+    CertificateNotFound,
+    /// IAM's, for server certificates.
+    EntityAlreadyExists,
+    NoSuchEntity,
+    MalformedCertificate,
+    KeyPairMismatch,
+    DeleteConflict,
+    LimitExceeded,
 }
 
 impl ErrorCode {
@@ -63,6 +72,13 @@ impl ErrorCode {
             ErrorCode::SignatureDoesNotMatch => "SignatureDoesNotMatch",
             ErrorCode::RequestExpired => "RequestExpired",
             ErrorCode::InternalFailure => "InternalFailure",
+            ErrorCode::CertificateNotFound => "CertificateNotFound",
+            ErrorCode::EntityAlreadyExists => "EntityAlreadyExists",
+            ErrorCode::NoSuchEntity => "NoSuchEntity",
+            ErrorCode::MalformedCertificate => "MalformedCertificate",
+            ErrorCode::KeyPairMismatch => "KeyPairMismatch",
+            ErrorCode::DeleteConflict => "DeleteConflict",
+            ErrorCode::LimitExceeded => "LimitExceeded",
         }
     }
 
@@ -70,7 +86,11 @@ impl ErrorCode {
     /// AWS's common errors for the rest).
     pub fn status(self) -> StatusCode {
         match self {
-            ErrorCode::InvalidConfigurationRequest => StatusCode::CONFLICT,
+            ErrorCode::InvalidConfigurationRequest
+            | ErrorCode::EntityAlreadyExists
+            | ErrorCode::DeleteConflict
+            | ErrorCode::LimitExceeded => StatusCode::CONFLICT,
+            ErrorCode::NoSuchEntity => StatusCode::NOT_FOUND,
             ErrorCode::MissingAuthenticationToken
             | ErrorCode::InvalidClientTokenId
             | ErrorCode::SignatureDoesNotMatch
@@ -134,6 +154,19 @@ impl ApiError {
     pub fn into_response_with(self, request_id: &str) -> Response {
         let body = xml::error_response(self.code.fault(), self.code.as_str(), &self.message, request_id);
         (self.code.status(), [("content-type", "text/xml")], body).into_response()
+    }
+}
+
+/// A refused certificate upload, as IAM words it.
+impl From<crate::certificates::CertificateError> for ApiError {
+    fn from(error: crate::certificates::CertificateError) -> Self {
+        use crate::certificates::CertificateError;
+        let code = match &error {
+            CertificateError::Invalid(_) => ErrorCode::ValidationError,
+            CertificateError::Malformed(_) => ErrorCode::MalformedCertificate,
+            CertificateError::KeyMismatch => ErrorCode::KeyPairMismatch,
+        };
+        Self::new(code, error.to_string())
     }
 }
 

@@ -8,7 +8,7 @@ use sticky_core::{CookieSettings, FilterState, PolicyState, TargetState};
 
 use crate::domain::{Domain, ServedTarget};
 use crate::health::HealthStatus;
-use crate::model::{LoadBalancer, Policy};
+use crate::model::{Listener, LoadBalancer, Policy};
 
 pub const EDS_TYPE_URL: &str = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
 
@@ -47,11 +47,21 @@ pub fn filter_state(inner: &Domain, cookie: &CookieSettings, name: &str, port: u
         load_balancer: name.to_owned(),
         listener_port: port,
         policy,
-        cookie: lb.attributes.cookie_settings(cookie),
+        cookie: listener_cookie(lb, listener, cookie),
         targets,
         session_header: lb.attributes.session_header.clone(),
         keys: inner.keys().to_state(),
     })
+}
+
+/// The cookie settings of `listener`: the load balancer's, `Secure` by default on HTTPS (a
+/// browser then never sends the cookie in clear); an explicit `sticky.cookie.secure` wins.
+fn listener_cookie(lb: &LoadBalancer, listener: &Listener, defaults: &CookieSettings) -> CookieSettings {
+    let mut settings = lb.attributes.cookie_settings(defaults);
+    if listener.is_https() && lb.attributes.cookie.secure.is_none() {
+        settings.secure = true;
+    }
+    settings
 }
 
 /// The EDS cluster name of a listener: `<load balancer>_<port>` (load balancer names hold no `_`).

@@ -33,7 +33,7 @@ use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service
 use sticky_core::ListenerTally;
 
 /// Largest request body the API reads.
-const MAX_BODY: usize = 1 << 20;
+const MAX_BODY: usize = 4 << 20;
 /// API calls served at once; more wait their turn (each may wait for the followers).
 const API_CONCURRENCY: usize = 64;
 /// Feed long-polls and EDS fetches served at once: one long-poll per filter VM per listener
@@ -235,10 +235,16 @@ fn verify_and_dispatch(
             .is_some_and(|v| v.to_ascii_lowercase().starts_with("application/x-www-form-urlencoded"));
         let params = Params::parse(uri.query(), (*method == Method::POST && form).then_some(body))?;
         let action = params.required("Action")?;
-        if api::ACTIONS.contains(&action) {
+        // IAM's server-certificate calls come with IAM's version; everything else is ELB's.
+        let iam = params.get("Version") == Some(crate::iam::VERSION);
+        if (iam && crate::iam::ACTIONS.contains(&action)) || (!iam && api::ACTIONS.contains(&action)) {
             action.clone_into(&mut action_name);
         }
         tracing::debug!(%request_id, action, %access_key, "api call");
+        if iam {
+            let done = crate::iam::dispatch(service, action, &params)?;
+            return Ok(done.map(|result| xml::response_in(xml::IAM_NAMESPACE, action, &result, request_id)));
+        }
         let done = api::dispatch(service, action, &params)?;
         Ok(done.map(|result| xml::response(action, &result, request_id)))
     })();
@@ -468,6 +474,7 @@ mod tests {
             listener_binding: Default::default(),
             target_connect_timeout: crate::xds::resources::DEFAULT_TARGET_CONNECT_TIMEOUT,
             replica: Default::default(),
+            master_key: Some(crate::sealing::MasterKey::generate().unwrap()),
         };
         let instances = [("i-1".to_owned(), "127.0.0.1:9001".parse().unwrap())];
         let bootstrap = BootstrapFile::one_listener("terraform-balancer", &instances);

@@ -10,6 +10,7 @@ use clap::Parser;
 use sticky_control::model::ListenerBinding;
 use sticky_control::replica::ReplicaConfig;
 use sticky_control::replicas;
+use sticky_control::sealing::MasterKey;
 use sticky_control::sigv4::AccessKeys;
 use sticky_control::store::{Store, StoreLocation};
 use sticky_control::{BootstrapFile, HttpOptions, Service, ServiceConfig, app};
@@ -35,6 +36,12 @@ struct Args {
         env = "STICKY_STORE"
     )]
     store: StoreLocation,
+    /// File of the master key (64 hexadecimal digits) the store's secrets (server certificates'
+    /// private keys) are sealed under. Default on SQLite: `<store file>.master-key`, created
+    /// (mode 0600) on first start; on PostgreSQL every replica must be given the same one, and
+    /// without one certificates cannot be uploaded.
+    #[arg(long, env = "STICKY_MASTER_KEY_FILE")]
+    master_key_file: Option<PathBuf>,
     /// This replica's name among those sharing a PostgreSQL store (default: the listen address
     /// and a random suffix, unique per start).
     #[arg(long)]
@@ -143,6 +150,7 @@ async fn main() -> anyhow::Result<()> {
         },
         target_connect_timeout: Duration::from_millis(args.target_connect_timeout_ms),
         replica: replica_config(&args)?,
+        master_key: master_key(&args)?,
     };
     let bootstrap: Option<BootstrapFile> = match &args.bootstrap {
         Some(path) => {
@@ -186,6 +194,22 @@ async fn main() -> anyhow::Result<()> {
     let location = args.store.clone();
     let _ = tokio::task::spawn_blocking(move || replicas::leave(&stopping, &location)).await;
     Ok(())
+}
+
+/// The master key: the file given, else one beside a SQLite store's file (made on first start).
+fn master_key(args: &Args) -> anyhow::Result<Option<MasterKey>> {
+    if let Some(path) = &args.master_key_file {
+        return Ok(Some(MasterKey::read(path)?));
+    }
+    Ok(match &args.store {
+        StoreLocation::Sqlite(path) if path.as_os_str() == ":memory:" => Some(MasterKey::generate()?),
+        StoreLocation::Sqlite(path) => {
+            let mut file = path.clone().into_os_string();
+            file.push(".master-key");
+            Some(MasterKey::read_or_create(std::path::Path::new(&file))?)
+        }
+        StoreLocation::Postgres(_) => None,
+    })
 }
 
 fn replica_config(args: &Args) -> anyhow::Result<ReplicaConfig> {

@@ -209,6 +209,31 @@ pub struct Listener {
     pub instance_protocol: String,
     pub instance_port: u16,
     pub policy_names: Vec<String>,
+    /// An HTTPS listener's server certificate: its id (a surface's ARN or ORN until a command
+    /// resolves it). None on HTTP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate: Option<String>,
+}
+
+impl Listener {
+    /// Whether Envoy serves `other` differently from this one (port, protocols, certificate);
+    /// its policies are the filters' concern.
+    pub fn serves_differently(&self, other: &Listener) -> bool {
+        self.instance_port != other.instance_port
+            || self.protocol != other.protocol
+            || self.instance_protocol != other.instance_protocol
+            || self.certificate != other.certificate
+    }
+
+    /// Whether it terminates TLS.
+    pub fn is_https(&self) -> bool {
+        self.protocol == "HTTPS"
+    }
+
+    /// Whether it speaks TLS to its targets.
+    pub fn is_tls_to_targets(&self) -> bool {
+        self.instance_protocol == "HTTPS"
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -249,14 +274,14 @@ pub fn validate_policy_name(name: &str) -> Result<(), ApiError> {
     }
 }
 
-/// Listener protocols ELB knows; this service balances HTTP.
+/// Listener protocols ELB knows; this service balances HTTP and HTTPS.
 pub fn validate_protocol(field: &str, protocol: &str) -> Result<String, ApiError> {
     let upper = protocol.to_ascii_uppercase();
     match upper.as_str() {
-        "HTTP" => Ok(upper),
-        "HTTPS" | "TCP" | "SSL" => Err(ApiError::new(
+        "HTTP" | "HTTPS" => Ok(upper),
+        "TCP" | "SSL" => Err(ApiError::new(
             crate::error::ErrorCode::UnsupportedProtocol,
-            format!("{field} {protocol} is not supported by this service; use HTTP"),
+            format!("{field} {protocol} (layer-4 balancing) is not supported by this service yet; use HTTP or HTTPS"),
         )),
         _ => Err(ApiError::validation(format!(
             "{field} {protocol:?} must be one of HTTP, HTTPS, TCP, SSL"

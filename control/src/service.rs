@@ -17,8 +17,9 @@ use crate::keys::RotatingKeys;
 use crate::metrics::Metrics;
 use crate::model::{ListenerBinding, Policy};
 use crate::replica::{Replica, ReplicaConfig};
+use crate::sealing::MasterKey;
 use crate::sigv4::AccessKeys;
-use crate::store::{Change, Snapshot, Store, StoreError};
+use crate::store::{Change, SealedCertificate, Snapshot, Store, StoreError};
 
 /// How long after a start every live filter has polled again: the filter's longest retry
 /// backoff (`sticky_core::poll::BACKOFF_MAX_MS`) plus a margin.
@@ -45,6 +46,32 @@ pub struct ServiceConfig {
     pub target_connect_timeout: Duration,
     /// This process among the replicas sharing a store.
     pub replica: ReplicaConfig,
+    /// What the store's secrets (certificates' private keys) are sealed under; without one,
+    /// certificates cannot be stored.
+    pub master_key: Option<MasterKey>,
+}
+
+/// Stored certificates with their private keys opened with `master_key`.
+fn open_certificates(
+    master_key: Option<&MasterKey>,
+    stored: Vec<SealedCertificate>,
+) -> Result<std::collections::BTreeMap<String, crate::certificates::ServerCertificate>, String> {
+    let mut certificates = std::collections::BTreeMap::new();
+    for sealed in stored {
+        let mut certificate = sealed.certificate;
+        let master_key = master_key.ok_or_else(|| {
+            format!(
+                "the store holds server certificate {} whose private key is sealed: start with the --master-key-file it was sealed under",
+                certificate.name
+            )
+        })?;
+        let key = master_key
+            .open(&certificate.id, &sealed.sealed_key)
+            .map_err(|e| format!("server certificate {}: {e}", certificate.name))?;
+        certificate.private_key = Some(crate::certificates::PrivateKeyPem::new(key));
+        certificates.insert(certificate.id.clone(), certificate);
+    }
+    Ok(certificates)
 }
 
 /// The store's failures as the API reports them.
@@ -116,7 +143,10 @@ impl Service {
         // serves the same state, health included, under the same version.
         let version = if shared { snapshot.version } else { snapshot.version + 1 };
         let endpoints_version = if shared { snapshot.endpoints_version } else { version };
+        let certificates =
+            open_certificates(config.master_key.as_ref(), snapshot.certificates).map_err(|e| anyhow::anyhow!("{e}"))?;
         let inner = Domain {
+            certificates,
             load_balancers: snapshot.load_balancers,
             registry: snapshot.registry,
             keys,
@@ -214,14 +244,26 @@ impl Service {
         } else {
             inner.endpoints_version
         };
+        let sealed = writes
+            .iter()
+            .filter_map(|w| match w {
+                Write::PutCertificate(certificate) => Some(self.seal(certificate)),
+                _ => None,
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut sealed_iter = sealed.iter();
         let changes: Vec<Change<'_>> = writes
             .iter()
-            .map(|w| match w {
-                Write::PutLoadBalancer(lb) => Change::PutLoadBalancer(lb),
-                Write::DeleteLoadBalancer(name) => Change::DeleteLoadBalancer(name),
-                Write::ReplaceRegistry(registry) => Change::ReplaceRegistry(registry),
-                Write::ReplaceKeys(keys) => Change::ReplaceKeys(keys),
-                Write::PutHealth(key, health) => Change::PutHealth(key, health),
+            .filter_map(|w| {
+                Some(match w {
+                    Write::PutLoadBalancer(lb) => Change::PutLoadBalancer(lb),
+                    Write::DeleteLoadBalancer(name) => Change::DeleteLoadBalancer(name),
+                    Write::ReplaceRegistry(registry) => Change::ReplaceRegistry(registry),
+                    Write::ReplaceKeys(keys) => Change::ReplaceKeys(keys),
+                    Write::PutHealth(key, health) => Change::PutHealth(key, health),
+                    Write::PutCertificate(_) => Change::PutCertificate(sealed_iter.next()?),
+                    Write::DeleteCertificate(id) => Change::DeleteCertificate(id),
+                })
             })
             .collect();
         if let Some(holder) = leader {
@@ -243,12 +285,42 @@ impl Service {
         })
     }
 
+    /// `certificate` as the store keeps it: its private key sealed under the master key.
+    fn seal(&self, certificate: &crate::certificates::ServerCertificate) -> Result<SealedCertificate, ApiError> {
+        let master_key = self.config.master_key.as_ref().ok_or_else(|| {
+            ApiError::invalid_configuration(
+                "This service has no master key to seal private keys at rest: start it with --master-key-file",
+            )
+        })?;
+        let key = certificate
+            .private_key
+            .as_ref()
+            .ok_or_else(|| ApiError::internal(format!("certificate {} has no private key to store", certificate.id)))?;
+        Ok(SealedCertificate {
+            certificate: crate::certificates::ServerCertificate {
+                private_key: None,
+                ..certificate.clone()
+            },
+            sealed_key: master_key
+                .seal(&certificate.id, key.expose())
+                .map_err(ApiError::internal)?,
+        })
+    }
+
     /// Takes the state another replica committed, if newer than what this one holds.
     pub fn catch_up(&self, snapshot: Snapshot) {
+        let certificates = match open_certificates(self.config.master_key.as_ref(), snapshot.certificates) {
+            Ok(certificates) => certificates,
+            Err(error) => {
+                tracing::error!(%error, "the store's certificates do not open: this replica keeps the state it has");
+                return;
+            }
+        };
         let mut inner = self.lock();
         if snapshot.version <= inner.version {
             return;
         }
+        inner.certificates = certificates;
         inner.load_balancers = snapshot.load_balancers;
         inner.registry = snapshot.registry;
         if let Some(keys) = snapshot.keys {
@@ -430,6 +502,7 @@ pub(crate) fn example_service(test: &str) -> (Arc<Service>, std::path::PathBuf) 
         listener_binding: Default::default(),
         target_connect_timeout: crate::xds::resources::DEFAULT_TARGET_CONNECT_TIMEOUT,
         replica: Default::default(),
+        master_key: Some(crate::sealing::MasterKey::generate().unwrap()),
     };
     (Service::open(config, store, Some(bootstrap)).unwrap(), dir)
 }

@@ -65,10 +65,18 @@ impl Xml {
     }
 }
 
+/// IAM's namespace (its server-certificate actions are served beside ELB's).
+pub const IAM_NAMESPACE: &str = "https://iam.amazonaws.com/doc/2010-05-08/";
+
 /// `<{action}Response xmlns=…><{action}Result>{result}</{action}Result><ResponseMetadata>…`.
 pub fn response(action: &str, result: &str, request_id: &str) -> String {
+    response_in(NAMESPACE, action, result, request_id)
+}
+
+/// [`response`] in another API's namespace.
+pub fn response_in(namespace: &str, action: &str, result: &str, request_id: &str) -> String {
     format!(
-        "<{action}Response xmlns=\"{NAMESPACE}\"><{action}Result>{result}</{action}Result>\
+        "<{action}Response xmlns=\"{namespace}\"><{action}Result>{result}</{action}Result>\
          <ResponseMetadata><RequestId>{}</RequestId></ResponseMetadata></{action}Response>",
         escape(request_id)
     )

@@ -12,6 +12,7 @@ pub mod control_process;
 mod eventually;
 pub mod flask;
 pub mod postgres;
+pub mod tls;
 
 pub use eventually::{eventually, patience};
 /// State fixtures and Set-Cookie reading (`sticky_core::testing`).

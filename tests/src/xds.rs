@@ -256,6 +256,11 @@ impl XdsBouncer {
         self.osc.api(args)
     }
 
+    /// [`XdsBouncer::osc_api`]; a refused call's output as the error.
+    pub fn try_osc_api(&self, args: &[&str]) -> Result<String, String> {
+        self.osc.try_api(args)
+    }
+
     /// One OAPI call through osc-sdk-python; its answer.
     pub fn oapi(&self, call: &str, parameters: &serde_json::Value) -> serde_json::Value {
         oapi_at(&self.control.url(), call, parameters)

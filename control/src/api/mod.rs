@@ -76,6 +76,7 @@ pub fn dispatch(service: &Service, action: &str, params: &Params) -> Result<Done
         "RegisterInstancesWithLoadBalancer" => return register_instances(service, params),
         "DeregisterInstancesFromLoadBalancer" => return deregister_instances(service, params),
         "ConfigureHealthCheck" => return configure_health_check(service, params),
+        "SetLoadBalancerListenerSSLCertificate" => return set_listener_certificate(service, params),
         "DescribeTags" => tags::describe_tags(service, params),
         "DescribeLoadBalancerAttributes" => attributes::describe_attributes(service, params),
         "DescribeLoadBalancerPolicyTypes" => policy_types::describe_policy_types(params),
@@ -90,6 +91,14 @@ pub fn dispatch(service: &Service, action: &str, params: &Params) -> Result<Done
         )),
     };
     read.map(Done::read)
+}
+
+/// SetLoadBalancerListenerSSLCertificate: new handshakes get the new certificate.
+fn set_listener_certificate(service: &Service, params: &Params) -> Result<Done<String>, ApiError> {
+    let name = params.required("LoadBalancerName")?.to_owned();
+    let port: u16 = params.required_number("LoadBalancerPort")?;
+    let certificate = params.required("SSLCertificateId")?.to_owned();
+    change_one(service, name, Change::SetListenerCertificate { port, certificate })
 }
 
 /// `change` to load balancer `name`, for an action whose answer is empty.
@@ -125,6 +134,7 @@ fn parse_listeners(members: &[BTreeMap<String, String>]) -> Result<BTreeMap<u16,
             instance_protocol,
             instance_port: port(member.get("InstancePort"), "InstancePort")?,
             policy_names: Vec::new(),
+            certificate: member.get("SSLCertificateId").cloned(),
         };
         if listeners
             .insert(listener.load_balancer_port, listener.clone())
@@ -244,6 +254,9 @@ fn describe_one(x: &mut Xml, inner: &Domain, lb: &LoadBalancer) {
         x.leaf("LoadBalancerPort", l.load_balancer_port);
         x.leaf("InstanceProtocol", &l.instance_protocol);
         x.leaf("InstancePort", l.instance_port);
+        if let Some(certificate) = l.certificate.as_deref().and_then(|id| inner.certificate(id)) {
+            x.leaf("SSLCertificateId", certificate.arn());
+        }
         x.close("Listener");
         x.members("PolicyNames", &l.policy_names, |x, p| {
             x.leaf_text(p);

@@ -11,7 +11,7 @@ use crate::xml::Xml;
 use crate::commands::load_balancer;
 
 /// Refused actions, with why.
-pub const REFUSED: [(&str, &str); 6] = [
+pub const REFUSED: [(&str, &str); 5] = [
     (
         "ApplySecurityGroupsToLoadBalancer",
         "there are no VPC security groups: filter traffic with the bouncer host's firewall (groups given to CreateLoadBalancer are kept as declared, never applied)",
@@ -31,10 +31,6 @@ pub const REFUSED: [(&str, &str); 6] = [
     (
         "DisableAvailabilityZonesForLoadBalancer",
         "there are no availability zones: every instance is reached from the one bouncer; zones given to CreateLoadBalancer are kept as declared",
-    ),
-    (
-        "SetLoadBalancerListenerSSLCertificate",
-        "listeners are HTTP only: TLS terminates in front of or on the bouncer's Envoy",
     ),
 ];
 

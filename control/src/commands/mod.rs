@@ -15,6 +15,7 @@ use crate::domain::{unix_after, unix_now};
 use crate::error::{ApiError, ErrorCode};
 use crate::model::{self, HealthCheck, Listener, LoadBalancer, MAX_POLICIES, Placement, Policy};
 
+pub mod certificates;
 pub mod tags;
 
 /// An operation on the domain: from the current state, the writes that carry it out (all
@@ -53,10 +54,14 @@ impl Command for CreateLoadBalancer {
             return Err(ApiError::validation("Listeners must hold at least one listener"));
         }
         self.health_check.validate_within(model::MAX_CHECK_INTERVAL)?;
+        let mut listeners = self.listeners;
+        for listener in listeners.values_mut() {
+            certificates::resolve_listener(domain, listener)?;
+        }
         let mut lb = LoadBalancer {
             name: self.name,
             created_at: unix_now(),
-            listeners: self.listeners,
+            listeners,
             policies: BTreeMap::new(),
             instances: Default::default(),
             health_check: self.health_check,
@@ -170,6 +175,12 @@ pub enum Change {
     Register(Vec<String>),
     /// Registered instances; with connection draining on, each drains for its timeout.
     Deregister(Vec<String>),
+    /// The server certificate of HTTPS listener `port`: an ARN or ORN (or an id). New
+    /// handshakes get it; open connections keep theirs.
+    SetListenerCertificate {
+        port: u16,
+        certificate: String,
+    },
     /// At most [`tags::MAX_TAGS`] on the load balancer afterwards.
     AddTags(Vec<(String, String)>),
     /// Removing a key the load balancer does not hold is not an error, as in ELB.
@@ -180,7 +191,8 @@ impl Change {
     fn apply(self, domain: &Domain, cookie: &CookieSettings, lb: &mut LoadBalancer) -> Result<(), ApiError> {
         match self {
             Change::AddListeners(listeners) => {
-                for (port, listener) in listeners {
+                for (port, mut listener) in listeners {
+                    certificates::resolve_listener(domain, &mut listener)?;
                     match lb.listeners.get(&port) {
                         Some(existing) if same_listener(existing, &listener) => {}
                         Some(_) => {
@@ -259,6 +271,23 @@ impl Change {
                     }
                 }
             }
+            Change::SetListenerCertificate { port, certificate } => {
+                let id = certificates::id_named_by(domain, &certificate)?;
+                let name = lb.name.clone();
+                let listener = lb.listeners.get_mut(&port).ok_or_else(|| {
+                    ApiError::new(
+                        ErrorCode::ListenerNotFound,
+                        format!("{name} has no listener on port {port}"),
+                    )
+                })?;
+                if !listener.is_https() {
+                    return Err(ApiError::invalid_configuration(format!(
+                        "The listener on port {port} of {name} is {}; a certificate is for HTTPS listeners",
+                        listener.protocol
+                    )));
+                }
+                listener.certificate = Some(id);
+            }
             Change::AddTags(tags) => tags::add(lb, tags)?,
             Change::RemoveTags(keys) => {
                 let keys: Vec<(String, String)> = keys.into_iter().map(|key| (key, String::new())).collect();
@@ -288,8 +317,7 @@ impl Command for RotateKeys {
 
 /// The same listener, policies aside (ELB's test for an idempotent repeat).
 fn same_listener(a: &Listener, b: &Listener) -> bool {
-    (a.protocol.as_str(), a.instance_port, a.instance_protocol.as_str())
-        == (b.protocol.as_str(), b.instance_port, b.instance_protocol.as_str())
+    !a.serves_differently(b)
 }
 
 /// Adds policy `name`; `defaults` are the service's cookie settings (an app cookie must not

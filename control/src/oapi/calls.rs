@@ -10,13 +10,15 @@ use serde_json::{Value, json};
 use super::OapiError;
 use super::views::{self, BROWSER_SESSION_PERIOD};
 use crate::attributes::{AttributeChanges, COOKIE_SECURE};
+use crate::certificates::Upload;
+use crate::commands::certificates::{DeleteServerCertificate, UpdateServerCertificate, UploadServerCertificate};
 use crate::commands::{self, Change, ChangeLoadBalancers, DeleteLoadBalancer};
 use crate::error::{ApiError, ErrorCode};
 use crate::model::{self, HealthCheck, Listener, LoadBalancer, Policy};
 use crate::service::{Done, Service};
 
 /// The calls this service answers.
-pub const CALLS: [&str; 16] = [
+pub const CALLS: [&str; 20] = [
     "CreateLoadBalancer",
     "DeleteLoadBalancer",
     "ReadLoadBalancers",
@@ -33,6 +35,10 @@ pub const CALLS: [&str; 16] = [
     "CreateLoadBalancerTags",
     "DeleteLoadBalancerTags",
     "ReadLoadBalancerTags",
+    "CreateServerCertificate",
+    "ReadServerCertificates",
+    "UpdateServerCertificate",
+    "DeleteServerCertificate",
 ];
 
 /// OAPI's health check interval ceiling (ELB's is 300 s).
@@ -65,7 +71,7 @@ fn refuse_dry_run(dry_run: Option<bool>) -> Result<(), OapiError> {
 /// The answer of a call that changed one load balancer: that load balancer as it now is.
 fn answer_with(service: &Service, done: Done<Vec<LoadBalancer>>) -> Done<Value> {
     done.map(|lbs| match lbs.first() {
-        Some(lb) => json!({ "LoadBalancer": views::load_balancer(service, lb) }),
+        Some(lb) => json!({ "LoadBalancer": service.read(|domain| views::load_balancer(service, domain, lb)) }),
         None => json!({}),
     })
 }
@@ -110,11 +116,6 @@ fn listeners(listeners: &[ListenerForCreation]) -> Result<BTreeMap<u16, Listener
                 )));
             }
         }
-        if listener.server_certificate_id.is_some() {
-            return Err(OapiError::unsupported(
-                "ServerCertificateId: this service terminates no TLS (HTTP listeners only)",
-            ));
-        }
         let port = port_of("LoadBalancerPort", listener.load_balancer_port)?;
         let listener = Listener {
             protocol: model::validate_protocol("Protocol", &protocol)?,
@@ -122,6 +123,7 @@ fn listeners(listeners: &[ListenerForCreation]) -> Result<BTreeMap<u16, Listener
             instance_protocol: model::validate_protocol("InstanceProtocol", &backend_protocol)?,
             instance_port: port_of("BackendPort", listener.backend_port)?,
             policy_names: Vec::new(),
+            certificate: listener.server_certificate_id.clone(),
         };
         if by_port.insert(port, listener).is_some() {
             return Err(ApiError::new(ErrorCode::DuplicateListener, format!("port {port} is given twice")).into());
@@ -195,7 +197,7 @@ fn create_load_balancer(service: &Service, request: CreateLoadBalancer) -> Resul
     let done = service.execute(command)?;
     // As committed: with the address the write gave it.
     let created = service.read(|domain| domain.load_balancer(&name).cloned());
-    Ok(done.map(|()| json!({ "LoadBalancer": created.map(|lb| views::load_balancer(service, &lb)) })))
+    Ok(done.map(|()| json!({ "LoadBalancer": created.map(|lb| service.read(|domain| views::load_balancer(service, domain, &lb))) })))
 }
 
 #[derive(Deserialize)]
@@ -211,7 +213,7 @@ fn delete_load_balancer(service: &Service, request: ByName) -> Result<Done<Value
     let done = service.execute(DeleteLoadBalancer { name: name.clone() })?;
     let deleted = done.value.ok_or_else(|| ApiError::load_balancer_not_found(&name))?;
     // As OAPI answers: the load balancer being deleted.
-    let mut answer = views::load_balancer(service, &deleted);
+    let mut answer = service.read(|domain| views::load_balancer(service, domain, &deleted));
     answer["State"] = json!("deleting");
     Ok(Done {
         value: json!({ "LoadBalancer": answer }),
@@ -246,7 +248,7 @@ fn read_load_balancers(service: &Service, request: ReadLoadBalancers) -> Result<
         inner
             .load_balancers()
             .filter(|lb| active && names.as_ref().is_none_or(|names| names.contains(&lb.name)))
-            .map(|lb| views::load_balancer(service, lb))
+            .map(|lb| views::load_balancer(service, inner, lb))
             .collect()
     });
     Ok(json!({ "LoadBalancers": load_balancers }))
@@ -332,9 +334,9 @@ struct UpdateLoadBalancer {
 fn update_load_balancer(service: &Service, request: UpdateLoadBalancer) -> Result<Done<Value>, OapiError> {
     refuse_dry_run(request.dry_run)?;
     let name = &request.load_balancer_name;
-    if request.public_ip.is_some() || request.security_groups.is_some() || request.server_certificate_id.is_some() {
+    if request.public_ip.is_some() || request.security_groups.is_some() {
         return Err(OapiError::unsupported(
-            "PublicIp, SecurityGroups and ServerCertificateId: the bouncer's pool gives the address, there are no security groups, and no TLS is terminated",
+            "PublicIp and SecurityGroups: the bouncer's pool gives the address, and there are no security groups",
         ));
     }
     if let Some(log) = &request.access_log {
@@ -355,7 +357,7 @@ fn update_load_balancer(service: &Service, request: UpdateLoadBalancer) -> Resul
         .load_balancer_port
         .map(|port| port_of("LoadBalancerPort", port))
         .transpose()?;
-    if request.policy_names.is_some() && port.is_none() {
+    if (request.policy_names.is_some() || request.server_certificate_id.is_some()) && port.is_none() {
         return Err(OapiError::missing("LoadBalancerPort"));
     }
     // Every change in one command: all checked on the current state, committed together.
@@ -371,6 +373,9 @@ fn update_load_balancer(service: &Service, request: UpdateLoadBalancer) -> Resul
             additional: vec![(COOKIE_SECURE.to_owned(), secured.to_string())],
             ..Default::default()
         }));
+    }
+    if let (Some(certificate), Some(port)) = (request.server_certificate_id, port) {
+        changes.push(Change::SetListenerCertificate { port, certificate });
     }
     if let (Some(names), Some(port)) = (request.policy_names, port) {
         // An empty list removes stickiness.
@@ -661,6 +666,89 @@ fn read_tags(service: &Service, request: ReadTags) -> Result<Value, OapiError> {
     Ok(json!({ "Tags": tags }))
 }
 
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+struct CreateServerCertificate {
+    name: String,
+    body: String,
+    private_key: String,
+    chain: Option<String>,
+    path: Option<String>,
+    dry_run: Option<bool>,
+}
+
+fn create_certificate(service: &Service, request: CreateServerCertificate) -> Result<Done<Value>, OapiError> {
+    refuse_dry_run(request.dry_run)?;
+    let upload = Upload {
+        name: request.name,
+        path: request.path,
+        body: request.body,
+        chain: request.chain,
+        private_key: request.private_key,
+    };
+    let done = service.execute(UploadServerCertificate(upload))?;
+    Ok(done.map(|certificate| json!({ "ServerCertificate": views::server_certificate(&certificate) })))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+struct UpdateCertificate {
+    name: String,
+    new_name: Option<String>,
+    new_path: Option<String>,
+    dry_run: Option<bool>,
+}
+
+fn update_certificate(service: &Service, request: UpdateCertificate) -> Result<Done<Value>, OapiError> {
+    refuse_dry_run(request.dry_run)?;
+    let done = service.execute(UpdateServerCertificate {
+        name: request.name,
+        new_name: request.new_name,
+        new_path: request.new_path,
+    })?;
+    Ok(done.map(|certificate| json!({ "ServerCertificate": views::server_certificate(&certificate) })))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+struct DeleteCertificate {
+    name: String,
+    dry_run: Option<bool>,
+}
+
+fn delete_certificate(service: &Service, request: DeleteCertificate) -> Result<Done<Value>, OapiError> {
+    refuse_dry_run(request.dry_run)?;
+    let done = service.execute(DeleteServerCertificate { name: request.name })?;
+    Ok(done.map(|_| json!({})))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+struct CertificateFilters {
+    paths: Option<Vec<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+struct ReadCertificates {
+    #[serde(default)]
+    filters: CertificateFilters,
+    dry_run: Option<bool>,
+}
+
+fn read_certificates(service: &Service, request: ReadCertificates) -> Result<Value, OapiError> {
+    refuse_dry_run(request.dry_run)?;
+    let paths = request.filters.paths;
+    let certificates: Vec<Value> = service.read(|domain| {
+        domain
+            .certificates()
+            .filter(|c| paths.as_ref().is_none_or(|paths| paths.contains(&c.path)))
+            .map(views::server_certificate)
+            .collect()
+    });
+    Ok(json!({ "ServerCertificates": certificates }))
+}
+
 /// Runs `call` (one of [`CALLS`]) with its JSON input; its answer, without `ResponseContext`.
 pub fn run(service: &Service, call: &str, input: Value) -> Result<Done<Value>, OapiError> {
     let read = match call {
@@ -680,6 +768,10 @@ pub fn run(service: &Service, call: &str, input: Value) -> Result<Done<Value>, O
         "ReadLoadBalancers" => read_load_balancers(service, parse(input)?),
         "ReadVmsHealth" => read_vms_health(service, parse(input)?),
         "ReadLoadBalancerTags" => read_tags(service, parse(input)?),
+        "CreateServerCertificate" => return create_certificate(service, parse(input)?),
+        "UpdateServerCertificate" => return update_certificate(service, parse(input)?),
+        "DeleteServerCertificate" => return delete_certificate(service, parse(input)?),
+        "ReadServerCertificates" => read_certificates(service, parse(input)?),
         _ => Err(OapiError::unknown_call(call)),
     };
     read.map(Done::read)

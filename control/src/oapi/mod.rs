@@ -136,6 +136,16 @@ impl From<ApiError> for OapiError {
             ErrorCode::TooManyLoadBalancers => (StatusCode::BAD_REQUEST, "TooManyResources", "10014"),
             ErrorCode::TooManyTags => (StatusCode::BAD_REQUEST, "TooManyResources", "10041"),
             ErrorCode::InternalFailure => (StatusCode::INTERNAL_SERVER_ERROR, "InternalError", "2000"),
+            // no-such-certificate, already-exist, device-in-use, too-many-certificate.
+            ErrorCode::CertificateNotFound | ErrorCode::NoSuchEntity => {
+                (StatusCode::BAD_REQUEST, "InvalidResource", "5012")
+            }
+            ErrorCode::EntityAlreadyExists => (StatusCode::CONFLICT, "ResourceConflict", "9000"),
+            ErrorCode::DeleteConflict => (StatusCode::CONFLICT, "ResourceConflict", "9004"),
+            ErrorCode::LimitExceeded => (StatusCode::BAD_REQUEST, "TooManyResources", "10007"),
+            ErrorCode::MalformedCertificate | ErrorCode::KeyPairMismatch => {
+                (StatusCode::BAD_REQUEST, "InvalidParameterValue", "4047")
+            }
             ErrorCode::PolicyTypeNotFound => (StatusCode::BAD_REQUEST, "InvalidParameterValue", "4045"),
             // Valid alone, not together or not here (one policy per listener, TLS, a quota).
             ErrorCode::InvalidConfigurationRequest

@@ -33,18 +33,23 @@ fn health_check(lb: &LoadBalancer) -> Value {
     view
 }
 
-pub fn load_balancer(service: &Service, lb: &LoadBalancer) -> Value {
+pub fn load_balancer(service: &Service, domain: &Domain, lb: &LoadBalancer) -> Value {
     let listeners: Vec<Value> = lb
         .listeners
         .values()
         .map(|l| {
-            json!({
+            let mut view = json!({
                 "BackendPort": l.instance_port,
                 "BackendProtocol": l.instance_protocol,
                 "LoadBalancerPort": l.load_balancer_port,
                 "LoadBalancerProtocol": l.protocol,
                 "PolicyNames": l.policy_names,
-            })
+            });
+            let certificate = l.certificate.as_deref().and_then(|id| domain.certificate(id));
+            if let (Some(certificate), Some(object)) = (certificate, view.as_object_mut()) {
+                object.insert("ServerCertificateId".to_owned(), json!(certificate.orn()));
+            }
+            view
         })
         .collect();
     let mut lb_policies = Vec::new();
@@ -88,6 +93,18 @@ pub fn load_balancer(service: &Service, lb: &LoadBalancer) -> Value {
         "Subnets": lb.placement.subnets,
         "SubregionNames": lb.placement.zones,
         "Tags": tags,
+    })
+}
+
+/// A server certificate as OAPI's `ServerCertificate` (never its key).
+pub fn server_certificate(certificate: &crate::certificates::ServerCertificate) -> Value {
+    json!({
+        "ExpirationDate": crate::iam::timestamp(certificate.not_after),
+        "Id": certificate.id,
+        "Name": certificate.name,
+        "Orn": certificate.orn(),
+        "Path": certificate.path,
+        "UploadDate": crate::iam::timestamp(certificate.uploaded_at),
     })
 }
 

@@ -36,6 +36,15 @@ pub enum StoreError {
     Config(String),
 }
 
+/// A server certificate as stored: its private key sealed under the master key
+/// ([`crate::sealing`]), never in clear.
+#[derive(Debug, Clone)]
+pub struct SealedCertificate {
+    /// With no private key.
+    pub certificate: crate::certificates::ServerCertificate,
+    pub sealed_key: String,
+}
+
 /// One durable change.
 pub enum Change<'a> {
     PutLoadBalancer(&'a LoadBalancer),
@@ -44,6 +53,9 @@ pub enum Change<'a> {
     ReplaceKeys(&'a RotatingKeys),
     /// A health flip of (load balancer, instance); only shared stores keep it.
     PutHealth(&'a (String, String), &'a InstanceHealth),
+    PutCertificate(&'a SealedCertificate),
+    /// By id.
+    DeleteCertificate(&'a str),
 }
 
 /// What the store holds.
@@ -53,6 +65,7 @@ pub struct Snapshot {
     pub keys: Option<RotatingKeys>,
     /// Health of registered instances (empty from a store that does not keep it).
     pub health: HashMap<(String, String), InstanceHealth>,
+    pub certificates: Vec<SealedCertificate>,
     pub version: u64,
     /// The version at which what Envoy is served last changed.
     pub endpoints_version: u64,
@@ -146,6 +159,14 @@ impl Transaction<'_> {
 
 fn to_doc<T: serde::Serialize>(value: &T) -> Result<String, StoreError> {
     serde_json::to_string(value).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+/// A stored certificate row: its document (no key) and its sealed key.
+fn stored_certificate(doc: &str, sealed_key: String) -> Result<SealedCertificate, StoreError> {
+    Ok(SealedCertificate {
+        certificate: from_doc(doc)?,
+        sealed_key,
+    })
 }
 
 fn from_doc<T: serde::de::DeserializeOwned>(doc: &str) -> Result<T, StoreError> {

@@ -10,7 +10,9 @@ use std::time::Duration;
 use fallible_iterator::FallibleIterator;
 use postgres::{Client, IsolationLevel, NoTls};
 
-use super::{Change, Snapshot, StoreError, from_doc, key_ring, registered_health, stored_key, to_doc};
+use super::{
+    Change, Snapshot, StoreError, from_doc, key_ring, registered_health, stored_certificate, stored_key, to_doc,
+};
 use crate::model::Registry;
 
 /// The channel every commit notifies, with the new version as payload.
@@ -21,7 +23,8 @@ const LEADER_LEASE: &str = "leader";
 const MIGRATION_LOCK: i64 = 0x5354_4943_4b59; // "STICKY"
 
 /// Schema versions, applied in order; `schema_migrations` records those applied.
-const MIGRATIONS: &[&str] = &["CREATE TABLE meta (
+const MIGRATIONS: &[&str] = &[
+    "CREATE TABLE meta (
          id INT PRIMARY KEY CHECK (id = 1),
          version BIGINT NOT NULL,
          endpoints_version BIGINT NOT NULL);
@@ -34,7 +37,9 @@ const MIGRATIONS: &[&str] = &["CREATE TABLE meta (
          load_balancer TEXT NOT NULL, instance TEXT NOT NULL, doc TEXT NOT NULL,
          PRIMARY KEY (load_balancer, instance));
      CREATE TABLE leases (name TEXT PRIMARY KEY, holder TEXT NOT NULL, expires_at TIMESTAMPTZ NOT NULL);
-     CREATE TABLE replicas (id TEXT PRIMARY KEY, url TEXT NOT NULL, seen_at TIMESTAMPTZ NOT NULL);"];
+     CREATE TABLE replicas (id TEXT PRIMARY KEY, url TEXT NOT NULL, seen_at TIMESTAMPTZ NOT NULL);",
+    "CREATE TABLE server_certificates (id TEXT PRIMARY KEY, doc TEXT NOT NULL, sealed_key TEXT NOT NULL);",
+];
 
 /// A connection to `url`, with keepalives so a vanished server is noticed.
 pub fn connect(url: &str) -> Result<Client, StoreError> {
@@ -158,8 +163,13 @@ pub(super) fn load(tx: &mut postgres::Transaction<'_>) -> Result<Snapshot, Store
             from_doc(row.get(2))?,
         ));
     }
+    let mut certificates = Vec::new();
+    for row in tx.query("SELECT doc, sealed_key FROM server_certificates", &[])? {
+        certificates.push(stored_certificate(row.get(0), row.get(1))?);
+    }
     let (version, endpoints_version) = stored_versions(tx)?;
     Ok(Snapshot {
+        certificates,
         health: registered_health(&load_balancers, health),
         load_balancers,
         registry,
@@ -218,6 +228,20 @@ pub(super) fn apply(tx: &mut postgres::Transaction<'_>, changes: &[Change<'_>]) 
                         ],
                     )?;
                 }
+            }
+            Change::PutCertificate(sealed) => {
+                tx.execute(
+                    "INSERT INTO server_certificates (id, doc, sealed_key) VALUES ($1, $2, $3)
+                     ON CONFLICT (id) DO UPDATE SET doc = excluded.doc, sealed_key = excluded.sealed_key",
+                    &[
+                        &sealed.certificate.id,
+                        &to_doc(&sealed.certificate)?,
+                        &sealed.sealed_key,
+                    ],
+                )?;
+            }
+            Change::DeleteCertificate(id) => {
+                tx.execute("DELETE FROM server_certificates WHERE id = $1", &[id])?;
             }
             Change::PutHealth((lb, id), health) => {
                 tx.execute(

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
-use super::{Change, Snapshot, StoreError, from_doc, key_ring, stored_key, to_doc};
+use super::{Change, Snapshot, StoreError, from_doc, key_ring, stored_certificate, stored_key, to_doc};
 use crate::model::Registry;
 
 /// Schema versions, applied in order (`PRAGMA user_version` records the last). Version 1 is
@@ -16,6 +16,7 @@ const MIGRATIONS: &[&str] = &[
      CREATE TABLE IF NOT EXISTS instances (id TEXT PRIMARY KEY, doc TEXT NOT NULL);
      CREATE TABLE IF NOT EXISTS cookie_keys (
          id INTEGER PRIMARY KEY, secret BLOB NOT NULL, created_at INTEGER NOT NULL, retired_at INTEGER);",
+    "CREATE TABLE server_certificates (id TEXT PRIMARY KEY, doc TEXT NOT NULL, sealed_key TEXT NOT NULL);",
 ];
 
 pub struct SqliteStore {
@@ -84,6 +85,12 @@ pub(super) fn load(tx: &rusqlite::Transaction<'_>) -> Result<Snapshot, StoreErro
         let (id, secret, created_at, retired_at) = row?;
         keys.push(stored_key(id, secret, created_at, retired_at)?);
     }
+    let mut certificates = Vec::new();
+    let mut statement = tx.prepare("SELECT doc, sealed_key FROM server_certificates")?;
+    for row in statement.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))? {
+        let (doc, sealed_key) = row?;
+        certificates.push(stored_certificate(&doc, sealed_key)?);
+    }
     let meta = |key: &str| -> Result<u64, StoreError> {
         let value: Option<String> = tx
             .query_row("SELECT value FROM meta WHERE key = ?1", params![key], |r| r.get(0))
@@ -96,6 +103,7 @@ pub(super) fn load(tx: &rusqlite::Transaction<'_>) -> Result<Snapshot, StoreErro
         registry,
         keys: key_ring(keys)?,
         health: HashMap::new(),
+        certificates,
         version,
         endpoints_version: meta("endpoints_version")?.min(version),
     })
@@ -134,6 +142,16 @@ pub(super) fn apply(tx: &rusqlite::Transaction<'_>, changes: &[Change<'_>]) -> R
             }
             // One process probes and serves: health is re-learnt after a start, not stored.
             Change::PutHealth(..) => {}
+            Change::PutCertificate(sealed) => {
+                tx.execute(
+                    "INSERT INTO server_certificates (id, doc, sealed_key) VALUES (?1, ?2, ?3)
+                     ON CONFLICT(id) DO UPDATE SET doc = excluded.doc, sealed_key = excluded.sealed_key",
+                    params![sealed.certificate.id, to_doc(&sealed.certificate)?, sealed.sealed_key],
+                )?;
+            }
+            Change::DeleteCertificate(id) => {
+                tx.execute("DELETE FROM server_certificates WHERE id = ?1", params![id])?;
+            }
         }
     }
     Ok(())
@@ -170,12 +188,12 @@ mod tests {
         assert_eq!(store.load().unwrap().version, 41);
         let conn = Connection::open(&path).unwrap();
         let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
-        assert_eq!(version, 1);
+        assert_eq!(version, MIGRATIONS.len() as i64);
         conn.execute_batch("PRAGMA user_version = 7").unwrap();
         drop(conn);
         assert!(matches!(
             SqliteStore::open(&path),
-            Err(StoreError::SchemaTooNew { found: 7, known: 1 })
+            Err(StoreError::SchemaTooNew { found: 7, known: 2 })
         ));
     }
 

@@ -21,13 +21,14 @@ use tonic::{Request, Response, Status, Streaming};
 use super::resources::{
     CLUSTER_TYPE, ENDPOINT_TYPE, EnvoyNode, LISTENER_TYPE, ROUTE_TYPE, Resources, ServeOptions, Snapshot,
 };
+use super::tls::SECRET_TYPE;
 use crate::service::Service;
 
 /// Types whose every response carries every resource (the others carry what was asked).
 const WILDCARD_TYPES: [&str; 2] = [LISTENER_TYPE, CLUSTER_TYPE];
 /// Every type served, in the order a push sends them: clusters before their endpoints,
-/// listeners before their routes (Envoy's warming order).
-const SERVED_TYPES: [&str; 4] = [CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE];
+/// certificates and listeners before their routes (Envoy's warming order).
+const SERVED_TYPES: [&str; 5] = [CLUSTER_TYPE, ENDPOINT_TYPE, SECRET_TYPE, LISTENER_TYPE, ROUTE_TYPE];
 
 /// One type's subscription on a stream.
 #[derive(Debug, Default)]
@@ -125,6 +126,8 @@ impl Session {
             let required: &Resources = match type_url {
                 ENDPOINT_TYPE => &snapshot.clusters,
                 ROUTE_TYPE => &snapshot.listeners,
+                // Only the certificates a listener uses are in the snapshot.
+                SECRET_TYPE => &snapshot.secrets,
                 _ => &Resources::new(),
             };
             let Some(subscription) = self.subscriptions.get(type_url) else {
@@ -309,6 +312,7 @@ mod tests {
             routes: one("route"),
             clusters: one("cluster"),
             endpoints: one(endpoints),
+            secrets: Resources::new(),
         }
     }
 

@@ -4,6 +4,7 @@
 
 pub mod ads;
 pub mod resources;
+pub mod tls;
 
 pub use ads::AdsServer;
 pub use resources::{EnvoyNode, FilterArtifact, ServeOptions};

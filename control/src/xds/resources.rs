@@ -99,13 +99,15 @@ pub struct ServeOptions {
 /// Every resource of one type, by name, encoded: what one Envoy is served.
 pub type Resources = BTreeMap<String, Any>;
 
-/// The four resource sets an Envoy is served, from the domain as it is.
+/// The resource sets an Envoy is served, from the domain as it is.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Snapshot {
     pub listeners: Resources,
     pub routes: Resources,
     pub clusters: Resources,
     pub endpoints: Resources,
+    /// The server certificates HTTPS listeners use (SDS), by certificate id.
+    pub secrets: Resources,
 }
 
 impl Snapshot {
@@ -125,23 +127,38 @@ impl Snapshot {
                 };
                 let name = cluster_name(&lb.name, *port);
                 let plugin = plugin_config(&lb.name, *port, options);
-                snapshot.listeners.insert(
-                    name.clone(),
-                    pack_any(http_listener(
-                        &name,
-                        socket,
-                        &node.artifact,
-                        &plugin,
-                        Duration::from_secs(u64::from(lb.attributes.idle_timeout)),
-                    )),
+                let mut listener = http_listener(
+                    &name,
+                    socket,
+                    &node.artifact,
+                    &plugin,
+                    Duration::from_secs(u64::from(lb.attributes.idle_timeout)),
                 );
+                if l.is_https() {
+                    // An HTTPS listener whose certificate is gone (it cannot be: deleting one
+                    // in use is refused) is left out rather than served in clear.
+                    let Some(secret) = l
+                        .certificate
+                        .as_deref()
+                        .and_then(|id| inner.certificate(id))
+                        .and_then(super::tls::secret)
+                    else {
+                        continue;
+                    };
+                    for chain in &mut listener.filter_chains {
+                        chain.transport_socket = Some(super::tls::downstream(&secret.name));
+                    }
+                    snapshot.secrets.insert(secret.name.clone(), pack_any(secret));
+                }
+                snapshot.listeners.insert(name.clone(), pack_any(listener));
                 snapshot
                     .routes
                     .insert(name.clone(), pack_any(route_configuration(&name, &plugin)));
-                snapshot.clusters.insert(
-                    name.clone(),
-                    pack_any(target_cluster(&name, &plugin, options.connect_timeout)),
-                );
+                let mut cluster = target_cluster(&name, &plugin, options.connect_timeout);
+                if l.is_tls_to_targets() {
+                    cluster.transport_socket = Some(super::tls::upstream());
+                }
+                snapshot.clusters.insert(name.clone(), pack_any(cluster));
                 let targets = inner
                     .targets(lb, l.instance_port)
                     .into_iter()
@@ -162,6 +179,7 @@ impl Snapshot {
             ROUTE_TYPE => Some(&self.routes),
             CLUSTER_TYPE => Some(&self.clusters),
             ENDPOINT_TYPE => Some(&self.endpoints),
+            super::tls::SECRET_TYPE => Some(&self.secrets),
             _ => None,
         }
     }
@@ -200,7 +218,7 @@ fn uint32(value: u32) -> Option<UInt32Value> {
     Some(UInt32Value { value })
 }
 
-fn ads() -> Option<core::ConfigSource> {
+pub(super) fn ads() -> Option<core::ConfigSource> {
     Some(core::ConfigSource {
         resource_api_version: core::ApiVersion::V3 as i32,
         config_source_specifier: Some(core::config_source::ConfigSourceSpecifier::Ads(

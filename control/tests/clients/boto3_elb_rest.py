@@ -36,7 +36,6 @@ REFUSED = {
     "DetachLoadBalancerFromSubnets": dict(LoadBalancerName=LB, Subnets=["subnet-1"]),
     "EnableAvailabilityZonesForLoadBalancer": dict(LoadBalancerName=LB, AvailabilityZones=["eu-west-2a"]),
     "DisableAvailabilityZonesForLoadBalancer": dict(LoadBalancerName=LB, AvailabilityZones=["eu-west-2a"]),
-    "SetLoadBalancerListenerSSLCertificate": dict(LoadBalancerName=LB, LoadBalancerPort=443, SSLCertificateId="arn:x"),
 }
 operations = set(elb.meta.service_model.operation_names)
 method_of = {api: method for method, api in elb.meta.method_to_api_mapping.items()}
@@ -48,7 +47,12 @@ for name, kwargs in REFUSED.items():
     assert (code, status) == ("UnsupportedOperation", 400), (name, code, status)
     assert "not supported by this service" in message, message
 implemented = operations - set(REFUSED)
-assert len(implemented) == 23, sorted(implemented)
+assert len(implemented) == 24, sorted(implemented)
+# An HTTPS listener's certificate: one that is not uploaded is ELB's CertificateNotFound.
+code, status, message = error_of(
+    elb.set_load_balancer_listener_ssl_certificate, LoadBalancerName=LB, LoadBalancerPort=443, SSLCertificateId="arn:x"
+)
+assert (code, status) == ("CertificateNotFound", 400), (code, status, message)
 
 # DescribeAccountLimits.
 limits = {l["Name"]: l["Max"] for l in elb.describe_account_limits()["Limits"]}

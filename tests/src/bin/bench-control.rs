@@ -57,6 +57,7 @@ fn main() -> anyhow::Result<()> {
         listener_binding: Default::default(),
         target_connect_timeout: sticky_control::xds::resources::DEFAULT_TARGET_CONNECT_TIMEOUT,
         replica: Default::default(),
+        master_key: None,
     };
     let service = Service::open(
         config,

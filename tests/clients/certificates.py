@@ -1,0 +1,80 @@
+"""Server certificates and HTTPS listeners through boto3's `iam` and `elb` clients, unchanged, as
+an operator's script makes the calls.
+
+Usage: certificates.py ENDPOINT ACCESS_KEY SECRET_KEY COMMAND ARGS...
+  upload NAME BODY_FILE KEY_FILE [CHAIN_FILE]   iam UploadServerCertificate
+  list                                         iam ListServerCertificates
+  get NAME                                     iam GetServerCertificate
+  rename NAME NEW_NAME                         iam UpdateServerCertificate
+  delete NAME                                  iam DeleteServerCertificate
+  create-https NAME PORT CERTIFICATE_ARN       elb CreateLoadBalancer, one HTTPS listener -> HTTP 80
+  set-certificate NAME PORT CERTIFICATE_ARN    elb SetLoadBalancerListenerSSLCertificate
+  describe NAME                                elb DescribeLoadBalancers: its listener descriptions
+Prints the answer as JSON; a refused call prints {"error": CODE, "message": MESSAGE}.
+"""
+import json
+import sys
+
+import boto3
+import botocore.exceptions
+
+endpoint, access_key, secret_key, command, *args = sys.argv[1:]
+session = dict(
+    endpoint_url=endpoint,
+    region_name="eu-west-2",
+    aws_access_key_id=access_key,
+    aws_secret_access_key=secret_key,
+)
+iam = boto3.client("iam", **session)
+elb = boto3.client("elb", **session)
+
+
+def read(path):
+    with open(path, encoding="utf-8") as file:
+        return file.read()
+
+
+def run():
+    if command == "upload":
+        name, body, key, *chain = args
+        extra = {"CertificateChain": read(chain[0])} if chain else {}
+        answer = iam.upload_server_certificate(
+            ServerCertificateName=name, CertificateBody=read(body), PrivateKey=read(key), **extra
+        )
+        return answer["ServerCertificateMetadata"]
+    if command == "list":
+        return iam.list_server_certificates()["ServerCertificateMetadataList"]
+    if command == "get":
+        return iam.get_server_certificate(ServerCertificateName=args[0])["ServerCertificate"]
+    if command == "rename":
+        iam.update_server_certificate(ServerCertificateName=args[0], NewServerCertificateName=args[1])
+        return {}
+    if command == "delete":
+        iam.delete_server_certificate(ServerCertificateName=args[0])
+        return {}
+    if command == "create-https":
+        name, port, arn = args
+        listener = {
+            "Protocol": "HTTPS",
+            "LoadBalancerPort": int(port),
+            "InstanceProtocol": "HTTP",
+            "InstancePort": 80,
+            "SSLCertificateId": arn,
+        }
+        return elb.create_load_balancer(LoadBalancerName=name, Listeners=[listener])["DNSName"]
+    if command == "set-certificate":
+        name, port, arn = args
+        elb.set_load_balancer_listener_ssl_certificate(
+            LoadBalancerName=name, LoadBalancerPort=int(port), SSLCertificateId=arn
+        )
+        return {}
+    if command == "describe":
+        described = elb.describe_load_balancers(LoadBalancerNames=[args[0]])
+        return described["LoadBalancerDescriptions"][0]["ListenerDescriptions"]
+    raise SystemExit(f"unknown command {command}")
+
+
+try:
+    print(json.dumps(run(), default=str))
+except botocore.exceptions.ClientError as error:
+    print(json.dumps({"error": error.response["Error"]["Code"], "message": error.response["Error"]["Message"]}))
