@@ -8,7 +8,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
-use sticky_control_schema::{BootstrapFile, BootstrapLoadBalancer, InstanceAddress, StoreLocation};
+use sticky_control_schema::{
+    BootstrapCertificate, BootstrapFile, BootstrapLoadBalancer, InstanceAddress, StoreLocation,
+};
 use sticky_envoy_bootstrap::FilterShell;
 
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +47,9 @@ pub struct BouncerConfig {
     /// Load balancers created when they do not exist yet (as terraform would).
     #[serde(default)]
     pub load_balancers: Vec<BootstrapLoadBalancer>,
+    /// Server certificates (PEM files) HTTPS listeners name, uploaded when missing.
+    #[serde(default)]
+    pub certificates: Vec<BootstrapCertificate>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -277,6 +282,29 @@ impl BouncerConfig {
                 format!("must be one of {}", LOG_LEVELS.join(", ")),
             ));
         }
+        for (i, certificate) in self.certificates.iter().enumerate() {
+            if self.certificates[..i].iter().any(|c| c.name == certificate.name) {
+                return Err(field(
+                    &format!("certificates[{i}].name"),
+                    format!("{:?} is declared twice", certificate.name),
+                ));
+            }
+            let files = [
+                ("certificate_file", Some(&certificate.certificate_file)),
+                ("private_key_file", Some(&certificate.private_key_file)),
+                ("chain_file", certificate.chain_file.as_ref()),
+            ];
+            for (name, path) in files {
+                if let Some(path) = path
+                    && let Err(e) = std::fs::metadata(path)
+                {
+                    return Err(field(
+                        &format!("certificates[{i}].{name}"),
+                        format!("{}: {e}", path.display()),
+                    ));
+                }
+            }
+        }
         for (i, lb) in self.load_balancers.iter().enumerate() {
             sticky_control_schema::validate_name("name", &lb.name)
                 .map_err(|e| field(&format!("load_balancers[{i}].name"), e.to_string()))?;
@@ -292,6 +320,28 @@ impl BouncerConfig {
                         &format!("load_balancers[{i}].listeners[{j}]"),
                         "ports must be 1 to 65535".to_owned(),
                     ));
+                }
+                let https = listener.protocol.eq_ignore_ascii_case("HTTPS");
+                match &listener.certificate {
+                    None if https => {
+                        return Err(field(
+                            &format!("load_balancers[{i}].listeners[{j}].certificate"),
+                            "an HTTPS listener names one of [[certificates]]".to_owned(),
+                        ));
+                    }
+                    Some(_) if !https => {
+                        return Err(field(
+                            &format!("load_balancers[{i}].listeners[{j}].certificate"),
+                            "a certificate is for an HTTPS listener (protocol = \"HTTPS\")".to_owned(),
+                        ));
+                    }
+                    Some(name) if !self.certificates.iter().any(|c| &c.name == name) => {
+                        return Err(field(
+                            &format!("load_balancers[{i}].listeners[{j}].certificate"),
+                            format!("{name:?} is not declared in [[certificates]]"),
+                        ));
+                    }
+                    _ => {}
                 }
             }
             for id in &lb.instances {
@@ -311,6 +361,7 @@ impl BouncerConfig {
         let bootstrap = BootstrapFile {
             instances: self.instances.clone(),
             load_balancers: self.load_balancers.clone(),
+            certificates: self.certificates.clone(),
         };
         Ok(Checked {
             config: self,
@@ -434,6 +485,27 @@ listeners = [{{ load_balancer_port = 80, instance_port = 80 }}]
                 "load_balancers[0].name",
             ),
             (good.replace("port_offset = 8000", "port_offset = 70000"), "port_offset"),
+            (
+                good.replace(
+                    "listeners = [{ load_balancer_port = 80, instance_port = 80 }]",
+                    "listeners = [{ protocol = \"HTTPS\", load_balancer_port = 443, instance_port = 80 }]",
+                ),
+                "load_balancers[0].listeners[0].certificate",
+            ),
+            (
+                good.replace(
+                    "listeners = [{ load_balancer_port = 80, instance_port = 80 }]",
+                    "listeners = [{ protocol = \"HTTPS\", load_balancer_port = 443, instance_port = 80, certificate = \"none\" }]",
+                ),
+                "load_balancers[0].listeners[0].certificate",
+            ),
+            (
+                format!(
+                    "{good}\n[[certificates]]\nname = \"web\"\ncertificate_file = \"{0}/no-cert.pem\"\nprivate_key_file = \"{0}/envoy\"\n",
+                    dir.display()
+                ),
+                "certificates[0].certificate_file",
+            ),
         ];
         for (text, field) in cases {
             let error = BouncerConfig::parse(Path::new("bouncer.toml"), &text)

@@ -6,12 +6,34 @@ use std::collections::BTreeMap;
 
 use sticky_core::CookieSettings;
 
+use crate::certificates::Upload;
 use crate::commands::{Command, CreateLoadBalancer};
 use crate::domain::{Domain, Write};
 use crate::error::ApiError;
 use crate::model::{self, HealthCheck, Listener, Registry};
 
-pub use sticky_control_schema::{BootstrapFile, BootstrapListener, BootstrapLoadBalancer};
+pub use sticky_control_schema::{BootstrapCertificate, BootstrapFile, BootstrapListener, BootstrapLoadBalancer};
+
+/// The file's certificates read from their files, for [`UploadMissingCertificates`]; an
+/// unreadable file is named.
+pub fn read_certificates(declared: &[BootstrapCertificate]) -> Result<Vec<Upload>, ApiError> {
+    let read = |path: &std::path::Path| {
+        std::fs::read_to_string(path)
+            .map_err(|e| ApiError::validation(format!("certificate file {}: {e}", path.display())))
+    };
+    declared
+        .iter()
+        .map(|c| {
+            Ok(Upload {
+                name: c.name.clone(),
+                path: None,
+                body: read(&c.certificate_file)?,
+                chain: c.chain_file.as_deref().map(read).transpose()?,
+                private_key: read(&c.private_key_file)?,
+            })
+        })
+        .collect()
+}
 
 /// Applying the file: the registry as declared, and the load balancers that do not exist yet
 /// (created as `CreateLoadBalancer` creates them, with the declared instances registered).
@@ -35,15 +57,24 @@ impl Command for BootstrapFile {
                 if l.load_balancer_port == 0 || l.instance_port == 0 {
                     return Err(refused("ports must be 1 to 65535".to_owned()));
                 }
-                let mut listener = Listener {
-                    protocol: protocol.clone(),
+                // Named by the certificate's name here (uploaded by the file's certificates).
+                let certificate = match &l.certificate {
+                    Some(name) => Some(
+                        domain
+                            .certificate_by_name(name)
+                            .map(|c| c.id.clone())
+                            .ok_or_else(|| refused(format!("certificate {name} is neither declared nor uploaded")))?,
+                    ),
+                    None => None,
+                };
+                let listener = Listener {
+                    protocol,
                     load_balancer_port: l.load_balancer_port,
-                    instance_protocol: protocol,
+                    instance_protocol: model::validate_protocol("instance_protocol", &l.instance_protocol)?,
                     instance_port: l.instance_port,
                     policy_names: Vec::new(),
-                    certificate: None,
+                    certificate,
                 };
-                crate::commands::certificates::resolve_listener(domain, &mut listener)?;
                 if listeners.insert(l.load_balancer_port, listener).is_some() {
                     return Err(refused(format!("port {} is declared twice", l.load_balancer_port)));
                 }

@@ -172,6 +172,14 @@ impl Service {
             followers: Followers::new(discovery),
             replica,
         });
+        // The bootstrap's certificates first: its listeners name them.
+        if let Some(bootstrap) = &bootstrap {
+            let uploads = crate::bootstrap::read_certificates(&bootstrap.certificates)
+                .map_err(|e| anyhow::anyhow!("{}", e.message))?;
+            service
+                .execute(crate::commands::certificates::UploadMissingCertificates(uploads))
+                .map_err(|e| anyhow::anyhow!("{}", e.message))?;
+        }
         // Computed from the latest stored state: replicas starting together draw one key ring
         // and apply a bootstrap once.
         service

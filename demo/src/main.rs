@@ -19,9 +19,10 @@ use std::time::{Duration, Instant};
 use sticky_demo_target::DemoTargets;
 use sticky_envoy::{ShellKind, envoy_binary};
 use sticky_testing::artifacts::{build_bouncer_release, build_control_release, workspace_root};
-use sticky_testing::bouncer::{BouncerFile, BouncerProcess};
+use sticky_testing::bouncer::{BouncerFile, BouncerProcess, HttpsListener};
 use sticky_testing::control_client::QueryClient;
 use sticky_testing::flask::FlaskTargets;
+use sticky_testing::tls::{PKCS_ECDSA_P256_SHA256, TestCa, Validity};
 
 use crate::topology::Topology;
 
@@ -187,6 +188,7 @@ fn main() -> anyhow::Result<()> {
             args.lb_port_offset,
         ),
     };
+    let tls = demo_certificate(&dir)?;
     let file = BouncerFile {
         runtime_dir: dir.join("run"),
         api,
@@ -206,6 +208,13 @@ fn main() -> anyhow::Result<()> {
         instances,
         load_balancer: "terraform-balancer".to_owned(),
         health_target: "HTTP:80/health".to_owned(),
+        https: Some(HttpsListener {
+            port: HTTPS_PORT,
+            certificate_name: "terraform-balancer-demo".to_owned(),
+            certificate_file: tls.join("cert.pem"),
+            private_key_file: tls.join("key.pem"),
+            chain_file: tls.join("chain.pem"),
+        }),
     };
     let config = dir.join("bouncer.toml");
     std::fs::write(&config, file.render()).with_context(|| format!("writing {}", config.display()))?;
@@ -290,8 +299,22 @@ fn main() -> anyhow::Result<()> {
             args.admin_port
         ),
     }
+    let https_address = url
+        .trim_start_matches("http://")
+        .rsplit_once(':')
+        .map_or("", |(address, _)| address)
+        .to_owned();
+    let https_port = u32::from(HTTPS_PORT) + u32::from(port_offset);
+    println!(
+        "  https            https://{DEMO_HOST}:{https_port}/   (HTTPS listener {HTTPS_PORT}, HTTP/2; certificate by a demo CA: {})",
+        tls.join("root.pem").display()
+    );
     println!();
     println!("Browser: {url}/  (reload: with no policy each request may land on another instance)");
+    println!(
+        "HTTPS:   curl --http2 --cacert {} --resolve {DEMO_HOST}:{https_port}:{https_address} https://{DEMO_HOST}:{https_port}/",
+        tls.join("root.pem").display()
+    );
     println!();
     println!("osc-cli (config written to {}):", osc_config.display());
     let osc = format!("{} lbu", venv.join("osc-cli").display());
@@ -341,6 +364,34 @@ fn main() -> anyhow::Result<()> {
     drop(targets);
     drop(topology);
     Ok(())
+}
+
+/// The HTTPS listener's port (its load balancer port; served at it plus the port offset).
+const HTTPS_PORT: u16 = 443;
+/// The host name the demo's certificate names (the load balancer's DNSName).
+const DEMO_HOST: &str = "terraform-balancer.lbu.sticky.internal";
+
+/// The demo's certificate for the HTTPS listener, by a CA of its own, in `dir/tls` (kept: the
+/// store keeps the certificate it uploaded from them, by name): `root.pem` (trust it),
+/// `cert.pem`, `key.pem`, `chain.pem`.
+fn demo_certificate(dir: &std::path::Path) -> anyhow::Result<std::path::PathBuf> {
+    let tls = dir.join("tls");
+    let files = ["root.pem", "cert.pem", "key.pem", "chain.pem"];
+    if files.iter().all(|f| tls.join(f).exists()) {
+        return Ok(tls);
+    }
+    std::fs::create_dir_all(&tls)?;
+    let ca = TestCa::new("sticky demo").context("making the demo's CA")?;
+    let issued = ca
+        .issue_with(&[DEMO_HOST], &PKCS_ECDSA_P256_SHA256, Validity::days(365))
+        .context("issuing the demo's certificate")?;
+    for (file, text) in files
+        .iter()
+        .zip([&ca.root_pem(), &issued.body, &issued.private_key, &issued.chain])
+    {
+        std::fs::write(tls.join(file), text).with_context(|| format!("writing {}", tls.join(file).display()))?;
+    }
+    Ok(tls)
 }
 
 /// Waits until the load balancer serves through Envoy (the control service up, its load

@@ -31,6 +31,18 @@ pub struct BouncerFile {
     pub load_balancer: String,
     /// `HealthCheck.Target`, e.g. `HTTP:80/health`; every 5 s, 2 failures, 2 successes.
     pub health_target: String,
+    /// An HTTPS listener beside HTTP 80, with its certificate's files.
+    pub https: Option<HttpsListener>,
+}
+
+/// An HTTPS listener of the load balancer (to instance port 80) and its certificate's files.
+#[derive(Debug, Clone)]
+pub struct HttpsListener {
+    pub port: u16,
+    pub certificate_name: String,
+    pub certificate_file: PathBuf,
+    pub private_key_file: PathBuf,
+    pub chain_file: PathBuf,
 }
 
 /// `text` as a TOML basic string (JSON's escapes are TOML's).
@@ -76,8 +88,23 @@ impl BouncerFile {
             ));
         }
         let ids: Vec<String> = self.instances.iter().map(|(id, _)| quoted(id)).collect();
+        let mut listeners = "{ load_balancer_port = 80, instance_port = 80 }".to_owned();
+        if let Some(https) = &self.https {
+            text.push_str(&format!(
+                "[[certificates]]\nname = {}\ncertificate_file = {}\nprivate_key_file = {}\nchain_file = {}\n\n",
+                quoted(&https.certificate_name),
+                path(&https.certificate_file),
+                path(&https.private_key_file),
+                path(&https.chain_file)
+            ));
+            listeners.push_str(&format!(
+                ", {{ protocol = \"HTTPS\", load_balancer_port = {}, instance_port = 80, certificate = {} }}",
+                https.port,
+                quoted(&https.certificate_name)
+            ));
+        }
         text.push_str(&format!(
-            "[[load_balancers]]\nname = {}\ninstances = [{}]\nlisteners = [{{ load_balancer_port = 80, instance_port = 80 }}]\n\
+            "[[load_balancers]]\nname = {}\ninstances = [{}]\nlisteners = [{listeners}]\n\
              health_check = {{ target = {}, interval = 5, timeout = 2, unhealthy_threshold = 2, healthy_threshold = 2 }}\n",
             quoted(&self.load_balancer),
             ids.join(", "),
@@ -163,6 +190,7 @@ mod tests {
             instances: vec![("i-1".into(), "10.0.1.11:80".parse().unwrap())],
             load_balancer: "terraform-balancer".into(),
             health_target: "HTTP:80/health".into(),
+            https: None,
         };
         let text = file.render();
         assert!(text.contains(r#"runtime_dir = "/tmp/run \"x\"""#), "{text}");

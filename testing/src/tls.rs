@@ -54,7 +54,8 @@ fn ca_params(name: &str) -> CertificateParams {
     let mut params = CertificateParams::default();
     params.distinguished_name.push(DnType::CommonName, name);
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let validity = Validity::days(30);
+    // Longer than any leaf it issues (the demo keeps its CA).
+    let validity = Validity::days(3650);
     params.not_before = validity.not_before;
     params.not_after = validity.not_after;
     params

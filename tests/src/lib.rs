@@ -8,6 +8,7 @@
 pub mod bench;
 pub mod browser;
 pub mod hosts;
+pub mod https;
 pub mod live;
 pub mod scale_down;
 pub mod scenarios;

@@ -12,8 +12,10 @@ use std::time::Duration;
 use sticky_demo_target::DemoTargets;
 use sticky_envoy::envoy_binary;
 use sticky_testing::artifacts::{build_bouncer, build_control};
-use sticky_testing::bouncer::{BouncerFile, BouncerProcess};
+use sticky_testing::bouncer::{BouncerFile, BouncerProcess, HttpsListener};
+use sticky_testing::tls::TestCa;
 use sticky_testing::{eventually, free_port};
+use sticky_tests::https::curl;
 use sticky_tests::xds::free_pool;
 use sticky_tests::{TARGET_IDS, agent, get};
 
@@ -59,7 +61,25 @@ fn the_launcher_runs_the_product_restarts_a_crashed_envoy_and_stops_cleanly() {
         instances: targets.addresses(),
         load_balancer: "terraform-balancer".to_owned(),
         health_target: "HTTP:80/health".to_owned(),
+        https: Some(HttpsListener {
+            port: 81,
+            certificate_name: "terraform-2026".to_owned(),
+            certificate_file: dir.path().join("cert.pem"),
+            private_key_file: dir.path().join("key.pem"),
+            chain_file: dir.path().join("chain.pem"),
+        }),
     };
+    // The operator's certificate files, issued by a CA the test's client trusts.
+    let ca = TestCa::new("launcher").unwrap();
+    let issued = ca.issue(&["shop.example"]).unwrap();
+    for (file, text) in [
+        ("cert.pem", &issued.body),
+        ("key.pem", &issued.private_key),
+        ("chain.pem", &issued.chain),
+        ("root.pem", &ca.root_pem()),
+    ] {
+        std::fs::write(dir.path().join(file), text).unwrap();
+    }
     let config_file = dir.path().join("bouncer.toml");
     std::fs::write(&config_file, file.render()).unwrap();
     let bouncer = build_bouncer().unwrap();
@@ -88,6 +108,12 @@ fn the_launcher_runs_the_product_restarts_a_crashed_envoy_and_stops_cleanly() {
         "a request served through the launcher's Envoy",
         serves,
     );
+    // The HTTPS listener the file declares, with the certificate it names.
+    let https_at = std::net::SocketAddr::new(std::net::Ipv4Addr::from(u32::from(pool) + 1).into(), 81 + port_offset);
+    let root = dir.path().join("root.pem");
+    eventually(Duration::from_secs(10), "the declared HTTPS listener serves", || {
+        curl(https_at, "shop.example", &root, "--http2", None).is_ok_and(|r| r.status == 200)
+    });
 
     // Envoy dies: the launcher starts it again, and it serves again.
     let envoy_pid = pid_in(&runtime.join("envoy.pid")).expect("envoy.pid");

@@ -163,6 +163,26 @@ fn the_demo_runs_the_seeds_app_behind_the_launcher_on_loopback() {
         &offset.to_string(),
     ]);
     serves_and_sticks(&demo, &["i-demo1", "i-demo2", "i-demo3"]);
+    // The HTTPS listener, tried as the demo says (HTTP/2, its CA trusted).
+    let https = demo
+        .printed
+        .iter()
+        .find_map(|line| line.strip_prefix("HTTPS:"))
+        .unwrap_or_else(|| panic!("no HTTPS line in:\n{}", demo.printed.join("\n")));
+    let tried = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "{} -sS -o /dev/null -w '%{{http_version}} %{{http_code}}'",
+            https.trim()
+        ))
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&tried.stdout),
+        "2 200",
+        "{https}: {}",
+        String::from_utf8_lossy(&tried.stderr)
+    );
     assert!(dir.path().join("bouncer.toml").is_file(), "the launcher's file");
     let log = std::fs::read_to_string(dir.path().join("bouncer.log")).unwrap();
     assert!(log.contains("sticky-bouncer starting"), "{log}");

@@ -15,9 +15,10 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use sticky_testing::clients::venv_bin;
 use sticky_testing::tls::{IssuedCertificate, TestCa, Validity};
+use sticky_tests::TARGET_IDS;
+use sticky_tests::https::curl;
 use sticky_tests::live::ACCESS_KEY;
 use sticky_tests::xds::{XdsBouncer, eventually};
-use sticky_tests::{STICKY_COOKIE, TARGET_IDS};
 
 const HOST: &str = "shop.example";
 
@@ -58,68 +59,6 @@ fn write_files(dir: &Path, name: &str, issued: &IssuedCertificate) -> [String; 3
 fn upload(bouncer: &XdsBouncer, dir: &Path, name: &str, issued: &IssuedCertificate) -> Value {
     let [body, key, chain] = write_files(dir, name, issued);
     boto3(bouncer, &["upload", name, &body, &key, &chain])
-}
-
-/// What curl saw: the HTTP version and status, the Set-Cookie values, the body.
-struct CurlReply {
-    version: String,
-    status: u16,
-    set_cookies: Vec<String>,
-    body: String,
-}
-
-impl CurlReply {
-    fn target(&self) -> String {
-        let value: Value = serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.body));
-        value["target"].as_str().unwrap().to_owned()
-    }
-
-    fn sticky_cookie(&self) -> Option<(String, String)> {
-        self.set_cookies.iter().find_map(|line| {
-            let (pair, attributes) = line.split_once(';').unwrap_or((line, ""));
-            let value = pair.trim().strip_prefix(&format!("{STICKY_COOKIE}="))?;
-            Some((value.to_owned(), attributes.to_owned()))
-        })
-    }
-}
-
-/// GET https://shop.example:<port>/ at `at` over `http` (`--http2` or `--http1.1`), trusting `ca`.
-fn curl(at: SocketAddr, ca: &Path, http: &str, cookie: Option<&str>) -> Result<CurlReply, String> {
-    let mut command = Command::new("curl");
-    command
-        .args(["-sS", "--max-time", "5", http, "--cacert"])
-        .arg(ca)
-        .args(["--resolve", &format!("{HOST}:{}:{}", at.port(), at.ip()), "-D", "-"]);
-    if let Some(cookie) = cookie {
-        command.args(["-H", &format!("Cookie: {STICKY_COOKIE}={cookie}")]);
-    }
-    let output = command
-        .arg(format!("https://{HOST}:{}/", at.port()))
-        .output()
-        .map_err(|e| e.to_string())?;
-    if !output.status.success() {
-        return Err(String::from_utf8_lossy(&output.stderr).into_owned());
-    }
-    let text = String::from_utf8_lossy(&output.stdout).into_owned();
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| format!("no head in {text}"))?;
-    let mut lines = head.lines();
-    let status_line = lines.next().unwrap_or_default();
-    let mut words = status_line.split_whitespace();
-    let version = words.next().unwrap_or_default().to_owned();
-    let status = words.next().and_then(|s| s.parse().ok()).unwrap_or(0);
-    let set_cookies = lines
-        .filter_map(|l| l.split_once(':'))
-        .filter(|(name, _)| name.eq_ignore_ascii_case("set-cookie"))
-        .map(|(_, value)| value.trim().to_owned())
-        .collect();
-    Ok(CurlReply {
-        version,
-        status,
-        set_cookies,
-        body: body.to_owned(),
-    })
 }
 
 /// The SHA-256 fingerprint of the certificate a new handshake at `at` gets.
@@ -248,20 +187,20 @@ fn an_https_listener_is_sticky_over_http2_and_http1_and_its_certificate_swaps_li
 
     let at = bouncer.listener(0, 1, 80);
     eventually(Duration::from_secs(10), "the HTTPS listener serves", || {
-        curl(at, &root, "--http2", None).is_ok_and(|r| r.status == 200)
+        curl(at, HOST, &root, "--http2", None).is_ok_and(|r| r.status == 200)
     });
     // Same stickiness as over HTTP: a cookie on the first answer pins the session, on HTTP/2
     // and on HTTP/1.1; it is Secure on an HTTPS listener by default.
-    let opened = curl(at, &root, "--http2", None).unwrap();
+    let opened = curl(at, HOST, &root, "--http2", None).unwrap();
     assert_eq!(opened.version, "HTTP/2", "ALPN agreed on HTTP/2");
     let (cookie, attributes) = opened.sticky_cookie().expect("a stickiness cookie");
     assert!(attributes.contains("Secure"), "{attributes}");
     let target = opened.target();
     for http in ["--http2", "--http1.1", "--http2", "--http1.1"] {
-        let reply = curl(at, &root, http, Some(&cookie)).unwrap();
+        let reply = curl(at, HOST, &root, http, Some(&cookie)).unwrap();
         assert_eq!(reply.target(), target, "{http}");
     }
-    assert_eq!(curl(at, &root, "--http1.1", None).unwrap().version, "HTTP/1.1");
+    assert_eq!(curl(at, HOST, &root, "--http1.1", None).unwrap().version, "HTTP/1.1");
 
     // The certificate swaps live: new handshakes get the new one, an open connection goes on.
     assert_eq!(served_fingerprint(at), Some(fingerprint_of(&first.body)));
@@ -276,7 +215,10 @@ fn an_https_listener_is_sticky_over_http2_and_http1_and_its_certificate_swaps_li
     // In force when answered: the very next handshake gets it.
     assert_eq!(served_fingerprint(at), Some(fingerprint_of(&second.body)));
     assert_eq!(open.get(), 200, "the connection opened before the swap goes on");
-    assert_eq!(curl(at, &root, "--http2", Some(&cookie)).unwrap().target(), target);
+    assert_eq!(
+        curl(at, HOST, &root, "--http2", Some(&cookie)).unwrap().target(),
+        target
+    );
 
     // The certificate in use cannot be deleted; the one replaced can.
     let refused = boto3(&bouncer, &["delete", "shop-2027"]);

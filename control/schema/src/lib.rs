@@ -152,6 +152,20 @@ pub struct BootstrapFile {
     pub instances: BTreeMap<String, InstanceAddress>,
     #[serde(default)]
     pub load_balancers: Vec<BootstrapLoadBalancer>,
+    /// Server certificates to upload when missing (by name), from PEM files.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub certificates: Vec<BootstrapCertificate>,
+}
+
+/// A server certificate from files: the leaf, its private key, its intermediates.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BootstrapCertificate {
+    pub name: String,
+    pub certificate_file: std::path::PathBuf,
+    pub private_key_file: std::path::PathBuf,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chain_file: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -172,6 +186,13 @@ pub struct BootstrapListener {
     pub protocol: String,
     pub load_balancer_port: u16,
     pub instance_port: u16,
+    /// HTTP (the default) or HTTPS: TLS to the instances.
+    #[serde(default = "http")]
+    pub instance_protocol: String,
+    /// An HTTPS listener's certificate: the name of one of the file's `certificates` (or of
+    /// one already uploaded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate: Option<String>,
 }
 
 fn http() -> String {
@@ -201,6 +222,8 @@ impl BootstrapFile {
                     protocol: http(),
                     load_balancer_port: 80,
                     instance_port: 80,
+                    instance_protocol: http(),
+                    certificate: None,
                 }],
                 instances: instances.iter().map(|(id, _)| id.clone()).collect(),
                 health_check: Some(HealthCheck {
@@ -211,6 +234,7 @@ impl BootstrapFile {
                     healthy_threshold: 2,
                 }),
             }],
+            certificates: Vec::new(),
         }
     }
 

@@ -82,6 +82,34 @@ impl Command for UploadServerCertificate {
     }
 }
 
+/// Uploads each certificate whose name is not taken yet (the bootstrap file's, at every start);
+/// one already there is left as it is.
+#[derive(Debug, Clone)]
+pub struct UploadMissingCertificates(pub Vec<Upload>);
+
+impl Command for UploadMissingCertificates {
+    type Output = ();
+
+    fn plan(self, domain: &Domain, cookie: &CookieSettings) -> Result<(Vec<Write>, ()), ApiError> {
+        let mut writes = Vec::new();
+        let mut named = std::collections::BTreeSet::new();
+        for upload in self.0 {
+            if !named.insert(upload.name.clone()) {
+                return Err(name_taken(&upload.name));
+            }
+            if domain.certificate_by_name(&upload.name).is_some() {
+                continue;
+            }
+            let name = upload.name.clone();
+            let (planned, _) = UploadServerCertificate(upload)
+                .plan(domain, cookie)
+                .map_err(|e| ApiError::new(e.code, format!("certificate {name}: {}", e.message)))?;
+            writes.extend(planned);
+        }
+        Ok((writes, ()))
+    }
+}
+
 /// Renames a certificate or changes its path; listeners keep serving it (they hold its id).
 #[derive(Debug, Clone)]
 pub struct UpdateServerCertificate {

@@ -147,7 +147,9 @@ function rejectedText(rejected) {
 function drawCard(card, lb) {
   card.where.textContent = `${lb.dns_name} → ${lb.address || "no address"} · health check ${lb.health_check.target} every ${lb.health_check.interval} s`;
   card.listeners.body.replaceChildren(...lb.listeners.map((l) => el("tr", { "data-port": String(l.port) },
-    el("td", { text: `${l.protocol} ${l.port}` }),
+    el("td", {}, el("span", { text: `${l.protocol} ${l.port}` }),
+      ...(l.certificate ? [el("br"), el("span", { className: "certificate muted",
+        text: `certificate ${l.certificate.name} (${l.certificate.hosts.join(", ")}), expires ${l.certificate.expires.slice(0, 10)}` })] : [])),
     el("td", { text: l.bound || "—" }),
     el("td", { text: `${l.instance_protocol} ${l.instance_port}` }),
     el("td", { className: "policy", text: l.policy ? `${l.policy.name}: ${l.policy.summary}` : "none (not sticky)" }),

@@ -71,8 +71,21 @@ fn load_balancer_view(
                 .listener_policy(port)
                 .zip(listener.policy_names.first())
                 .map(|(policy, name)| policy_view(name, policy));
+            // Its certificate's name, hosts and expiry; never its key.
+            let certificate = listener
+                .certificate
+                .as_deref()
+                .and_then(|id| inner.certificate(id))
+                .map(|c| {
+                    json!({
+                        "name": c.name,
+                        "hosts": c.hosts,
+                        "expires": crate::iam::timestamp(c.not_after),
+                    })
+                });
             json!({
                 "protocol": listener.protocol,
+                "certificate": certificate,
                 "port": port,
                 "bound": lb.address.and_then(|a| binding.socket(a, port).ok()).map(|s| s.to_string()),
                 "instance_protocol": listener.instance_protocol,
