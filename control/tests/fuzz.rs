@@ -1,4 +1,5 @@
-//! Fuzz targets `query` (the Query API parameter parser) and `sigv4` (the signature verifier),
+//! Fuzz targets `query` (the Query API parameter parser), `sigv4` (the signature verifier),
+//! `oapi` (the OAPI calls) and `certificate` (the server-certificate upload parser),
 //! from the corpus in `fuzz/corpus/<target>/` and mutations of valid requests. Nothing panics;
 //! the verifier accepts only what a key holder signed. Budget `STICKY_FUZZ_SECONDS` (default
 //! 10 per target).
@@ -266,4 +267,57 @@ fn fuzz_the_oapi_calls() {
         }
     });
     eprintln!("{report:?}");
+}
+
+/// Target `certificate`: the upload parser and its checks (PEM, X.509, chain, key) take any
+/// input without panicking. An input is a mode byte, then: `P` the body, chain and key texts
+/// separated by NUL; `D` a leaf certificate's DER (wrapped in PEM with a real key), so the
+/// mutations reach the X.509 parser and not only the PEM decoder.
+#[test]
+fn fuzz_the_certificate_upload_parser() {
+    use base64::Engine as _;
+    use sticky_control::certificates::{Upload, validate};
+    let ca = sticky_testing::tls::TestCa::new("fuzz").unwrap();
+    let issued = ca.issue(&["fuzz.example"]).unwrap();
+    let der_of = |pem: &str| {
+        let text: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+        base64::engine::general_purpose::STANDARD.decode(text).unwrap()
+    };
+    let mut texts = b"P".to_vec();
+    texts.extend_from_slice(format!("{}\0{}\0{}", issued.body, issued.chain, issued.private_key).as_bytes());
+    let mut der = b"D".to_vec();
+    der.extend_from_slice(&der_of(&issued.body));
+    let seeds = vec![texts, der];
+    let now = sticky_control::domain::unix_now();
+    sticky_fuzz::run("certificate", 10, &seeds, |input| {
+        let Some((mode, data)) = input.split_first() else { return };
+        let upload = match mode {
+            b'P' => {
+                let text = String::from_utf8_lossy(data);
+                let mut parts = text.split('\0');
+                Upload {
+                    name: "fuzz".into(),
+                    path: None,
+                    body: parts.next().unwrap_or_default().to_owned(),
+                    chain: parts.next().map(str::to_owned),
+                    private_key: parts.next().unwrap_or_default().to_owned(),
+                }
+            }
+            _ => Upload {
+                name: "fuzz".into(),
+                path: None,
+                body: format!(
+                    "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
+                    base64::engine::general_purpose::STANDARD.encode(data)
+                ),
+                chain: Some(issued.chain.clone()),
+                private_key: issued.private_key.clone(),
+            },
+        };
+        if let Ok(certificate) = validate(upload, "ASCAFUZZ".into(), now) {
+            // What was accepted is whole: its leaf parses again, its key is kept.
+            assert!(certificate.body.starts_with("-----BEGIN CERTIFICATE-----"));
+            assert!(certificate.private_key.is_some());
+        }
+    });
 }
