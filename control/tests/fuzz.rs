@@ -290,7 +290,9 @@ fn fuzz_the_certificate_upload_parser() {
     let seeds = vec![texts, der];
     let now = sticky_control::domain::unix_now();
     sticky_fuzz::run("certificate", 10, &seeds, |input| {
-        let Some((mode, data)) = input.split_first() else { return };
+        let Some((mode, data)) = input.split_first() else {
+            return;
+        };
         let upload = match mode {
             b'P' => {
                 let text = String::from_utf8_lossy(data);

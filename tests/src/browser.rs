@@ -31,6 +31,11 @@ impl Browser {
     /// Starts chromedriver and a headless Chromium session; screenshots go to
     /// [`artefacts_dir`]`(test)`.
     pub fn start(test: &str) -> anyhow::Result<Self> {
+        Self::start_with(test, &[])
+    }
+
+    /// [`Browser::start`] with more Chromium flags (host mapping, certificates to trust).
+    pub fn start_with(test: &str, flags: &[String]) -> anyhow::Result<Self> {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         let chromium = std::env::var("STICKY_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".to_owned());
         let chromedriver = std::env::var("STICKY_CHROMEDRIVER").unwrap_or_else(|_| "chromedriver".to_owned());
@@ -51,14 +56,23 @@ impl Browser {
             .spawn()
             .with_context(|| format!("starting {chromedriver} (Debian's chromium-driver)"))?;
         let mut browser_options = serde_json::Map::new();
+        // No sandbox: tests may run as root (CI); the page is the service's own.
+        let mut args: Vec<String> = [
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--window-size=1280,1400",
+            "--no-first-run",
+            "--disable-extensions",
+        ]
+        .iter()
+        .map(|a| (*a).to_owned())
+        .collect();
+        args.extend(flags.iter().cloned());
         browser_options.insert(
             "goog:chromeOptions".to_owned(),
-            serde_json::json!({
-                "binary": chromium,
-                // No sandbox: tests may run as root (CI); the page is the service's own.
-                "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                         "--window-size=1280,1400", "--no-first-run", "--disable-extensions"],
-            }),
+            serde_json::json!({ "binary": chromium, "args": args }),
         );
         let url = format!("http://127.0.0.1:{port}");
         let deadline = Instant::now() + Duration::from_secs(30).mul_f64(patience());
@@ -125,6 +139,37 @@ impl Browser {
                 }
                 if Instant::now() >= deadline {
                     bail!("not within {bound:?}: {what} (`{css}` reads {last:?})");
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    }
+
+    /// The text of frame `index`'s body once it satisfies `check` (the page stays where it is).
+    pub fn wait_frame_text(
+        &self,
+        index: u16,
+        what: &str,
+        bound: Duration,
+        check: impl Fn(&str) -> bool,
+    ) -> anyhow::Result<String> {
+        let deadline = Instant::now() + bound.mul_f64(patience());
+        self.runtime.block_on(async {
+            let mut last = String::new();
+            loop {
+                if self.client.enter_frame(index).await.is_ok() {
+                    let text = match self.client.find(Locator::Css("body")).await {
+                        Ok(body) => body.text().await.unwrap_or_default(),
+                        Err(_) => String::new(),
+                    };
+                    self.client.enter_parent_frame().await?;
+                    if check(&text) {
+                        return Ok(text);
+                    }
+                    last = text;
+                }
+                if Instant::now() >= deadline {
+                    bail!("not within {bound:?}: {what} (frame {index} reads {last:?})");
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }

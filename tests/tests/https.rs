@@ -381,3 +381,138 @@ fn server_certificates_are_managed_through_iam_and_oapi_and_bad_ones_refused_who
     bouncer.oapi("DeleteServerCertificate", &json!({ "Name": "api-renamed" }));
     assert_eq!(boto3(&bouncer, &["list"]).as_array().unwrap().len(), 1);
 }
+
+/// The base64 SHA-256 of a PEM certificate's public key: what Chromium's
+/// `--ignore-certificate-errors-spki-list` trusts.
+fn spki_hash(pem: &str) -> String {
+    let script =
+        "openssl x509 -pubkey -noout | openssl pkey -pubin -outform der | openssl dgst -sha256 -binary | base64";
+    let mut child = Command::new("sh")
+        .args(["-c", script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(pem.as_bytes()).unwrap();
+    String::from_utf8_lossy(&child.wait_with_output().unwrap().stdout)
+        .trim()
+        .to_owned()
+}
+
+/// A process killed when dropped.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Independent of the shell: runs with the native one only (scripts/test skips it for wasm).
+#[test]
+fn in_chromium_over_https_the_cors_twin_keeps_a_cross_site_frame_on_its_target() {
+    let bouncer = XdsBouncer::start(1);
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new("browser").unwrap();
+    let issued = ca.issue(&[HOST, "app.example"]).unwrap();
+    let uploaded = upload(&bouncer, dir.path(), "shop-browser", &issued);
+    boto3(
+        &bouncer,
+        &["create-https", "shop", "80", uploaded["Arn"].as_str().unwrap()],
+    );
+    bouncer.configure_health_check("shop");
+    let mut register = vec!["register", "shop"];
+    register.extend(TARGET_IDS);
+    bouncer.boto3(&register);
+    bouncer.boto3(&["lb-policy", "shop", "80", "300"]);
+    // The twin (SameSite=None) and CHIPS, which browsers take over HTTPS only.
+    let mut attributes = vec![("LoadBalancerName", "shop")];
+    let keys = [
+        "sticky.cookie.secure",
+        "sticky.cookie.cors_twin",
+        "sticky.cookie.partitioned",
+    ];
+    let names: Vec<(String, String)> = (1..=keys.len())
+        .map(|i| {
+            (
+                format!("LoadBalancerAttributes.AdditionalAttributes.member.{i}.Key"),
+                format!("LoadBalancerAttributes.AdditionalAttributes.member.{i}.Value"),
+            )
+        })
+        .collect();
+    for ((key_field, value_field), key) in names.iter().zip(keys) {
+        attributes.push((key_field, key));
+        attributes.push((value_field, "true"));
+    }
+    bouncer
+        .api()
+        .call("ModifyLoadBalancerAttributes", &attributes)
+        .expect("api")
+        .ok();
+    let at = bouncer.listener(0, 1, 80);
+    let root = ca_file(dir.path(), &ca);
+    eventually(Duration::from_secs(10), "the HTTPS listener serves", || {
+        curl(at, HOST, &root, "--http2", None).is_ok_and(|r| r.status == 200)
+    });
+
+    // A page of another site (app.example) that frames the load balancer's.
+    let [body, key, chain] = write_files(dir.path(), "page", &issued);
+    let full_chain = dir.path().join("page/full.pem");
+    std::fs::write(
+        &full_chain,
+        format!(
+            "{}{}",
+            std::fs::read_to_string(&body).unwrap(),
+            std::fs::read_to_string(&chain).unwrap()
+        ),
+    )
+    .unwrap();
+    let page_port = sticky_testing::free_port().unwrap();
+    let frame = format!("https://{HOST}:{}/", at.port());
+    let mut page = Child(
+        Command::new(venv_bin("python"))
+            .arg(sticky_testing::artifacts::workspace_root().join("tests/clients/embedding_page.py"))
+            .args([&page_port.to_string(), full_chain.to_str().unwrap(), &key, &frame])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut ready = String::new();
+    BufReader::new(page.0.stdout.take().unwrap())
+        .read_line(&mut ready)
+        .unwrap();
+    assert_eq!(ready.trim(), "serving");
+
+    let trusted = format!("{},{}", spki_hash(&issued.body), spki_hash(&issued.chain));
+    let browser = sticky_tests::browser::Browser::start_with(
+        "https-cors-twin",
+        &[
+            format!(
+                "--host-resolver-rules=MAP {HOST} {}, MAP app.example 127.0.0.1",
+                at.ip()
+            ),
+            format!("--ignore-certificate-errors-spki-list={trusted}"),
+        ],
+    )
+    .unwrap_or_else(|e| panic!("{e:#}"));
+    let embedding = format!("https://app.example:{page_port}/");
+    let target_in_frame = || {
+        browser.goto(&embedding).unwrap();
+        let text = browser
+            .wait_frame_text(0, "the framed load balancer's answer", Duration::from_secs(10), |t| {
+                t.contains("\"target\"")
+            })
+            .unwrap_or_else(|e| panic!("{e:#}"));
+        let value: Value = serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("{e}: {text}"));
+        value["target"].as_str().unwrap().to_owned()
+    };
+    let first = target_in_frame();
+    for _ in 0..5 {
+        assert_eq!(
+            target_in_frame(),
+            first,
+            "a cross-site frame sends only the SameSite=None twin: it keeps the session"
+        );
+    }
+}
