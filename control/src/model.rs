@@ -225,14 +225,32 @@ impl Listener {
             || self.certificate != other.certificate
     }
 
-    /// Whether it terminates TLS.
+    /// Whether it terminates TLS (HTTPS, or SSL: TLS over TCP), so names a certificate.
     pub fn is_https(&self) -> bool {
-        self.protocol == "HTTPS"
+        matches!(self.protocol.as_str(), "HTTPS" | "SSL")
+    }
+
+    /// Whether it balances connections, not requests (TCP or SSL): no HTTP, no stickiness.
+    pub fn is_layer4(&self) -> bool {
+        matches!(self.protocol.as_str(), "TCP" | "SSL")
     }
 
     /// Whether it speaks TLS to its targets.
     pub fn is_tls_to_targets(&self) -> bool {
-        self.instance_protocol == "HTTPS"
+        matches!(self.instance_protocol.as_str(), "HTTPS" | "SSL")
+    }
+
+    /// ELB's pairing of protocols: HTTP or HTTPS in front of HTTP or HTTPS, TCP or SSL in front
+    /// of TCP or SSL.
+    pub fn check_protocols(&self) -> Result<(), ApiError> {
+        let layer4 = |p: &str| matches!(p, "TCP" | "SSL");
+        if layer4(&self.protocol) != layer4(&self.instance_protocol) {
+            return Err(ApiError::validation(format!(
+                "The listener on port {} pairs {} with InstanceProtocol {}: HTTP and HTTPS take HTTP or HTTPS, TCP and SSL take TCP or SSL",
+                self.load_balancer_port, self.protocol, self.instance_protocol
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -274,15 +292,11 @@ pub fn validate_policy_name(name: &str) -> Result<(), ApiError> {
     }
 }
 
-/// Listener protocols ELB knows; this service balances HTTP and HTTPS.
+/// Listener protocols ELB knows: HTTP, HTTPS, TCP and SSL.
 pub fn validate_protocol(field: &str, protocol: &str) -> Result<String, ApiError> {
     let upper = protocol.to_ascii_uppercase();
     match upper.as_str() {
-        "HTTP" | "HTTPS" => Ok(upper),
-        "TCP" | "SSL" => Err(ApiError::new(
-            crate::error::ErrorCode::UnsupportedProtocol,
-            format!("{field} {protocol} (layer-4 balancing) is not supported by this service yet; use HTTP or HTTPS"),
-        )),
+        "HTTP" | "HTTPS" | "TCP" | "SSL" => Ok(upper),
         _ => Err(ApiError::validation(format!(
             "{field} {protocol:?} must be one of HTTP, HTTPS, TCP, SSL"
         ))),

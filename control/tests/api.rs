@@ -62,6 +62,19 @@ fn every_action_with_lists_and_errors() {
         )
         .err(400, "ValidationError");
     control.call("CreateLoadBalancer", &lb).err(400, "ValidationError");
+    // Layer 4: TCP in front of TCP (not of HTTP); no stickiness policy on it, as in ELB.
+    let tcp_to_http = with(
+        &[("LoadBalancerName", "tcp-lb")],
+        &[
+            ("Listeners.member.1.Protocol", "TCP"),
+            ("Listeners.member.1.LoadBalancerPort", "80"),
+            ("Listeners.member.1.InstanceProtocol", "HTTP"),
+            ("Listeners.member.1.InstancePort", "80"),
+        ],
+    );
+    control
+        .call("CreateLoadBalancer", &tcp_to_http)
+        .err(400, "ValidationError");
     let tcp = with(
         &[("LoadBalancerName", "tcp-lb")],
         &[
@@ -70,7 +83,31 @@ fn every_action_with_lists_and_errors() {
             ("Listeners.member.1.InstancePort", "80"),
         ],
     );
-    control.call("CreateLoadBalancer", &tcp).err(400, "UnsupportedProtocol");
+    control.call("CreateLoadBalancer", &tcp).ok();
+    let tcp_lb = [("LoadBalancerName", "tcp-lb")];
+    control
+        .call("CreateLBCookieStickinessPolicy", &with(&tcp_lb, &[("PolicyName", "P")]))
+        .ok();
+    control
+        .call(
+            "SetLoadBalancerPoliciesOfListener",
+            &with(&tcp_lb, &[("LoadBalancerPort", "80"), ("PolicyNames.member.1", "P")]),
+        )
+        .err(409, "InvalidConfigurationRequest");
+    control
+        .call(
+            "CreateLoadBalancer",
+            &with(
+                &[("LoadBalancerName", "ssl-lb")],
+                &[
+                    ("Listeners.member.1.Protocol", "SSL"),
+                    ("Listeners.member.1.LoadBalancerPort", "443"),
+                    ("Listeners.member.1.InstancePort", "80"),
+                ],
+            ),
+        )
+        .err(400, "ValidationError");
+    control.call("DeleteLoadBalancer", &tcp_lb).ok();
 
     // Policies.
     control

@@ -299,3 +299,78 @@ fn health_checks_and_key_rotation_move_to_another_replica_when_the_leader_dies()
     });
     assert_eq!(cluster.leader(), new_leader);
 }
+
+#[test]
+fn a_certificate_uploaded_on_one_replica_serves_on_every_other_and_its_key_is_sealed_in_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let master_key = dir.path().join("master.key");
+    std::fs::write(&master_key, format!("{}\n", "ab".repeat(32))).unwrap();
+    let key_arg = master_key.to_str().unwrap();
+    let mut args = IN_FORCE.to_vec();
+    args.extend(["--master-key-file", key_arg]);
+    let mut cluster = Replicas::start(2, &bootstrap(&[], &[]), &args);
+    let ca = sticky_testing::tls::TestCa::new("replicas").unwrap();
+    let issued = ca.issue(&["shop.example"]).unwrap();
+    let uploaded = cluster.replicas[0]
+        .call(
+            "UploadServerCertificate",
+            &[
+                ("Version", "2010-05-08"),
+                ("ServerCertificateName", "shop"),
+                ("CertificateBody", &issued.body),
+                ("CertificateChain", &issued.chain),
+                ("PrivateKey", &issued.private_key),
+            ],
+        )
+        .ok();
+    let arn = uploaded.fields("Arn")[0].clone();
+    // The other replica has it (with its key: an HTTPS listener may name it there).
+    cluster.replicas[1]
+        .call(
+            "CreateLoadBalancer",
+            &[
+                ("LoadBalancerName", "shop"),
+                ("Listeners.member.1.Protocol", "HTTPS"),
+                ("Listeners.member.1.LoadBalancerPort", "443"),
+                ("Listeners.member.1.InstanceProtocol", "HTTP"),
+                ("Listeners.member.1.InstancePort", "80"),
+                ("Listeners.member.1.SSLCertificateId", &arn),
+            ],
+        )
+        .ok();
+    let key_line = issued.private_key.lines().nth(1).unwrap().to_owned();
+    let stored = cluster.sql("SELECT doc || sealed_key FROM server_certificates");
+    assert!(
+        stored.contains("BEGIN CERTIFICATE") && !stored.contains(&key_line),
+        "{stored}"
+    );
+    // Every replica dies and comes back: the certificate opens again with the master key.
+    for replica in &mut cluster.replicas {
+        replica.kill();
+    }
+    for replica in &mut cluster.replicas {
+        replica.launch();
+    }
+    for replica in &cluster.replicas {
+        let listed = replica
+            .call("ListServerCertificates", &[("Version", "2010-05-08")])
+            .ok();
+        assert_eq!(listed.fields("ServerCertificateName"), ["shop"]);
+    }
+    // Without the master key a replica refuses to start on this store, saying why.
+    let binary = std::path::Path::new(env!("CARGO_BIN_EXE_sticky-control"));
+    let output = std::process::Command::new(binary)
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--access-key",
+            "A:B",
+            "--store",
+            &cluster.url,
+        ])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let text = String::from_utf8_lossy(&output.stderr);
+    assert!(text.contains("--master-key-file"), "{text}");
+}

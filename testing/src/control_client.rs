@@ -134,7 +134,11 @@ impl QueryClient {
             "2012-06-01"
         };
         let mut form = form_urlencoded::Serializer::new(String::new());
-        form.append_pair("Action", action).append_pair("Version", version);
+        form.append_pair("Action", action);
+        // A `Version` among the parameters (IAM's calls) replaces the ELB one.
+        if !params.iter().any(|(name, _)| *name == "Version") {
+            form.append_pair("Version", version);
+        }
         for (name, value) in params {
             form.append_pair(name, value);
         }

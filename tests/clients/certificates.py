@@ -8,6 +8,8 @@ Usage: certificates.py ENDPOINT ACCESS_KEY SECRET_KEY COMMAND ARGS...
   rename NAME NEW_NAME                         iam UpdateServerCertificate
   delete NAME                                  iam DeleteServerCertificate
   create-https NAME PORT CERTIFICATE_ARN       elb CreateLoadBalancer, one HTTPS listener -> HTTP 80
+  create NAME PROTOCOL:PORT:INSTANCE_PROTOCOL[:CERTIFICATE_ARN]...
+                                               elb CreateLoadBalancer with these listeners (-> port 80)
   set-certificate NAME PORT CERTIFICATE_ARN    elb SetLoadBalancerListenerSSLCertificate
   describe NAME                                elb DescribeLoadBalancers: its listener descriptions
 Prints the answer as JSON; a refused call prints {"error": CODE, "message": MESSAGE}.
@@ -62,6 +64,20 @@ def run():
             "SSLCertificateId": arn,
         }
         return elb.create_load_balancer(LoadBalancerName=name, Listeners=[listener])["DNSName"]
+    if command == "create":
+        listeners = []
+        for spec in args[1:]:
+            protocol, port, instance_protocol, *arn = spec.split(":", 3)
+            listener = {
+                "Protocol": protocol,
+                "LoadBalancerPort": int(port),
+                "InstanceProtocol": instance_protocol,
+                "InstancePort": 80,
+            }
+            if arn:
+                listener["SSLCertificateId"] = arn[0]
+            listeners.append(listener)
+        return elb.create_load_balancer(LoadBalancerName=args[0], Listeners=listeners)["DNSName"]
     if command == "set-certificate":
         name, port, arn = args
         elb.set_load_balancer_listener_ssl_certificate(

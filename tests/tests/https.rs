@@ -516,3 +516,84 @@ fn in_chromium_over_https_the_cors_twin_keeps_a_cross_site_frame_on_its_target()
         );
     }
 }
+
+/// One HTTP/1.1 GET written on `stream` (closing after it); the answer's target.
+fn target_over(mut stream: impl std::io::Read + Write) -> String {
+    stream
+        .write_all(format!("GET / HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\r\n").as_bytes())
+        .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    let body = answer.split_once("\r\n\r\n").map_or("", |(_, body)| body);
+    let value: Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {answer}"));
+    value["target"].as_str().unwrap().to_owned()
+}
+
+/// Independent of the shell (no HTTP filter on them): runs with the native one only.
+#[test]
+fn tcp_and_ssl_listeners_balance_connections_and_refuse_stickiness() {
+    let bouncer = XdsBouncer::start(1);
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new("layer4").unwrap();
+    let root = ca_file(dir.path(), &ca);
+    let uploaded = upload(&bouncer, dir.path(), "layer4", &ca.issue(&[HOST]).unwrap());
+    let arn = uploaded["Arn"].as_str().unwrap();
+    boto3(&bouncer, &["create", "l4", "TCP:80:TCP", &format!("SSL:81:TCP:{arn}")]);
+    bouncer.configure_health_check("l4");
+    let mut register = vec!["register", "l4"];
+    register.extend(TARGET_IDS);
+    bouncer.boto3(&register);
+    let (tcp, ssl) = (bouncer.listener(0, 1, 80), bouncer.listener(0, 1, 81));
+
+    // TCP: connections balanced over the targets, the bytes passed as they are.
+    eventually(Duration::from_secs(10), "the TCP listener reaches every target", || {
+        let targets: std::collections::HashSet<String> = (0..6)
+            .filter_map(|_| std::net::TcpStream::connect(tcp).ok())
+            .map(target_over)
+            .collect();
+        targets.len() == TARGET_IDS.len()
+    });
+    // SSL: TLS over TCP with the listener's certificate, which openssl verifies.
+    let mut tls = Command::new("openssl")
+        .args([
+            "s_client",
+            "-quiet",
+            "-verify_return_error",
+            "-connect",
+            &ssl.to_string(),
+        ])
+        .args(["-servername", HOST, "-CAfile"])
+        .arg(&root)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    tls.stdin
+        .take()
+        .unwrap()
+        .write_all(format!("GET / HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\r\n").as_bytes())
+        .unwrap();
+    let answer = String::from_utf8_lossy(&tls.wait_with_output().unwrap().stdout).into_owned();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(TARGET_IDS.iter().any(|id| answer.contains(id)), "{answer}");
+
+    // No stickiness on a layer-4 listener (ELB's InvalidConfigurationRequest).
+    let api = bouncer.api();
+    api.call(
+        "CreateLBCookieStickinessPolicy",
+        &[("LoadBalancerName", "l4"), ("PolicyName", "P")],
+    )
+    .expect("api")
+    .ok();
+    api.call(
+        "SetLoadBalancerPoliciesOfListener",
+        &[
+            ("LoadBalancerName", "l4"),
+            ("LoadBalancerPort", "80"),
+            ("PolicyNames.member.1", "P"),
+        ],
+    )
+    .expect("api")
+    .err(409, "InvalidConfigurationRequest");
+}

@@ -25,17 +25,19 @@ pub fn id_named_by(domain: &Domain, reference: &str) -> Result<String, ApiError>
 
 /// An HTTPS listener names an existing certificate (kept as its id); another names none.
 pub fn resolve_listener(domain: &Domain, listener: &mut Listener) -> Result<(), ApiError> {
+    listener.check_protocols()?;
     let port = listener.load_balancer_port;
     match (listener.is_https(), listener.certificate.take()) {
         (true, Some(reference)) => listener.certificate = Some(id_named_by(domain, &reference)?),
         (true, None) => {
             return Err(ApiError::validation(format!(
-                "The HTTPS listener on port {port} needs a server certificate (SSLCertificateId; OAPI's ServerCertificateId)"
+                "The {} listener on port {port} needs a server certificate (SSLCertificateId; OAPI's ServerCertificateId)",
+                listener.protocol
             )));
         }
         (false, Some(_)) => {
             return Err(ApiError::validation(format!(
-                "The listener on port {port} is {}; a server certificate is for HTTPS listeners",
+                "The listener on port {port} is {}; a server certificate is for HTTPS and SSL listeners",
                 listener.protocol
             )));
         }

@@ -282,7 +282,7 @@ impl Change {
                 })?;
                 if !listener.is_https() {
                     return Err(ApiError::invalid_configuration(format!(
-                        "The listener on port {port} of {name} is {}; a certificate is for HTTPS listeners",
+                        "The listener on port {port} of {name} is {}; a certificate is for HTTPS and SSL listeners",
                         listener.protocol
                     )));
                 }
@@ -383,6 +383,15 @@ fn set_listener_policies(lb: &mut LoadBalancer, port: u16, names: Vec<String>) -
         return Err(ApiError::invalid_configuration(
             "A listener can have at most one stickiness policy",
         ));
+    }
+    if let Some(listener) = lb.listeners.get(&port)
+        && listener.is_layer4()
+        && !names.is_empty()
+    {
+        return Err(ApiError::invalid_configuration(format!(
+            "Stickiness policies are only supported on HTTP and HTTPS listeners; the listener on port {port} is {}",
+            listener.protocol
+        )));
     }
     if let Some(listener) = lb.listeners.get_mut(&port) {
         listener.policy_names = names;

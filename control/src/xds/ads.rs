@@ -125,7 +125,8 @@ impl Session {
         for type_url in SERVED_TYPES {
             let required: &Resources = match type_url {
                 ENDPOINT_TYPE => &snapshot.clusters,
-                ROUTE_TYPE => &snapshot.listeners,
+                // The routes of HTTP listeners (TCP and SSL listeners have none).
+                ROUTE_TYPE => &snapshot.routes,
                 // Only the certificates a listener uses are in the snapshot.
                 SECRET_TYPE => &snapshot.secrets,
                 _ => &Resources::new(),

@@ -127,16 +127,15 @@ impl Snapshot {
                 };
                 let name = cluster_name(&lb.name, *port);
                 let plugin = plugin_config(&lb.name, *port, options);
-                let mut listener = http_listener(
-                    &name,
-                    socket,
-                    &node.artifact,
-                    &plugin,
-                    Duration::from_secs(u64::from(lb.attributes.idle_timeout)),
-                );
+                let idle_timeout = Duration::from_secs(u64::from(lb.attributes.idle_timeout));
+                let mut listener = if l.is_layer4() {
+                    tcp_listener(&name, socket, idle_timeout)
+                } else {
+                    http_listener(&name, socket, &node.artifact, &plugin, idle_timeout)
+                };
                 if l.is_https() {
-                    // An HTTPS listener whose certificate is gone (it cannot be: deleting one
-                    // in use is refused) is left out rather than served in clear.
+                    // A TLS listener whose certificate is gone (it cannot be: deleting one in
+                    // use is refused) is left out rather than served in clear.
                     let Some(secret) = l
                         .certificate
                         .as_deref()
@@ -146,17 +145,19 @@ impl Snapshot {
                         continue;
                     };
                     for chain in &mut listener.filter_chains {
-                        chain.transport_socket = Some(super::tls::downstream(&secret.name));
+                        chain.transport_socket = Some(super::tls::downstream(&secret.name, !l.is_layer4()));
                     }
                     snapshot.secrets.insert(secret.name.clone(), pack_any(secret));
                 }
                 snapshot.listeners.insert(name.clone(), pack_any(listener));
-                snapshot
-                    .routes
-                    .insert(name.clone(), pack_any(route_configuration(&name, &plugin)));
+                if !l.is_layer4() {
+                    snapshot
+                        .routes
+                        .insert(name.clone(), pack_any(route_configuration(&name, &plugin)));
+                }
                 let mut cluster = target_cluster(&name, &plugin, options.connect_timeout);
                 if l.is_tls_to_targets() {
-                    cluster.transport_socket = Some(super::tls::upstream());
+                    cluster.transport_socket = Some(super::tls::upstream(!l.is_layer4()));
                 }
                 snapshot.clusters.insert(name.clone(), pack_any(cluster));
                 let targets = inner
@@ -301,6 +302,30 @@ fn http_filters(artifact: &FilterArtifact, plugin: &PluginConfig) -> Vec<hcm::Ht
             ..Default::default()
         },
     ]
+}
+
+/// A TCP or SSL listener: connections balanced over the targets as they are (round robin, the
+/// cluster's fallback: no request, no cookie, no stickiness), closed after `idle_timeout` idle.
+fn tcp_listener(name: &str, socket: SocketAddr, idle_timeout: Duration) -> listener::Listener {
+    use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3 as tcp_proxy;
+    let proxy = tcp_proxy::TcpProxy {
+        stat_prefix: name.to_owned(),
+        cluster_specifier: Some(tcp_proxy::tcp_proxy::ClusterSpecifier::Cluster(name.to_owned())),
+        idle_timeout: Some(proto_duration(idle_timeout)),
+        ..Default::default()
+    };
+    listener::Listener {
+        name: name.to_owned(),
+        address: socket_address(socket),
+        filter_chains: vec![listener::FilterChain {
+            filters: vec![listener::Filter {
+                name: "envoy.filters.network.tcp_proxy".to_owned(),
+                config_type: Some(listener::filter::ConfigType::TypedConfig(pack_any(proxy))),
+            }],
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
 }
 
 fn http_listener(

@@ -48,9 +48,10 @@ fn transport_socket<M: prost::Name + prost::Message>(config: M) -> core::Transpo
     }
 }
 
-/// TLS termination with SDS secret `secret_name` (served over ADS); ALPN offers HTTP/2 first,
-/// then HTTP/1.1, and the connection manager speaks what was agreed.
-pub fn downstream(secret_name: &str) -> core::TransportSocket {
+/// TLS termination with SDS secret `secret_name` (served over ADS). With `http`, ALPN offers
+/// HTTP/2 first, then HTTP/1.1, and the connection manager speaks what was agreed; an SSL
+/// listener (TLS over TCP) negotiates no application protocol.
+pub fn downstream(secret_name: &str, http: bool) -> core::TransportSocket {
     transport_socket(tls::DownstreamTlsContext {
         common_tls_context: Some(tls::CommonTlsContext {
             tls_params: Some(tls::TlsParameters {
@@ -63,7 +64,11 @@ pub fn downstream(secret_name: &str) -> core::TransportSocket {
                 name: secret_name.to_owned(),
                 sds_config: super::resources::ads(),
             }],
-            alpn_protocols: vec!["h2".to_owned(), "http/1.1".to_owned()],
+            alpn_protocols: if http {
+                vec!["h2".to_owned(), "http/1.1".to_owned()]
+            } else {
+                Vec::new()
+            },
             ..Default::default()
         }),
         ..Default::default()
@@ -73,10 +78,10 @@ pub fn downstream(secret_name: &str) -> core::TransportSocket {
 /// TLS to a target (InstanceProtocol HTTPS). As ELB without a backend authentication policy,
 /// the target's certificate is not verified: it is encryption on the bouncer's network, the
 /// target being named by address, not by a host name a CA vouches for.
-pub fn upstream() -> core::TransportSocket {
+pub fn upstream(http: bool) -> core::TransportSocket {
     transport_socket(tls::UpstreamTlsContext {
         common_tls_context: Some(tls::CommonTlsContext {
-            alpn_protocols: vec!["http/1.1".to_owned()],
+            alpn_protocols: if http { vec!["http/1.1".to_owned()] } else { Vec::new() },
             ..Default::default()
         }),
         ..Default::default()
