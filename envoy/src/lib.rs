@@ -126,6 +126,15 @@ pub struct EnvoyBootstrap {
     pub filters: HttpFilters,
     /// See [`DEFAULT_CONNECT_TIMEOUT`].
     pub connect_timeout: Duration,
+    /// TLS on the listener (HTTPS, ALPN h2 and http/1.1), from PEM files.
+    pub tls: Option<ListenerTls>,
+}
+
+/// A listener's certificate chain and key, PEM files (the benchmarks' HTTPS rows).
+#[derive(Debug, Clone)]
+pub struct ListenerTls {
+    pub certificate_chain: PathBuf,
+    pub private_key: PathBuf,
 }
 
 impl EnvoyBootstrap {
@@ -144,6 +153,7 @@ impl EnvoyBootstrap {
                 config: Box::new(config),
             },
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            tls: None,
         })
     }
 
@@ -179,6 +189,7 @@ impl EnvoyBootstrap {
                 config: Box::new(config),
             },
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            tls: None,
         })
     }
 
@@ -302,6 +313,28 @@ impl EnvoyBootstrap {
         json!([targets].into_iter().chain(control_cluster).collect::<Vec<_>>())
     }
 
+    /// The listener's TLS (the same TLS parameters as the control service's HTTPS listeners),
+    /// or `null`: plain HTTP.
+    fn transport_socket(&self) -> serde_json::Value {
+        let Some(tls) = &self.tls else {
+            return serde_json::Value::Null;
+        };
+        json!({
+            "name": "envoy.transport_sockets.tls",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+                "common_tls_context": {
+                    "tls_params": {"tls_minimum_protocol_version": "TLSv1_2"},
+                    "alpn_protocols": ["h2", "http/1.1"],
+                    "tls_certificates": [{
+                        "certificate_chain": {"filename": tls.certificate_chain.display().to_string()},
+                        "private_key": {"filename": tls.private_key.display().to_string()}
+                    }]
+                }
+            }
+        })
+    }
+
     /// Renders `envoy/bootstrap.yaml`: every `${NAME}` becomes a JSON value.
     pub fn render(&self) -> String {
         let router = json!({
@@ -358,6 +391,7 @@ impl EnvoyBootstrap {
             ("LISTEN_PORT", json!(self.listen_port)),
             ("ROUTING_HEADER", json!(self.routing_header)),
             ("HTTP_FILTERS", filters),
+            ("TRANSPORT_SOCKET", self.transport_socket()),
             ("CLUSTERS", self.clusters()),
         ];
         values
@@ -389,6 +423,8 @@ pub struct EnvoyProcess {
     pub listen_port: u16,
     /// Where [`EnvoyProcess::url`] points when the listeners come from xDS.
     listener: Option<SocketAddr>,
+    /// Whether the static listener speaks TLS.
+    https: bool,
     pub log: PathBuf,
 }
 
@@ -429,7 +465,9 @@ impl EnvoyProcess {
             admin_port: bootstrap.admin_port,
             listen_port: bootstrap.listen_port,
         };
-        Self::launch(&launch, dir, concurrency, cpus)
+        let mut envoy = Self::launch(&launch, dir, concurrency, cpus)?;
+        envoy.https = bootstrap.tls.is_some();
+        Ok(envoy)
     }
 
     /// Starts an Envoy following the control service over xDS, and waits until it holds its
@@ -490,6 +528,7 @@ impl EnvoyProcess {
             admin_port: launch.admin_port,
             listen_port: launch.listen_port,
             listener: None,
+            https: false,
             log,
         };
         envoy.wait_ready(Duration::from_secs(60))?;
@@ -562,6 +601,7 @@ impl EnvoyProcess {
     pub fn url(&self) -> String {
         match self.listener {
             Some(at) => format!("http://{at}"),
+            None if self.https => format!("https://127.0.0.1:{}", self.listen_port),
             None => format!("http://127.0.0.1:{}", self.listen_port),
         }
     }

@@ -19,7 +19,8 @@ fn benchmark_smoke_run_writes_every_row_and_the_chart() {
     let results = std::fs::read_to_string(out.path().join("results.md")).expect("results.md");
     for row in [
         "| 1 |", "| 2 |", "| 2n |", "| 2r |", "| 3a |", "| 3b |", "| 3c |", "| 3d |", "| 6a |", "| 6b |", "| 6c |",
-        "| 6d |", "| 4 |", "| 4b |", "| 5 |", "| 5b |",
+        "| 6d |", "| 4 |", "| 4b |", "| 5 |", "| 5b |", "| 8 |", "| 8a |", "| 8b |", "| 8c |", "| 8d |", "| 9 |",
+        "| 9a |", "| 9b |", "| 9c |", "| 9d |",
     ] {
         let line = results
             .lines()

@@ -15,11 +15,20 @@ pub const HAPROXY_COOKIE: &str = "HASRV";
 pub struct HaproxyProcess {
     child: Child,
     pub port: u16,
+    https: bool,
 }
 
 /// The configuration: one thread (as Envoy runs one worker), round robin over `targets`,
-/// each target's cookie value its index.
-pub fn config(port: u16, targets: &[SocketAddr]) -> String {
+/// each target's cookie value its index; with `tls` (a PEM file of the certificate chain and
+/// its key), HTTPS with ALPN h2 and http/1.1, TLS 1.2 at least.
+pub fn config(port: u16, targets: &[SocketAddr], tls: Option<&Path>) -> String {
+    let bind = match tls {
+        Some(pem) => format!(
+            "127.0.0.1:{port} ssl crt {} alpn h2,http/1.1 ssl-min-ver TLSv1.2",
+            pem.display()
+        ),
+        None => format!("127.0.0.1:{port}"),
+    };
     let mut text = format!(
         "global
     nbthread 1
@@ -33,7 +42,7 @@ defaults
     option http-keep-alive
 
 frontend bench
-    bind 127.0.0.1:{port}
+    bind {bind}
     default_backend targets
 
 backend targets
@@ -64,10 +73,20 @@ impl HaproxyProcess {
     /// Writes the configuration into `dir` and starts HAProxy in the foreground, bound to
     /// `cpus` if given; returns once it accepts connections.
     pub fn start(dir: &Path, targets: &[SocketAddr], cpus: Option<&str>) -> anyhow::Result<Self> {
+        Self::start_with(dir, targets, cpus, None)
+    }
+
+    /// [`HaproxyProcess::start`], serving HTTPS with `tls` (see [`config`]) when given.
+    pub fn start_with(
+        dir: &Path,
+        targets: &[SocketAddr],
+        cpus: Option<&str>,
+        tls: Option<&Path>,
+    ) -> anyhow::Result<Self> {
         std::fs::create_dir_all(dir)?;
         let port = sticky_testing::free_port()?;
         let path = dir.join("haproxy.cfg");
-        std::fs::write(&path, config(port, targets))?;
+        std::fs::write(&path, config(port, targets, tls))?;
         let mut command = match cpus {
             Some(cpus) => {
                 let mut command = Command::new("taskset");
@@ -93,7 +112,11 @@ impl HaproxyProcess {
                 bail!("haproxy exited ({status}):\n{log}");
             }
             if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return Ok(Self { child, port });
+                return Ok(Self {
+                    child,
+                    port,
+                    https: tls.is_some(),
+                });
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -102,7 +125,8 @@ impl HaproxyProcess {
     }
 
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        let scheme = if self.https { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
     pub fn pid(&self) -> u32 {
@@ -133,7 +157,7 @@ mod tests {
 
     #[test]
     fn config_inserts_an_indirect_cookie_per_server() {
-        let text = config(8080, &["127.0.0.1:9001".parse().expect("addr")]);
+        let text = config(8080, &["127.0.0.1:9001".parse().expect("addr")], None);
         assert!(text.contains("bind 127.0.0.1:8080"));
         assert!(text.contains("cookie HASRV insert indirect nocache"));
         assert!(text.contains("server t0 127.0.0.1:9001 cookie t0"));

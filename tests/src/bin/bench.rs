@@ -5,7 +5,9 @@
 //!    with Envoy doing the filter's share of the routing (override_host, the upstream header);
 //! 3. Envoy + the sticky filter: no policy, LB cookie first visit, LB cookie sticky hit, app
 //!    cookie hit; 4. Envoy's native `stateful_session` (cookie); 5. HAProxy `cookie … insert
-//!    indirect nocache`.
+//!    indirect nocache`; 8. over HTTPS (TLS 1.2+, HTTP/1.1 through wrk) on kept-alive
+//!    connections: the do-nothing module, the sticky hit with each shell, `stateful_session`,
+//!    HAProxy with TLS; 9. the same with a new connection per request (handshake-bound).
 //!
 //! Every system runs at once on loopback in front of the same demo targets; rounds alternate
 //! between them; wrk (one thread, fixed connections and duration) generates the load. The
@@ -25,7 +27,7 @@ use anyhow::{Context as _, bail};
 use clap::Parser;
 use sticky_core::{CompiledListener, FilterState, PolicyState, TargetState};
 use sticky_demo_target::DemoTargets;
-use sticky_envoy::{EnvoyBootstrap, EnvoyProcess, FilterShell, HttpFilters, ShellKind};
+use sticky_envoy::{EnvoyBootstrap, EnvoyProcess, FilterShell, HttpFilters, ListenerTls, ShellKind};
 use sticky_testing::artifacts::{build_noop_filter, build_noop_module};
 use sticky_testing::fixtures::{app_cookie_policy, filter_state, lb_cookie_policy, named_targets};
 use sticky_testing::random_key_ring;
@@ -125,6 +127,8 @@ struct System {
     url: String,
     headers: Vec<(&'static str, String)>,
     pid: u32,
+    /// The CA an HTTPS system's certificate chains to (its checks verify it).
+    ca: Option<PathBuf>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -311,6 +315,7 @@ fn main() -> anyhow::Result<()> {
             url: haproxy.url(),
             headers: vec![("Cookie", format!("{HAPROXY_COOKIE}={haproxy_cookie}"))],
             pid: haproxy.pid(),
+            ca: None,
         },
         System {
             key: "5b",
@@ -318,8 +323,106 @@ fn main() -> anyhow::Result<()> {
             url: haproxy.url(),
             headers: vec![],
             pid: haproxy.pid(),
+            ca: None,
         },
     ]);
+    // --- HTTPS: the same hits over TLS, kept alive (8) and one connection per request (9).
+    let tls = bench_certificate(work.path())?;
+    let with_tls = |mut bootstrap: EnvoyBootstrap| {
+        bootstrap.tls = Some(ListenerTls {
+            certificate_chain: tls.join("chain.pem"),
+            private_key: tls.join("key.pem"),
+        });
+        bootstrap
+    };
+    let tls_noop = start_envoy(
+        "tls-noop-module",
+        &with_tls(with_filters(HttpFilters::NoopModule {
+            module: build_noop_module()?,
+            sticky_routing: false,
+        })?),
+    )?;
+    let tls_native_lb = start_envoy("tls-native-lb", &with_tls(native_bootstrap(lb_state.policy.clone())?))?;
+    let tls_wasm_lb = start_envoy(
+        "tls-wasm-lb",
+        &with_tls(EnvoyBootstrap::sticky(sticky_wasm.clone(), lb_state.clone())?),
+    )?;
+    let tls_stateful = start_envoy(
+        "tls-stateful-session",
+        &with_tls(with_filters(HttpFilters::NativeCookieSession {
+            cookie_name: NATIVE_COOKIE.to_owned(),
+            ttl_seconds: 3600,
+        })?),
+    )?;
+    let tls_haproxy = HaproxyProcess::start_with(
+        &work.path().join("haproxy-tls"),
+        &target_addresses,
+        cpus.proxy.as_deref(),
+        Some(&tls.join("haproxy.pem")),
+    )?;
+    // The cookies of the plain rows pin here too (one key ring; stateful_session's cookie is
+    // the target's address; HAProxy's the server's name).
+    let https_rows = [
+        (
+            "8",
+            "9",
+            "Envoy + do-nothing dynamic module",
+            &tls_noop.url(),
+            tls_noop.pid(),
+            None,
+        ),
+        (
+            "8a",
+            "9a",
+            "sticky native, LB cookie, sticky hit",
+            &tls_native_lb.url(),
+            tls_native_lb.pid(),
+            Some(lb_hit.clone()),
+        ),
+        (
+            "8b",
+            "9b",
+            "sticky wasm, LB cookie, sticky hit",
+            &tls_wasm_lb.url(),
+            tls_wasm_lb.pid(),
+            Some(lb_hit.clone()),
+        ),
+        (
+            "8c",
+            "9c",
+            "Envoy native stateful_session, cookie hit",
+            &tls_stateful.url(),
+            tls_stateful.pid(),
+            Some(format!("{NATIVE_COOKIE}={native_cookie}")),
+        ),
+        (
+            "8d",
+            "9d",
+            "HAProxy cookie insert, sticky hit",
+            &tls_haproxy.url(),
+            tls_haproxy.pid(),
+            Some(format!("{HAPROXY_COOKIE}={haproxy_cookie}")),
+        ),
+    ];
+    for (kept_key, new_key, name, url, pid, cookie) in https_rows {
+        for (key, how, close) in [
+            (kept_key, "kept-alive", false),
+            (new_key, "a new connection per request", true),
+        ] {
+            let mut headers: Vec<(&'static str, String)> = cookie.iter().map(|c| ("Cookie", c.clone())).collect();
+            if close {
+                headers.push(("Connection", "close".to_owned()));
+            }
+            systems.push(System {
+                key,
+                name: format!("HTTPS, {name}, {how}"),
+                url: url.clone(),
+                headers,
+                pid,
+                ca: Some(tls.join("root.pem")),
+            });
+        }
+    }
     let systems: Vec<System> = systems
         .into_iter()
         .filter(|s| {
@@ -378,6 +481,7 @@ fn main() -> anyhow::Result<()> {
     }
     drop((plain, noop, no_policy, lb, app, native, haproxy, before));
     drop((native_no_policy, native_lb, native_app, noop_native, noop_routed));
+    drop((tls_noop, tls_native_lb, tls_wasm_lb, tls_stateful, tls_haproxy));
 
     // --- Scale: the sticky hit with more and more targets registered.
     let mut scale = scale_points(&addresses[0], &sticky_wasm, &load, &args, work.path(), &cpus)?;
@@ -451,6 +555,7 @@ impl System {
             url: envoy.url(),
             headers,
             pid: envoy.pid(),
+            ca: None,
         }
     }
 
@@ -462,6 +567,9 @@ impl System {
 
     /// Each system does what its row says: hits stay on one target, first visits get a cookie.
     fn check(&self) -> anyhow::Result<()> {
+        if let Some(ca) = &self.ca {
+            return self.check_https(ca);
+        }
         let agent = agent();
         let mut answered = std::collections::HashSet::new();
         for _ in 0..6 {
@@ -498,6 +606,55 @@ impl System {
         }
         Ok(())
     }
+}
+
+impl System {
+    /// [`System::check`] over HTTPS, with curl verifying the certificate against `ca`: every
+    /// answer a 200 from a target, and with a cookie always the same target.
+    fn check_https(&self, ca: &Path) -> anyhow::Result<()> {
+        let mut answered = std::collections::HashSet::new();
+        for _ in 0..6 {
+            let mut command = Command::new("curl");
+            command.args(["-sS", "--fail", "--max-time", "5", "--cacert"]).arg(ca);
+            for (name, value) in &self.headers {
+                command.args(["-H", &format!("{name}: {value}")]);
+            }
+            let output = command.arg(format!("{}/", self.url)).output()?;
+            if !output.status.success() {
+                bail!(
+                    "({}) {}: {}",
+                    self.key,
+                    self.name,
+                    String::from_utf8_lossy(&output.stderr)
+                );
+            }
+            let body: serde_json::Value = serde_json::from_slice(&output.stdout)?;
+            answered.insert(body["target"].as_str().unwrap_or_default().to_owned());
+        }
+        if self.headers.iter().any(|(n, _)| *n == "Cookie") && answered.len() != 1 {
+            bail!(
+                "({}) {}: requests with the cookie went to {answered:?}",
+                self.key,
+                self.name
+            );
+        }
+        Ok(())
+    }
+}
+
+/// The benchmark's certificate for 127.0.0.1, from a CA of its own, in `dir/tls`: `root.pem`,
+/// `chain.pem` (leaf and intermediate), `key.pem`, and `haproxy.pem` (chain and key).
+fn bench_certificate(dir: &Path) -> anyhow::Result<PathBuf> {
+    let tls = dir.join("tls");
+    std::fs::create_dir_all(&tls)?;
+    let ca = sticky_testing::tls::TestCa::new("bench")?;
+    let issued = ca.issue(&["127.0.0.1"])?;
+    let chain = format!("{}{}", issued.body, issued.chain);
+    std::fs::write(tls.join("root.pem"), ca.root_pem())?;
+    std::fs::write(tls.join("chain.pem"), &chain)?;
+    std::fs::write(tls.join("key.pem"), &issued.private_key)?;
+    std::fs::write(tls.join("haproxy.pem"), format!("{chain}{}", issued.private_key))?;
+    Ok(tls)
 }
 
 /// The sticky filter's rows (no policy, LB first visit, LB hit, app hit) on `envoys` (no
