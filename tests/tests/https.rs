@@ -61,6 +61,18 @@ fn upload(bouncer: &XdsBouncer, dir: &Path, name: &str, issued: &IssuedCertifica
     boto3(bouncer, &["upload", name, &body, &key, &chain])
 }
 
+/// Whether openssl completes a handshake at `at` with `flags`.
+fn handshakes(at: SocketAddr, flags: &[&str]) -> bool {
+    Command::new("openssl")
+        .args(["s_client", "-connect", &at.to_string(), "-servername", HOST])
+        .args(flags)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
 /// The SHA-256 fingerprint of the certificate a new handshake at `at` gets.
 fn served_fingerprint(at: SocketAddr) -> Option<String> {
     let client = Command::new("openssl")
@@ -201,6 +213,17 @@ fn an_https_listener_is_sticky_over_http2_and_http1_and_its_certificate_swaps_li
         assert_eq!(reply.target(), target, "{http}");
     }
     assert_eq!(curl(at, HOST, &root, "--http1.1", None).unwrap().version, "HTTP/1.1");
+    // The TLS policy: TLS 1.2 and 1.3, forward-secret suites only.
+    assert!(handshakes(at, &["-tls1_3"]));
+    assert!(handshakes(at, &["-tls1_2", "-cipher", "ECDHE-ECDSA-AES128-GCM-SHA256"]));
+    assert!(
+        !handshakes(at, &["-tls1_2", "-cipher", "AES128-GCM-SHA256"]),
+        "a suite without forward secrecy"
+    );
+    assert!(
+        !handshakes(at, &["-tls1_1", "-cipher", "DEFAULT@SECLEVEL=0"]),
+        "TLS 1.1"
+    );
 
     // The certificate swaps live: new handshakes get the new one, an open connection goes on.
     assert_eq!(served_fingerprint(at), Some(fingerprint_of(&first.body)));
