@@ -226,6 +226,53 @@ fn an_operator_signs_in_watches_health_sets_a_policy_and_inspects_a_cookie() {
         assert!(!source.contains("\"secret\""), "no key material on the page");
         browser.screenshot("inspector-forged").unwrap();
 
+        // An HTTPS listener shows its certificate (name, hosts, expiry), never its key.
+        let ca = sticky_testing::tls::TestCa::new("operator-page").unwrap();
+        let issued = ca.issue(&["shop.example"]).unwrap();
+        let api = live.api();
+        let uploaded = api
+            .call(
+                "UploadServerCertificate",
+                &[
+                    ("Version", "2010-05-08"),
+                    ("ServerCertificateName", "shop-2027"),
+                    ("CertificateBody", &issued.body),
+                    ("CertificateChain", &issued.chain),
+                    ("PrivateKey", &issued.private_key),
+                ],
+            )
+            .expect("api")
+            .ok();
+        let arn = uploaded.fields("Arn")[0].clone();
+        api.call(
+            "CreateLoadBalancerListeners",
+            &[
+                ("LoadBalancerName", LOAD_BALANCER),
+                ("Listeners.member.1.Protocol", "HTTPS"),
+                ("Listeners.member.1.LoadBalancerPort", "443"),
+                ("Listeners.member.1.InstanceProtocol", "HTTP"),
+                ("Listeners.member.1.InstancePort", "80"),
+                ("Listeners.member.1.SSLCertificateId", &arn),
+            ],
+        )
+        .expect("api")
+        .ok();
+        browser
+            .wait_text(
+                &format!("{CARD} .listeners tr[data-port=\"443\"] .certificate"),
+                "the HTTPS listener's certificate shown",
+                Duration::from_secs(15),
+                |t| t.contains("shop-2027") && t.contains("shop.example") && t.contains("expires 20"),
+            )
+            .unwrap();
+        let source = browser.source().expect("the page's source");
+        let key_line = issued.private_key.lines().nth(1).unwrap();
+        assert!(
+            !source.contains(key_line) && !source.contains("PRIVATE KEY"),
+            "no private key on the page"
+        );
+        browser.screenshot("https-listener").unwrap();
+
         // Signing out ends the session: the page asks to sign in again.
         browser.click("#logout").unwrap();
         browser

@@ -19,20 +19,23 @@ const APP_COOKIE: &str = "AppCookieStickinessPolicyType";
 const OTHER_TYPES: [(&str, &str); 5] = [
     (
         "SSLNegotiationPolicyType",
-        "listeners are HTTP only: TLS terminates in front of or on the bouncer's Envoy",
+        "every HTTPS and SSL listener has this service's TLS policy (TLS 1.2 and 1.3, forward-secret AEAD suites only); ELB's negotiation policies (ELBSecurityPolicy-*) are not applied",
     ),
     (
         "ProxyProtocolPolicyType",
-        "listeners are HTTP: the client address reaches targets in X-Forwarded-For",
+        "the client address reaches HTTP targets in X-Forwarded-For; TCP and SSL listeners send no PROXY protocol header",
     ),
     (
         "BackendServerAuthenticationPolicyType",
-        "targets are reached over HTTP, not TLS",
+        "targets reached over HTTPS or SSL are not authenticated (as ELB without this policy)",
     ),
-    ("PublicKeyPolicyType", "targets are reached over HTTP, not TLS"),
+    (
+        "PublicKeyPolicyType",
+        "targets reached over HTTPS or SSL are not authenticated (as ELB without a backend authentication policy)",
+    ),
     (
         "HTTPSListenerPolicyType",
-        "listeners are HTTP only: TLS terminates in front of or on the bouncer's Envoy",
+        "every HTTPS and SSL listener has this service's TLS policy (TLS 1.2 and 1.3, forward-secret AEAD suites only)",
     ),
 ];
 

@@ -1,5 +1,5 @@
 //! The actions of ELB's API that make no sense for a load balancer on a bouncer host (no VPC,
-//! subnets, zones or TLS listeners here), each refused with its reason; DescribeAccountLimits;
+//! subnets or zones here), each refused with its reason; DescribeAccountLimits;
 //! and SetLoadBalancerPoliciesForBackendServer, which takes only the empty list.
 
 use crate::error::{ApiError, ErrorCode};
@@ -80,7 +80,7 @@ pub fn set_backend_server_policies(service: &Service, params: &Params) -> Result
         }
         if let Some(policy) = names.first() {
             return Err(ApiError::invalid_configuration(format!(
-                "Policy {policy} cannot apply to instance port {port}: stickiness policies apply to listeners, and backend server policies (ProxyProtocolPolicyType, BackendServerAuthenticationPolicyType) are not supported (targets are reached over HTTP)"
+                "Policy {policy} cannot apply to instance port {port}: stickiness policies apply to listeners, and backend server policies (ProxyProtocolPolicyType, BackendServerAuthenticationPolicyType) are not supported (the PROXY protocol is not sent, and targets reached over HTTPS or SSL are not authenticated)"
             )));
         }
         // The empty list: no backend server policy, which is the case already.
