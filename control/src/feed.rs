@@ -16,18 +16,19 @@ pub const EDS_TYPE_URL: &str = "type.googleapis.com/envoy.config.endpoint.v3.Clu
 pub fn filter_state(inner: &Domain, cookie: &CookieSettings, name: &str, port: u16) -> Option<FilterState> {
     let lb = inner.load_balancer(name)?;
     let listener = lb.listeners.get(&port)?;
-    let policy = lb.listener_policy(port).map(|p| match p {
+    let policy = lb.listener_policy(port).and_then(|p| match p {
         Policy::LbCookie {
             cookie_expiration_period,
             max_lifetime,
-        } => PolicyState::LbCookie {
+        } => Some(PolicyState::LbCookie {
             expiration_period: cookie_expiration_period.unwrap_or(0),
             max_lifetime: max_lifetime.unwrap_or(0),
-        },
-        Policy::AppCookie { cookie_name } => PolicyState::AppCookie {
+        }),
+        Policy::AppCookie { cookie_name } => Some(PolicyState::AppCookie {
             app_cookie_name: cookie_name.clone(),
             duration_seconds: None,
-        },
+        }),
+        Policy::SslNegotiation(_) => None,
     });
     // A draining instance stays in the filter's state only with session draining: its sessions
     // keep going to it. Without, it leaves at once (no request goes to it).

@@ -27,6 +27,7 @@ pub mod service;
 pub mod sigv4;
 pub mod store;
 pub mod tallies;
+pub mod tls_policy;
 pub mod ui;
 pub mod xds;
 pub mod xml;

@@ -8,6 +8,7 @@ use std::net::{IpAddr, SocketAddr};
 use serde::{Deserialize, Serialize};
 
 use crate::error::ApiError;
+use crate::tls_policy::TlsPolicy;
 
 pub use sticky_control_schema::{HealthCheck, HealthTarget, InstanceAddress, MAX_CHECK_INTERVAL, MAX_NAME_LEN};
 
@@ -268,6 +269,8 @@ pub enum Policy {
     AppCookie {
         cookie_name: String,
     },
+    /// ELB's SSLNegotiationPolicyType: the TLS versions and suites of an HTTPS or SSL listener.
+    SslNegotiation(TlsPolicy),
 }
 
 impl Policy {
@@ -275,7 +278,13 @@ impl Policy {
         match self {
             Policy::LbCookie { .. } => "LBCookieStickinessPolicyType",
             Policy::AppCookie { .. } => "AppCookieStickinessPolicyType",
+            Policy::SslNegotiation(_) => crate::tls_policy::TYPE_NAME,
         }
+    }
+
+    /// Whether it is a stickiness policy (LB or app cookie).
+    pub fn is_stickiness(&self) -> bool {
+        !matches!(self, Policy::SslNegotiation(_))
     }
 }
 
@@ -328,10 +337,30 @@ impl Registry {
 }
 
 impl LoadBalancer {
+    /// The stickiness policy set on listener `port`, if any, with its name.
+    pub fn listener_stickiness(&self, port: u16) -> Option<(&str, &Policy)> {
+        let listener = self.listeners.get(&port)?;
+        listener.policy_names.iter().find_map(|name| {
+            let policy = self.policies.get(name)?;
+            policy.is_stickiness().then_some((name.as_str(), policy))
+        })
+    }
+
     /// The stickiness policy set on listener `port`, if any.
     pub fn listener_policy(&self, port: u16) -> Option<&Policy> {
+        self.listener_stickiness(port).map(|(_, policy)| policy)
+    }
+
+    /// The SSL negotiation policy set on listener `port`, if any (else the service's default).
+    pub fn listener_tls_policy(&self, port: u16) -> Option<&TlsPolicy> {
         let listener = self.listeners.get(&port)?;
-        listener.policy_names.iter().find_map(|name| self.policies.get(name))
+        listener
+            .policy_names
+            .iter()
+            .find_map(|name| match self.policies.get(name)? {
+                Policy::SslNegotiation(policy) => Some(policy),
+                _ => None,
+            })
     }
 
     /// Whether instance `id` is registered, or still draining.
@@ -345,7 +374,7 @@ impl LoadBalancer {
             .values()
             .filter_map(|p| match p {
                 Policy::AppCookie { cookie_name } => Some(cookie_name.as_str()),
-                Policy::LbCookie { .. } => None,
+                Policy::LbCookie { .. } | Policy::SslNegotiation(_) => None,
             })
             .collect()
     }

@@ -462,7 +462,7 @@ impl Service {
                         cookie_expiration_period,
                         max_lifetime,
                     } => i64::try_from(cookie_expiration_period.unwrap_or(0).max(max_lifetime.unwrap_or(0))).ok(),
-                    Policy::AppCookie { .. } => None,
+                    Policy::AppCookie { .. } | Policy::SslNegotiation(_) => None,
                 })
                 .max()
                 .unwrap_or(0);

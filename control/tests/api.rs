@@ -94,6 +94,30 @@ fn every_action_with_lists_and_errors() {
             &with(&tcp_lb, &[("LoadBalancerPort", "80"), ("PolicyNames.member.1", "P")]),
         )
         .err(409, "InvalidConfigurationRequest");
+    // An SSL negotiation policy is one of the "other" policies, for HTTPS and SSL listeners only.
+    let tls_policy = [
+        ("PolicyName", "Tls"),
+        ("PolicyTypeName", "SSLNegotiationPolicyType"),
+        ("PolicyAttributes.member.1.AttributeName", "Reference-Security-Policy"),
+        ("PolicyAttributes.member.1.AttributeValue", "ELBSecurityPolicy-2016-08"),
+    ];
+    control
+        .call("CreateLoadBalancerPolicy", &with(&tcp_lb, &tls_policy))
+        .ok();
+    let described = control.call("DescribeLoadBalancers", &tcp_lb).ok();
+    assert!(
+        described
+            .body
+            .contains("<OtherPolicies><member>Tls</member></OtherPolicies>"),
+        "{}",
+        described.body
+    );
+    control
+        .call(
+            "SetLoadBalancerPoliciesOfListener",
+            &with(&tcp_lb, &[("LoadBalancerPort", "80"), ("PolicyNames.member.1", "Tls")]),
+        )
+        .err(409, "InvalidConfigurationRequest");
     control
         .call(
             "CreateLoadBalancer",

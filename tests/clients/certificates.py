@@ -12,6 +12,9 @@ Usage: certificates.py ENDPOINT ACCESS_KEY SECRET_KEY COMMAND ARGS...
                                                elb CreateLoadBalancer with these listeners (-> port 80)
   set-certificate NAME PORT CERTIFICATE_ARN    elb SetLoadBalancerListenerSSLCertificate
   describe NAME                                elb DescribeLoadBalancers: its listener descriptions
+  ssl-policy NAME POLICY ATTRIBUTE=VALUE...    elb CreateLoadBalancerPolicy (SSLNegotiationPolicyType)
+  set-policies NAME PORT [POLICY...]           elb SetLoadBalancerPoliciesOfListener
+  policies NAME [POLICY...]                    elb DescribeLoadBalancerPolicies (NAME "-": the samples)
 Prints the answer as JSON; a refused call prints {"error": CODE, "message": MESSAGE}.
 """
 import json
@@ -87,6 +90,28 @@ def run():
     if command == "describe":
         described = elb.describe_load_balancers(LoadBalancerNames=[args[0]])
         return described["LoadBalancerDescriptions"][0]["ListenerDescriptions"]
+    if command == "ssl-policy":
+        name, policy, *pairs = args
+        attributes = [dict(zip(("AttributeName", "AttributeValue"), p.split("=", 1))) for p in pairs]
+        elb.create_load_balancer_policy(
+            LoadBalancerName=name,
+            PolicyName=policy,
+            PolicyTypeName="SSLNegotiationPolicyType",
+            PolicyAttributes=attributes,
+        )
+        return {}
+    if command == "set-policies":
+        name, port, *policies = args
+        elb.set_load_balancer_policies_of_listener(
+            LoadBalancerName=name, LoadBalancerPort=int(port), PolicyNames=policies
+        )
+        return {}
+    if command == "policies":
+        name, *policies = args
+        selection = {"LoadBalancerName": name} if name != "-" else {}
+        if policies:
+            selection["PolicyNames"] = policies
+        return elb.describe_load_balancer_policies(**selection)["PolicyDescriptions"]
     raise SystemExit(f"unknown command {command}")
 
 

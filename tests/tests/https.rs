@@ -225,6 +225,82 @@ fn an_https_listener_is_sticky_over_http2_and_http1_and_its_certificate_swaps_li
         "TLS 1.1"
     );
 
+    // ELB's SSL negotiation policies, beside the stickiness policy. The samples that map are
+    // described; an old one is refused with the reason.
+    let samples = boto3(&bouncer, &["policies", "-"]);
+    let names: Vec<&str> = samples
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["PolicyName"].as_str())
+        .collect();
+    assert!(
+        names.contains(&"ELBSecurityPolicy-2016-08") && names.contains(&"ELBSecurityPolicy-TLS-1-2-2017-01"),
+        "{samples}"
+    );
+    let old = boto3(
+        &bouncer,
+        &[
+            "ssl-policy",
+            "shop",
+            "legacy",
+            "Reference-Security-Policy=ELBSecurityPolicy-2015-03",
+        ],
+    );
+    assert_eq!(old["error"], "InvalidConfigurationRequest", "{old}");
+    assert!(old["message"].as_str().unwrap().contains("DHE"), "{old}");
+    let tls11 = "Reference-Security-Policy=ELBSecurityPolicy-TLS-1-1-2017-01";
+    assert_eq!(boto3(&bouncer, &["ssl-policy", "shop", "tls11", tls11]), json!({}));
+    assert_eq!(
+        boto3(&bouncer, &["set-policies", "shop", "80", "lb-80", "tls11"]),
+        json!({})
+    );
+    // In force when answered: TLS 1.1 now, not TLS 1.0; TLS 1.3 stays on; still sticky.
+    assert!(
+        handshakes(at, &["-tls1_1", "-cipher", "ECDHE-ECDSA-AES128-SHA@SECLEVEL=0"]),
+        "TLS 1.1 under ELBSecurityPolicy-TLS-1-1-2017-01"
+    );
+    assert!(!handshakes(at, &["-tls1", "-cipher", "DEFAULT@SECLEVEL=0"]), "TLS 1.0");
+    assert!(handshakes(at, &["-tls1_3"]));
+    assert_eq!(
+        curl(at, HOST, &root, "--http2", Some(&cookie)).unwrap().target(),
+        target
+    );
+    // A custom policy: TLS 1.2 with one suite.
+    let custom = [
+        "ssl-policy",
+        "shop",
+        "strict",
+        "Protocol-TLSv1.2=true",
+        "Protocol-TLSv1.1=false",
+        "Server-Defined-Cipher-Order=true",
+        "ECDHE-ECDSA-AES256-GCM-SHA384=true",
+    ];
+    assert_eq!(boto3(&bouncer, &custom), json!({}));
+    assert_eq!(
+        boto3(&bouncer, &["set-policies", "shop", "80", "lb-80", "strict"]),
+        json!({})
+    );
+    assert!(handshakes(at, &["-tls1_2", "-cipher", "ECDHE-ECDSA-AES256-GCM-SHA384"]));
+    assert!(!handshakes(
+        at,
+        &["-tls1_2", "-cipher", "ECDHE-ECDSA-AES128-GCM-SHA256"]
+    ));
+    assert!(!handshakes(at, &["-tls1_1", "-cipher", "DEFAULT@SECLEVEL=0"]));
+    let described = boto3(&bouncer, &["policies", "shop", "strict"]);
+    let attributes = &described[0]["PolicyAttributeDescriptions"];
+    assert!(
+        attributes
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["AttributeName"] == "Protocol-TLSv1.2" && a["AttributeValue"] == "true"),
+        "{described}"
+    );
+    // Back to the default policy.
+    assert_eq!(boto3(&bouncer, &["set-policies", "shop", "80", "lb-80"]), json!({}));
+    assert!(!handshakes(at, &["-tls1_2", "-cipher", "AES128-GCM-SHA256"]));
+
     // The certificate swaps live: new handshakes get the new one, an open connection goes on.
     assert_eq!(served_fingerprint(at), Some(fingerprint_of(&first.body)));
     let mut open = OpenConnection::open(at, &root);

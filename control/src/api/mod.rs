@@ -14,6 +14,7 @@ use crate::health::HealthStatus;
 use crate::model::{self, HealthCheck, Listener, LoadBalancer, Policy};
 use crate::query::Params;
 use crate::service::{Done, Service};
+use crate::tls_policy;
 use crate::xml::Xml;
 
 mod attributes;
@@ -265,7 +266,7 @@ fn describe_one(x: &mut Xml, inner: &Domain, lb: &LoadBalancer) {
     x.open("Policies");
     let app = lb.policies.iter().filter_map(|(n, p)| match p {
         Policy::AppCookie { cookie_name } => Some((n, cookie_name)),
-        Policy::LbCookie { .. } => None,
+        Policy::LbCookie { .. } | Policy::SslNegotiation(_) => None,
     });
     x.members("AppCookieStickinessPolicies", app, |x, (name, cookie)| {
         x.leaf("PolicyName", name);
@@ -276,7 +277,7 @@ fn describe_one(x: &mut Xml, inner: &Domain, lb: &LoadBalancer) {
             cookie_expiration_period,
             ..
         } => Some((n, cookie_expiration_period)),
-        Policy::AppCookie { .. } => None,
+        Policy::AppCookie { .. } | Policy::SslNegotiation(_) => None,
     });
     x.members("LBCookieStickinessPolicies", lb_cookie, |x, (name, period)| {
         x.leaf("PolicyName", name);
@@ -284,7 +285,11 @@ fn describe_one(x: &mut Xml, inner: &Domain, lb: &LoadBalancer) {
             x.leaf("CookieExpirationPeriod", period);
         }
     });
-    x.members("OtherPolicies", std::iter::empty::<&str>(), |_, _| {});
+    // As ELB, an SSL negotiation policy is one of the "other" policies.
+    let other = lb.policies.iter().filter(|(_, p)| !p.is_stickiness()).map(|(n, _)| n);
+    x.members("OtherPolicies", other, |x, name| {
+        x.leaf_text(name);
+    });
     x.close("Policies");
     x.members("BackendServerDescriptions", std::iter::empty::<&str>(), |_, _| {});
     x.members("AvailabilityZones", &lb.placement.zones, |x, zone| {
@@ -372,11 +377,23 @@ fn describe_policies(service: &Service, params: &Params) -> Result<String, ApiEr
                     selected.push((name.clone(), policy.clone()));
                 }
             }
-        } else if let Some(name) = names.first() {
-            return Err(ApiError::new(
-                ErrorCode::PolicyNotFound,
-                format!("There is no sample policy named {name}"),
-            ));
+        } else {
+            // Without a load balancer: ELB's predefined (sample) policies, those that apply
+            // here, as they are served.
+            if names.is_empty() {
+                for name in tls_policy::predefined_names() {
+                    selected.push((name.to_owned(), Policy::SslNegotiation(tls_policy::predefined(name)?)));
+                }
+            }
+            for name in &names {
+                let policy = tls_policy::predefined(name).map_err(|e| {
+                    ApiError::new(
+                        ErrorCode::PolicyNotFound,
+                        format!("There is no sample policy named {name} here: {}", e.message),
+                    )
+                })?;
+                selected.push((name.clone(), Policy::SslNegotiation(policy)));
+            }
         }
         let mut xml = Xml::new();
         xml.members("PolicyDescriptions", &selected, |x, (name, policy)| {
@@ -388,15 +405,16 @@ fn describe_policies(service: &Service, params: &Params) -> Result<String, ApiEr
                     max_lifetime,
                 } => {
                     let mut attributes = vec![(
-                        "CookieExpirationPeriod",
+                        "CookieExpirationPeriod".to_owned(),
                         cookie_expiration_period.map_or_else(String::new, |p| p.to_string()),
                     )];
                     if let Some(max_lifetime) = max_lifetime {
-                        attributes.push((policy_types::COOKIE_MAX_LIFETIME, max_lifetime.to_string()));
+                        attributes.push((policy_types::COOKIE_MAX_LIFETIME.to_owned(), max_lifetime.to_string()));
                     }
                     attributes
                 }
-                Policy::AppCookie { cookie_name } => vec![("CookieName", cookie_name.clone())],
+                Policy::AppCookie { cookie_name } => vec![("CookieName".to_owned(), cookie_name.clone())],
+                Policy::SslNegotiation(policy) => policy.attributes(),
             };
             x.members("PolicyAttributeDescriptions", attribute, |x, (a, v)| {
                 x.leaf("AttributeName", a);

@@ -1,12 +1,15 @@
 //! CreateLoadBalancerPolicy and DescribeLoadBalancerPolicyTypes: the generic form of the two
-//! stickiness policies (the only policy types this service applies; the others are refused
-//! with the reason).
+//! stickiness policies and ELB's SSL negotiation policies (the policy types this service
+//! applies; the others are refused with the reason).
+
+use std::borrow::Cow;
 
 use crate::commands::{Change, seconds};
 use crate::error::{ApiError, ErrorCode};
 use crate::model::Policy;
 use crate::query::Params;
 use crate::service::{Done, Service};
+use crate::tls_policy;
 use crate::xml::Xml;
 
 /// This service's attribute of LBCookieStickinessPolicyType: the session's absolute lifetime.
@@ -16,11 +19,7 @@ const LB_COOKIE: &str = "LBCookieStickinessPolicyType";
 const APP_COOKIE: &str = "AppCookieStickinessPolicyType";
 
 /// ELB's other policy types, and why this service does not apply them.
-const OTHER_TYPES: [(&str, &str); 5] = [
-    (
-        "SSLNegotiationPolicyType",
-        "every HTTPS and SSL listener has this service's TLS policy (TLS 1.2 and 1.3, forward-secret AEAD suites only); ELB's negotiation policies (ELBSecurityPolicy-*) are not applied",
-    ),
+const OTHER_TYPES: [(&str, &str); 4] = [
     (
         "ProxyProtocolPolicyType",
         "the client address reaches HTTP targets in X-Forwarded-For; TCP and SSL listeners send no PROXY protocol header",
@@ -35,10 +34,11 @@ const OTHER_TYPES: [(&str, &str); 5] = [
     ),
     (
         "HTTPSListenerPolicyType",
-        "every HTTPS and SSL listener has this service's TLS policy (TLS 1.2 and 1.3, forward-secret AEAD suites only)",
+        "an HTTPS or SSL listener's versions and suites are set with an SSLNegotiationPolicyType policy",
     ),
 ];
 
+#[derive(Clone)]
 struct AttributeType {
     name: &'static str,
     kind: &'static str,
@@ -50,25 +50,25 @@ struct AttributeType {
 struct PolicyType {
     name: &'static str,
     description: &'static str,
-    attributes: &'static [AttributeType],
+    attributes: std::borrow::Cow<'static, [AttributeType]>,
 }
 
 const TYPES: [PolicyType; 2] = [
     PolicyType {
         name: APP_COOKIE,
         description: "Sticky sessions that start when the application sets its cookie and last as long as that cookie; HTTP listeners only.",
-        attributes: &[AttributeType {
+        attributes: Cow::Borrowed(&[AttributeType {
             name: "CookieName",
             kind: "String",
             description: "The name of the application's session cookie (e.g. Flask's session).",
             default: "",
             cardinality: "ONE",
-        }],
+        }]),
     },
     PolicyType {
         name: LB_COOKIE,
         description: "Sticky sessions held by the load balancer's own cookie, for the browser session or an idle period that slides with use; HTTP listeners only.",
-        attributes: &[
+        attributes: Cow::Borrowed(&[
             AttributeType {
                 name: "CookieExpirationPeriod",
                 kind: "Long",
@@ -83,9 +83,44 @@ const TYPES: [PolicyType; 2] = [
                 default: "0",
                 cardinality: "ZERO_OR_ONE",
             },
-        ],
+        ]),
     },
 ];
+
+/// SSLNegotiationPolicyType: a predefined policy by reference, or protocols and suites.
+fn ssl_negotiation_type() -> PolicyType {
+    let boolean = |name: &'static str, description: &'static str| AttributeType {
+        name,
+        kind: "Boolean",
+        description,
+        default: "",
+        cardinality: "ZERO_OR_ONE",
+    };
+    let mut attributes = vec![
+        AttributeType {
+            name: tls_policy::REFERENCE,
+            kind: "String",
+            description: "A predefined security policy (ELBSecurityPolicy-TLS-1-2-2017-01, -TLS-1-1-2017-01, -2016-08, -2015-05); given alone.",
+            default: "",
+            cardinality: "ZERO_OR_ONE",
+        },
+        boolean(
+            tls_policy::SERVER_ORDER,
+            "The server's order of preference chooses the suite (always true here).",
+        ),
+    ];
+    for (name, _) in tls_policy::PROTOCOLS {
+        attributes.push(boolean(name, "Enables this TLS version (TLS 1.3 follows TLS 1.2)."));
+    }
+    for cipher in tls_policy::OFFERED_CIPHERS {
+        attributes.push(boolean(cipher, "Enables this suite for TLS 1.0 to 1.2."));
+    }
+    PolicyType {
+        name: tls_policy::TYPE_NAME,
+        description: "The TLS versions and suites an HTTPS or SSL listener negotiates; without one, TLS 1.2 and 1.3 with forward-secret AEAD suites.",
+        attributes: Cow::Owned(attributes),
+    }
+}
 
 /// The reason this service does not apply policy type `name`, if it is one of ELB's others.
 fn other_type(name: &str) -> Option<&'static str> {
@@ -117,6 +152,11 @@ pub fn create_policy(service: &Service, params: &Params) -> Result<Done<String>,
             )));
         }
         attributes.push((attribute, member.get("AttributeValue").cloned().unwrap_or_default()));
+    }
+    if type_name == tls_policy::TYPE_NAME {
+        let policy = Policy::SslNegotiation(tls_policy::from_attributes(&attributes)?);
+        let lb = params.required("LoadBalancerName")?.to_owned();
+        return super::change_one(service, lb, Change::AddPolicy { name, policy });
     }
     let Some(policy_type) = TYPES.iter().find(|t| t.name == type_name) else {
         return Err(match other_type(&type_name) {
@@ -160,13 +200,15 @@ pub fn create_policy(service: &Service, params: &Params) -> Result<Done<String>,
 
 pub fn describe_policy_types(params: &Params) -> Result<String, ApiError> {
     let names = params.list("PolicyTypeNames")?.unwrap_or_default();
+    let ssl = ssl_negotiation_type();
+    let all: Vec<&PolicyType> = TYPES.iter().chain(std::iter::once(&ssl)).collect();
     let mut selected: Vec<&PolicyType> = Vec::new();
     if names.is_empty() {
-        selected.extend(TYPES.iter());
+        selected.extend(all.iter().copied());
     } else {
         for name in &names {
-            match TYPES.iter().find(|t| t.name == name) {
-                Some(policy_type) => selected.push(policy_type),
+            match all.iter().find(|t| t.name == name) {
+                Some(policy_type) => selected.push(*policy_type),
                 None => {
                     return Err(match other_type(name) {
                         Some(why) => ApiError::new(
@@ -185,7 +227,7 @@ pub fn describe_policy_types(params: &Params) -> Result<String, ApiError> {
         x.leaf("Description", policy_type.description);
         x.members(
             "PolicyAttributeTypeDescriptions",
-            policy_type.attributes,
+            policy_type.attributes.iter(),
             |x, attribute| {
                 x.leaf("AttributeName", attribute.name);
                 x.leaf("AttributeType", attribute.kind);

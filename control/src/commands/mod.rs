@@ -379,19 +379,34 @@ fn set_listener_policies(lb: &mut LoadBalancer, port: u16, names: Vec<String>) -
             return Err(ApiError::validation(format!("PolicyNames lists {name} twice")));
         }
     }
-    if names.len() > 1 {
+    let stickiness = names
+        .iter()
+        .filter(|name| lb.policies.get(*name).is_some_and(Policy::is_stickiness))
+        .count();
+    let negotiation = names.len() - stickiness;
+    if stickiness > 1 {
         return Err(ApiError::invalid_configuration(
             "A listener can have at most one stickiness policy",
         ));
     }
-    if let Some(listener) = lb.listeners.get(&port)
-        && listener.is_layer4()
-        && !names.is_empty()
-    {
-        return Err(ApiError::invalid_configuration(format!(
-            "Stickiness policies are only supported on HTTP and HTTPS listeners; the listener on port {port} is {}",
-            listener.protocol
-        )));
+    if negotiation > 1 {
+        return Err(ApiError::invalid_configuration(
+            "A listener can have at most one SSLNegotiationPolicyType policy",
+        ));
+    }
+    if let Some(listener) = lb.listeners.get(&port) {
+        if listener.is_layer4() && stickiness > 0 {
+            return Err(ApiError::invalid_configuration(format!(
+                "Stickiness policies are only supported on HTTP and HTTPS listeners; the listener on port {port} is {}",
+                listener.protocol
+            )));
+        }
+        if !listener.is_https() && negotiation > 0 {
+            return Err(ApiError::invalid_configuration(format!(
+                "SSLNegotiationPolicyType policies apply to HTTPS and SSL listeners only; the listener on port {port} is {}",
+                listener.protocol
+            )));
+        }
     }
     if let Some(listener) = lb.listeners.get_mut(&port) {
         listener.policy_names = names;

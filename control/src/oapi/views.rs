@@ -67,6 +67,8 @@ pub fn load_balancer(service: &Service, domain: &Domain, lb: &LoadBalancer) -> V
                 "PolicyName": name,
                 "CookieName": cookie_name,
             })),
+            // OAPI has no TLS policy objects; the listener's PolicyNames names it.
+            Policy::SslNegotiation(_) => {}
         }
     }
     let tags: Vec<Value> = lb

@@ -8,6 +8,7 @@ use crate::domain::unix_now;
 use crate::model::{LoadBalancer, Policy};
 use crate::service::Service;
 use crate::tallies::{ListenerTallies, count};
+use crate::tls_policy::TlsVersion;
 
 /// A policy in words.
 pub fn policy_summary(policy: &Policy) -> String {
@@ -24,6 +25,21 @@ pub fn policy_summary(policy: &Policy) -> String {
         }
         Policy::LbCookie { .. } => "LB cookie, for the browser session".to_owned(),
         Policy::AppCookie { cookie_name } => format!("follows the application's cookie `{cookie_name}`"),
+        Policy::SslNegotiation(policy) => {
+            let lowest = match policy.minimum() {
+                TlsVersion::Tls10 => "1.0",
+                TlsVersion::Tls11 => "1.1",
+                TlsVersion::Tls12 => "1.2",
+            };
+            let highest = match policy.maximum() {
+                None => "1.3",
+                Some(TlsVersion::Tls10) => "1.0",
+                Some(TlsVersion::Tls11) => "1.1",
+                Some(TlsVersion::Tls12) => "1.2",
+            };
+            let name = policy.reference.as_deref().unwrap_or("custom");
+            format!("TLS {lowest} to {highest}, {} suites ({name})", policy.ciphers.len())
+        }
     }
 }
 
@@ -68,9 +84,14 @@ fn load_balancer_view(
         .map(|listener| {
             let port = listener.load_balancer_port;
             let policy = lb
-                .listener_policy(port)
-                .zip(listener.policy_names.first())
-                .map(|(policy, name)| policy_view(name, policy));
+                .listener_stickiness(port)
+                .map(|(name, policy)| policy_view(name, policy));
+            let tls_policy = listener.policy_names.iter().find_map(|name| {
+                lb.policies
+                    .get(name)
+                    .filter(|p| !p.is_stickiness())
+                    .map(|p| policy_view(name, p))
+            });
             // Its certificate's name, hosts and expiry; never its key.
             let certificate = listener
                 .certificate
@@ -91,6 +112,7 @@ fn load_balancer_view(
                 "instance_protocol": listener.instance_protocol,
                 "instance_port": listener.instance_port,
                 "policy": policy,
+                "tls_policy": tls_policy,
                 "counters": counters_view(tallies, &lb.name, port),
             })
         })

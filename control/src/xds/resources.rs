@@ -145,7 +145,11 @@ impl Snapshot {
                         continue;
                     };
                     for chain in &mut listener.filter_chains {
-                        chain.transport_socket = Some(super::tls::downstream(&secret.name, !l.is_layer4()));
+                        chain.transport_socket = Some(super::tls::downstream(
+                            &secret.name,
+                            !l.is_layer4(),
+                            lb.listener_tls_policy(*port),
+                        ));
                     }
                     snapshot.secrets.insert(secret.name.clone(), pack_any(secret));
                 }

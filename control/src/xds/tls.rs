@@ -7,6 +7,8 @@ use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3 as tls;
 use envoy_types::util::pack_any;
 
 use crate::certificates::ServerCertificate;
+use crate::tls_policy::{TlsPolicy, TlsVersion};
+use tls::tls_parameters::TlsProtocol;
 
 pub const SECRET_TYPE: &str = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret";
 
@@ -48,18 +50,43 @@ fn transport_socket<M: prost::Name + prost::Message>(config: M) -> core::Transpo
     }
 }
 
-/// TLS termination with SDS secret `secret_name` (served over ADS). With `http`, ALPN offers
-/// HTTP/2 first, then HTTP/1.1, and the connection manager speaks what was agreed; an SSL
-/// listener (TLS over TCP) negotiates no application protocol.
-pub fn downstream(secret_name: &str, http: bool) -> core::TransportSocket {
+fn protocol(version: Option<TlsVersion>) -> i32 {
+    let protocol = match version {
+        Some(TlsVersion::Tls10) => TlsProtocol::TlSv10,
+        Some(TlsVersion::Tls11) => TlsProtocol::TlSv11,
+        Some(TlsVersion::Tls12) => TlsProtocol::TlSv12,
+        None => TlsProtocol::TlSv13,
+    };
+    protocol as i32
+}
+
+/// The versions and suites of `policy` (the listener's SSLNegotiationPolicyType policy), or
+/// the default ones. Envoy chooses the suite in the server's order, as ELB's
+/// Server-Defined-Cipher-Order.
+fn parameters(policy: Option<&TlsPolicy>) -> tls::TlsParameters {
+    let (minimum, maximum, suites) = match policy {
+        Some(policy) => (policy.minimum(), policy.maximum(), policy.ciphers.clone()),
+        None => (
+            TlsVersion::Tls12,
+            None,
+            DEFAULT_CIPHER_SUITES.iter().map(|s| (*s).to_owned()).collect(),
+        ),
+    };
+    tls::TlsParameters {
+        tls_minimum_protocol_version: protocol(Some(minimum)),
+        tls_maximum_protocol_version: protocol(maximum),
+        cipher_suites: suites,
+        ..Default::default()
+    }
+}
+
+/// TLS termination with SDS secret `secret_name` (served over ADS), with `policy`'s versions
+/// and suites. With `http`, ALPN offers HTTP/2 first, then HTTP/1.1, and the connection manager
+/// speaks what was agreed; an SSL listener (TLS over TCP) negotiates no application protocol.
+pub fn downstream(secret_name: &str, http: bool, policy: Option<&TlsPolicy>) -> core::TransportSocket {
     transport_socket(tls::DownstreamTlsContext {
         common_tls_context: Some(tls::CommonTlsContext {
-            tls_params: Some(tls::TlsParameters {
-                tls_minimum_protocol_version: tls::tls_parameters::TlsProtocol::TlSv12 as i32,
-                tls_maximum_protocol_version: tls::tls_parameters::TlsProtocol::TlSv13 as i32,
-                cipher_suites: DEFAULT_CIPHER_SUITES.iter().map(|s| (*s).to_owned()).collect(),
-                ..Default::default()
-            }),
+            tls_params: Some(parameters(policy)),
             tls_certificate_sds_secret_configs: vec![tls::SdsSecretConfig {
                 name: secret_name.to_owned(),
                 sds_config: super::resources::ads(),

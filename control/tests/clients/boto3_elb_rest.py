@@ -74,7 +74,7 @@ assert elb.describe_tags(LoadBalancerNames=[LB])["TagDescriptions"][0]["Tags"] =
 
 # Policy types and the generic CreateLoadBalancerPolicy.
 types = elb.describe_load_balancer_policy_types()["PolicyTypeDescriptions"]
-assert sorted(t["PolicyTypeName"] for t in types) == ["AppCookieStickinessPolicyType", "LBCookieStickinessPolicyType"], types
+assert sorted(t["PolicyTypeName"] for t in types) == ["AppCookieStickinessPolicyType", "LBCookieStickinessPolicyType", "SSLNegotiationPolicyType"], types
 lb_type = elb.describe_load_balancer_policy_types(PolicyTypeNames=["LBCookieStickinessPolicyType"])["PolicyTypeDescriptions"][0]
 assert [a["AttributeName"] for a in lb_type["PolicyAttributeTypeDescriptions"]] == ["CookieExpirationPeriod", "CookieMaxLifetime"], lb_type
 assert error_of(elb.describe_load_balancer_policy_types, PolicyTypeNames=["NopeType"])[:2] == ("PolicyTypeNotFound", 400)
