@@ -88,28 +88,6 @@ const CIPHERS_2016_08: [&str; 18] = [
     "AES256-SHA",
 ];
 
-const CIPHERS_2015_05: [&str; 19] = [
-    "ECDHE-ECDSA-AES128-GCM-SHA256",
-    "ECDHE-RSA-AES128-GCM-SHA256",
-    "ECDHE-ECDSA-AES128-SHA256",
-    "ECDHE-RSA-AES128-SHA256",
-    "ECDHE-ECDSA-AES128-SHA",
-    "ECDHE-RSA-AES128-SHA",
-    "ECDHE-ECDSA-AES256-GCM-SHA384",
-    "ECDHE-RSA-AES256-GCM-SHA384",
-    "ECDHE-ECDSA-AES256-SHA384",
-    "ECDHE-RSA-AES256-SHA384",
-    "ECDHE-RSA-AES256-SHA",
-    "ECDHE-ECDSA-AES256-SHA",
-    "AES128-GCM-SHA256",
-    "AES128-SHA256",
-    "AES128-SHA",
-    "AES256-GCM-SHA384",
-    "AES256-SHA256",
-    "AES256-SHA",
-    "DES-CBC3-SHA",
-];
-
 const CIPHERS_TLS_1_2_2017_01: [&str; 12] = [
     "ECDHE-ECDSA-AES128-GCM-SHA256",
     "ECDHE-RSA-AES128-GCM-SHA256",
@@ -129,7 +107,8 @@ const CIPHERS_TLS_1_2_2017_01: [&str; 12] = [
 pub struct Predefined {
     pub name: &'static str,
     pub protocols: &'static [TlsVersion],
-    pub ciphers: &'static [&'static str],
+    /// Its suites, in order: the lists one after the other.
+    pub ciphers: &'static [&'static [&'static str]],
 }
 
 /// ELB's predefined policies that map, newest first (ELB's default is ELBSecurityPolicy-2016-08).
@@ -137,22 +116,22 @@ pub const PREDEFINED: [Predefined; 4] = [
     Predefined {
         name: "ELBSecurityPolicy-TLS-1-2-2017-01",
         protocols: &[Tls12],
-        ciphers: &CIPHERS_TLS_1_2_2017_01,
+        ciphers: &[&CIPHERS_TLS_1_2_2017_01],
     },
     Predefined {
         name: "ELBSecurityPolicy-TLS-1-1-2017-01",
         protocols: &[Tls11, Tls12],
-        ciphers: &CIPHERS_2016_08,
+        ciphers: &[&CIPHERS_2016_08],
     },
     Predefined {
         name: "ELBSecurityPolicy-2016-08",
         protocols: &[Tls10, Tls11, Tls12],
-        ciphers: &CIPHERS_2016_08,
+        ciphers: &[&CIPHERS_2016_08],
     },
     Predefined {
         name: "ELBSecurityPolicy-2015-05",
         protocols: &[Tls10, Tls11, Tls12],
-        ciphers: &CIPHERS_2015_05,
+        ciphers: &[&CIPHERS_2016_08, &["DES-CBC3-SHA"]],
     },
 ];
 
@@ -216,7 +195,7 @@ pub fn predefined(name: &str) -> Result<TlsPolicy, ApiError> {
         return Ok(TlsPolicy {
             reference: Some(name.to_owned()),
             protocols: policy.protocols.to_vec(),
-            ciphers: served(policy.ciphers.iter().copied()),
+            ciphers: served(policy.ciphers.iter().flat_map(|list| list.iter().copied())),
         });
     }
     Err(ApiError::invalid_configuration(if UNMAPPED.contains(&name) {
