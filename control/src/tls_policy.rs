@@ -223,14 +223,9 @@ fn served<'a>(ciphers: impl Iterator<Item = &'a str>) -> Vec<String> {
         .collect()
 }
 
+/// A policy attribute's boolean; a bad one is an invalid configuration, as ELB answers.
 fn boolean(attribute: &str, value: &str) -> Result<bool, ApiError> {
-    match value.to_ascii_lowercase().as_str() {
-        "true" => Ok(true),
-        "false" => Ok(false),
-        _ => Err(ApiError::invalid_configuration(format!(
-            "{attribute} must be true or false, not {value:?}"
-        ))),
-    }
+    crate::attributes::parse_bool(attribute, value).map_err(|e| ApiError::invalid_configuration(e.message))
 }
 
 /// A policy from CreateLoadBalancerPolicy's attributes: `Reference-Security-Policy` alone, or

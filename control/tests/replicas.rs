@@ -312,16 +312,7 @@ fn a_certificate_uploaded_on_one_replica_serves_on_every_other_and_its_key_is_se
     let ca = sticky_testing::tls::TestCa::new("replicas").unwrap();
     let issued = ca.issue(&["shop.example"]).unwrap();
     let uploaded = cluster.replicas[0]
-        .call(
-            "UploadServerCertificate",
-            &[
-                ("Version", "2010-05-08"),
-                ("ServerCertificateName", "shop"),
-                ("CertificateBody", &issued.body),
-                ("CertificateChain", &issued.chain),
-                ("PrivateKey", &issued.private_key),
-            ],
-        )
+        .call("UploadServerCertificate", &issued.upload_params("shop"))
         .ok();
     let arn = uploaded.fields("Arn")[0].clone();
     // The other replica has it (with its key: an HTTPS listener may name it there).

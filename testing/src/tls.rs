@@ -17,6 +17,19 @@ pub struct IssuedCertificate {
     pub private_key: String,
 }
 
+impl IssuedCertificate {
+    /// The Query API parameters of IAM's UploadServerCertificate for it, under `name`.
+    pub fn upload_params<'a>(&'a self, name: &'a str) -> [(&'a str, &'a str); 5] {
+        [
+            ("Version", "2010-05-08"),
+            ("ServerCertificateName", name),
+            ("CertificateBody", &self.body),
+            ("CertificateChain", &self.chain),
+            ("PrivateKey", &self.private_key),
+        ]
+    }
+}
+
 /// A root and an intermediate CA; leaves are issued by the intermediate.
 pub struct TestCa {
     root: CertifiedIssuer<'static, KeyPair>,

@@ -231,16 +231,7 @@ fn an_operator_signs_in_watches_health_sets_a_policy_and_inspects_a_cookie() {
         let issued = ca.issue(&["shop.example"]).unwrap();
         let api = live.api();
         let uploaded = api
-            .call(
-                "UploadServerCertificate",
-                &[
-                    ("Version", "2010-05-08"),
-                    ("ServerCertificateName", "shop-2027"),
-                    ("CertificateBody", &issued.body),
-                    ("CertificateChain", &issued.chain),
-                    ("PrivateKey", &issued.private_key),
-                ],
-            )
+            .call("UploadServerCertificate", &issued.upload_params("shop-2027"))
             .expect("api")
             .ok();
         let arn = uploaded.fields("Arn")[0].clone();
