@@ -6,6 +6,7 @@ it: the load balancer must keep the client there (app cookie stickiness on `sess
 /login   starts a session (Flask-Session sets the `session` cookie: a server-side session id)
 /logout  ends it (the cookie is deleted)
 /health  ok, for the load balancer's health check
+/client  what the load balancer told the app of its client: X-Forwarded-For, -Proto, -Port (JSON)
 
 Run: VM_NAME=vm1 SESSION_DIR=/tmp/vm1 gunicorn --bind 127.0.0.1:9001 --chdir demo app:app
 """
@@ -13,7 +14,7 @@ import os
 import secrets
 
 from cachelib.file import FileSystemCache
-from flask import Flask, jsonify, session
+from flask import Flask, jsonify, request, session
 from flask_session import Session
 
 VM_NAME = os.environ.get("VM_NAME", "vm")
@@ -46,6 +47,12 @@ def login():
 def logout():
     session.clear()
     return jsonify(target=VM_NAME, logout=True)
+
+
+@app.get("/client")
+def client():
+    forwarded = {name: request.headers.get(name) for name in ("X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Port")}
+    return jsonify(target=VM_NAME, **forwarded)
 
 
 @app.get("/health")

@@ -131,6 +131,13 @@ pub struct Envoy {
     /// Envoy's worker threads.
     #[serde(default = "default_concurrency")]
     pub concurrency: u32,
+    /// Client connections Envoy accepts across all listeners; past it, new ones are refused
+    /// and established ones keep working.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: u64,
+    /// The heap Envoy stays within: near it, Envoy frees what it can, then answers 503.
+    #[serde(default = "default_max_heap_mb")]
+    pub max_heap_mb: u64,
     /// Envoy's log level (`trace` … `critical`, `off`).
     #[serde(default = "default_log_level")]
     pub log_level: String,
@@ -152,6 +159,14 @@ fn default_admin_port() -> u16 {
 
 fn default_concurrency() -> u32 {
     2
+}
+
+fn default_max_connections() -> u64 {
+    sticky_envoy_bootstrap::EdgeLimits::default().max_connections
+}
+
+fn default_max_heap_mb() -> u64 {
+    sticky_envoy_bootstrap::EdgeLimits::default().max_heap_bytes >> 20
 }
 
 fn default_log_level() -> String {
@@ -275,6 +290,12 @@ impl BouncerConfig {
         }
         if !(1..=256).contains(&self.envoy.concurrency) {
             return Err(field("envoy.concurrency", "must be 1 to 256".to_owned()));
+        }
+        if !(1..=10_000_000).contains(&self.envoy.max_connections) {
+            return Err(field("envoy.max_connections", "must be 1 to 10000000".to_owned()));
+        }
+        if !(64..=1_048_576).contains(&self.envoy.max_heap_mb) {
+            return Err(field("envoy.max_heap_mb", "must be 64 to 1048576 (MiB)".to_owned()));
         }
         if !LOG_LEVELS.contains(&self.envoy.log_level.as_str()) {
             return Err(field(

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use sticky_envoy_bootstrap::{FilterShell, XdsBootstrap};
+use sticky_envoy_bootstrap::{EdgeLimits, FilterShell, XdsBootstrap};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 
@@ -160,12 +160,16 @@ fn control_spec(checked: &Checked, dir: &Path) -> anyhow::Result<ChildSpec> {
 
 fn envoy_spec(checked: &Checked, dir: &Path) -> anyhow::Result<ChildSpec> {
     let config = &checked.config;
-    let bootstrap = XdsBootstrap::new(
+    let mut bootstrap = XdsBootstrap::new(
         checked.shell.clone(),
         config.api.listen,
         &config.envoy.node_id,
         config.envoy.admin_port,
     );
+    bootstrap.limits = EdgeLimits {
+        max_connections: config.envoy.max_connections,
+        max_heap_bytes: config.envoy.max_heap_mb << 20,
+    };
     let file = dir.join("envoy.yaml");
     std::fs::write(&file, bootstrap.render()).with_context(|| format!("writing {}", file.display()))?;
     let mut env = Vec::new();

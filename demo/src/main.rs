@@ -205,6 +205,7 @@ fn main() -> anyhow::Result<()> {
         shell: shell.clone(),
         admin_port: args.admin_port,
         concurrency: args.concurrency,
+        max_connections: None,
         instances,
         load_balancer: "terraform-balancer".to_owned(),
         health_target: "HTTP:80/health".to_owned(),

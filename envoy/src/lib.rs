@@ -195,6 +195,7 @@ impl EnvoyBootstrap {
 
     /// The `clusters` list.
     fn clusters(&self) -> serde_json::Value {
+        const TARGET_IDLE_TIMEOUT: &str = "1s";
         let address =
             |a: &SocketAddr| json!({"socket_address": {"address": a.ip().to_string(), "port_value": a.port()}});
         let override_host = json!({"policies": [{"typed_extension_config": {
@@ -261,6 +262,13 @@ impl EnvoyBootstrap {
                 "int_value": timeout_ms,
                 "state": "STATE_PREBIND"
             }]},
+            // HTTP/1.1, an idle connection closed before common servers' keep-alive timeouts
+            // end (gunicorn's 2 s): Envoy never reuses one the target is closing.
+            "typed_extension_protocol_options": {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "common_http_protocol_options": {"idle_timeout": TARGET_IDLE_TIMEOUT},
+                "explicit_http_config": {"http_protocol_options": {}}
+            }},
             "upstream_connection_options": {"tcp_keepalive": {
                 "keepalive_time": keepalive_seconds,
                 "keepalive_interval": keepalive_seconds,

@@ -30,6 +30,7 @@ fn static_settings() -> Value {
             let retry = &r["route"]["retry_policy"];
             json!({
                 "methods": r["match"]["headers"][0]["string_match"]["safe_regex"]["regex"],
+                "timeout": r["route"]["timeout"],
                 "retry_on": retry["retry_on"],
                 "num_retries": retry["num_retries"],
                 "predicates": retry["retry_host_predicate"].as_array().unwrap().iter().map(|p| p["name"].clone()).collect::<Vec<_>>(),
@@ -47,6 +48,7 @@ fn static_settings() -> Value {
         "include_attempt_count": host["include_attempt_count_in_response"],
         "routes": routes,
         "connect_timeout": targets["connect_timeout"],
+        "target_idle_timeout": targets["typed_extension_protocol_options"]["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]["common_http_protocol_options"]["idle_timeout"],
         "policy": policy["name"],
         "routing_header": policy["typed_config"]["override_host_sources"][0]["header"],
         "fallback": policy["typed_config"]["fallback_policy"]["policies"][0]["typed_extension_config"]["name"],
@@ -107,6 +109,7 @@ fn served_settings() -> Value {
             });
             json!({
                 "methods": methods,
+                "timeout": seconds(action.timeout.as_ref()),
                 "retry_on": retry.retry_on,
                 "num_retries": number(retry.num_retries.as_ref()),
                 "predicates": retry.retry_host_predicate.iter().map(|p| p.name.clone()).collect::<Vec<_>>(),
@@ -151,10 +154,15 @@ fn served_settings() -> Value {
     .iter()
     .filter(|set| **set)
     .count();
+    let any = &targets.typed_extension_protocol_options["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"];
+    let options: envoy_types::pb::envoy::extensions::upstreams::http::v3::HttpProtocolOptions =
+        prost::Message::decode(any.value.as_slice()).unwrap();
+    let target_idle_timeout = seconds(options.common_http_protocol_options.unwrap().idle_timeout.as_ref());
     json!({
         "include_attempt_count": host.include_attempt_count_in_response,
         "routes": route_summaries,
         "connect_timeout": seconds(targets.connect_timeout.as_ref()),
+        "target_idle_timeout": target_idle_timeout,
         "policy": policy.name,
         "routing_header": override_host.override_host_sources[0].header,
         "fallback": fallback.typed_extension_config.as_ref().unwrap().name,

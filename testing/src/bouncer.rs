@@ -26,6 +26,8 @@ pub struct BouncerFile {
     pub shell: (&'static str, PathBuf),
     pub admin_port: u16,
     pub concurrency: u32,
+    /// `[envoy] max_connections`, when not the launcher's default.
+    pub max_connections: Option<u64>,
     /// Instance id → its address for instance port 80.
     pub instances: Vec<(String, SocketAddr)>,
     pub load_balancer: String,
@@ -79,6 +81,11 @@ impl BouncerFile {
             admin = self.admin_port,
             concurrency = self.concurrency,
         );
+        if let Some(max) = self.max_connections {
+            // Still in the `[envoy]` table, which ends the text so far with a blank line.
+            text.pop();
+            text.push_str(&format!("max_connections = {max}\n\n"));
+        }
         for (id, address) in &self.instances {
             text.push_str(&format!(
                 "[instances.{}]\nip = {}\nports = {{ 80 = {} }}\n\n",
@@ -187,6 +194,7 @@ mod tests {
             shell: ("native", "/lib/x.so".into()),
             admin_port: 9901,
             concurrency: 1,
+            max_connections: None,
             instances: vec![("i-1".into(), "10.0.1.11:80".parse().unwrap())],
             load_balancer: "terraform-balancer".into(),
             health_target: "HTTP:80/health".into(),

@@ -11,7 +11,34 @@ use crate::artifacts::workspace_root;
 use crate::clients::venv_bin;
 use crate::free_port;
 
-/// gunicorn serving `demo/app.py`, one per instance.
+/// Which app of `demo/` gunicorn serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlaskApp {
+    /// The seed's app (`app.py`), two sync workers.
+    Seed,
+    /// The seed's app with Socket.IO (`realtime.py`): one gthread worker of 100 threads, as
+    /// python-socketio's threading mode needs (a connection lives in the worker that opened it).
+    Realtime,
+}
+
+impl FlaskApp {
+    fn gunicorn_args(self) -> &'static [&'static str] {
+        match self {
+            FlaskApp::Seed => &["--workers", "2", "app:app"],
+            FlaskApp::Realtime => &[
+                "--worker-class",
+                "gthread",
+                "--workers",
+                "1",
+                "--threads",
+                "100",
+                "realtime:app",
+            ],
+        }
+    }
+}
+
+/// gunicorn serving an app of `demo/`, one per instance.
 pub struct FlaskTargets {
     processes: Vec<(String, SocketAddr, Child)>,
     /// Each VM's sessions, removed with the targets.
@@ -22,17 +49,22 @@ impl FlaskTargets {
     /// Starts one gunicorn (2 workers) per id on a free port of 127.0.0.1 and waits until each
     /// accepts connections.
     pub fn start(ids: &[&str]) -> std::io::Result<Self> {
+        Self::start_app(ids, FlaskApp::Seed)
+    }
+
+    /// [`FlaskTargets::start`] with `app`.
+    pub fn start_app(ids: &[&str], app: FlaskApp) -> std::io::Result<Self> {
         let mut placed = Vec::new();
         for id in ids {
             placed.push((*id, SocketAddr::from(([127, 0, 0, 1], free_port()?)), None));
         }
-        let targets = Self::start_at(&placed)?;
+        let targets = Self::start_app_at(&placed, app)?;
         let deadline = Instant::now() + Duration::from_secs(30);
         for (id, address, _) in &targets.processes {
             while TcpStream::connect_timeout(address, Duration::from_millis(200)).is_err() {
                 if Instant::now() >= deadline {
                     return Err(std::io::Error::other(format!(
-                        "gunicorn for {id} does not listen on {address} (is Flask installed? scripts/setup)"
+                        "gunicorn for {id} does not listen on {address} (are Flask and python-socketio installed? scripts/setup)"
                     )));
                 }
                 std::thread::sleep(Duration::from_millis(50));
@@ -45,6 +77,10 @@ impl FlaskTargets {
     /// exec`, which runs gunicorn itself) when one is given. It does not wait: an address inside
     /// a namespace may not be reachable from here (the load balancer's health checks tell).
     pub fn start_at(targets: &[(&str, SocketAddr, Option<&str>)]) -> std::io::Result<Self> {
+        Self::start_app_at(targets, FlaskApp::Seed)
+    }
+
+    fn start_app_at(targets: &[(&str, SocketAddr, Option<&str>)], app: FlaskApp) -> std::io::Result<Self> {
         let mut random = [0u8; 6];
         let _ = getrandom::fill(&mut random);
         let suffix: String = random.iter().map(|b| format!("{b:02x}")).collect();
@@ -65,9 +101,9 @@ impl FlaskTargets {
                 None => Command::new(venv_bin("gunicorn")),
             };
             let child = command
-                .args(["--bind", &address.to_string(), "--workers", "2", "--chdir"])
+                .args(["--bind", &address.to_string(), "--chdir"])
                 .arg(&app_dir)
-                .arg("app:app")
+                .args(app.gunicorn_args())
                 .env("VM_NAME", id)
                 .env("SESSION_DIR", started.sessions.join(id))
                 .stdin(Stdio::null())

@@ -9,10 +9,12 @@ pub mod bench;
 pub mod browser;
 pub mod hosts;
 pub mod https;
+pub mod launcher;
 pub mod live;
 pub mod scale_down;
 pub mod scenarios;
 pub mod soak;
+pub mod socketio;
 pub mod traffic;
 pub mod xds;
 
@@ -32,6 +34,15 @@ use sticky_testing::random_key_ring;
 pub const LOAD_BALANCER: &str = "terraform-balancer";
 pub const STICKY_COOKIE: &str = "AWSELB";
 pub const TARGET_IDS: [&str; 3] = ["i-target1", "i-target2", "i-target3"];
+
+/// The id of the key that sealed a stickiness cookie (its bytes 1–2).
+pub fn key_id(cookie: &str) -> u16 {
+    use base64::Engine;
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(cookie)
+        .expect("base64url cookie");
+    u16::from_be_bytes([raw[1], raw[2]])
+}
 
 /// The shell of the filter the end-to-end tests run: `$STICKY_SHELL` (`native` or `wasm`), else
 /// the default one. `scripts/test` runs this crate's tests once per shell.

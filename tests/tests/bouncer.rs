@@ -10,13 +10,12 @@ use std::process::Command;
 use std::time::Duration;
 
 use sticky_demo_target::DemoTargets;
-use sticky_envoy::envoy_binary;
-use sticky_testing::artifacts::{build_bouncer, build_control};
-use sticky_testing::bouncer::{BouncerFile, BouncerProcess, HttpsListener};
+use sticky_testing::artifacts::build_bouncer;
+use sticky_testing::bouncer::{BouncerProcess, HttpsListener};
+use sticky_testing::eventually;
 use sticky_testing::tls::TestCa;
-use sticky_testing::{eventually, free_port};
 use sticky_tests::https::curl;
-use sticky_tests::xds::free_pool;
+use sticky_tests::launcher::LauncherSetup;
 use sticky_tests::{TARGET_IDS, agent, get};
 
 fn pid_in(file: &Path) -> Option<u32> {
@@ -41,34 +40,15 @@ fn the_launcher_runs_the_product_restarts_a_crashed_envoy_and_stops_cleanly() {
     let dir = tempfile::tempdir().unwrap();
     let specs: Vec<(&str, u16)> = TARGET_IDS.iter().map(|id| (*id, 0)).collect();
     let targets = DemoTargets::start(&specs).unwrap();
-    let (pool, port_offset) = free_pool();
-    let shell = sticky_tests::shell_under_test().build().unwrap();
-    let api: std::net::SocketAddr = format!("127.0.0.1:{}", free_port().unwrap()).parse().unwrap();
-    let runtime = dir.path().join("run");
-    let file = BouncerFile {
-        runtime_dir: runtime.clone(),
-        api,
-        access_key: ("AKIDBOUNCER".to_owned(), "bouncer-secret".to_owned()),
-        store: dir.path().join("sticky.db").display().to_string(),
-        address_pool: format!("{pool}/24"),
-        port_offset,
-        control_binary: build_control().unwrap(),
-        control_args: Vec::new(),
-        envoy_binary: envoy_binary().unwrap(),
-        shell: shell.named_artifact(),
-        admin_port: free_port().unwrap(),
-        concurrency: 1,
-        instances: targets.addresses(),
-        load_balancer: "terraform-balancer".to_owned(),
-        health_target: "HTTP:80/health".to_owned(),
-        https: Some(HttpsListener {
-            port: 81,
-            certificate_name: "terraform-2026".to_owned(),
-            certificate_file: dir.path().join("cert.pem"),
-            private_key_file: dir.path().join("key.pem"),
-            chain_file: dir.path().join("chain.pem"),
-        }),
-    };
+    let mut setup = LauncherSetup::new(dir.path(), targets.addresses());
+    setup.file.https = Some(HttpsListener {
+        port: 81,
+        certificate_name: "terraform-2026".to_owned(),
+        certificate_file: dir.path().join("cert.pem"),
+        private_key_file: dir.path().join("key.pem"),
+        chain_file: dir.path().join("chain.pem"),
+    });
+    let runtime = setup.file.runtime_dir.clone();
     // The operator's certificate files, issued by a CA the test's client trusts.
     let ca = TestCa::new("launcher").unwrap();
     let issued = ca.issue(&["shop.example"]).unwrap();
@@ -81,7 +61,7 @@ fn the_launcher_runs_the_product_restarts_a_crashed_envoy_and_stops_cleanly() {
         std::fs::write(dir.path().join(file), text).unwrap();
     }
     let config_file = dir.path().join("bouncer.toml");
-    std::fs::write(&config_file, file.render()).unwrap();
+    std::fs::write(&config_file, setup.file.render()).unwrap();
     let bouncer = build_bouncer().unwrap();
 
     let checked = Command::new(&bouncer)
@@ -96,11 +76,7 @@ fn the_launcher_runs_the_product_restarts_a_crashed_envoy_and_stops_cleanly() {
     let mut run = Command::new(&bouncer);
     run.arg("run").arg("--config").arg(&config_file);
     let mut launcher = BouncerProcess::spawn(run, &log).unwrap();
-    let url = format!(
-        "http://{}:{}",
-        std::net::Ipv4Addr::from(u32::from(pool) + 1),
-        80 + port_offset
-    );
+    let url = format!("http://{}", setup.listener(80));
     let client = agent();
     let serves = || get(&client, &url, "/", &[], &[]).is_ok_and(|r| r.status == 200 && r.try_target().is_some());
     eventually(
@@ -109,7 +85,7 @@ fn the_launcher_runs_the_product_restarts_a_crashed_envoy_and_stops_cleanly() {
         serves,
     );
     // The HTTPS listener the file declares, with the certificate it names.
-    let https_at = std::net::SocketAddr::new(std::net::Ipv4Addr::from(u32::from(pool) + 1).into(), 81 + port_offset);
+    let https_at = setup.listener(81);
     let root = dir.path().join("root.pem");
     eventually(Duration::from_secs(10), "the declared HTTPS listener serves", || {
         curl(https_at, "shop.example", &root, "--http2", None).is_ok_and(|r| r.status == 200)

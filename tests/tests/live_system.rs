@@ -7,21 +7,14 @@
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use sticky_tests::live::{Live, eventually};
-use sticky_tests::{STICKY_COOKIE, TARGET_IDS};
+use sticky_tests::{STICKY_COOKIE, TARGET_IDS, key_id};
 
 fn all_targets() -> HashSet<String> {
     TARGET_IDS.iter().map(|s| (*s).to_owned()).collect()
 }
 
 /// The key id sealed in a stickiness cookie's header.
-fn key_id(cookie: &str) -> u16 {
-    let raw = URL_SAFE_NO_PAD.decode(cookie).expect("base64url cookie");
-    u16::from_be_bytes([raw[1], raw[2]])
-}
-
 #[test]
 fn policies_set_through_the_api_are_in_force_when_it_answers() {
     let live = Live::start(1, &[]);

@@ -332,6 +332,16 @@ fn tcp_listener(name: &str, socket: SocketAddr, idle_timeout: Duration) -> liste
     }
 }
 
+/// How long a client has to send a request's headers: a slow-header client holds a connection
+/// for this long at most (Envoy's edge proxy guidance).
+pub const REQUEST_HEADERS_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long Envoy keeps an idle connection to a target for reuse: below common servers'
+/// keep-alive timeouts (gunicorn's 2 s, Node's 5 s), so Envoy closes it before the target does
+/// and never sends a request on a connection the target is closing (the keep-alive race).
+pub const TARGET_IDLE_TIMEOUT: Duration = Duration::from_secs(1);
+/// What one client connection or target connection may buffer (Envoy's edge proxy guidance).
+const CONNECTION_BUFFER_BYTES: u32 = 32 * 1024;
+
 fn http_listener(
     name: &str,
     socket: SocketAddr,
@@ -339,13 +349,39 @@ fn http_listener(
     plugin: &PluginConfig,
     idle_timeout: Duration,
 ) -> listener::Listener {
+    use envoy_types::pb::google::protobuf::BoolValue;
     let manager = hcm::HttpConnectionManager {
         stat_prefix: name.to_owned(),
-        // ConnectionSettings.IdleTimeout: a client connection idle this long is closed.
+        // ConnectionSettings.IdleTimeout: a client connection idle this long is closed, and so
+        // is a stream (a WebSocket, a long poll) on which nothing moved for as long, as in ELB.
         common_http_protocol_options: Some(core::HttpProtocolOptions {
             idle_timeout: Some(proto_duration(idle_timeout)),
+            headers_with_underscores_action: core::http_protocol_options::HeadersWithUnderscoresAction::RejectRequest
+                as i32,
+            max_headers_count: uint32(100),
             ..Default::default()
         }),
+        stream_idle_timeout: Some(proto_duration(idle_timeout)),
+        request_headers_timeout: Some(proto_duration(REQUEST_HEADERS_TIMEOUT)),
+        max_request_headers_kb: uint32(60),
+        // RFC 8441: WebSockets over HTTP/2 (extended CONNECT), with Envoy's edge stream limits.
+        http2_protocol_options: Some(core::Http2ProtocolOptions {
+            allow_connect: true,
+            max_concurrent_streams: uint32(100),
+            initial_stream_window_size: uint32(65_536),
+            initial_connection_window_size: uint32(1_048_576),
+            ..Default::default()
+        }),
+        upgrade_configs: vec![hcm::http_connection_manager::UpgradeConfig {
+            upgrade_type: "websocket".to_owned(),
+            ..Default::default()
+        }],
+        // ELB's X-Forwarded-For (the client's address appended to what the client sent),
+        // X-Forwarded-Proto (the listener's) and X-Forwarded-Port (the port the client used).
+        use_remote_address: Some(BoolValue { value: true }),
+        append_x_forwarded_port: true,
+        normalize_path: Some(BoolValue { value: true }),
+        merge_slashes: true,
         route_specifier: Some(hcm::http_connection_manager::RouteSpecifier::Rds(hcm::Rds {
             config_source: ads(),
             route_config_name: name.to_owned(),
@@ -356,6 +392,7 @@ fn http_listener(
     listener::Listener {
         name: name.to_owned(),
         address: socket_address(socket),
+        per_connection_buffer_limit_bytes: uint32(CONNECTION_BUFFER_BYTES),
         filter_chains: vec![listener::FilterChain {
             filters: vec![listener::Filter {
                 name: "envoy.filters.network.http_connection_manager".to_owned(),
@@ -398,6 +435,9 @@ fn forward(cluster: &str, methods: Option<&str>, retry_on: &str, plugin: &Plugin
         }),
         action: Some(route::route::Action::Route(route::RouteAction {
             cluster_specifier: Some(route::route_action::ClusterSpecifier::Cluster(cluster.to_owned())),
+            // No deadline for a whole exchange (a WebSocket lasts for hours): the listener's
+            // idle timeout ends one on which nothing moves, as in ELB.
+            timeout: Some(proto_duration(Duration::ZERO)),
             retry_policy: Some(route::RetryPolicy {
                 retry_on: retry_on.to_owned(),
                 num_retries: uint32(2),
@@ -533,6 +573,12 @@ pub fn target_cluster(name: &str, plugin: &PluginConfig, connect_timeout: Durati
             }],
             ..Default::default()
         }),
+        per_connection_buffer_limit_bytes: uint32(CONNECTION_BUFFER_BYTES),
+        typed_extension_protocol_options: [(
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions".to_owned(),
+            pack_any(target_protocol_options()),
+        )]
+        .into(),
         upstream_connection_options: Some(cluster::UpstreamConnectionOptions {
             tcp_keepalive: Some(core::TcpKeepalive {
                 keepalive_time: uint32(keepalive_seconds),
@@ -541,6 +587,27 @@ pub fn target_cluster(name: &str, plugin: &PluginConfig, connect_timeout: Durati
             }),
             ..Default::default()
         }),
+        ..Default::default()
+    }
+}
+
+/// HTTP/1.1 to the targets, with an idle connection closed after [`TARGET_IDLE_TIMEOUT`].
+fn target_protocol_options() -> envoy_types::pb::envoy::extensions::upstreams::http::v3::HttpProtocolOptions {
+    use envoy_types::pb::envoy::extensions::upstreams::http::v3::{HttpProtocolOptions, http_protocol_options};
+    HttpProtocolOptions {
+        common_http_protocol_options: Some(core::HttpProtocolOptions {
+            idle_timeout: Some(proto_duration(TARGET_IDLE_TIMEOUT)),
+            ..Default::default()
+        }),
+        upstream_protocol_options: Some(http_protocol_options::UpstreamProtocolOptions::ExplicitHttpConfig(
+            http_protocol_options::ExplicitHttpConfig {
+                protocol_config: Some(
+                    http_protocol_options::explicit_http_config::ProtocolConfig::HttpProtocolOptions(
+                        core::Http1ProtocolOptions::default(),
+                    ),
+                ),
+            },
+        )),
         ..Default::default()
     }
 }

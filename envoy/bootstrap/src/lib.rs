@@ -60,6 +60,53 @@ pub struct XdsBootstrap {
     pub port_offset: u16,
     /// The control service's `--feed-token`, sent on the xDS stream.
     pub token: Option<String>,
+    /// The edge's bounds under load (Envoy's overload manager).
+    pub limits: EdgeLimits,
+}
+
+/// What Envoy's overload manager holds a bouncer to, as Envoy's edge proxy guidance sets it:
+/// past `max_connections` client connections across every listener new ones are refused (the
+/// established ones keep working); as the heap nears `max_heap_bytes` Envoy frees what it can,
+/// then answers new requests 503 rather than be killed for its memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EdgeLimits {
+    pub max_connections: u64,
+    pub max_heap_bytes: u64,
+}
+
+impl Default for EdgeLimits {
+    fn default() -> Self {
+        Self {
+            max_connections: 50_000,
+            max_heap_bytes: 1 << 30,
+        }
+    }
+}
+
+impl EdgeLimits {
+    /// Envoy's `overload_manager`.
+    fn render(&self) -> serde_json::Value {
+        const HEAP: &str = "envoy.resource_monitors.fixed_heap";
+        const CONNECTIONS: &str = "envoy.resource_monitors.global_downstream_max_connections";
+        let at = |monitor: &str, share: f64| json!([{"name": monitor, "threshold": {"value": share}}]);
+        json!({
+            "refresh_interval": "0.25s",
+            "resource_monitors": [
+                {"name": HEAP, "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.resource_monitors.fixed_heap.v3.FixedHeapConfig",
+                    "max_heap_size_bytes": self.max_heap_bytes
+                }},
+                {"name": CONNECTIONS, "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.resource_monitors.downstream_connections.v3.DownstreamConnectionsConfig",
+                    "max_active_downstream_connections": self.max_connections
+                }}
+            ],
+            "actions": [
+                {"name": "envoy.overload_actions.shrink_heap", "triggers": at(HEAP, 0.95)},
+                {"name": "envoy.overload_actions.stop_accepting_requests", "triggers": at(HEAP, 0.98)}
+            ]
+        })
+    }
 }
 
 impl XdsBootstrap {
@@ -73,6 +120,7 @@ impl XdsBootstrap {
             shell,
             port_offset: 0,
             token: None,
+            limits: EdgeLimits::default(),
         }
     }
 
@@ -180,6 +228,7 @@ impl XdsBootstrap {
                 "cds_config": ads,
                 "lds_config": ads
             },
+            "overload_manager": self.limits.render(),
             "static_resources": {"clusters": clusters, "listeners": self.api_listener.map(api_listener).into_iter().collect::<Vec<_>>()}
         })
         .to_string()
@@ -197,6 +246,8 @@ pub fn api_listener(at: SocketAddr) -> serde_json::Value {
     json!({
         "name": "control_api",
         "address": {"socket_address": {"address": at.ip().to_string(), "port_value": at.port()}},
+        // The operators' API stays reachable when clients hold every connection the edge allows.
+        "ignore_global_conn_limit": true,
         "filter_chains": [{"filters": [{
             "name": "envoy.filters.network.http_connection_manager",
             "typed_config": {

@@ -19,6 +19,19 @@ pub fn request_cookies(header: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
     })
 }
 
+/// A request's `Cookie` lines as one header, as RFC 6265 writes it: HTTP/1.1 clients may send
+/// several lines and HTTP/2 clients send crumbs, and a cookie counts in any of them. Borrowed
+/// when there is one line (every browser's case); `None` when there is none.
+pub fn one_cookie_header<V: AsRef<[u8]>>(lines: &[V]) -> Option<std::borrow::Cow<'_, [u8]>> {
+    match lines {
+        [] => None,
+        [line] => Some(std::borrow::Cow::Borrowed(line.as_ref())),
+        _ => Some(std::borrow::Cow::Owned(
+            lines.iter().map(AsRef::as_ref).collect::<Vec<_>>().join(&b"; "[..]),
+        )),
+    }
+}
+
 /// `name=value`, both trimmed; `None` without `=`.
 fn split_pair(pair: &[u8]) -> Option<(&[u8], &[u8])> {
     let eq = pair.iter().position(|&b| b == b'=')?;

@@ -20,6 +20,8 @@ pub trait ExchangeHost {
 
     /// The first value of a request header.
     fn request_header(&self, name: &str) -> Option<Self::Value<'_>>;
+    /// Every value of a request header (HTTP/1.1 may carry several `Cookie` lines).
+    fn request_header_values(&self, name: &str) -> Vec<Self::Value<'_>>;
     /// Replaces every value of a request header with `value`.
     fn set_request_header(&mut self, name: &str, value: &[u8]);
     fn remove_request_header(&mut self, name: &str);
@@ -106,14 +108,16 @@ impl Exchange {
         exchange.started_ms = host.now_millis();
         exchange.now = exchange.started_ms / 1000;
         if listener.has_policy() {
-            let cookie = host.request_header("cookie");
+            let cookie_lines = host.request_header_values("cookie");
+            let cookie = crate::cookies::one_cookie_header(&cookie_lines);
             let session = listener.session_header().and_then(|name| host.request_header(name));
             let carriers = SessionCarriers {
-                cookie: cookie.as_ref().map(AsRef::as_ref),
+                cookie: cookie.as_deref(),
                 session_header: session.as_ref().map(AsRef::as_ref),
             };
             exchange.decision = listener.on_request_carried(carriers, exchange.now, cache);
             drop(cookie);
+            drop(cookie_lines);
             drop(session);
             if let Some(counter) = Counter::for_request(&exchange.decision) {
                 host.count(counter);
@@ -273,6 +277,9 @@ mod tests {
         fn request_header(&self, name: &str) -> Option<&[u8]> {
             values(&self.request, name).first().copied()
         }
+        fn request_header_values(&self, name: &str) -> Vec<&[u8]> {
+            values(&self.request, name)
+        }
         fn set_request_header(&mut self, name: &str, value: &[u8]) {
             self.remove_request_header(name);
             self.request.push((name.to_owned(), value.to_vec()));
@@ -398,6 +405,22 @@ mod tests {
             values(&hit.response, "set-cookie").is_empty(),
             "a fresh cookie is not reissued"
         );
+        assert_eq!(*hit.counted.borrow(), [Counter::Pinned]);
+    }
+
+    #[test]
+    fn a_cookie_in_any_cookie_line_pins() {
+        let listener = listener();
+        let first = run(Some(Arc::clone(&listener)), &[], T2);
+        let set_cookie = String::from_utf8(values(&first.response, "set-cookie")[0].to_vec()).unwrap();
+        let cookie = set_cookie.split(';').next().unwrap().to_owned();
+        let lines: [(&str, &[u8]); 3] = [
+            ("cookie", b"theme=dark"),
+            ("cookie", cookie.as_bytes()),
+            ("cookie", b"lang=en"),
+        ];
+        let hit = run(Some(listener), &lines, T2);
+        assert_eq!(values(&hit.request, "x-sticky-target"), [T2.as_bytes()]);
         assert_eq!(*hit.counted.borrow(), [Counter::Pinned]);
     }
 }

@@ -68,6 +68,15 @@ impl NativeHost<'_> {
         (Some(unsafe { lent(value.ptr, value.length) }), count)
     }
 
+    /// Every value of a header.
+    fn header_values(&self, header_type: u32, name: &str) -> Vec<&[u8]> {
+        let (first, count) = self.header(header_type, name, 0);
+        first
+            .into_iter()
+            .chain((1..count).filter_map(|index| self.header(header_type, name, index).0))
+            .collect()
+    }
+
     fn set(&mut self, header_type: u32, name: &str, value: ModuleBuffer) {
         // SAFETY: Envoy's stream pointer during the hook; both buffers outlive the call.
         unsafe {
@@ -91,6 +100,10 @@ impl ExchangeHost for NativeHost<'_> {
         self.header(abi::REQUEST_HEADER, name, 0).0
     }
 
+    fn request_header_values(&self, name: &str) -> Vec<&[u8]> {
+        self.header_values(abi::REQUEST_HEADER, name)
+    }
+
     fn set_request_header(&mut self, name: &str, value: &[u8]) {
         self.set(abi::REQUEST_HEADER, name, ModuleBuffer::of(value));
     }
@@ -104,11 +117,7 @@ impl ExchangeHost for NativeHost<'_> {
     }
 
     fn response_header_values(&self, name: &str) -> Vec<&[u8]> {
-        let (first, count) = self.header(abi::RESPONSE_HEADER, name, 0);
-        first
-            .into_iter()
-            .chain((1..count).filter_map(|index| self.header(abi::RESPONSE_HEADER, name, index).0))
-            .collect()
+        self.header_values(abi::RESPONSE_HEADER, name)
     }
 
     fn remove_response_header(&mut self, name: &str) {

@@ -261,6 +261,20 @@ impl HttpContext for StickyHttp {
 /// The exchange's host: proxy-wasm's calls for the current HTTP context.
 struct WasmHost<'r>(&'r Runtime);
 
+/// Every value of a header. The ABI's single-value read returns the first only, and copying the
+/// whole header map is dear: only when the header is there at all.
+fn header_values(map: MapType, name: &str) -> Vec<Vec<u8>> {
+    if hostcalls::get_map_value_bytes(map, name).ok().flatten().is_none() {
+        return Vec::new();
+    }
+    hostcalls::get_map_bytes(map)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|(key, _)| key.eq_ignore_ascii_case(name))
+        .map(|(_, value)| value)
+        .collect()
+}
+
 impl ExchangeHost for WasmHost<'_> {
     type Value<'a>
         = Vec<u8>
@@ -287,18 +301,12 @@ impl ExchangeHost for WasmHost<'_> {
             .flatten()
     }
 
+    fn request_header_values(&self, name: &str) -> Vec<Vec<u8>> {
+        header_values(MapType::HttpRequestHeaders, name)
+    }
+
     fn response_header_values(&self, name: &str) -> Vec<Vec<u8>> {
-        // The ABI's single-value read returns the first only, and copying the whole header map
-        // is dear: only when the response has the header at all.
-        if self.response_header(name).is_none() {
-            return Vec::new();
-        }
-        hostcalls::get_map_bytes(MapType::HttpResponseHeaders)
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|(key, _)| key.eq_ignore_ascii_case(name))
-            .map(|(_, value)| value)
-            .collect()
+        header_values(MapType::HttpResponseHeaders, name)
     }
 
     fn remove_response_header(&mut self, name: &str) {

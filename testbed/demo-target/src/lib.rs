@@ -38,6 +38,13 @@ pub struct Echo {
     pub cookie: Option<String>,
     /// The routing header as received, if any.
     pub routing_header: Option<String>,
+    /// What the load balancer says of the client: `X-Forwarded-For`, `-Proto`, `-Port`.
+    #[serde(default)]
+    pub forwarded_for: Option<String>,
+    #[serde(default)]
+    pub forwarded_proto: Option<String>,
+    #[serde(default)]
+    pub forwarded_port: Option<String>,
 }
 
 #[derive(Clone)]
@@ -80,6 +87,9 @@ async fn echo(
         path: uri.path().to_owned(),
         cookie: text(header::COOKIE.as_str()),
         routing_header: text(ROUTING_HEADER),
+        forwarded_for: text("x-forwarded-for"),
+        forwarded_proto: text("x-forwarded-proto"),
+        forwarded_port: text("x-forwarded-port"),
     })
 }
 
