@@ -71,11 +71,17 @@ impl TestbedProxy {
     /// next healthy one (all of them if none is healthy), skipping `tried`.
     fn pick(&self, routed: Option<&[u8]>, tried: &[SocketAddr]) -> Option<SocketAddr> {
         let endpoints = self.endpoints.read().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let routed = routed
+        // As Envoy's override_host: attempt n goes to the header's n-th address when it is an
+        // endpoint; past the list, the fallback balances over the endpoints not tried yet.
+        let listed: Vec<SocketAddr> = routed
             .and_then(|v| std::str::from_utf8(v).ok())
-            .and_then(|v| v.parse::<SocketAddr>().ok());
-        if let Some(address) = routed.filter(|a| !tried.contains(a) && endpoints.iter().any(|(e, _)| e == a)) {
-            return Some(address);
+            .map(|v| v.split(',').filter_map(|a| a.trim().parse().ok()).collect())
+            .unwrap_or_default();
+        if let Some(address) = listed
+            .get(tried.len())
+            .filter(|a| endpoints.iter().any(|(e, _)| e == *a))
+        {
+            return Some(*address);
         }
         let healthy: Vec<SocketAddr> = endpoints
             .iter()

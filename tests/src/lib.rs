@@ -11,6 +11,7 @@ pub mod hosts;
 pub mod https;
 pub mod launcher;
 pub mod live;
+pub mod resetting;
 pub mod scale_down;
 pub mod scenarios;
 pub mod soak;

@@ -108,8 +108,20 @@ impl Exchange {
         exchange.started_ms = host.now_millis();
         exchange.now = exchange.started_ms / 1000;
         if listener.has_policy() {
-            let cookie_lines = host.request_header_values("cookie");
-            let cookie = crate::cookies::one_cookie_header(&cookie_lines);
+            // Nearly every request has one Cookie line; the others are read only when the first
+            // lacks a cookie the listener reads.
+            let first_line = host.request_header("cookie");
+            let more_lines = match &first_line {
+                Some(line) if listener.cookie_line_suffices(line.as_ref()) => Vec::new(),
+                Some(_) => host.request_header_values("cookie"),
+                None => Vec::new(),
+            };
+            let cookie = match more_lines.len() {
+                0 | 1 => first_line
+                    .as_ref()
+                    .map(|line| std::borrow::Cow::Borrowed(line.as_ref())),
+                _ => crate::cookies::one_cookie_header(&more_lines),
+            };
             let session = listener.session_header().and_then(|name| host.request_header(name));
             let carriers = SessionCarriers {
                 cookie: cookie.as_deref(),
@@ -117,7 +129,8 @@ impl Exchange {
             };
             exchange.decision = listener.on_request_carried(carriers, exchange.now, cache);
             drop(cookie);
-            drop(cookie_lines);
+            drop(more_lines);
+            drop(first_line);
             drop(session);
             if let Some(counter) = Counter::for_request(&exchange.decision) {
                 host.count(counter);
@@ -132,7 +145,7 @@ impl Exchange {
             .or_else(|| listener.pick(sequence(), exchange.now));
         match exchange.routed.and_then(|i| listener.target(i)) {
             // Replacing drops every client-supplied copy of the header.
-            Some(target) => host.set_request_header(&settings.routing_header, target.address.as_bytes()),
+            Some(target) => host.set_request_header(&settings.routing_header, target.routing_value.as_bytes()),
             None => remove_routing_header(host, settings),
         }
         if listener.has_policy() || exchange.routed.is_some() {
@@ -253,6 +266,11 @@ mod tests {
 
     const T1: &str = "127.0.0.1:9001";
     const T2: &str = "127.0.0.1:9002";
+
+    /// The routing header naming `target`: twice, so Envoy's first retry goes to it again.
+    fn routed_to(target: &str) -> String {
+        format!("{target},{target}")
+    }
     const NOW_MS: u64 = 1_700_000_000_000;
 
     /// Header lists, a fixed clock and a log of counters: the least a host is.
@@ -400,7 +418,7 @@ mod tests {
         let set_cookie = String::from_utf8(values(&first.response, "set-cookie")[0].to_vec()).unwrap();
         let cookie = set_cookie.split(';').next().unwrap().to_owned();
         let hit = run(Some(listener), &[("cookie", cookie.as_bytes())], T2);
-        assert_eq!(values(&hit.request, "x-sticky-target"), [T2.as_bytes()]);
+        assert_eq!(values(&hit.request, "x-sticky-target"), [routed_to(T2).as_bytes()]);
         assert!(
             values(&hit.response, "set-cookie").is_empty(),
             "a fresh cookie is not reissued"
@@ -420,7 +438,7 @@ mod tests {
             ("cookie", b"lang=en"),
         ];
         let hit = run(Some(listener), &lines, T2);
-        assert_eq!(values(&hit.request, "x-sticky-target"), [T2.as_bytes()]);
+        assert_eq!(values(&hit.request, "x-sticky-target"), [routed_to(T2).as_bytes()]);
         assert_eq!(*hit.counted.borrow(), [Counter::Pinned]);
     }
 }

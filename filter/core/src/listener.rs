@@ -43,6 +43,12 @@ pub type TargetIndex = usize;
 pub struct Target {
     pub id: Box<str>,
     pub address: Box<str>,
+    /// The routing header's value for this target: its address twice. Envoy's `override_host`
+    /// sends an attempt to the first address and the first retry to the second, so a request
+    /// that failed on this target (a reset on a reused keep-alive connection, the commonest
+    /// failure of a healthy target) is tried once more on it, on a new connection, before the
+    /// fallback picks another target: one benign race never moves a session.
+    pub routing_value: Box<str>,
     pub healthy: bool,
     /// Session draining: its sessions stay, no new one is placed on it.
     pub draining: bool,
@@ -354,6 +360,7 @@ impl CompiledListener {
             by_address.push((Box::<[u8]>::from(address.as_bytes()), index));
             targets.push(Target {
                 id: target.id.as_str().into(),
+                routing_value: format!("{address},{address}").into(),
                 address,
                 healthy: target.healthy,
                 draining: target.draining,
@@ -515,6 +522,26 @@ impl CompiledListener {
     /// The header carrying sessions of clients without cookies, if the listener has one.
     pub fn session_header(&self) -> Option<&str> {
         self.session_header.as_deref()
+    }
+
+    /// Whether one `Cookie` line holds every cookie this listener reads (its own or its twin,
+    /// and the app's under an app cookie policy): then a request's other lines, if any, need
+    /// not be read (in proxy-wasm, reading them copies the whole header map).
+    pub fn cookie_line_suffices(&self, line: &[u8]) -> bool {
+        let Some((policy, _)) = &self.policy else {
+            return true;
+        };
+        let ours = |name: &[u8]| {
+            name == self.cookie.name.as_bytes() || self.twin.as_ref().is_some_and(|t| name == t.name.as_bytes())
+        };
+        let (mut has_ours, mut has_app) = (false, false);
+        for (name, _) in cookies::request_cookies(line) {
+            has_ours |= ours(name);
+            if let Policy::AppCookie { app_cookie_name, .. } = policy {
+                has_app |= name == app_cookie_name.as_bytes();
+            }
+        }
+        has_ours && (has_app || matches!(policy, Policy::LbCookie { .. }))
     }
 
     /// Decides a request from its `Cookie` header.
