@@ -5,7 +5,7 @@
 //! sent after the answer is routed under the new state by every Envoy.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
@@ -33,6 +33,52 @@ struct Entry {
     last_seen: Instant,
     /// What the follower last refused (an xDS NACK), until it accepts a newer version.
     refusal: Option<String>,
+    /// What it follows: a filter, its listener (`<load balancer>_<port>`); an Envoy's xDS
+    /// stream, the HTTP listeners it holds (their filters follow each).
+    listeners: Arc<[String]>,
+}
+
+impl Entry {
+    fn new(version: u64, open_polls: u32, listeners: Arc<[String]>) -> Self {
+        Self {
+            version,
+            open_polls,
+            last_seen: Instant::now(),
+            refusal: None,
+            listeners,
+        }
+    }
+}
+
+/// The HTTP listeners some live Envoy holds whose filters do not all follow yet: fewer live
+/// filters of the listener hold `version` than live Envoys hold the listener (each Envoy's copy
+/// of a listener has at least one filter, which polls as soon as Envoy built it). Closes the
+/// gap between an Envoy accepting a new listener and its filter's first state: an answer then
+/// also means in force on a listener created moments before. `(listener, following, held)`.
+fn unfollowed(entries: &HashMap<Follower, Entry>, version: u64) -> Vec<(String, usize, usize)> {
+    let mut counts: HashMap<&str, (usize, usize)> = HashMap::new();
+    for (key, entry) in entries {
+        match key {
+            Follower::Xds(_) if is_live(key, entry) => {
+                for listener in entry.listeners.iter() {
+                    counts.entry(listener).or_default().1 += 1;
+                }
+            }
+            Follower::Poller(_) if is_live(key, entry) && entry.version >= version => {
+                if let Some(listener) = entry.listeners.first() {
+                    counts.entry(listener).or_default().0 += 1;
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut short: Vec<(String, usize, usize)> = counts
+        .into_iter()
+        .filter(|(_, (following, held))| following < held)
+        .map(|(listener, (following, held))| (listener.to_owned(), following, held))
+        .collect();
+    short.sort();
+    short
 }
 
 #[derive(Debug)]
@@ -143,15 +189,12 @@ impl Followers {
     }
 
     /// A state long-poll from `poller`, which holds `version`, is open until the guard drops.
-    pub fn poll_opened(&self, poller: &str, version: u64) -> OpenPoll<'_> {
+    pub fn poll_opened(&self, poller: &str, listener: &str, version: u64) -> OpenPoll<'_> {
         let key = Follower::Poller(poller.to_owned());
         self.update(|entries| {
-            let entry = entries.entry(key.clone()).or_insert(Entry {
-                version,
-                open_polls: 0,
-                last_seen: Instant::now(),
-                refusal: None,
-            });
+            let entry = entries
+                .entry(key.clone())
+                .or_insert_with(|| Entry::new(version, 0, Arc::from([listener.to_owned()])));
             entry.version = version;
             entry.open_polls += 1;
             entry.last_seen = Instant::now();
@@ -167,15 +210,7 @@ impl Followers {
     /// An EDS fetch from Envoy `node`, which last accepted `version`.
     pub fn eds_fetched(&self, node: &str, version: u64) {
         self.update(|entries| {
-            entries.insert(
-                Follower::Eds(node.to_owned()),
-                Entry {
-                    version,
-                    open_polls: 0,
-                    last_seen: Instant::now(),
-                    refusal: None,
-                },
-            );
+            entries.insert(Follower::Eds(node.to_owned()), Entry::new(version, 0, Arc::from([])));
         });
     }
 
@@ -184,24 +219,17 @@ impl Followers {
     pub fn xds_opened(&self, stream: &str) -> OpenPoll<'_> {
         let key = Follower::Xds(stream.to_owned());
         self.update(|entries| {
-            entries.insert(
-                key.clone(),
-                Entry {
-                    version: 0,
-                    open_polls: 1,
-                    last_seen: Instant::now(),
-                    refusal: None,
-                },
-            );
+            entries.insert(key.clone(), Entry::new(0, 1, Arc::from([])));
         });
         OpenPoll { followers: self, key }
     }
 
     /// xDS stream `stream` holds everything the service served up to `version`.
-    pub fn xds_holds(&self, stream: &str, version: u64) {
+    pub fn xds_holds(&self, stream: &str, version: u64, http_listeners: Arc<[String]>) {
         self.update(|entries| {
             if let Some(entry) = entries.get_mut(&Follower::Xds(stream.to_owned())) {
                 entry.version = entry.version.max(version);
+                entry.listeners = http_listeners;
                 entry.refusal = None;
                 entry.last_seen = Instant::now();
             }
@@ -243,6 +271,15 @@ impl Followers {
                     None => format!("Envoy {stream} (xDS) at version {}", entry.version),
                 },
             })
+            .chain(
+                unfollowed(&entries, version)
+                    .into_iter()
+                    .map(|(listener, following, held)| {
+                        format!(
+                            "listener {listener}: the filters of {following} of the {held} Envoys holding it follow"
+                        )
+                    }),
+            )
             .collect()
     }
 
@@ -252,6 +289,7 @@ impl Followers {
         entries
             .iter()
             .any(|(key, entry)| entry.version < needed(key, version, endpoints_version) && is_live(key, entry))
+            || !unfollowed(&entries, version).is_empty()
     }
 
     /// Whether every follower in `lagging` refused the change: waiting longer is pointless.
@@ -260,7 +298,7 @@ impl Followers {
         let mut behind = entries
             .iter()
             .filter(|(key, entry)| is_live(key, entry) && entry.version < needed(key, version, endpoints_version));
-        behind.all(|(_, entry)| entry.refusal.is_some())
+        behind.all(|(_, entry)| entry.refusal.is_some()) && unfollowed(&entries, version).is_empty()
     }
 
     /// Waits until no live follower is behind (see [`Followers::lagging`]), at most `limit`; on
@@ -312,7 +350,7 @@ mod tests {
             Ok(()),
             "nobody follows"
         );
-        let poll = followers.poll_opened("aa", 4);
+        let poll = followers.poll_opened("aa", "lb_80", 4);
         followers.eds_fetched("envoy-1", 4);
         assert_eq!(followers.lagging(5, 5).len(), 2);
         assert!(
@@ -322,7 +360,7 @@ mod tests {
                 .is_err()
         );
         drop(poll);
-        let _again = followers.poll_opened("aa", 5);
+        let _again = followers.poll_opened("aa", "lb_80", 5);
         followers.eds_fetched("envoy-1", 5);
         assert_eq!(
             followers.wait_until_current(5, 5, Duration::from_millis(10)).await,
@@ -333,14 +371,14 @@ mod tests {
     #[tokio::test]
     async fn a_waiter_is_woken_when_the_last_follower_catches_up() {
         let followers = std::sync::Arc::new(Followers::default());
-        let _poll = followers.poll_opened("bb", 1);
+        let _poll = followers.poll_opened("bb", "lb_80", 1);
         let waiter = {
             let followers = std::sync::Arc::clone(&followers);
             tokio::spawn(async move { followers.wait_until_current(2, 2, Duration::from_secs(5)).await })
         };
         tokio::time::sleep(Duration::from_millis(20)).await;
         let started = Instant::now();
-        let _next = followers.poll_opened("bb", 2);
+        let _next = followers.poll_opened("bb", "lb_80", 2);
         assert_eq!(waiter.await.unwrap(), Ok(()));
         assert!(
             started.elapsed() < Duration::from_secs(2),
@@ -359,7 +397,7 @@ mod tests {
     #[tokio::test]
     async fn envoys_are_waited_for_only_when_the_endpoints_changed() {
         let followers = Followers::default();
-        let _poll = followers.poll_opened("cc", 7);
+        let _poll = followers.poll_opened("cc", "lb_80", 7);
         followers.eds_fetched("envoy-1", 4);
         // Version 7 changed a policy; the endpoints last changed at 4, which Envoy holds.
         assert_eq!(followers.wait_until_current(7, 4, Duration::ZERO).await, Ok(()));
@@ -376,5 +414,22 @@ mod tests {
         for bad in ["", "a b", "a&b", &"a".repeat(65)] {
             assert!(!is_poller_id(bad), "{bad}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_listener_an_envoy_holds_is_followed_once_its_filter_polled() {
+        let followers = Followers::default();
+        let _stream = followers.xds_opened("bouncer-1/1");
+        followers.xds_holds("bouncer-1/1", 3, Arc::from(["lb_80".to_owned(), "lb_81".to_owned()]));
+        let _old = followers.poll_opened("aa", "lb_80", 3);
+        // Envoy built listener 81, whose filter has not polled yet.
+        assert_eq!(
+            followers.wait_until_current(3, 3, Duration::ZERO).await,
+            Err(vec![
+                "listener lb_81: the filters of 0 of the 1 Envoys holding it follow".to_owned()
+            ])
+        );
+        let _new = followers.poll_opened("bb", "lb_81", 3);
+        assert_eq!(followers.wait_until_current(3, 3, Duration::ZERO).await, Ok(()));
     }
 }

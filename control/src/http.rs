@@ -355,7 +355,8 @@ async fn state_feed(
         app.tallies
             .report(&load_balancer, port, poller, counts, std::time::Instant::now());
     }
-    let _open = poller.map(|p| service.followers.poll_opened(p, query.version.unwrap_or(0)));
+    let listener = crate::feed::cluster_name(&load_balancer, port);
+    let _open = poller.map(|p| service.followers.poll_opened(p, &listener, query.version.unwrap_or(0)));
     let mut changes = service.subscribe();
     let current = *changes.borrow_and_update();
     if query.version == Some(current) {

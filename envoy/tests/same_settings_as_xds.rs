@@ -30,6 +30,8 @@ fn static_settings() -> Value {
             let retry = &r["route"]["retry_policy"];
             json!({
                 "methods": r["match"]["headers"][0]["string_match"]["safe_regex"]["regex"],
+                "upgrade": r["match"]["headers"][1]["string_match"]["exact"],
+                "added": r["request_headers_to_add"][0]["header"]["value"],
                 "timeout": r["route"]["timeout"],
                 "retry_on": retry["retry_on"],
                 "num_retries": retry["num_retries"],
@@ -107,8 +109,22 @@ fn served_settings() -> Value {
                 };
                 regex.regex.clone()
             });
+            let upgrade = r.r#match.as_ref().unwrap().headers.get(1).map(|h| {
+                let Some(route::header_matcher::HeaderMatchSpecifier::StringMatch(m)) = &h.header_match_specifier
+                else {
+                    panic!("a string match")
+                };
+                let Some(envoy_types::pb::envoy::r#type::matcher::v3::string_matcher::MatchPattern::Exact(exact)) =
+                    &m.match_pattern
+                else {
+                    panic!("an exact match")
+                };
+                exact.clone()
+            });
             json!({
                 "methods": methods,
+                "upgrade": upgrade,
+                "added": r.request_headers_to_add.first().map(|h| h.header.as_ref().unwrap().value.clone()),
                 "timeout": seconds(action.timeout.as_ref()),
                 "retry_on": retry.retry_on,
                 "num_retries": number(retry.num_retries.as_ref()),

@@ -90,3 +90,18 @@ impl Drop for SocketIoClient {
         let _ = self.child.wait();
     }
 }
+
+/// A WebSocket over HTTP/2 (RFC 8441) to Socket.IO at `authority` (`host:port`, cleartext
+/// HTTP/2), which asks `count` times which VM holds it (`tests/clients/websocket_h2.py`):
+/// `{status, targets}` or `{error}`.
+pub fn whoami_over_http2(authority: &str, count: usize, cookie: &str) -> Value {
+    let (host, port) = authority.rsplit_once(':').expect("host:port");
+    let output = Command::new(venv_bin("python"))
+        .arg(workspace_root().join("tests/clients/websocket_h2.py"))
+        .args([host, port, &count.to_string(), cookie])
+        .output()
+        .expect("python runs");
+    let text = String::from_utf8_lossy(&output.stdout);
+    serde_json::from_str(text.trim())
+        .unwrap_or_else(|e| panic!("{e}: {text}{}", String::from_utf8_lossy(&output.stderr)))
+}

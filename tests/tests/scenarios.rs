@@ -72,9 +72,11 @@ impl Proxy for Simulated {
         let mut headers: Vec<(&str, &[u8])> = vec![(":path", path.as_bytes())];
         headers.extend(request_headers.iter().map(|(k, v)| (*k, v.as_bytes())));
         let stream = self.plugin.request(&headers).unwrap();
+        // The routing header names its target twice (the second for Envoy's first retry).
         let routed = stream
             .header("x-sticky-target")
             .and_then(|v| std::str::from_utf8(v).ok())
+            .and_then(|v| v.split(',').next())
             .and_then(|v| (0..3).find(|i| address(*i) == v));
         let index = routed.unwrap_or_else(|| {
             self.next += 1;

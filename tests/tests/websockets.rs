@@ -2,7 +2,8 @@
 //! gunicorn VMs (`demo/realtime.py`), python-socketio clients, the real control service and an
 //! Envoy with the shell under test. Engine.IO's long-polling requests of one connection must all
 //! reach the VM that opened it, and the WebSocket it upgrades to must reach that VM too: the
-//! stickiness cookie pins WebSockets like any request, under both policies, and a WebSocket
+//! stickiness cookie pins WebSockets like any request (HTTP/1.1 upgrades and RFC 8441's over
+//! HTTP/2), under both policies, and a WebSocket
 //! outlives a policy change, a key rotation and a restart of the control service.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -12,7 +13,7 @@ use std::time::Duration;
 
 use sticky_testing::flask::{FlaskApp, FlaskTargets};
 use sticky_tests::live::{Live, eventually};
-use sticky_tests::socketio::SocketIoClient;
+use sticky_tests::socketio::{SocketIoClient, whoami_over_http2};
 use sticky_tests::{STICKY_COOKIE, TARGET_IDS, key_id};
 
 /// A client that long-polls, then upgrades to a WebSocket; returns once it has.
@@ -75,6 +76,13 @@ fn socket_io_is_sticky_over_polling_and_websockets_and_its_websockets_outlive_ch
             );
             websockets.push((client, vm.clone()));
         }
+    }
+
+    // Over HTTP/2 too (RFC 8441 extended CONNECT), a WebSocket goes where its cookie says.
+    let authority = url.trim_start_matches("http://");
+    for (vm, cookie) in &cookies {
+        let answer = whoami_over_http2(authority, 3, &format!("{STICKY_COOKIE}={cookie}"));
+        assert_eq!(answer["targets"], serde_json::json!([vm, vm, vm]), "{answer}");
     }
 
     // App cookie on Engine.IO's own `io` cookie: stickiness starts with the handshake that sets it.

@@ -277,6 +277,50 @@ fn an_acknowledged_deregistration_is_in_force_on_every_envoy() {
 }
 
 #[test]
+fn a_policy_on_a_listener_created_moments_before_is_in_force_on_every_envoy_when_answered() {
+    let bouncer = XdsBouncer::start(2);
+    bouncer.create_with_targets("shop", &["80"]);
+    bouncer.wait_served(bouncer.listener(1, 1, 80));
+    let api = bouncer.api();
+    // Ports 10 apart: the second Envoy binds each port shifted by 2 (`envoy_shift`).
+    for port in (90..=140u16).step_by(10) {
+        let port_text = port.to_string();
+        let policy = format!("lb-{port}");
+        let lb = ("LoadBalancerName", "shop");
+        let calls: [(&str, Vec<(&str, &str)>); 3] = [
+            (
+                "CreateLoadBalancerListeners",
+                vec![
+                    lb,
+                    ("Listeners.member.1.Protocol", "HTTP"),
+                    ("Listeners.member.1.LoadBalancerPort", &port_text),
+                    ("Listeners.member.1.InstancePort", "80"),
+                ],
+            ),
+            (
+                "CreateLBCookieStickinessPolicy",
+                vec![lb, ("PolicyName", &policy), ("CookieExpirationPeriod", "300")],
+            ),
+            (
+                "SetLoadBalancerPoliciesOfListener",
+                vec![lb, ("LoadBalancerPort", &port_text), ("PolicyNames.member.1", &policy)],
+            ),
+        ];
+        for (action, params) in calls {
+            api.call(action, &params).expect("api").ok();
+        }
+        // Right after the answer, on every Envoy: the listener serves, with its policy.
+        for envoy in 0..2 {
+            let reply = bouncer.get(bouncer.listener(envoy, 1, port), "/", &[]);
+            assert!(
+                reply.sticky_cookie().is_some(),
+                "Envoy {envoy}, listener {port} created moments before: no cookie on the first request"
+            );
+        }
+    }
+}
+
+#[test]
 fn two_envoys_honour_each_others_cookies_and_keep_serving_through_a_control_restart() {
     let mut bouncer = XdsBouncer::start(2);
     bouncer.create_with_targets("shop", &["80"]);

@@ -273,7 +273,9 @@ async fn follow(
             }
         }
         if let Some(held) = session.holds(snapshot, version) {
-            service.followers.xds_holds(&stream, held);
+            // Only HTTP listeners have routes, and filters.
+            let http_listeners: std::sync::Arc<[String]> = snapshot.routes.keys().cloned().collect();
+            service.followers.xds_holds(&stream, held, http_listeners);
         }
         tokio::select! {
             request = requests.message() => match request {

@@ -467,6 +467,39 @@ fn forward(cluster: &str, methods: Option<&str>, retry_on: &str, plugin: &Plugin
     }
 }
 
+/// The `Sec-WebSocket-Key` Envoy gives a WebSocket opened over HTTP/2 (RFC 8441 has none, and
+/// HTTP/1.1 servers refuse an upgrade without one): any 16 bytes in base64 do, as the key only
+/// shows the server understood the upgrade, and Envoy does not check the server's answer to it.
+pub const H2_WEBSOCKET_KEY: &str = "c3RpY2t5Ym91bmNlci13cw==";
+
+/// `route` for WebSocket upgrades only (Envoy has turned an HTTP/2 extended CONNECT into an
+/// HTTP/1.1 upgrade by then), adding the key such a request lacks.
+fn websocket(mut route: route::Route) -> route::Route {
+    use envoy_types::pb::envoy::r#type::matcher::v3::{StringMatcher, string_matcher::MatchPattern};
+    if let Some(matching) = &mut route.r#match {
+        matching.headers.push(route::HeaderMatcher {
+            name: "upgrade".to_owned(),
+            header_match_specifier: Some(route::header_matcher::HeaderMatchSpecifier::StringMatch(
+                StringMatcher {
+                    match_pattern: Some(MatchPattern::Exact("websocket".to_owned())),
+                    ignore_case: true,
+                },
+            )),
+            ..Default::default()
+        });
+    }
+    route.request_headers_to_add.push(core::HeaderValueOption {
+        header: Some(core::HeaderValue {
+            key: "sec-websocket-key".to_owned(),
+            value: H2_WEBSOCKET_KEY.to_owned(),
+            ..Default::default()
+        }),
+        append_action: core::header_value_option::HeaderAppendAction::AddIfAbsent as i32,
+        ..Default::default()
+    });
+    route
+}
+
 /// The listener's routes: the same retry rules as the static bootstrap (`envoy/bootstrap.yaml`
 /// explains them; `envoy/tests/same_settings_as_xds.rs` checks they agree).
 pub fn route_configuration(name: &str, plugin: &PluginConfig) -> route::RouteConfiguration {
@@ -477,6 +510,12 @@ pub fn route_configuration(name: &str, plugin: &PluginConfig) -> route::RouteCon
             domains: vec!["*".to_owned()],
             include_attempt_count_in_response: true,
             routes: vec![
+                websocket(forward(
+                    name,
+                    Some("GET"),
+                    "connect-failure,refused-stream,reset",
+                    plugin,
+                )),
                 forward(
                     name,
                     Some("GET|HEAD|OPTIONS|PUT|DELETE|TRACE"),

@@ -7,6 +7,7 @@
 //! | `/login` | sets `session=<signed-looking value>; HttpOnly; Path=/` (with `?permanent=1`, an `Expires` 31 days ahead, like Flask's permanent sessions) |
 //! | `/logout` | deletes `session` the way Flask does (`Expires` in 1970, `Max-Age=0`) |
 //! | `/health` | `200 ok` (for health checks) |
+//! | `/ws` | a WebSocket that echoes every message (for the benchmark) |
 //! | anything else | JSON: `target`, `path`, the `cookie` header and the routing header it received; with `?delay_ms=N`, after N ms (at most 10 s), as a slow app would |
 
 use std::collections::HashMap;
@@ -58,6 +59,7 @@ pub fn app(id: &str) -> Router {
         .route("/login", get(login))
         .route("/logout", get(logout))
         .route("/health", get(|| async { "ok" }))
+        .route("/ws", get(echo_websocket))
         .fallback(echo)
         .with_state(AppState { id: id.to_owned() })
 }
@@ -90,6 +92,22 @@ async fn echo(
         forwarded_for: text("x-forwarded-for"),
         forwarded_proto: text("x-forwarded-proto"),
         forwarded_port: text("x-forwarded-port"),
+    })
+}
+
+async fn echo_websocket(upgrade: axum::extract::ws::WebSocketUpgrade) -> Response {
+    upgrade.on_upgrade(|mut socket| async move {
+        while let Some(Ok(message)) = socket.recv().await {
+            let echo = match message {
+                axum::extract::ws::Message::Close(_) => break,
+                data @ (axum::extract::ws::Message::Text(_) | axum::extract::ws::Message::Binary(_)) => data,
+                // Pings are answered by axum itself.
+                _ => continue,
+            };
+            if socket.send(echo).await.is_err() {
+                break;
+            }
+        }
     })
 }
 

@@ -7,3 +7,4 @@ pub mod load;
 pub mod propagation;
 pub mod replicas;
 pub mod report;
+pub mod websocket;

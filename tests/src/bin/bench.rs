@@ -32,7 +32,7 @@ use sticky_testing::artifacts::{build_noop_filter, build_noop_module};
 use sticky_testing::fixtures::{app_cookie_policy, filter_state, lb_cookie_policy, named_targets};
 use sticky_testing::random_key_ring;
 use sticky_tests::bench::haproxy::{HAPROXY_COOKIE, HaproxyProcess};
-use sticky_tests::bench::load::{Load, Measurement, bind_this_process, resident_mib};
+use sticky_tests::bench::load::{Load, Measurement, bind_this_process, median, resident_mib};
 use sticky_tests::bench::report::{Row, ScalePoint, chart, scale_table, throughput_table, update_readme};
 use sticky_tests::bench::{propagation, replicas};
 use sticky_tests::{STICKY_COOKIE, agent, get};
@@ -479,6 +479,28 @@ fn main() -> anyhow::Result<()> {
             bail!("the LB-cookie hit row ({key}) made {hit_requests} requests but only {pinned} were pinned");
         }
     }
+    // --- WebSockets: messages echoed through Envoy without the filter and through each sticky
+    // shell (every WebSocket pinned by its cookie), in alternating rounds.
+    let websocket_md = if args.only.is_empty() || args.only.iter().any(|k| k.starts_with("10")) {
+        let rows = [
+            ("10", "Envoy, no filter", &plain, None),
+            (
+                "10a",
+                "sticky native, LB cookie, pinned",
+                &native_lb,
+                Some(lb_hit.as_str()),
+            ),
+            ("10b", "sticky wasm, LB cookie, pinned", &lb, Some(lb_hit.as_str())),
+        ];
+        Some(websocket_table(
+            &rows,
+            args.connections as usize,
+            load.duration,
+            args.rounds,
+        )?)
+    } else {
+        None
+    };
     drop((plain, noop, no_policy, lb, app, native, haproxy, before));
     drop((native_no_policy, native_lb, native_app, noop_native, noop_routed));
     drop((tls_noop, tls_native_lb, tls_wasm_lb, tls_stateful, tls_haproxy));
@@ -523,10 +545,16 @@ fn main() -> anyhow::Result<()> {
          Machine: {}\n\nSetup: {setup}\n\n## Throughput, latency and proxy CPU\n\n{throughput}\n\
          ![throughput and CPU per request](throughput.png)\n\n\
          ## Scale: LB-cookie sticky hit with more targets registered\n\nOne Envoy per size, all running at once and measured in alternating rounds, its `targets` cluster and the filter's state holding every target (the extra ones are unreachable loopback addresses never chosen: every request carries a cookie for a live target).\n\n{scale_md}\n\
-         ## Propagation (control service + Envoy following it)\n\n{propagation_md}",
+         ## Propagation (control service + Envoy following it)\n\n{propagation_md}{}",
         (started.elapsed().as_secs_f64() / 60.0).ceil(),
         machine.date,
         machine.long,
+        websocket_md
+            .map(|table| format!(
+                "\n## WebSockets\n\n{} WebSockets to the demo targets' echo, each sending a 64-byte message and reading its echo in turn for {} s, {} alternating round(s), median of rounds.\n\n{table}",
+                args.connections, args.duration, args.rounds
+            ))
+            .unwrap_or_default(),
     );
     std::fs::write(out.join("results.md"), &results)?;
     println!("{results}");
@@ -545,6 +573,48 @@ fn main() -> anyhow::Result<()> {
         started.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// The WebSocket rows: messages echoed per second and the proxy's CPU, each system measured in
+/// every round, the rounds alternating; the ratio is to the first row.
+fn websocket_table(
+    rows: &[(&str, &str, &EnvoyProcess, Option<&str>)],
+    connections: usize,
+    duration: Duration,
+    rounds: usize,
+) -> anyhow::Result<String> {
+    let mut measured: Vec<Vec<sticky_tests::bench::websocket::Echoes>> = vec![Vec::new(); rows.len()];
+    for round in 0..rounds.max(1) {
+        for ((key, name, envoy, cookie), results) in rows.iter().zip(measured.iter_mut()) {
+            let echoes =
+                sticky_tests::bench::websocket::measure(&envoy.url(), envoy.pid(), *cookie, connections, duration)?;
+            eprintln!(
+                "  ({key}) WebSockets, {name}: {:.0} messages/s, {:.4} proxy CPU s / 1,000 messages",
+                echoes.messages_per_second, echoes.cpu_per_1000
+            );
+            results.push(echoes);
+        }
+        eprintln!("WebSocket round {} of {} done", round + 1, rounds.max(1));
+    }
+    let medians: Vec<(f64, f64)> = measured
+        .iter()
+        .map(|m| {
+            (
+                median(m.iter().map(|e| e.messages_per_second).collect()),
+                median(m.iter().map(|e| e.cpu_per_1000).collect()),
+            )
+        })
+        .collect();
+    let (base_rate, base_cpu) = medians[0];
+    let mut table = "| | system | messages/s | × no filter | proxy CPU s / 1,000 messages | × no filter |\n|---|---|---|---|---|---|\n".to_owned();
+    for ((key, name, _, _), (rate, cpu)) in rows.iter().zip(&medians) {
+        table.push_str(&format!(
+            "| {key} | {name} | {rate:.0} | {:.2} | {cpu:.4} | {:.2} |\n",
+            rate / base_rate,
+            cpu / base_cpu
+        ));
+    }
+    Ok(table)
 }
 
 impl System {
