@@ -498,6 +498,14 @@ listeners = [{{ load_balancer_port = 80, instance_port = 80 }}]
                 "envoy.log_level",
             ),
             (
+                good.replace("[envoy]", "[envoy]\nmax_connections = 0"),
+                "envoy.max_connections",
+            ),
+            (
+                good.replace("[envoy]", "[envoy]\nmax_heap_mb = 10"),
+                "envoy.max_heap_mb",
+            ),
+            (
                 good.replace("\"i-web1\", \"i-web2\"]", "\"i-web1\", \"i-web3\"]"),
                 "load_balancers[0].instances",
             ),

@@ -161,7 +161,8 @@ pub async fn serve(id: &str, listener: TcpListener, shutdown: oneshot::Receiver<
                 let service = hyper_util::service::TowerToHyperService::new(app.clone());
                 connections.spawn(async move {
                     let builder = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
-                    let _ = builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service).await;
+                    // With upgrades: the WebSocket echo on `/ws`.
+                    let _ = builder.serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(stream), service).await;
                 });
                 // Reap finished connections so the set does not grow.
                 while connections.try_join_next().is_some() {}

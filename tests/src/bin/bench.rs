@@ -492,12 +492,16 @@ fn main() -> anyhow::Result<()> {
             ),
             ("10b", "sticky wasm, LB cookie, pinned", &lb, Some(lb_hit.as_str())),
         ];
-        Some(websocket_table(
-            &rows,
-            args.connections as usize,
-            load.duration,
-            args.rounds,
-        )?)
+        let pinned_before = [native_lb.sticky_counter("pinned")?, lb.sticky_counter("pinned")?];
+        let table = websocket_table(&rows, args.connections as usize, load.duration, args.rounds)?;
+        // Every sticky row's WebSocket was opened pinned by its cookie.
+        for (envoy, before) in [&native_lb, &lb].into_iter().zip(pinned_before) {
+            let opened = (args.connections as usize * args.rounds.max(1)) as u64;
+            if envoy.sticky_counter("pinned")? - before < opened {
+                bail!("a WebSocket row opened {opened} WebSockets, not all pinned");
+            }
+        }
+        Some(table)
     } else {
         None
     };
