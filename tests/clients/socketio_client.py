@@ -3,7 +3,7 @@
 Cookie header given, prints one JSON line, then answers one JSON line per command it reads:
 
   whoami   which VM holds the connection, the transport in use and how many times it connected
-  quit     disconnects and exits
+  quit     disconnects and exits (the tests kill it instead, as a closed browser tab)
 
 Usage: socketio_client.py URL TRANSPORTS [COOKIE-HEADER]
 """

@@ -3,7 +3,7 @@
 
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use sticky_testing::artifacts::workspace_root;
 use sticky_testing::clients::venv_bin;
@@ -14,7 +14,7 @@ pub struct ResettingTargets {
 }
 
 impl ResettingTargets {
-    /// Starts one per id and waits until each accepts connections.
+    /// Starts one per id and waits until each accepts connections (panics after 10 s).
     pub fn start(ids: &[&str]) -> std::io::Result<Self> {
         let script = workspace_root().join("tests/targets/resetting_target.py");
         let mut started = Self { processes: Vec::new() };
@@ -29,14 +29,10 @@ impl ResettingTargets {
                 .spawn()?;
             started.processes.push(((*id).to_owned(), address, child));
         }
-        let deadline = Instant::now() + Duration::from_secs(10);
         for (id, address, _) in &started.processes {
-            while TcpStream::connect_timeout(address, Duration::from_millis(200)).is_err() {
-                if Instant::now() >= deadline {
-                    return Err(std::io::Error::other(format!("{id} does not listen on {address}")));
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
+            sticky_testing::eventually(Duration::from_secs(10), &format!("{id} listens on {address}"), || {
+                TcpStream::connect_timeout(address, Duration::from_millis(200)).is_ok()
+            });
         }
         Ok(started)
     }

@@ -8,7 +8,9 @@ use std::sync::Arc;
 
 use crate::cache::CookieCache;
 use crate::counters::Counter;
-use crate::listener::{CompiledListener, RequestDecision, ResponseDecision, SessionCarriers, TargetIndex};
+use crate::listener::{
+    CompiledListener, CookieStatus, RequestDecision, ResponseDecision, SessionCarriers, TargetIndex,
+};
 use crate::plugin::{PluginConfig, UpstreamReport};
 
 /// What an exchange needs from its host. Header names are lowercase.
@@ -108,28 +110,21 @@ impl Exchange {
         exchange.started_ms = host.now_millis();
         exchange.now = exchange.started_ms / 1000;
         if listener.has_policy() {
-            // Nearly every request has one Cookie line; the others are read only when the first
-            // lacks a cookie the listener reads.
             let first_line = host.request_header("cookie");
-            let more_lines = match &first_line {
-                Some(line) if listener.cookie_line_suffices(line.as_ref()) => Vec::new(),
-                Some(_) => host.request_header_values("cookie"),
-                None => Vec::new(),
-            };
-            let cookie = match more_lines.len() {
-                0 | 1 => first_line
-                    .as_ref()
-                    .map(|line| std::borrow::Cow::Borrowed(line.as_ref())),
-                _ => crate::cookies::one_cookie_header(&more_lines),
-            };
             let session = listener.session_header().and_then(|name| host.request_header(name));
-            let carriers = SessionCarriers {
-                cookie: cookie.as_deref(),
-                session_header: session.as_ref().map(AsRef::as_ref),
+            let session_header = session.as_ref().map(AsRef::as_ref);
+            let mut decide = |cookie: Option<&[u8]>| {
+                listener.on_request_carried(SessionCarriers { cookie, session_header }, exchange.now, cache)
             };
-            exchange.decision = listener.on_request_carried(carriers, exchange.now, cache);
-            drop(cookie);
-            drop(more_lines);
+            exchange.decision = decide(first_line.as_ref().map(AsRef::as_ref));
+            // Nearly every request has one Cookie line: the others are read (in proxy-wasm, a
+            // copy of the whole header map) only when the first held no cookie to decide by.
+            if first_line.is_some() && exchange.decision.cookie == CookieStatus::Absent {
+                let lines = host.request_header_values("cookie");
+                if lines.len() > 1 {
+                    exchange.decision = decide(crate::cookies::one_cookie_header(&lines).as_deref());
+                }
+            }
             drop(first_line);
             drop(session);
             if let Some(counter) = Counter::for_request(&exchange.decision) {

@@ -524,26 +524,6 @@ impl CompiledListener {
         self.session_header.as_deref()
     }
 
-    /// Whether one `Cookie` line holds every cookie this listener reads (its own or its twin,
-    /// and the app's under an app cookie policy): then a request's other lines, if any, need
-    /// not be read (in proxy-wasm, reading them copies the whole header map).
-    pub fn cookie_line_suffices(&self, line: &[u8]) -> bool {
-        let Some((policy, _)) = &self.policy else {
-            return true;
-        };
-        let ours = |name: &[u8]| {
-            name == self.cookie.name.as_bytes() || self.twin.as_ref().is_some_and(|t| name == t.name.as_bytes())
-        };
-        let (mut has_ours, mut has_app) = (false, false);
-        for (name, _) in cookies::request_cookies(line) {
-            has_ours |= ours(name);
-            if let Policy::AppCookie { app_cookie_name, .. } = policy {
-                has_app |= name == app_cookie_name.as_bytes();
-            }
-        }
-        has_ours && (has_app || matches!(policy, Policy::LbCookie { .. }))
-    }
-
     /// Decides a request from its `Cookie` header.
     pub fn on_request(&self, cookie_header: Option<&[u8]>, now: u64) -> RequestDecision {
         let carriers = SessionCarriers {
