@@ -84,6 +84,16 @@ fn number(value: Option<&envoy_types::pb::google::protobuf::UInt32Value>) -> Val
     json!(value.unwrap().value)
 }
 
+use envoy_types::pb::envoy::r#type::matcher::v3::string_matcher::MatchPattern;
+
+/// The string pattern a route's header matcher holds.
+fn string_pattern(header: &route::HeaderMatcher) -> &MatchPattern {
+    match &header.header_match_specifier {
+        Some(route::header_matcher::HeaderMatchSpecifier::StringMatch(m)) => m.match_pattern.as_ref().unwrap(),
+        other => panic!("a string match: {other:?}"),
+    }
+}
+
 /// The settings the control service serves, from its builders.
 fn served_settings() -> Value {
     let plugin = PluginConfig::new(None);
@@ -97,29 +107,14 @@ fn served_settings() -> Value {
                 panic!("a forwarding route")
             };
             let retry = action.retry_policy.as_ref().unwrap();
-            let methods = r.r#match.as_ref().unwrap().headers.first().map(|h| {
-                let Some(route::header_matcher::HeaderMatchSpecifier::StringMatch(m)) = &h.header_match_specifier
-                else {
-                    panic!("a string match")
-                };
-                let Some(envoy_types::pb::envoy::r#type::matcher::v3::string_matcher::MatchPattern::SafeRegex(regex)) =
-                    &m.match_pattern
-                else {
-                    panic!("a regex")
-                };
-                regex.regex.clone()
+            let headers = &r.r#match.as_ref().unwrap().headers;
+            let methods = headers.first().map(|h| match string_pattern(h) {
+                MatchPattern::SafeRegex(regex) => regex.regex.clone(),
+                other => panic!("a regex: {other:?}"),
             });
-            let upgrade = r.r#match.as_ref().unwrap().headers.get(1).map(|h| {
-                let Some(route::header_matcher::HeaderMatchSpecifier::StringMatch(m)) = &h.header_match_specifier
-                else {
-                    panic!("a string match")
-                };
-                let Some(envoy_types::pb::envoy::r#type::matcher::v3::string_matcher::MatchPattern::Exact(exact)) =
-                    &m.match_pattern
-                else {
-                    panic!("an exact match")
-                };
-                exact.clone()
+            let upgrade = headers.get(1).map(|h| match string_pattern(h) {
+                MatchPattern::Exact(exact) => exact.clone(),
+                other => panic!("an exact match: {other:?}"),
             });
             json!({
                 "methods": methods,

@@ -406,12 +406,17 @@ mod tests {
         assert_eq!(values(&host.response, "set-cookie").len(), 1);
     }
 
+    /// The `name=value` of the cookie a first visit answered by `T2` gets.
+    fn issued_cookie(listener: &Arc<CompiledListener>) -> String {
+        let first = run(Some(Arc::clone(listener)), &[], T2);
+        let set_cookie = String::from_utf8(values(&first.response, "set-cookie")[0].to_vec()).unwrap();
+        set_cookie.split(';').next().unwrap().to_owned()
+    }
+
     #[test]
     fn a_valid_cookie_pins_and_is_counted_once() {
         let listener = listener();
-        let first = run(Some(Arc::clone(&listener)), &[], T2);
-        let set_cookie = String::from_utf8(values(&first.response, "set-cookie")[0].to_vec()).unwrap();
-        let cookie = set_cookie.split(';').next().unwrap().to_owned();
+        let cookie = issued_cookie(&listener);
         let hit = run(Some(listener), &[("cookie", cookie.as_bytes())], T2);
         assert_eq!(values(&hit.request, "x-sticky-target"), [routed_to(T2).as_bytes()]);
         assert!(
@@ -424,9 +429,7 @@ mod tests {
     #[test]
     fn a_cookie_in_any_cookie_line_pins() {
         let listener = listener();
-        let first = run(Some(Arc::clone(&listener)), &[], T2);
-        let set_cookie = String::from_utf8(values(&first.response, "set-cookie")[0].to_vec()).unwrap();
-        let cookie = set_cookie.split(';').next().unwrap().to_owned();
+        let cookie = issued_cookie(&listener);
         let lines: [(&str, &[u8]); 3] = [
             ("cookie", b"theme=dark"),
             ("cookie", cookie.as_bytes()),
