@@ -31,11 +31,14 @@ pub fn filter_state(inner: &Domain, cookie: &CookieSettings, name: &str, port: u
         Policy::SslNegotiation(_) => None,
     });
     // A draining instance stays in the filter's state only with session draining: its sessions
-    // keep going to it. Without, it leaves at once (no request goes to it).
-    let targets = inner
+    // keep going to it. Without, it leaves at once (no request goes to it), and only its
+    // address stays, so the WebSockets open to it run until the drain ends.
+    let (targets, draining): (Vec<_>, Vec<_>) = inner
         .targets(lb, listener.instance_port)
         .into_iter()
-        .filter(|t| !t.draining || lb.attributes.session_draining)
+        .partition(|t| !t.draining || lb.attributes.session_draining);
+    let targets = targets
+        .into_iter()
         .map(|t| TargetState {
             id: t.id,
             address: t.address.to_string(),
@@ -43,6 +46,7 @@ pub fn filter_state(inner: &Domain, cookie: &CookieSettings, name: &str, port: u
             draining: t.draining,
         })
         .collect();
+    let draining_endpoints = draining.into_iter().map(|t| t.address.to_string()).collect();
     Some(FilterState {
         version: inner.version(),
         load_balancer: name.to_owned(),
@@ -50,6 +54,7 @@ pub fn filter_state(inner: &Domain, cookie: &CookieSettings, name: &str, port: u
         policy,
         cookie: listener_cookie(lb, listener, cookie),
         targets,
+        draining_endpoints,
         session_header: lb.attributes.session_header.clone(),
         keys: inner.keys().to_state(),
     })

@@ -384,17 +384,22 @@ impl EnvoyBootstrap {
                 router
             ]),
         };
-        let (upstream_header, response_headers_to_add) = match &self.filters {
-            HttpFilters::Sticky { config, .. } => upstream_report(&config.upstream_header),
+        let upstream_header = match &self.filters {
+            HttpFilters::Sticky { config, .. } => Some(config.upstream_header.as_str()),
             HttpFilters::NoopModule {
                 sticky_routing: true, ..
-            } => upstream_report(sticky_core::plugin::DEFAULT_UPSTREAM_HEADER),
-            _ => (String::new(), json!([])),
+            } => Some(sticky_core::plugin::DEFAULT_UPSTREAM_HEADER),
+            _ => None,
         };
+        let report = |value| upstream_header.map_or_else(|| json!([]), |header| upstream_report(header, value));
+        let response_headers_to_add = report(sticky_core::plugin::UPSTREAM_HEADER_VALUE);
+        let upgrade_headers_to_add = report(sticky_core::plugin::UPGRADE_HEADER_VALUE);
+        let upstream_header = upstream_header.unwrap_or_default();
         let values = [
             ("NODE_ID", json!(self.node_id)),
             ("UPSTREAM_HEADER", json!(upstream_header)),
             ("RESPONSE_HEADERS_TO_ADD", response_headers_to_add),
+            ("UPGRADE_RESPONSE_HEADERS_TO_ADD", upgrade_headers_to_add),
             ("ADMIN_PORT", json!(self.admin_port)),
             ("LISTEN_PORT", json!(self.listen_port)),
             ("ROUTING_HEADER", json!(self.routing_header)),

@@ -38,6 +38,7 @@ fn static_settings() -> Value {
                 "predicates": retry["retry_host_predicate"].as_array().unwrap().iter().map(|p| p["name"].clone()).collect::<Vec<_>>(),
                 "max_attempts": retry["host_selection_retry_max_attempts"],
                 "response_header": r["response_headers_to_add"][0]["header"]["key"],
+                "response_value": r["response_headers_to_add"][0]["header"]["value"],
             })
         })
         .collect();
@@ -126,6 +127,7 @@ fn served_settings() -> Value {
                 "predicates": retry.retry_host_predicate.iter().map(|p| p.name.clone()).collect::<Vec<_>>(),
                 "max_attempts": retry.host_selection_retry_max_attempts,
                 "response_header": r.response_headers_to_add[0].header.as_ref().unwrap().key,
+                "response_value": r.response_headers_to_add[0].header.as_ref().unwrap().value,
             })
         })
         .collect();

@@ -2,15 +2,17 @@
 //! with the shell under test, demo targets. A deregistration through the API while draining is
 //! on: the target gets no new session; with session draining, the sessions already on it stay
 //! until ConnectionDraining.Timeout and then move with rewritten cookies; without, they move at
-//! once while its in-flight requests complete.
+//! once while its in-flight requests complete. A WebSocket to it runs until the Timeout, then
+//! closes.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use sticky_tests::STICKY_COOKIE;
+use sticky_tests::bench::websocket::{echoes, open};
 use sticky_tests::live::{Live, eventually};
+use sticky_tests::{STICKY_COOKIE, TARGET_IDS};
 
 const DRAIN_SECONDS: u64 = 4;
 
@@ -155,4 +157,75 @@ fn connection_draining_alone_moves_sessions_at_once_and_lets_in_flight_requests_
         .unwrap_or_else(|e| panic!("the in-flight request failed: {e}"));
     assert_eq!(status, 200, "{body}");
     assert!(body.contains(&draining), "answered by {body}");
+}
+
+#[test]
+fn websockets_to_a_deregistered_target_run_until_its_connection_draining_ends_then_close() {
+    let live = Live::start(1, &[]);
+    live.lb_cookie_session(0);
+    // A WebSocket on each target, pinned there by a cookie naming it.
+    let mut cookies: HashMap<String, String> = HashMap::new();
+    eventually(Duration::from_secs(10), "a cookie for each target", || {
+        let reply = live.get(0, "/", &[]);
+        cookies.insert(reply.target(), reply.sticky_cookie().expect("an LB cookie"));
+        cookies.len() == TARGET_IDS.len()
+    });
+    let url = live.envoys[0].url();
+    let mut websockets: HashMap<&str, _> = TARGET_IDS
+        .iter()
+        .map(|id| {
+            let cookie = format!("{STICKY_COOKIE}={}", cookies[*id]);
+            let mut socket = open(&url, Some(&cookie)).unwrap_or_else(|e| panic!("{e:#}"));
+            assert!(echoes(&mut socket), "no echo from {id}");
+            (*id, socket)
+        })
+        .collect();
+
+    // Connection draining (no session draining): the deregistered target's WebSocket carries
+    // messages until the Timeout, then is closed; the others are untouched.
+    let (drained, deregistered, kept) = (TARGET_IDS[0], TARGET_IDS[1], TARGET_IDS[2]);
+    live.enable_draining(DRAIN_SECONDS, false);
+    live.call(
+        "DeregisterInstancesFromLoadBalancer",
+        &[("Instances.member.1.InstanceId", drained)],
+    );
+    let started = Instant::now();
+    let socket = websockets.get_mut(drained).unwrap();
+    assert!(echoes(socket), "closed at deregistration, before the drain ended");
+    eventually(
+        Duration::from_secs(DRAIN_SECONDS + 10),
+        "the WebSocket closes when the drain ends",
+        || !echoes(socket),
+    );
+    let closed_after = started.elapsed();
+    println!("a drained target's WebSocket closed {closed_after:?} after its deregistration");
+    // The drain ends on the service's whole-second clock: up to a second early.
+    assert!(
+        closed_after >= Duration::from_secs(DRAIN_SECONDS - 1),
+        "closed after {closed_after:?}, before the {DRAIN_SECONDS} s drain ended"
+    );
+    for id in [deregistered, kept] {
+        assert!(echoes(websockets.get_mut(id).unwrap()), "{id}'s WebSocket was closed");
+    }
+    assert_eq!(live.counter(0, "upgrades_closed"), 1);
+
+    // Without connection draining, a deregistered target's WebSocket closes at once.
+    live.call(
+        "ModifyLoadBalancerAttributes",
+        &[("LoadBalancerAttributes.ConnectionDraining.Enabled", "false")],
+    );
+    live.call(
+        "DeregisterInstancesFromLoadBalancer",
+        &[("Instances.member.1.InstanceId", deregistered)],
+    );
+    let socket = websockets.get_mut(deregistered).unwrap();
+    let closed_after = eventually(Duration::from_secs(5), "the WebSocket closes at once", || {
+        !echoes(socket)
+    });
+    println!("without draining, a deregistered target's WebSocket closed {closed_after:?} after the API answered");
+    assert!(
+        echoes(websockets.get_mut(kept).unwrap()),
+        "{kept}'s WebSocket was closed"
+    );
+    assert_eq!(live.counter(0, "upgrades_closed"), 2);
 }

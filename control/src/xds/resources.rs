@@ -473,8 +473,14 @@ fn forward(cluster: &str, methods: Option<&str>, retry_on: &str, plugin: &Plugin
 pub const H2_WEBSOCKET_KEY: &str = "c3RpY2t5Ym91bmNlci13cw==";
 
 /// `route` for WebSocket upgrades only (Envoy has turned an HTTP/2 extended CONNECT into an
-/// HTTP/1.1 upgrade by then), adding the key such a request lacks.
+/// HTTP/1.1 upgrade by then), adding the key such a request lacks, and marking its answers for
+/// the filter, which watches each upgraded stream to close it when its target leaves.
 fn websocket(mut route: route::Route) -> route::Route {
+    for added in &mut route.response_headers_to_add {
+        if let Some(header) = &mut added.header {
+            header.value = sticky_core::plugin::UPGRADE_HEADER_VALUE.to_owned();
+        }
+    }
     use envoy_types::pb::envoy::r#type::matcher::v3::{StringMatcher, string_matcher::MatchPattern};
     if let Some(matching) = &mut route.r#match {
         matching.headers.push(route::HeaderMatcher {

@@ -287,17 +287,15 @@ pub fn api_listener(at: SocketAddr) -> serde_json::Value {
     })
 }
 
-/// The upstream header's name, and the route's `response_headers_to_add` that reports the
-/// answering upstream in it.
-pub fn upstream_report(header: &str) -> (String, serde_json::Value) {
-    (
-        header.to_owned(),
-        json!([{
-            "header": {"key": header, "value": sticky_core::plugin::UPSTREAM_HEADER_VALUE},
-            // An upstream cannot plant its own value.
-            "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"
-        }]),
-    )
+/// A route's `response_headers_to_add` that reports the answering upstream in the upstream
+/// header `header`, as `value` (`sticky_core::plugin::UPSTREAM_HEADER_VALUE`, or
+/// `UPGRADE_HEADER_VALUE` on the WebSocket route).
+pub fn upstream_report(header: &str, value: &str) -> serde_json::Value {
+    json!([{
+        "header": {"key": header, "value": value},
+        // An upstream cannot plant its own value.
+        "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"
+    }])
 }
 
 /// A timeout in whole milliseconds, at least 1.

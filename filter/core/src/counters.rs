@@ -32,10 +32,13 @@ pub enum Counter {
     NoNonce,
     /// A hook of the native shell panicked; the panic was caught (the stream went on untouched).
     Panics,
+    /// WebSockets (upgraded streams) closed because their target left the filter's state and
+    /// Envoy's endpoints: deregistered, at once or at the end of its connection draining.
+    UpgradesClosed,
 }
 
 /// How many counters there are; [`Counter::index`] is below it.
-pub const COUNTERS: usize = 14 + Rejection::ALL.len();
+pub const COUNTERS: usize = 15 + Rejection::ALL.len();
 
 /// Every counter's name, in [`Counter::index`] order.
 const NAMES: [&str; COUNTERS] = [
@@ -62,6 +65,7 @@ const NAMES: [&str; COUNTERS] = [
     "sticky.rejected.unknown_target",
     "sticky.rejected.unhealthy_target",
     "sticky.rejected.unreachable_target",
+    "sticky.upgrades_closed",
 ];
 
 impl Counter {
@@ -89,6 +93,7 @@ impl Counter {
         Counter::Rejected(Rejection::UnknownTarget),
         Counter::Rejected(Rejection::UnhealthyTarget),
         Counter::Rejected(Rejection::UnreachableTarget),
+        Counter::UpgradesClosed,
     ];
 
     /// A dense index, for a shell's table of metric ids.
@@ -109,6 +114,7 @@ impl Counter {
             Counter::Panics => 12,
             Counter::DrainingUpstream => 13,
             Counter::Rejected(reason) => 14 + reason as usize,
+            Counter::UpgradesClosed => 14 + Rejection::ALL.len(),
         }
     }
 

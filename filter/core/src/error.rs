@@ -116,6 +116,8 @@ pub enum StateError {
     DuplicateTargetId(String),
     #[error("target address `{0}` is listed twice")]
     DuplicateTargetAddress(String),
+    #[error("draining endpoint `{0}` is not ip:port")]
+    DrainingEndpoint(String),
     #[error("key {0} has no 32-byte base64url secret")]
     KeySecret(u16),
     #[error("key id {0} is listed twice")]

@@ -74,6 +74,8 @@ pub struct Exchange {
     /// Wall-clock Unix seconds, and milliseconds, when the request came.
     now: u64,
     started_ms: u64,
+    /// The target a WebSocket upgrade was answered by (`101`), in canonical form.
+    upgraded_to: Option<Box<str>>,
 }
 
 impl Default for Exchange {
@@ -84,11 +86,18 @@ impl Default for Exchange {
             routed: None,
             now: 0,
             started_ms: 0,
+            upgraded_to: None,
         }
     }
 }
 
 impl Exchange {
+    /// The target whose WebSocket this stream now carries, if it was upgraded: the shell closes
+    /// it once a state no longer [keeps connections](CompiledListener::keeps_connections_to) to it.
+    pub fn upgraded_to(&self) -> Option<&str> {
+        self.upgraded_to.as_deref()
+    }
+
     /// Decides a request with `listener` (the state in force, if any): reads the cookie, routes
     /// with the routing header (replacing any client copy) and remembers what the response needs.
     /// `sequence` gives the round-robin position for a request no cookie pins; `cache` holds
@@ -177,6 +186,16 @@ impl Exchange {
             .and_then(|i| listener.target(i))
             .map(|t| t.address.as_bytes());
         let gave_up = report.is_some_and(|r| r.failed);
+        // Only the WebSocket route marks its answers, so other responses cost no status read.
+        if let Some(report) = report.filter(|r| r.upgrade && !r.failed)
+            && host
+                .response_header(":status")
+                .is_some_and(|status| status.as_ref() == b"101")
+        {
+            self.upgraded_to = std::str::from_utf8(report.address)
+                .ok()
+                .and_then(crate::listener::canonical_address);
+        }
         // Read only on a failover: how long the exchange took, and how many attempts Envoy's
         // route reports it took.
         let confirm = || {
@@ -356,6 +375,22 @@ mod tests {
         host
     }
 
+    /// One exchange with `listener`: a request without headers, then `response`.
+    fn respond(listener: &Arc<CompiledListener>, response: &[(&str, &[u8])]) -> (ListHost, Exchange) {
+        let mut host = ListHost::default();
+        let settings = settings();
+        let mut exchange = Exchange::on_request_headers(
+            &mut host,
+            &settings,
+            Some(Arc::clone(listener)),
+            || 0,
+            &mut CookieCache::default(),
+        );
+        host.response = response.iter().map(|(k, v)| ((*k).to_owned(), v.to_vec())).collect();
+        exchange.on_response_headers(&mut host, &settings, Some(listener));
+        (host, exchange)
+    }
+
     #[test]
     fn without_a_state_a_client_routing_header_is_removed_and_nothing_is_set() {
         let host = run(None, &[("x-sticky-target", T2.as_bytes())], T1);
@@ -386,20 +421,13 @@ mod tests {
         );
         state.session_header = Some("x-sticky-session".into());
         let listener = Arc::new(CompiledListener::compile(&state).unwrap());
-        let mut host = ListHost::default();
-        let settings = settings();
-        let mut exchange = Exchange::on_request_headers(
-            &mut host,
-            &settings,
-            Some(Arc::clone(&listener)),
-            || 0,
-            &mut CookieCache::default(),
+        let (host, _) = respond(
+            &listener,
+            &[
+                ("x-sticky-upstream", format!("{T1} -").as_bytes()),
+                ("x-sticky-session", b"from-the-app"),
+            ],
         );
-        host.response
-            .push((settings.upstream_header.clone(), format!("{T1} -").into_bytes()));
-        host.response
-            .push(("x-sticky-session".into(), b"from-the-app".to_vec()));
-        exchange.on_response_headers(&mut host, &settings, Some(&listener));
         let sessions = values(&host.response, "x-sticky-session");
         assert_eq!(sessions.len(), 1);
         assert_ne!(sessions[0], b"from-the-app");
@@ -438,5 +466,32 @@ mod tests {
         let hit = run(Some(listener), &lines, T2);
         assert_eq!(values(&hit.request, "x-sticky-target"), [routed_to(T2).as_bytes()]);
         assert_eq!(*hit.counted.borrow(), [Counter::Pinned]);
+    }
+
+    /// The exchange after `upstream_value` (the upstream header) and `status` answered.
+    fn answered(upstream_value: &str, status: &[u8]) -> Exchange {
+        let response = [(":status", status), ("x-sticky-upstream", upstream_value.as_bytes())];
+        respond(&listener(), &response).1
+    }
+
+    #[test]
+    fn a_websocket_is_watched_only_once_upgraded_on_the_websocket_route() {
+        assert_eq!(answered(&format!("{T1} - upgrade"), b"101").upgraded_to(), Some(T1));
+        // An IPv6 target is known in the form the state is compiled to.
+        assert_eq!(
+            answered("[0:0::1]:9001 - upgrade", b"101").upgraded_to(),
+            Some("[::1]:9001")
+        );
+        for (value, status, why) in [
+            (format!("{T1} - upgrade"), &b"400"[..], "the target refused the upgrade"),
+            (
+                format!("{T1} UF,URX upgrade"),
+                b"503",
+                "Envoy gave up: nothing upgraded",
+            ),
+            (format!("{T1} -"), b"101", "not the WebSocket route: nothing watched"),
+        ] {
+            assert_eq!(answered(&value, status).upgraded_to(), None, "{why}");
+        }
     }
 }

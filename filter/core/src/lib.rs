@@ -30,7 +30,7 @@ pub use error::{JsonError, Rejection, StateError};
 pub use exchange::{Exchange, ExchangeHost, ExchangeSettings};
 pub use listener::{
     CompiledListener, CookieInspection, CookieStatus, RequestDecision, ResponseDecision, ResponseOutcome,
-    SealedSession, SessionCarriers, Target, TargetIndex, UNREACHABLE_HOLD_SECONDS, Unreachable,
+    SealedSession, SessionCarriers, Target, TargetIndex, UNREACHABLE_HOLD_SECONDS, Unreachable, canonical_address,
 };
 pub use plugin::{ControlSource, PluginConfig, PluginConfigError, UpstreamReport};
 pub use poll::{Follower, PollAnswer, PollRequest, PollSchedule};

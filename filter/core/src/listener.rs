@@ -39,6 +39,14 @@ pub const UNREACHABLE_HOLD_SECONDS: u64 = 30;
 /// Index of a target in the listener's target list.
 pub type TargetIndex = usize;
 
+/// `ip:port` in the one form Envoy prints it (`upstream.address`, `%UPSTREAM_REMOTE_ADDRESS%`),
+/// or `None` if it is not one.
+pub fn canonical_address(text: &str) -> Option<Box<str>> {
+    text.parse::<SocketAddr>()
+        .ok()
+        .map(|address| address.to_string().into())
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
     pub id: Box<str>,
@@ -146,6 +154,9 @@ pub struct CompiledListener {
     by_address: SortedIndex,
     /// The healthy targets not draining, for requests no cookie pins.
     healthy: Vec<TargetIndex>,
+    /// Canonical addresses Envoy still holds connections to without routing requests there
+    /// (connection draining without session draining).
+    draining_endpoints: SortedIndex,
     keys: KeyRing,
     /// Per target, until when (Unix seconds) it counts as unreachable: the one thing requests
     /// change, learnt from responses ([`CompiledListener::observe_answer`]). Atomics, so a listener
@@ -378,6 +389,14 @@ impl CompiledListener {
             .filter(|(_, t)| t.healthy && !t.draining)
             .map(|(i, _)| i)
             .collect();
+        let mut draining_endpoints = Vec::with_capacity(state.draining_endpoints.len());
+        for (index, address) in state.draining_endpoints.iter().enumerate() {
+            let canonical = canonical_address(address).ok_or_else(|| StateError::DrainingEndpoint(address.clone()))?;
+            draining_endpoints.push((Box::<[u8]>::from(canonical.as_bytes()), index));
+        }
+        let draining_endpoints = SortedIndex::new(draining_endpoints).map_err(|i| {
+            StateError::DuplicateTargetAddress(state.draining_endpoints.get(i).cloned().unwrap_or_default())
+        })?;
         Ok(Self {
             version: state.version,
             policy,
@@ -388,6 +407,7 @@ impl CompiledListener {
             by_id,
             by_address,
             healthy,
+            draining_endpoints,
             keys,
             unreachable_until: state.targets.iter().map(|_| AtomicU64::new(0)).collect(),
         })
@@ -513,6 +533,13 @@ impl CompiledListener {
 
     pub fn targets(&self) -> &[Target] {
         &self.targets
+    }
+
+    /// Whether connections to `address` (as [`canonical_address`] writes it) may stay open: it
+    /// is a target, or an endpoint still draining. A WebSocket to any other address is closed:
+    /// its target was deregistered and its connection draining, if any, is over.
+    pub fn keeps_connections_to(&self, address: &str) -> bool {
+        self.by_address.get(address.as_bytes()).is_some() || self.draining_endpoints.get(address.as_bytes()).is_some()
     }
 
     pub fn cookie_settings(&self) -> &CookieSettings {

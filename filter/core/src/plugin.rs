@@ -15,6 +15,10 @@ pub const DEFAULT_ROUTING_HEADER: &str = "x-sticky-target";
 pub const DEFAULT_UPSTREAM_HEADER: &str = "x-sticky-upstream";
 /// The value Envoy's route gives the upstream header.
 pub const UPSTREAM_HEADER_VALUE: &str = "%UPSTREAM_REMOTE_ADDRESS% %RESPONSE_FLAGS%";
+/// The value Envoy's WebSocket route gives it: the same, marked as the answer to an upgrade
+/// request, so the filter watches the stream (see [`UpstreamReport::upgrade`]) without asking
+/// every response what it was.
+pub const UPGRADE_HEADER_VALUE: &str = "%UPSTREAM_REMOTE_ADDRESS% %RESPONSE_FLAGS% upgrade";
 
 /// What the upstream header says: the last upstream Envoy tried, and whether Envoy gave up on
 /// it for a connection-level failure (response flags `UF` connect failure, `UC` connection
@@ -24,21 +28,27 @@ pub const UPSTREAM_HEADER_VALUE: &str = "%UPSTREAM_REMOTE_ADDRESS% %RESPONSE_FLA
 pub struct UpstreamReport<'a> {
     pub address: &'a [u8],
     pub failed: bool,
+    /// The request was a WebSocket upgrade (the route's [`UPGRADE_HEADER_VALUE`]).
+    pub upgrade: bool,
 }
 
 impl<'a> UpstreamReport<'a> {
-    /// Parses `ip:port[ flags]` (flags comma-separated, `-` for none); a bare address (the
-    /// `upstream.address` property, an older route) has no flags.
+    /// Parses `ip:port[ flags[ upgrade]]` (flags comma-separated, `-` for none); a bare address
+    /// (the `upstream.address` property, an older route) has no flags.
     pub fn parse(value: &'a [u8]) -> Self {
-        let (address, flags) = match value.iter().position(|&b| b == b' ') {
-            Some(space) => value.split_at(space),
-            None => (value, &b""[..]),
-        };
-        let failed = flags
-            .trim_ascii()
+        let mut words = value.split(|&b| b == b' ').filter(|word| !word.is_empty());
+        let address = words.next().unwrap_or_default();
+        let failed = words
+            .next()
+            .unwrap_or_default()
             .split(|&b| b == b',')
             .any(|flag| matches!(flag, b"UF" | b"UC" | b"UR" | b"URX"));
-        Self { address, failed }
+        let upgrade = words.next() == Some(b"upgrade");
+        Self {
+            address,
+            failed,
+            upgrade,
+        }
     }
 }
 /// How long the control service may hold a state long-poll open.

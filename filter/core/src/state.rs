@@ -23,6 +23,12 @@ pub struct FilterState {
     /// Registered targets with their health.
     #[serde(default)]
     pub targets: Vec<TargetState>,
+    /// Addresses (`ip:port`) of targets deregistered with connection draining but not session
+    /// draining: no request goes to them, yet Envoy keeps them (`DRAINING`) until
+    /// ConnectionDraining.Timeout, and so does every WebSocket already open to them. A
+    /// WebSocket whose target is in neither list is closed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub draining_endpoints: Vec<String>,
     /// Sessions for clients without cookies: the request header carrying the sealed session,
     /// returned in the same response header when a session starts or moves (lowercase).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -20,6 +20,7 @@ pub fn filter_state(policy: Option<PolicyState>, targets: Vec<TargetState>, keys
         policy,
         cookie: CookieSettings::default(),
         targets,
+        draining_endpoints: Vec::new(),
         session_header: None,
         keys,
     }

@@ -795,9 +795,20 @@ fn a_target_envoy_could_not_reach_is_passed_over_until_the_hold_ends() {
         UpstreamReport::parse(T1.as_bytes()),
         UpstreamReport {
             address: T1.as_bytes(),
-            failed: false
+            failed: false,
+            upgrade: false,
         },
         "a bare address (the upstream.address property)"
+    );
+    let upgraded = format!("{T1} - upgrade");
+    assert_eq!(
+        UpstreamReport::parse(upgraded.as_bytes()),
+        UpstreamReport {
+            address: T1.as_bytes(),
+            failed: false,
+            upgrade: true,
+        },
+        "the WebSocket route marks its answers"
     );
     assert_eq!(
         l.observe_answer(Some(T1.as_bytes()), from(T2), retried, NOW),
@@ -1128,6 +1139,37 @@ fn a_draining_target_keeps_its_sessions_and_gets_no_new_one() {
     let (request, outcome, _) = exchange(&failed, &[("AWSELB", &on_t1)], T2, &[], NOW);
     assert_eq!(request.pinned, None);
     assert_eq!(outcome, ResponseOutcome::Repinned);
+}
+
+#[test]
+fn websockets_stay_open_to_targets_and_draining_endpoints_only() {
+    // T1 is a session-draining target, T2 a target, 127.0.0.1:9004 an endpoint draining its
+    // connections only; T3 is deregistered and drained (its WebSockets close).
+    let mut targets = crate::testing::targets(&[T1, T2], &[]);
+    targets[0].draining = true;
+    let mut state = state(Some(lb_cookie_policy(600)));
+    state.targets = targets;
+    state.draining_endpoints = vec!["127.0.0.1:9004".into()];
+    let l = CompiledListener::compile(&state).unwrap();
+    for (address, kept) in [
+        (T1, true),
+        (T2, true),
+        ("127.0.0.1:9004", true),
+        (T3, false),
+        ("127.0.0.2:9001", false),
+        ("", false),
+    ] {
+        assert_eq!(l.keeps_connections_to(address), kept, "{address}");
+    }
+    // Envoy's form of an address is the state's, however the service wrote it.
+    state.draining_endpoints = vec!["[0:0::1]:9004".into()];
+    let v6 = CompiledListener::compile(&state).unwrap();
+    assert!(v6.keeps_connections_to("[::1]:9004"));
+    state.draining_endpoints = vec!["not-an-address".into()];
+    assert_eq!(
+        CompiledListener::compile(&state).unwrap_err(),
+        StateError::DrainingEndpoint("not-an-address".into())
+    );
 }
 
 #[test]

@@ -82,6 +82,8 @@ pub const CALLOUT_INIT_SUCCESS: u32 = 0;
 pub const CALLOUT_SUCCESS: u32 = 0;
 /// `envoy_dynamic_module_type_metrics_result_Success`.
 pub const METRICS_SUCCESS: u32 = 0;
+/// `envoy_dynamic_module_type_http_filter_stream_reset_reason_LocalReset`.
+pub const LOCAL_RESET: u32 = 0;
 
 #[allow(unsafe_code)]
 unsafe extern "C" {
@@ -152,6 +154,20 @@ unsafe extern "C" {
     pub fn envoy_dynamic_module_callback_http_filter_config_scheduler_new(config_envoy: *mut c_void) -> *mut c_void;
     pub fn envoy_dynamic_module_callback_http_filter_config_scheduler_commit(scheduler: *mut c_void, event_id: u64);
     pub fn envoy_dynamic_module_callback_http_filter_config_scheduler_delete(scheduler: *mut c_void);
+
+    /// A scheduler that runs `envoy_dynamic_module_on_http_filter_scheduled` on the stream's
+    /// worker, committed from any thread. It holds the stream weakly: an event committed after
+    /// the stream ended is dropped.
+    pub fn envoy_dynamic_module_callback_http_filter_scheduler_new(filter_envoy: *mut c_void) -> *mut c_void;
+    pub fn envoy_dynamic_module_callback_http_filter_scheduler_commit(scheduler: *mut c_void, event_id: u64);
+    pub fn envoy_dynamic_module_callback_http_filter_scheduler_delete(scheduler: *mut c_void);
+
+    /// Resets the stream (downstream and upstream), with `details` as its response code details.
+    pub fn envoy_dynamic_module_callback_http_filter_reset_stream(
+        filter_envoy: *mut c_void,
+        reason: u32,
+        details: ModuleBuffer,
+    );
 
     /// An HTTP call from the configuration (main thread); the answer comes to
     /// `envoy_dynamic_module_on_http_filter_config_http_callout_done`.

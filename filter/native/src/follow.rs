@@ -13,7 +13,7 @@ use std::time::Duration;
 use sticky_core::{ControlSource, Counter, Follower, PollAnswer};
 
 use crate::abi::{self, EnvoyBuffer, EnvoyHttpHeader, ModuleBuffer, ModuleHttpHeader};
-use crate::{FilterConfig, lent, log, now_millis};
+use crate::{FilterConfig, SendPointer, lent, log, now_millis};
 
 /// How often the ticker wakes the main thread to see whether a poll is due.
 pub const TICK: Duration = Duration::from_millis(100);
@@ -23,21 +23,6 @@ pub struct Following {
     /// Envoy's configuration scheduler (deleted when the configuration goes).
     scheduler: SendPointer,
     ticker: Option<Ticker>,
-}
-
-/// A pointer Envoy allows any thread to use (the scheduler's commit).
-#[derive(Clone, Copy)]
-struct SendPointer(*mut c_void);
-// SAFETY: Envoy documents the configuration scheduler as usable from any thread.
-unsafe impl Send for SendPointer {}
-// SAFETY: as above; the module never dereferences it.
-unsafe impl Sync for SendPointer {}
-
-impl SendPointer {
-    /// The pointer (a method, so a closure captures the `Send` wrapper, not the raw field).
-    fn get(self) -> *mut c_void {
-        self.0
-    }
 }
 
 /// The thread that commits a tick every [`TICK`] until told to stop.
@@ -211,7 +196,16 @@ impl FilterConfig {
             self.count_from_config(config_envoy, counter);
         }
         match answer {
-            PollAnswer::Changed(listener) => self.listener.store(Some(listener)),
+            PollAnswer::Changed(listener) => {
+                let closing = self.upgrades.close_left(&listener);
+                if closing > 0 {
+                    log(
+                        abi::LOG_INFO,
+                        &format!("sticky: closing {closing} WebSockets whose target was deregistered"),
+                    );
+                }
+                self.listener.store(Some(listener));
+            }
             PollAnswer::Failed(Some(err)) => log(
                 abi::LOG_WARN,
                 &format!("sticky: refusing state from the control service: {err}"),

@@ -16,6 +16,23 @@ use crate::{FilterConfig, guarded, lent};
 struct StreamFilter {
     config: Arc<FilterConfig>,
     exchange: Exchange,
+    /// Its watch id, once upgraded to a WebSocket ([`crate::upgrades`]).
+    upgrade: Option<u64>,
+}
+
+impl StreamFilter {
+    /// The stream ended: it is no longer watched.
+    fn unwatch(&mut self) {
+        if let Some(id) = self.upgrade.take() {
+            self.config.upgrades.unwatch(id);
+        }
+    }
+}
+
+impl Drop for StreamFilter {
+    fn drop(&mut self) {
+        self.unwatch();
+    }
 }
 
 /// The configuration behind Envoy's pointer to it.
@@ -147,6 +164,7 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_new(
         let filter = Box::new(StreamFilter {
             config,
             exchange: Exchange::default(),
+            upgrade: None,
         });
         Box::into_raw(filter).cast_const().cast()
     })
@@ -214,13 +232,60 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_response_headers(
     filter: *const c_void,
     _end_of_stream: bool,
 ) -> u32 {
-    // SAFETY: Envoy passes its stream and the filter `filter_new` returned for it.
-    unsafe {
-        stream_hook(filter_envoy, filter, |exchange, host, config| {
-            let current = config.listener.load();
-            exchange.on_response_headers(host, &config.settings, current.as_deref());
-        })
-    }
+    guarded(abi::CONTINUE, || {
+        // SAFETY: Envoy passes its stream and the filter `filter_new` returned for it.
+        let Some(filter) = (unsafe { filter_of(filter) }) else {
+            return abi::CONTINUE;
+        };
+        let config = &*filter.config;
+        let current = config.listener.load();
+        let mut host = NativeHost { filter_envoy, config };
+        filter
+            .exchange
+            .on_response_headers(&mut host, &config.settings, current.as_deref());
+        if filter.upgrade.is_none()
+            && let Some(address) = filter.exchange.upgraded_to()
+        {
+            filter.upgrade = config.upgrades.watch(filter_envoy, address);
+        }
+        abi::CONTINUE
+    })
+}
+
+/// A watched WebSocket whose target left (committed by [`crate::upgrades::Upgrades::close_left`]):
+/// reset on its worker, which closes the client's connection (HTTP/1.1) or stream (HTTP/2) and
+/// the target's.
+///
+/// # Safety
+/// Envoy's pointers, as its ABI promises them: alive for the call, ours as we returned them.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_scheduled(
+    filter_envoy: *mut c_void,
+    filter: *const c_void,
+    event_id: u64,
+) {
+    guarded((), || {
+        // SAFETY: the pointer `filter_new` returned, alive until `filter_destroy`.
+        let Some(filter) = (unsafe { filter_of(filter) }) else {
+            return;
+        };
+        if filter.upgrade != Some(event_id) {
+            return;
+        }
+        filter.unwatch();
+        filter
+            .config
+            .count_from_stream(filter_envoy, sticky_core::Counter::UpgradesClosed, 1);
+        let details = b"sticky_target_deregistered";
+        // SAFETY: Envoy's stream pointer during the hook; `details` outlives the call.
+        unsafe {
+            abi::envoy_dynamic_module_callback_http_filter_reset_stream(
+                filter_envoy,
+                abi::LOCAL_RESET,
+                abi::ModuleBuffer::of(details),
+            );
+        }
+    });
 }
 
 /// The end of the stream: what the request held is released now (the filter's destroy comes
@@ -237,6 +302,7 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_stream_complete(
         // SAFETY: the pointer `filter_new` returned, alive until `filter_destroy`.
         if let Some(filter) = unsafe { filter_of(filter) } {
             filter.exchange = Exchange::default();
+            filter.unwatch();
         }
     });
 }
@@ -274,7 +340,7 @@ continue_hooks!(
     envoy_dynamic_module_on_http_filter_local_reply(response_code: u32, details: EnvoyBuffer, reset_imminent: bool),
 );
 
-/// Hooks of features this filter never starts (stream call-outs, streams, stream scheduling)
+/// Hooks of features this filter never starts (stream call-outs, streams)
 /// and of watermarks: Envoy requires them; they do nothing.
 macro_rules! unused_hooks {
     ($($name:ident),* $(,)?) => {
@@ -292,7 +358,6 @@ unused_hooks!(
     envoy_dynamic_module_on_http_filter_http_stream_trailers,
     envoy_dynamic_module_on_http_filter_http_stream_complete,
     envoy_dynamic_module_on_http_filter_http_stream_reset,
-    envoy_dynamic_module_on_http_filter_scheduled,
     envoy_dynamic_module_on_http_filter_downstream_above_write_buffer_high_watermark,
     envoy_dynamic_module_on_http_filter_downstream_below_write_buffer_low_watermark,
     envoy_dynamic_module_on_http_filter_config_http_stream_headers,

@@ -18,6 +18,7 @@ pub mod abi;
 mod follow;
 mod hooks;
 mod host;
+mod upgrades;
 
 use std::ffi::c_void;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -30,6 +31,7 @@ use sticky_core::{COUNTERS, CompiledListener, Counter, ExchangeSettings, Listene
 
 use crate::abi::ModuleBuffer;
 use crate::follow::Following;
+use crate::upgrades::Upgrades;
 
 pub use crate::hooks::*;
 
@@ -47,6 +49,23 @@ pub struct FilterConfig {
     following: Option<Following>,
     /// This listener's own counts, reported with each poll.
     tally: ListenerTally,
+    /// The WebSockets open through this configuration, to close when their target leaves.
+    upgrades: Upgrades,
+}
+
+/// A pointer Envoy allows any thread to use (a scheduler's commit).
+#[derive(Clone, Copy)]
+struct SendPointer(*mut c_void);
+// SAFETY: Envoy documents its schedulers as usable from any thread.
+unsafe impl Send for SendPointer {}
+// SAFETY: as above; the module never dereferences it.
+unsafe impl Sync for SendPointer {}
+
+impl SendPointer {
+    /// The pointer (a method, so a closure captures the `Send` wrapper, not the raw field).
+    fn get(self) -> *mut c_void {
+        self.0
+    }
 }
 
 impl FilterConfig {
@@ -89,6 +108,7 @@ impl FilterConfig {
             counters,
             following,
             tally: ListenerTally::default(),
+            upgrades: Upgrades::default(),
         }))
     }
 

@@ -32,7 +32,12 @@ proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
     // No panic hook of our own: std's default one already writes the message to stderr
     // (WASI fd_write), which Envoy logs.
-    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(StickyRoot::default()) });
+    proxy_wasm::set_root_context(|context_id| -> Box<dyn RootContext> {
+        Box::new(StickyRoot {
+            context_id,
+            ..StickyRoot::default()
+        })
+    });
 }}
 
 /// Tick period of a root context following the control service. Short: the first tick comes
@@ -51,6 +56,9 @@ struct Runtime {
     metrics: FilterMetrics,
     /// This listener's own counts, reported with each poll.
     tally: ListenerTally,
+    /// The WebSockets open through this VM: HTTP context id and the target's canonical address
+    /// (a list: few, and a map would add kilobytes to the artifact).
+    upgrades: RefCell<Vec<(u32, Box<str>)>>,
 }
 
 impl Runtime {
@@ -62,11 +70,60 @@ impl Runtime {
 
 #[derive(Default)]
 struct StickyRoot {
+    context_id: u32,
     runtime: Option<Rc<Runtime>>,
     follower: Option<Follower>,
+    /// The state version whose targets the open WebSockets were last checked against.
+    upgrades_checked: Option<u64>,
 }
 
 impl StickyRoot {
+    /// Closes the WebSockets whose target the state in force no longer keeps connections to
+    /// (deregistered, and drained if its load balancer drains connections). Envoy keeps a
+    /// connection to an endpoint it removed until its stream ends, which an upgraded stream
+    /// never does by itself. Run from the tick, never from an HTTP call's answer: the SDK holds
+    /// its table of HTTP contexts borrowed during that one, and Envoy may end the reset stream's
+    /// context at once, calling back into this VM.
+    fn close_left_upgrades(&mut self) {
+        let Some(runtime) = &self.runtime else { return };
+        let Some(listener) = runtime.listener.borrow().clone() else {
+            return;
+        };
+        if self.upgrades_checked == Some(listener.version()) {
+            return;
+        }
+        self.upgrades_checked = Some(listener.version());
+        let left: Vec<u32> = match runtime.upgrades.try_borrow_mut() {
+            Ok(mut upgrades) => {
+                let mut left = Vec::new();
+                upgrades.retain(|(context, address)| {
+                    let keep = listener.keeps_connections_to(address);
+                    if !keep {
+                        left.push(*context);
+                    }
+                    keep
+                });
+                left
+            }
+            Err(_) => return,
+        };
+        if left.is_empty() {
+            return;
+        }
+        for context in &left {
+            // A context that has ended meanwhile is refused (BadArgument): nothing to close.
+            // Envoy answers Ok to every reset of an HTTP request, which the SDK requires.
+            if hostcalls::set_effective_context(*context).is_ok() && hostcalls::reset_http_request().is_ok() {
+                runtime.count(Counter::UpgradesClosed);
+            }
+        }
+        let _ = hostcalls::set_effective_context(self.context_id);
+        log(
+            LogLevel::Info,
+            &format!("sticky: closed {} WebSockets whose target was deregistered", left.len()),
+        );
+    }
+
     /// Sends a state poll to the control service when one is due.
     fn poll_control(&mut self) {
         let (Some(runtime), Some(follower)) = (&self.runtime, &mut self.follower) else {
@@ -191,19 +248,23 @@ impl RootContext for StickyRoot {
             cookie_cache: RefCell::new(CookieCache::default()),
             metrics: FilterMetrics::define(),
             tally: ListenerTally::default(),
+            upgrades: RefCell::new(Vec::new()),
         }));
         true
     }
 
     fn on_tick(&mut self) {
+        self.close_left_upgrades();
         self.poll_control();
     }
 
-    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
         let runtime = self.runtime.clone()?;
         Some(Box::new(StickyHttp {
+            context_id,
             runtime,
             exchange: Exchange::default(),
+            upgraded: false,
         }))
     }
 
@@ -213,11 +274,24 @@ impl RootContext for StickyRoot {
 }
 
 struct StickyHttp {
+    context_id: u32,
     runtime: Rc<Runtime>,
     exchange: Exchange,
+    /// Watched as a WebSocket (in the runtime's `upgrades`).
+    upgraded: bool,
 }
 
 impl Context for StickyHttp {}
+
+impl Drop for StickyHttp {
+    fn drop(&mut self) {
+        if self.upgraded
+            && let Ok(mut upgrades) = self.runtime.upgrades.try_borrow_mut()
+        {
+            upgrades.retain(|(context, _)| *context != self.context_id);
+        }
+    }
+}
 
 impl HttpContext for StickyHttp {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
@@ -254,6 +328,13 @@ impl HttpContext for StickyHttp {
         let current = runtime.listener.borrow();
         self.exchange
             .on_response_headers(&mut WasmHost(runtime), &runtime.settings, current.as_deref());
+        if !self.upgraded
+            && let Some(address) = self.exchange.upgraded_to()
+            && let Ok(mut upgrades) = runtime.upgrades.try_borrow_mut()
+        {
+            upgrades.push((self.context_id, address.into()));
+            self.upgraded = true;
+        }
         Action::Continue
     }
 }

@@ -21,7 +21,9 @@ pub struct Echoes {
     pub cpu_per_1000: f64,
 }
 
-fn open(base: &str, cookie: Option<&str>) -> anyhow::Result<WebSocket<TcpStream>> {
+/// A WebSocket to the demo targets' echo through the proxy at `base` (`http://host:port`),
+/// sending `cookie` as its Cookie header; reads time out after 5 s.
+pub fn open(base: &str, cookie: Option<&str>) -> anyhow::Result<WebSocket<TcpStream>> {
     let url = format!("{}/ws", base.replacen("http://", "ws://", 1));
     let authority = base.trim_start_matches("http://");
     let mut request = url.as_str().into_client_request()?;
@@ -37,6 +39,21 @@ fn open(base: &str, cookie: Option<&str>) -> anyhow::Result<WebSocket<TcpStream>
         bail!("WebSocket to {url}: {}", response.status());
     }
     Ok(socket)
+}
+
+/// Sends a message on `socket` and reads its echo: false once the WebSocket is closed.
+pub fn echoes(socket: &mut WebSocket<TcpStream>) -> bool {
+    let message = Message::text("ping");
+    if socket.send(message.clone()).is_err() {
+        return false;
+    }
+    loop {
+        match socket.read() {
+            Ok(Message::Ping(_) | Message::Pong(_)) => {}
+            Ok(echo) => return echo == message,
+            Err(_) => return false,
+        }
+    }
 }
 
 /// Echoes through the proxy at `base` (`http://host:port`, process `pid`).

@@ -198,6 +198,26 @@ pub extern "C" fn envoy_dynamic_module_callback_http_filter_config_scheduler_com
 #[unsafe(no_mangle)]
 pub extern "C" fn envoy_dynamic_module_callback_http_filter_config_scheduler_delete(_scheduler: *mut c_void) {}
 
+/// Stream schedulers: the fake never answers an upgrade, so no stream is watched.
+#[unsafe(no_mangle)]
+pub extern "C" fn envoy_dynamic_module_callback_http_filter_scheduler_new(_filter_envoy: *mut c_void) -> *mut c_void {
+    std::ptr::null_mut()
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn envoy_dynamic_module_callback_http_filter_scheduler_commit(_scheduler: *mut c_void, _event_id: u64) {}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn envoy_dynamic_module_callback_http_filter_scheduler_delete(_scheduler: *mut c_void) {}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn envoy_dynamic_module_callback_http_filter_reset_stream(
+    _filter_envoy: *mut c_void,
+    _reason: u32,
+    _details: ModuleBuffer,
+) {
+}
+
 #[unsafe(no_mangle)]
 pub extern "C" fn envoy_dynamic_module_callback_http_filter_config_http_callout(
     _config_envoy: *mut c_void,
