@@ -361,10 +361,12 @@ impl CompiledListener {
             if !id_ok {
                 return Err(StateError::TargetId(target.id.clone()));
             }
-            let address = canonical_address(&target.address).ok_or_else(|| StateError::TargetAddress {
+            let address: SocketAddr = target.address.parse().map_err(|_| StateError::TargetAddress {
                 id: target.id.clone(),
                 address: target.address.clone(),
             })?;
+            // Canonical form, as Envoy prints `upstream.address`.
+            let address: Box<str> = address.to_string().into();
             by_id.push((Box::<[u8]>::from(target.id.as_bytes()), index));
             by_address.push((Box::<[u8]>::from(address.as_bytes()), index));
             targets.push(Target {

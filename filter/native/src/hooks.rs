@@ -182,9 +182,8 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_destroy(filter: *co
     });
 }
 
-/// Runs a stream hook: `body` gets the stream's exchange, its WebSocket watch, a host over
-/// Envoy's stream and the configuration; the stream goes on whatever happens (a panic is caught
-/// and counted).
+/// Runs a stream hook: `body` gets the stream's exchange, a host over Envoy's stream and the
+/// configuration; the stream goes on whatever happens (a panic is caught and counted).
 ///
 /// # Safety
 /// `filter` must come from [`envoy_dynamic_module_on_http_filter_new`] and not be destroyed, and
@@ -192,14 +191,14 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_destroy(filter: *co
 unsafe fn stream_hook(
     filter_envoy: *mut c_void,
     filter: *const c_void,
-    body: impl FnOnce(&mut Exchange, &mut Option<u64>, &mut NativeHost<'_>, &FilterConfig),
+    body: impl FnOnce(&mut Exchange, &mut NativeHost<'_>, &FilterConfig),
 ) -> u32 {
     guarded(abi::CONTINUE, || {
         // SAFETY: the caller's promise.
         if let Some(filter) = unsafe { filter_of(filter) } {
             let config = &*filter.config;
             let mut host = NativeHost { filter_envoy, config };
-            body(&mut filter.exchange, &mut filter.upgrade, &mut host, config);
+            body(&mut filter.exchange, &mut host, config);
         }
         abi::CONTINUE
     })
@@ -215,7 +214,7 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_request_headers(
 ) -> u32 {
     // SAFETY: Envoy passes its stream and the filter `filter_new` returned for it.
     unsafe {
-        stream_hook(filter_envoy, filter, |exchange, _, host, config| {
+        stream_hook(filter_envoy, filter, |exchange, host, config| {
             config.count_caught_panics(filter_envoy);
             let listener = config.listener.load_full();
             *exchange = with_cookie_cache(|cache| {
@@ -233,18 +232,24 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_response_headers(
     filter: *const c_void,
     _end_of_stream: bool,
 ) -> u32 {
-    // SAFETY: Envoy passes its stream and the filter `filter_new` returned for it.
-    unsafe {
-        stream_hook(filter_envoy, filter, |exchange, upgrade, host, config| {
-            let current = config.listener.load();
-            exchange.on_response_headers(host, &config.settings, current.as_deref());
-            if upgrade.is_none()
-                && let Some(address) = exchange.upgraded_to()
-            {
-                *upgrade = config.upgrades.watch(filter_envoy, address);
-            }
-        })
-    }
+    guarded(abi::CONTINUE, || {
+        // SAFETY: Envoy passes its stream and the filter `filter_new` returned for it.
+        let Some(filter) = (unsafe { filter_of(filter) }) else {
+            return abi::CONTINUE;
+        };
+        let config = &*filter.config;
+        let current = config.listener.load();
+        let mut host = NativeHost { filter_envoy, config };
+        filter
+            .exchange
+            .on_response_headers(&mut host, &config.settings, current.as_deref());
+        if filter.upgrade.is_none()
+            && let Some(address) = filter.exchange.upgraded_to()
+        {
+            filter.upgrade = config.upgrades.watch(filter_envoy, address);
+        }
+        abi::CONTINUE
+    })
 }
 
 /// A watched WebSocket whose target left (committed by [`crate::upgrades::Upgrades::close_left`]):
