@@ -63,6 +63,29 @@ pub struct Api {
     /// A file of `ID:SECRET` lines (`#` comments), readable by the launcher only.
     #[serde(default)]
     pub access_keys_file: Option<PathBuf>,
+    /// The control port's TLS (required unless `plain_http`).
+    #[serde(default)]
+    pub tls: Option<ApiTls>,
+    /// Serve the control port over plain HTTP instead: a loopback `listen` only; Envoy then
+    /// presents a token the launcher makes on each start.
+    #[serde(default)]
+    pub plain_http: bool,
+}
+
+/// The CA the launcher issues the control plane's certificates from, on every start: the
+/// control service's (which the API's clients verify: give them `ca_certificate`) and Envoy's
+/// client certificate (the only peer the state feed and xDS answer). Made on the first start
+/// when neither file exists (or ahead with `sticky-bouncer init-ca --dir DIR`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiTls {
+    pub ca_certificate: PathBuf,
+    /// Readable by the launcher only.
+    pub ca_private_key: PathBuf,
+    /// More names the control service's certificate carries (besides its listen address and
+    /// `control.sticky.internal`): the DNS names the API's clients use.
+    #[serde(default)]
+    pub server_names: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -244,6 +267,48 @@ impl BouncerConfig {
                 "no access key: give api.access_keys or api.access_keys_file".to_owned(),
             ));
         }
+        match (&self.api.tls, self.api.plain_http) {
+            (Some(_), true) => {
+                return Err(field(
+                    "api.plain_http",
+                    "give either api.tls or api.plain_http, not both".to_owned(),
+                ));
+            }
+            (None, false) => {
+                return Err(field(
+                    "api.tls",
+                    "the control port needs TLS: give api.tls (sticky-bouncer init-ca makes its CA), or api.plain_http = true on a loopback listen".to_owned(),
+                ));
+            }
+            (None, true) if !self.api.listen.ip().is_loopback() => {
+                return Err(field(
+                    "api.plain_http",
+                    format!("plain HTTP on loopback only; api.listen is {}", self.api.listen),
+                ));
+            }
+            // Neither file yet: the first start makes the CA.
+            (Some(tls), false) if !tls.ca_certificate.exists() && !tls.ca_private_key.exists() => {}
+            (Some(tls), false) => {
+                crate::pki::Ca::read(&tls.ca_certificate, &tls.ca_private_key).map_err(|e| {
+                    let name = match &e {
+                        crate::pki::PkiError::File { path, .. } if *path == tls.ca_private_key => {
+                            "api.tls.ca_private_key"
+                        }
+                        _ => "api.tls.ca_certificate",
+                    };
+                    field(name, e.to_string())
+                })?;
+                for name in &tls.server_names {
+                    if name.is_empty() || name.parse::<std::net::IpAddr>().is_err() && !is_dns_name(name) {
+                        return Err(field(
+                            "api.tls.server_names",
+                            format!("{name:?} is not a DNS name or address"),
+                        ));
+                    }
+                }
+            }
+            (None, true) => {}
+        }
         self.store
             .location
             .parse::<StoreLocation>()
@@ -393,6 +458,17 @@ impl BouncerConfig {
     }
 }
 
+/// Letters, digits, '-' and '.', in labels of 1 to 63.
+fn is_dns_name(name: &str) -> bool {
+    name.len() <= 253
+        && name.split('.').all(|label| {
+            (1..=63).contains(&label.len())
+                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -409,6 +485,7 @@ runtime_dir = "{dir}/run"
 [api]
 listen = "127.0.0.1:8000"
 access_keys = ["AKID:SECRET"]
+plain_http = true
 
 [store]
 location = "{dir}/sticky.db"
@@ -471,12 +548,49 @@ listeners = [{{ load_balancer_port = 80, instance_port = 80 }}]
         let dir = std::env::temp_dir().join(format!("bouncer-config-bad-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let good = valid(&dir);
+        let _ = std::fs::remove_dir_all(dir.join("ca"));
+        crate::pki::init_ca(&dir.join("ca")).unwrap();
         let cases: Vec<(String, &str)> = vec![
             (
                 good.replace("listen = \"127.0.0.1:8000\"", "listen = \"localhost\""),
                 "listen",
             ),
             (good.replace("[api]", "[api]\nlisten_on = 1"), "listen_on"),
+            (good.replace("plain_http = true", ""), "api.tls"),
+            (
+                good.replace("127.0.0.1:8000", "192.0.2.1:8000"),
+                "api.plain_http",
+            ),
+            (
+                good.replace(
+                    "plain_http = true",
+                    &format!(
+                        "[api.tls]\nca_certificate = \"{0}/no-ca.pem\"\nca_private_key = \"{0}/ca/ca-key.pem\"",
+                        dir.display()
+                    ),
+                ),
+                "api.tls.ca_certificate",
+            ),
+            (
+                good.replace(
+                    "plain_http = true",
+                    &format!(
+                        "[api.tls]\nca_certificate = \"{0}/ca/ca.pem\"\nca_private_key = \"{0}/envoy\"",
+                        dir.display()
+                    ),
+                ),
+                "api.tls.ca_private_key",
+            ),
+            (
+                good.replace(
+                    "plain_http = true",
+                    &format!(
+                        "[api.tls]\nca_certificate = \"{0}/ca/ca.pem\"\nca_private_key = \"{0}/ca/ca-key.pem\"\nserver_names = [\"bad name\"]",
+                        dir.display()
+                    ),
+                ),
+                "api.tls.server_names",
+            ),
             (
                 good.replace("access_keys = [\"AKID:SECRET\"]", "access_keys = [\"AKID\"]"),
                 "api.access_keys",

@@ -6,13 +6,14 @@
 //! take it; the children's logs go the same way.
 
 mod config;
+mod pki;
 mod supervise;
 
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use sticky_envoy_bootstrap::{EdgeLimits, FilterShell, XdsBootstrap};
+use sticky_envoy_bootstrap::{ControlClientTls, EdgeLimits, FilterShell, XdsBootstrap};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 
@@ -41,6 +42,12 @@ enum Action {
         #[arg(long, default_value = "/etc/sticky-bouncer/bouncer.toml")]
         config: PathBuf,
     },
+    /// Make the control plane's CA in DIR (`ca.pem`, `ca-key.pem`), for `[api.tls]`, ahead of a
+    /// first start (which makes it otherwise); once.
+    InitCa {
+        #[arg(long, default_value = "/etc/sticky-bouncer/ca")]
+        dir: PathBuf,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -61,6 +68,15 @@ fn main() -> anyhow::Result<()> {
                     FilterShell::Native(_) => "native",
                     FilterShell::Wasm(_) => "wasm",
                 }
+            );
+            Ok(())
+        }
+        Action::InitCa { dir } => {
+            let (certificate, key) = pki::init_ca(&dir)?;
+            println!(
+                "CA made: {} (give it to the API's clients to verify the control service), {} (keep it secret)",
+                certificate.display(),
+                key.display()
             );
             Ok(())
         }
@@ -87,8 +103,9 @@ async fn run(checked: Checked) -> anyhow::Result<()> {
     {
         std::fs::create_dir_all(parent).with_context(|| format!("store.location: creating {}", parent.display()))?;
     }
-    let control = control_spec(&checked, dir)?;
-    let envoy = envoy_spec(&checked, dir)?;
+    let peers = control_plane_credentials(&checked, dir)?;
+    let control = control_spec(&checked, dir, &peers)?;
+    let envoy = envoy_spec(&checked, dir, &peers)?;
     tracing::info!(
         api = %config.api.listen,
         store = %redacted(&config.store.location),
@@ -124,7 +141,44 @@ fn redacted(location: &str) -> String {
         .map_or_else(|_| location.to_owned(), |l| l.to_string())
 }
 
-fn control_spec(checked: &Checked, dir: &Path) -> anyhow::Result<ChildSpec> {
+/// How Envoy authenticates to the control service, made on every start.
+enum ControlPlaneCredentials {
+    /// Certificates issued from `[api.tls]`'s CA.
+    Tls {
+        ca: PathBuf,
+        control: pki::Issued,
+        envoy: pki::Issued,
+    },
+    /// `api.plain_http`: a random token.
+    Token(String),
+}
+
+fn control_plane_credentials(checked: &Checked, dir: &Path) -> anyhow::Result<ControlPlaneCredentials> {
+    let api = &checked.config.api;
+    match &api.tls {
+        Some(tls) => {
+            let ca = pki::Ca::read_or_make(&tls.ca_certificate, &tls.ca_private_key)?;
+            let certificates = dir.join("tls");
+            let control = ca.issue_control(api.listen.ip(), &tls.server_names, &certificates)?;
+            let envoy = ca.issue_envoy(&checked.config.envoy.node_id, &certificates)?;
+            tracing::info!(dir = %certificates.display(), "issued the control service's and Envoy's certificates");
+            Ok(ControlPlaneCredentials::Tls {
+                ca: tls.ca_certificate.clone(),
+                control,
+                envoy,
+            })
+        }
+        None => {
+            let mut token = [0u8; 24];
+            getrandom::fill(&mut token).map_err(|e| anyhow::anyhow!("cannot draw a token: {e}"))?;
+            Ok(ControlPlaneCredentials::Token(
+                token.iter().map(|b| format!("{b:02x}")).collect(),
+            ))
+        }
+    }
+}
+
+fn control_spec(checked: &Checked, dir: &Path, peers: &ControlPlaneCredentials) -> anyhow::Result<ChildSpec> {
     let config = &checked.config;
     let bootstrap = dir.join("control-bootstrap.json");
     std::fs::write(&bootstrap, checked.bootstrap.to_json())
@@ -141,6 +195,23 @@ fn control_spec(checked: &Checked, dir: &Path) -> anyhow::Result<ChildSpec> {
         "--lb-port-offset".to_owned(),
         config.listeners.port_offset.to_string(),
     ];
+    // In the environment, not the arguments: `ps` shows arguments to every user.
+    let mut env = Vec::new();
+    match peers {
+        ControlPlaneCredentials::Tls { ca, control, .. } => {
+            for (flag, path) in [
+                ("--tls-certificate", &control.certificate),
+                ("--tls-private-key", &control.private_key),
+                ("--tls-client-ca", ca),
+            ] {
+                args.extend([flag.to_owned(), path.display().to_string()]);
+            }
+        }
+        ControlPlaneCredentials::Token(token) => {
+            args.push("--plain-http".to_owned());
+            env.push(("STICKY_FEED_TOKEN".to_owned(), token.clone()));
+        }
+    }
     args.extend(config.control.extra_args.iter().cloned());
     let keys = checked
         .access_keys
@@ -152,13 +223,15 @@ fn control_spec(checked: &Checked, dir: &Path) -> anyhow::Result<ChildSpec> {
         name: "control",
         program: config.control.binary.clone(),
         args,
-        // In the environment, not the arguments: `ps` shows arguments to every user.
-        env: vec![("STICKY_ACCESS_KEYS".to_owned(), keys)],
+        env: env
+            .into_iter()
+            .chain([("STICKY_ACCESS_KEYS".to_owned(), keys)])
+            .collect(),
         pid_file: dir.join("control.pid"),
     })
 }
 
-fn envoy_spec(checked: &Checked, dir: &Path) -> anyhow::Result<ChildSpec> {
+fn envoy_spec(checked: &Checked, dir: &Path, peers: &ControlPlaneCredentials) -> anyhow::Result<ChildSpec> {
     let config = &checked.config;
     let mut bootstrap = XdsBootstrap::new(
         checked.shell.clone(),
@@ -166,6 +239,16 @@ fn envoy_spec(checked: &Checked, dir: &Path) -> anyhow::Result<ChildSpec> {
         &config.envoy.node_id,
         config.envoy.admin_port,
     );
+    match peers {
+        ControlPlaneCredentials::Tls { ca, envoy, .. } => {
+            bootstrap.tls = Some(ControlClientTls {
+                ca: ca.clone(),
+                certificate: envoy.certificate.clone(),
+                private_key: envoy.private_key.clone(),
+            });
+        }
+        ControlPlaneCredentials::Token(token) => bootstrap.token = Some(token.clone()),
+    }
     bootstrap.limits = EdgeLimits {
         max_connections: config.envoy.max_connections,
         max_heap_bytes: config.envoy.max_heap_mb << 20,

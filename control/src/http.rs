@@ -42,12 +42,54 @@ const FEED_CONCURRENCY: usize = 20_000;
 /// What a request may take beyond its own wait (for followers, or for a change).
 const TIME_MARGIN: Duration = Duration::from_secs(30);
 
+/// Who may read what carries key material or the fleet's state: the state feed (cookie keys),
+/// xDS and EDS (listeners, backend addresses), `/v1/in-force` and `/v1/hosts`. There is no
+/// "anyone": every configuration authenticates its peers.
+#[derive(Clone)]
+pub enum PeerAuth {
+    /// A client certificate the control port's client CA issued ([`crate::control_tls`]).
+    ClientCertificate,
+    /// `Authorization: Bearer <token>`: plain HTTP on loopback, explicitly enabled.
+    Token(String),
+}
+
 /// Options of the HTTP surface.
 #[derive(Clone)]
 pub struct HttpOptions {
-    /// When set, the state feed and EDS require `Authorization: Bearer <token>` (they carry the
-    /// cookie keys and the backend addresses).
-    pub feed_token: Option<String>,
+    pub peers: PeerAuth,
+    /// How this replica asks the others whether their followers hold a change.
+    pub replica_client: reqwest::Client,
+}
+
+impl HttpOptions {
+    /// Peers present `token`; replicas speak plain HTTP.
+    pub fn with_token(token: impl Into<String>) -> Self {
+        Self {
+            peers: PeerAuth::Token(token.into()),
+            replica_client: reqwest::Client::builder()
+                .no_proxy()
+                .connect_timeout(Duration::from_secs(1))
+                .build()
+                .unwrap_or_default(),
+        }
+    }
+
+    /// Peers present a client certificate; replicas ask each other through `replica_client`
+    /// ([`crate::control_tls::ControlTls::peer_client`]).
+    pub fn with_client_certificates(replica_client: reqwest::Client) -> Self {
+        Self {
+            peers: PeerAuth::ClientCertificate,
+            replica_client,
+        }
+    }
+
+    /// The token peers present, when they present one.
+    fn token(&self) -> Option<String> {
+        match &self.peers {
+            PeerAuth::Token(token) => Some(token.clone()),
+            PeerAuth::ClientCertificate => None,
+        }
+    }
 }
 
 /// Per listener (load balancer, port): the version of its cached state, and that state as JSON.
@@ -76,20 +118,15 @@ pub fn app(service: Arc<Service>, options: HttpOptions) -> Router {
         Arc::clone(&service),
         ServeOptions {
             binding: service.config.listener_binding,
-            feed_token: options.feed_token.clone(),
+            feed_token: options.token(),
             poll_timeout_ms: u64::try_from(service.config.long_poll_timeout.as_millis()).unwrap_or(u64::MAX),
             connect_timeout: service.config.target_connect_timeout,
         },
     ));
-    let peers = reqwest::Client::builder()
-        .no_proxy()
-        .connect_timeout(Duration::from_secs(1))
-        .build()
-        .unwrap_or_default();
     let runner = Runner {
         service: Arc::clone(&service),
-        peers,
-        feed_token: options.feed_token.clone(),
+        peers: options.replica_client.clone(),
+        feed_token: options.token(),
     };
     let state = AppState {
         service,
@@ -101,7 +138,7 @@ pub fn app(service: Arc<Service>, options: HttpOptions) -> Router {
     // Behind the feed's token too: the filters' configurations it serves carry it.
     let xds = Router::new()
         .route_service("/envoy.service.discovery.v3.AggregatedDiscoveryService/{*method}", ads)
-        .route_layer(middleware::from_fn_with_state(state.clone(), require_feed_token))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_peer))
         .with_state(());
     let api = Router::new()
         .route("/", get(query_api).post(query_api))
@@ -118,7 +155,7 @@ pub fn app(service: Arc<Service>, options: HttpOptions) -> Router {
         .route("/v3/discovery:endpoints", post(endpoints))
         .route("/v1/hosts", get(hosts))
         .route("/v1/in-force", get(in_force))
-        .route_layer(middleware::from_fn_with_state(state.clone(), require_feed_token))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_peer))
         // One bound shared by the feed and EDS (a layer per route would give each its own).
         .layer(GlobalConcurrencyLimitLayer::new(FEED_CONCURRENCY))
         .layer(TimeoutLayer::with_status_code(
@@ -251,18 +288,28 @@ fn verify_and_dispatch(
     (action_name, result)
 }
 
-/// The state feed and EDS carry cookie keys and backend addresses: with a token configured,
-/// only a caller presenting it gets through.
-async fn require_feed_token(State(app): State<AppState>, request: Request, next: Next) -> Response {
-    if let Some(token) = &app.options.feed_token {
-        let presented = request
+/// The state feed, xDS, EDS, in-force and hosts answer authenticated peers only.
+async fn require_peer(State(app): State<AppState>, request: Request, next: Next) -> Response {
+    let authenticated = match &app.options.peers {
+        PeerAuth::ClientCertificate => request
+            .extensions()
+            .get::<crate::control_tls::PeerCertificate>()
+            .is_some(),
+        PeerAuth::Token(token) => request
             .headers()
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        if !presented.is_some_and(|p| bool::from(p.as_bytes().ct_eq(token.as_bytes()))) {
-            return (StatusCode::UNAUTHORIZED, "a valid bearer token is required\n").into_response();
-        }
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .is_some_and(|p| bool::from(p.as_bytes().ct_eq(token.as_bytes()))),
+    };
+    if !authenticated {
+        let needed = match app.options.peers {
+            PeerAuth::ClientCertificate => {
+                "a client certificate issued by the control service's client CA is required\n"
+            }
+            PeerAuth::Token(_) => "a valid bearer token is required\n",
+        };
+        return (StatusCode::UNAUTHORIZED, needed).into_response();
     }
     next.run(request).await
 }
@@ -475,7 +522,7 @@ mod tests {
             listener_binding: Default::default(),
             target_connect_timeout: crate::xds::resources::DEFAULT_TARGET_CONNECT_TIMEOUT,
             replica: Default::default(),
-            master_key: Some(crate::sealing::MasterKey::generate().unwrap()),
+            master_key: crate::sealing::MasterKey::generate().unwrap(),
         };
         let instances = [("i-1".to_owned(), "127.0.0.1:9001".parse().unwrap())];
         let bootstrap = BootstrapFile::one_listener("terraform-balancer", &instances);
@@ -484,12 +531,7 @@ mod tests {
     }
 
     fn app_with_token() -> Router {
-        app(
-            service(),
-            HttpOptions {
-                feed_token: Some(TOKEN.to_owned()),
-            },
-        )
+        app(service(), HttpOptions::with_token(TOKEN))
     }
 
     async fn send(app: Router, request: Request<Body>) -> (StatusCode, String) {
@@ -531,14 +573,18 @@ mod tests {
     #[tokio::test]
     async fn a_filter_of_a_listener_that_is_gone_is_not_a_follower() {
         let service = service();
-        let app = app(Arc::clone(&service), HttpOptions { feed_token: None });
+        let app = app(Arc::clone(&service), HttpOptions::with_token(TOKEN));
         let (status, _) = send(
             app.clone(),
-            get("/v1/state/terraform-balancer/81?poller=abc&version=1", None),
+            get("/v1/state/terraform-balancer/81?poller=abc&version=1", Some(TOKEN)),
         )
         .await;
         assert_eq!(status, StatusCode::NOT_FOUND);
-        let (status, _) = send(app, get("/v1/state/terraform-balancer/80?poller=def&version=1", None)).await;
+        let (status, _) = send(
+            app,
+            get("/v1/state/terraform-balancer/80?poller=def&version=1", Some(TOKEN)),
+        )
+        .await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(
             service.followers.lagging(u64::MAX, 0),
@@ -548,20 +594,47 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_feed_and_eds_need_the_token() {
-        for token in [None, Some("wrong")] {
-            let (status, _) = send(app_with_token(), get("/v1/state/terraform-balancer/80", token)).await;
-            assert_eq!(status, StatusCode::UNAUTHORIZED, "feed with {token:?}");
-            let (status, _) = send(app_with_token(), eds(r#"{"resource_names":[]}"#, token)).await;
-            assert_eq!(status, StatusCode::UNAUTHORIZED, "EDS with {token:?}");
-        }
+    async fn the_feed_xds_in_force_and_hosts_answer_authenticated_peers_only() {
         let ads = "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources";
-        let (status, _) = send(app_with_token(), request(Method::POST, ads, None, "")).await;
-        assert_eq!(status, StatusCode::UNAUTHORIZED, "xDS without the token");
+        let guarded = |token: Option<&str>| {
+            [
+                get("/v1/state/terraform-balancer/80", token),
+                eds(r#"{"resource_names":[]}"#, token),
+                request(Method::POST, ads, token, ""),
+                get("/v1/in-force?version=0&endpoints_version=0&wait_ms=0", token),
+                get("/v1/hosts", token),
+            ]
+        };
+        for token in [None, Some("wrong")] {
+            for request in guarded(token) {
+                let uri = request.uri().clone();
+                let (status, _) = send(app_with_token(), request).await;
+                assert_eq!(status, StatusCode::UNAUTHORIZED, "{uri} with {token:?}");
+            }
+        }
         let (status, body) = send(app_with_token(), get("/v1/state/terraform-balancer/80", Some(TOKEN))).await;
         assert_eq!(status, StatusCode::OK);
         let state: sticky_core::FilterState = serde_json::from_str(&body).unwrap();
         assert_eq!(state.targets.len(), 1);
+
+        // Over TLS: a verified client certificate, and nothing else, opens them; a token does not.
+        let tls = || app(service(), HttpOptions::with_client_certificates(reqwest::Client::new()));
+        for token in [None, Some(TOKEN)] {
+            for request in guarded(token) {
+                let uri = request.uri().clone();
+                let (status, body) = send(tls(), request).await;
+                assert_eq!(status, StatusCode::UNAUTHORIZED, "{uri} with {token:?}");
+                assert!(body.contains("client certificate"), "{body}");
+            }
+        }
+        let mut request = get("/v1/state/terraform-balancer/80", None);
+        request.extensions_mut().insert(crate::control_tls::PeerCertificate);
+        let (status, body) = send(tls(), request).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(body.contains("\"keys\""), "{body}");
+        let mut request = get("/v1/hosts", None);
+        request.extensions_mut().insert(crate::control_tls::PeerCertificate);
+        assert_eq!(send(tls(), request).await.0, StatusCode::OK);
     }
 
     #[tokio::test]
@@ -615,13 +688,13 @@ mod tests {
     #[tokio::test]
     async fn a_stopping_service_answers_waiting_long_polls_at_once() {
         let service = service();
-        let app = app(Arc::clone(&service), HttpOptions { feed_token: None });
+        let app = app(Arc::clone(&service), HttpOptions::with_token(TOKEN));
         let version = service.version();
         let poll = tokio::spawn(send(
             app,
             get(
                 &format!("/v1/state/terraform-balancer/80?version={version}&timeout_ms=60000"),
-                None,
+                Some(TOKEN),
             ),
         ));
         service.stop();
@@ -671,7 +744,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_operator_page_needs_an_access_key_and_says_so() {
-        let app = app(service(), HttpOptions { feed_token: None });
+        let app = app(service(), HttpOptions::with_token(TOKEN));
         let (status, body) = send(app.clone(), page("/ui", None, None)).await;
         assert_eq!(status, StatusCode::OK);
         assert!(body.contains("/ui/page.js"));
@@ -709,7 +782,7 @@ mod tests {
     #[tokio::test]
     async fn a_policy_change_from_the_page_goes_through_the_apis_validation() {
         let service = service();
-        let app = app(Arc::clone(&service), HttpOptions { feed_token: None });
+        let app = app(Arc::clone(&service), HttpOptions::with_token(TOKEN));
         let session = sign_in(&app).await;
         let set = |policy: &str| {
             page(
@@ -768,7 +841,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_listeners_counters_are_what_its_filters_polls_report() {
-        let app = app(service(), HttpOptions { feed_token: None });
+        let app = app(service(), HttpOptions::with_token(TOKEN));
         let session = sign_in(&app).await;
         let tally = ListenerTally::default();
         tally.add(sticky_core::Counter::Pinned, 4);
@@ -778,7 +851,7 @@ mod tests {
                 "/v1/state/terraform-balancer/80?poller={poller}&counts={}",
                 tally.report()
             );
-            let (status, _) = send(app.clone(), get(&uri, None)).await;
+            let (status, _) = send(app.clone(), get(&uri, Some(TOKEN))).await;
             assert_eq!(status, StatusCode::OK);
         }
         // A report that does not parse is not counted (the poll is answered all the same).
@@ -786,7 +859,7 @@ mod tests {
             app.clone(),
             get(
                 "/v1/state/terraform-balancer/80?poller=00000000000000cc&counts=1,x",
-                None,
+                Some(TOKEN),
             ),
         )
         .await;
@@ -801,7 +874,7 @@ mod tests {
     #[tokio::test]
     async fn the_cookie_inspector_opens_a_cookie_with_the_services_keys_and_shows_no_key() {
         let service = service();
-        let app = app(Arc::clone(&service), HttpOptions { feed_token: None });
+        let app = app(Arc::clone(&service), HttpOptions::with_token(TOKEN));
         let session = sign_in(&app).await;
         let inspect = |cookie: &str| {
             page(

@@ -6,6 +6,7 @@ pub mod attributes;
 pub mod bootstrap;
 pub mod certificates;
 pub mod commands;
+pub mod control_tls;
 pub mod domain;
 pub mod error;
 pub mod feed;

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
+use sticky_control::control_tls::{self, ControlTls, TlsFiles};
 use sticky_control::model::ListenerBinding;
 use sticky_control::replica::ReplicaConfig;
 use sticky_control::replicas;
@@ -27,6 +28,22 @@ struct Args {
     /// Address to listen on (API, state feed, xDS over HTTP/2, EDS, /metrics, /healthz).
     #[arg(long, default_value = "127.0.0.1:8000")]
     listen: SocketAddr,
+    /// The control port's certificate chain (PEM, leaf first; for replicas, issued for client
+    /// authentication too). With --tls-private-key and --tls-client-ca, every surface is served
+    /// over TLS, and the files are read again when they change.
+    #[arg(long, env = "STICKY_TLS_CERTIFICATE", requires_all = ["tls_private_key", "tls_client_ca"])]
+    tls_certificate: Option<PathBuf>,
+    /// The private key (PEM) of --tls-certificate.
+    #[arg(long, env = "STICKY_TLS_PRIVATE_KEY", requires = "tls_certificate")]
+    tls_private_key: Option<PathBuf>,
+    /// The CA (PEM) whose certificates Envoys and replicas present: only they get the state
+    /// feed (cookie keys), xDS, EDS, /v1/in-force and /v1/hosts.
+    #[arg(long, env = "STICKY_TLS_CLIENT_CA", requires = "tls_certificate")]
+    tls_client_ca: Option<PathBuf>,
+    /// Serve plain HTTP instead of TLS: allowed on a loopback --listen only, and with a
+    /// --feed-token that Envoys and replicas present.
+    #[arg(long, conflicts_with = "tls_certificate")]
+    plain_http: bool,
     /// Where the state lives: a SQLite file (created if missing; `sqlite:PATH` or a path), or
     /// a PostgreSQL URL (`postgres://user:password@host/db`) shared by several replicas.
     #[arg(
@@ -36,17 +53,22 @@ struct Args {
         env = "STICKY_STORE"
     )]
     store: StoreLocation,
-    /// File of the master key (64 hexadecimal digits) the store's secrets (server certificates'
-    /// private keys) are sealed under. Default on SQLite: `<store file>.master-key`, created
-    /// (mode 0600) on first start; on PostgreSQL every replica must be given the same one, and
-    /// without one certificates cannot be uploaded.
+    /// File of the master key (64 hexadecimal digits) the store's secrets (the cookie keys,
+    /// server certificates' private keys) are sealed under; or the key itself in
+    /// STICKY_MASTER_KEY. Default on SQLite: `<store file>.master-key`, created (mode 0600) on
+    /// first start; on PostgreSQL every replica must be given the same one.
     #[arg(long, env = "STICKY_MASTER_KEY_FILE")]
     master_key_file: Option<PathBuf>,
+    /// A master key the store's secrets were sealed under before the current one (a rotation):
+    /// it opens them, and they are sealed again under the current one at start. Repeatable.
+    #[arg(long = "previous-master-key-file", value_name = "FILE")]
+    previous_master_key_files: Vec<PathBuf>,
     /// This replica's name among those sharing a PostgreSQL store (default: the listen address
     /// and a random suffix, unique per start).
     #[arg(long)]
     replica_id: Option<String>,
-    /// Where the other replicas reach this one (default: http://<listen address>).
+    /// Where the other replicas reach this one (default: https://<listen address>, or http://
+    /// with --plain-http).
     #[arg(long)]
     advertise_url: Option<String>,
     /// Milliseconds a leader lease (health checks, key rotation) lasts unless renewed; another
@@ -93,7 +115,8 @@ struct Args {
     /// sent to it, before trying another target and marking it unreachable (milliseconds).
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=60_000))]
     target_connect_timeout_ms: u64,
-    /// Bearer token the state feed and EDS require (they carry cookie keys and backend addresses).
+    /// With --plain-http: the bearer token the state feed, xDS, EDS, /v1/in-force and /v1/hosts
+    /// require (over TLS, peers present client certificates instead).
     #[arg(long, env = "STICKY_FEED_TOKEN")]
     feed_token: Option<String>,
 }
@@ -159,6 +182,7 @@ async fn main() -> anyhow::Result<()> {
         }
         None => None,
     };
+    let transport = transport(&args)?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;
@@ -173,43 +197,107 @@ async fn main() -> anyhow::Result<()> {
     tokio::spawn(sticky_control::prober::run(Arc::clone(&service)));
     tokio::spawn(maintain_keys(Arc::clone(&service)));
     tokio::spawn(end_drains(Arc::clone(&service)));
-    tracing::info!(address = %listener.local_addr()?, store = %args.store, replica = %service.replica.config.id, "sticky-control listening");
-    let router = app(
-        Arc::clone(&service),
-        HttpOptions {
-            feed_token: args.feed_token.clone(),
-        },
-    );
+    tracing::info!(address = %listener.local_addr()?, store = %args.store, replica = %service.replica.config.id, url = %service.replica.config.url, "sticky-control listening");
     let stopping = Arc::clone(&service);
-    axum::serve(listener, router)
-        .with_graceful_shutdown(async move {
-            let signal = stop_signal().await;
-            tracing::info!(
-                signal,
-                "stopping: answering the waiting long-polls, finishing the calls in flight"
+    let stop = async move {
+        let signal = stop_signal().await;
+        tracing::info!(
+            signal,
+            "stopping: answering the waiting long-polls, finishing the calls in flight"
+        );
+        service.stop();
+    };
+    match transport {
+        Transport::Tls(tls) => {
+            let router = app(
+                Arc::clone(&stopping),
+                HttpOptions::with_client_certificates(tls.peer_client()?),
             );
-            service.stop();
-        })
-        .await?;
+            tokio::spawn(Arc::clone(&tls).watch());
+            control_tls::serve(listener, router, tls, stop).await;
+        }
+        Transport::Plain { token } => {
+            let router = app(Arc::clone(&stopping), HttpOptions::with_token(token));
+            axum::serve(listener, router).with_graceful_shutdown(stop).await?;
+        }
+    }
     let location = args.store.clone();
     let _ = tokio::task::spawn_blocking(move || replicas::leave(&stopping, &location)).await;
     Ok(())
 }
 
-/// The master key: the file given, else one beside a SQLite store's file (made on first start).
-fn master_key(args: &Args) -> anyhow::Result<Option<MasterKey>> {
-    if let Some(path) = &args.master_key_file {
-        return Ok(Some(MasterKey::read(path)?));
-    }
-    Ok(match &args.store {
-        StoreLocation::Sqlite(path) if path.as_os_str() == ":memory:" => Some(MasterKey::generate()?),
-        StoreLocation::Sqlite(path) => {
-            let mut file = path.clone().into_os_string();
-            file.push(".master-key");
-            Some(MasterKey::read_or_create(std::path::Path::new(&file))?)
+/// How the control port is served.
+enum Transport {
+    Tls(Arc<ControlTls>),
+    Plain { token: String },
+}
+
+/// TLS from the files given; plain HTTP only when asked for, on loopback, behind a token.
+fn transport(args: &Args) -> anyhow::Result<Transport> {
+    if let (Some(certificate), Some(private_key), Some(client_ca)) =
+        (&args.tls_certificate, &args.tls_private_key, &args.tls_client_ca)
+    {
+        if args.feed_token.is_some() {
+            anyhow::bail!(
+                "--feed-token goes with --plain-http only: over TLS, Envoys and replicas present client certificates"
+            );
         }
-        StoreLocation::Postgres(_) => None,
-    })
+        let tls = ControlTls::load(TlsFiles {
+            certificate: certificate.clone(),
+            private_key: private_key.clone(),
+            client_ca: client_ca.clone(),
+        })?;
+        return Ok(Transport::Tls(Arc::new(tls)));
+    }
+    if !args.plain_http {
+        anyhow::bail!(
+            "no TLS for the control port: give --tls-certificate, --tls-private-key and --tls-client-ca \
+             (or, on loopback only, --plain-http with --feed-token)"
+        );
+    }
+    if !args.listen.ip().is_loopback() {
+        anyhow::bail!(
+            "--plain-http serves on a loopback --listen only ({} is not): elsewhere the control port needs TLS",
+            args.listen
+        );
+    }
+    match &args.feed_token {
+        Some(token) if !token.is_empty() && token.bytes().all(|b| b.is_ascii_graphic()) => {
+            Ok(Transport::Plain { token: token.clone() })
+        }
+        Some(_) => anyhow::bail!("--feed-token must be visible ASCII characters, not empty"),
+        None => anyhow::bail!(
+            "--plain-http needs --feed-token: the state feed carries the cookie keys, and is served to peers presenting it only"
+        ),
+    }
+}
+
+/// The master key: the file given (or STICKY_MASTER_KEY), else one beside a SQLite store's file
+/// (made on first start); with the previous ones a rotation keeps opening.
+fn master_key(args: &Args) -> anyhow::Result<MasterKey> {
+    let from_env = std::env::var("STICKY_MASTER_KEY").ok().filter(|k| !k.is_empty());
+    let current = match (&args.master_key_file, from_env) {
+        (Some(_), Some(_)) => {
+            anyhow::bail!("give the master key once: --master-key-file or STICKY_MASTER_KEY, not both")
+        }
+        (Some(path), None) => MasterKey::read(path)?,
+        (None, Some(hex)) => MasterKey::from_hex("STICKY_MASTER_KEY", &hex)?,
+        (None, None) => match &args.store {
+            StoreLocation::Sqlite(path) if path.as_os_str() == ":memory:" => MasterKey::generate()?,
+            StoreLocation::Sqlite(path) => {
+                let mut file = path.clone().into_os_string();
+                file.push(".master-key");
+                MasterKey::read_or_create(std::path::Path::new(&file))?
+            }
+            StoreLocation::Postgres(_) => anyhow::bail!(
+                "a PostgreSQL store needs --master-key-file (or STICKY_MASTER_KEY), the same on every replica: \
+                 the cookie keys and certificates' private keys are sealed under it"
+            ),
+        },
+    };
+    args.previous_master_key_files
+        .iter()
+        .try_fold(current, |key, path| Ok(key.with_previous(&MasterKey::read(path)?)))
 }
 
 fn replica_config(args: &Args) -> anyhow::Result<ReplicaConfig> {
@@ -222,10 +310,10 @@ fn replica_config(args: &Args) -> anyhow::Result<ReplicaConfig> {
             format!("{}-{}", args.listen, hex::encode(suffix))
         }
     };
-    let url = args
-        .advertise_url
-        .clone()
-        .unwrap_or_else(|| format!("http://{}", args.listen));
+    let url = args.advertise_url.clone().unwrap_or_else(|| {
+        let scheme = if args.plain_http { "http" } else { "https" };
+        format!("{scheme}://{}", args.listen)
+    });
     if !(url.starts_with("http://") || url.starts_with("https://")) {
         anyhow::bail!("--advertise-url {url:?} must be an http:// or https:// URL");
     }

@@ -17,9 +17,9 @@ use crate::keys::RotatingKeys;
 use crate::metrics::Metrics;
 use crate::model::{ListenerBinding, Policy};
 use crate::replica::{Replica, ReplicaConfig};
-use crate::sealing::MasterKey;
+use crate::sealing::{MasterKey, OpenedWith};
 use crate::sigv4::AccessKeys;
-use crate::store::{Change, SealedCertificate, Snapshot, Store, StoreError};
+use crate::store::{Change, SealedCertificate, Snapshot, Store, StoreError, StoredCookieKey};
 
 /// How long after a start every live filter has polled again: the filter's longest retry
 /// backoff (`sticky_core::poll::BACKOFF_MAX_MS`) plus a margin.
@@ -46,32 +46,91 @@ pub struct ServiceConfig {
     pub target_connect_timeout: Duration,
     /// This process among the replicas sharing a store.
     pub replica: ReplicaConfig,
-    /// What the store's secrets (certificates' private keys) are sealed under; without one,
-    /// certificates cannot be stored.
-    pub master_key: Option<MasterKey>,
+    /// What the store's secrets (cookie keys, certificates' private keys) are sealed under.
+    pub master_key: MasterKey,
 }
 
-/// Stored certificates with their private keys opened with `master_key`.
+/// Stored certificates with their private keys opened with `master_key`; and the ids of those
+/// a previous master key sealed.
 fn open_certificates(
-    master_key: Option<&MasterKey>,
+    master_key: &MasterKey,
     stored: Vec<SealedCertificate>,
-) -> Result<std::collections::BTreeMap<String, crate::certificates::ServerCertificate>, String> {
+) -> Result<
+    (
+        std::collections::BTreeMap<String, crate::certificates::ServerCertificate>,
+        Vec<String>,
+    ),
+    String,
+> {
     let mut certificates = std::collections::BTreeMap::new();
+    let mut stale = Vec::new();
     for sealed in stored {
         let mut certificate = sealed.certificate;
-        let master_key = master_key.ok_or_else(|| {
-            format!(
-                "the store holds server certificate {} whose private key is sealed: start with the --master-key-file it was sealed under",
-                certificate.name
-            )
-        })?;
-        let key = master_key
-            .open(&certificate.id, &sealed.sealed_key)
-            .map_err(|e| format!("server certificate {}: {e}", certificate.name))?;
+        let (key, opened_with) = master_key
+            .open_reporting(&certificate.id, &sealed.sealed_key)
+            .map_err(|e| {
+                format!(
+                    "server certificate {}: {e}: start with the --master-key-file it was sealed under",
+                    certificate.name
+                )
+            })?;
+        if opened_with == OpenedWith::Previous {
+            stale.push(certificate.id.clone());
+        }
         certificate.private_key = Some(crate::certificates::PrivateKeyPem::new(key));
         certificates.insert(certificate.id.clone(), certificate);
     }
-    Ok(certificates)
+    Ok((certificates, stale))
+}
+
+/// What a cookie key's sealed secret is bound to: a sealed secret moved to another key's row
+/// does not open.
+fn cookie_key_record(id: u16, created_at: i64) -> String {
+    format!("cookie-key {id} {created_at}")
+}
+
+/// The stored key ring opened with `master_key` (none before the first start); and whether it
+/// is to be sealed again (a previous master key sealed it, or it was stored in clear by a
+/// version that did not seal keys).
+fn open_keys(master_key: &MasterKey, stored: Vec<StoredCookieKey>) -> Result<(Option<RotatingKeys>, bool), String> {
+    if stored.is_empty() {
+        return Ok((None, false));
+    }
+    let mut stale = false;
+    let mut keys = Vec::with_capacity(stored.len());
+    for key in stored {
+        let secret: Vec<u8> = match std::str::from_utf8(&key.secret)
+            .ok()
+            .filter(|t| crate::sealing::is_sealed(t))
+        {
+            Some(sealed) => {
+                let (hex_secret, opened_with) = master_key
+                    .open_reporting(&cookie_key_record(key.id, key.created_at), sealed)
+                    .map_err(|e| {
+                        format!(
+                            "cookie key {}: {e}: start with the --master-key-file it was sealed under",
+                            key.id
+                        )
+                    })?;
+                stale |= opened_with == OpenedWith::Previous;
+                hex::decode(hex_secret).map_err(|_| format!("cookie key {} is not hexadecimal", key.id))?
+            }
+            None => {
+                stale = true;
+                key.secret
+            }
+        };
+        let secret: [u8; 32] = secret
+            .try_into()
+            .map_err(|_| format!("cookie key {} is not 32 bytes", key.id))?;
+        keys.push(crate::keys::CookieKey {
+            id: key.id,
+            secret,
+            created_at: key.created_at,
+            retired_at: key.retired_at,
+        });
+    }
+    RotatingKeys::from_keys(keys).map(|ring| (Some(ring), stale))
 }
 
 /// The store's failures as the API reports them.
@@ -133,8 +192,9 @@ impl Service {
         let snapshot = store.load()?;
         let shared = store.is_shared();
         let now = unix_now();
-        let keys_stored = snapshot.keys.is_some();
-        let keys = match snapshot.keys {
+        let (keys, keys_stale) = open_keys(&config.master_key, snapshot.keys).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let keys_stored = keys.is_some() && !keys_stale;
+        let keys = match keys {
             Some(keys) => keys,
             None => RotatingKeys::generate(now).map_err(|e| anyhow::anyhow!("cannot draw a key: {e}"))?,
         };
@@ -143,8 +203,8 @@ impl Service {
         // serves the same state, health included, under the same version.
         let version = if shared { snapshot.version } else { snapshot.version + 1 };
         let endpoints_version = if shared { snapshot.endpoints_version } else { version };
-        let certificates =
-            open_certificates(config.master_key.as_ref(), snapshot.certificates).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let (certificates, stale_certificates) =
+            open_certificates(&config.master_key, snapshot.certificates).map_err(|e| anyhow::anyhow!("{e}"))?;
         let inner = Domain {
             certificates,
             load_balancers: snapshot.load_balancers,
@@ -191,9 +251,17 @@ impl Service {
                     .filter(|lb| lb.address.is_none())
                     .map(|lb| Write::PutLoadBalancer(lb.clone()))
                     .collect();
+                // A first start, or keys and certificates sealed under a previous master key (or
+                // keys stored in clear): sealed under the current one.
                 if !inner.keys_stored {
                     writes.push(Write::ReplaceKeys(inner.keys.clone()));
                 }
+                writes.extend(
+                    stale_certificates
+                        .iter()
+                        .filter_map(|id| inner.certificates.get(id))
+                        .map(|certificate| Write::PutCertificate(certificate.clone())),
+                );
                 if let Some(bootstrap) = bootstrap {
                     writes.extend(bootstrap.plan(inner, &service.config.cookie)?.0);
                 }
@@ -260,6 +328,14 @@ impl Service {
             })
             .collect::<Result<Vec<_>, _>>()?;
         let mut sealed_iter = sealed.iter();
+        let sealed_rings = writes
+            .iter()
+            .filter_map(|w| match w {
+                Write::ReplaceKeys(keys) => Some(self.seal_keys(keys)),
+                _ => None,
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut sealed_rings_iter = sealed_rings.iter();
         let changes: Vec<Change<'_>> = writes
             .iter()
             .filter_map(|w| {
@@ -267,7 +343,7 @@ impl Service {
                     Write::PutLoadBalancer(lb) => Change::PutLoadBalancer(lb),
                     Write::DeleteLoadBalancer(name) => Change::DeleteLoadBalancer(name),
                     Write::ReplaceRegistry(registry) => Change::ReplaceRegistry(registry),
-                    Write::ReplaceKeys(keys) => Change::ReplaceKeys(keys),
+                    Write::ReplaceKeys(_) => Change::ReplaceKeys(sealed_rings_iter.next()?),
                     Write::PutHealth(key, health) => Change::PutHealth(key, health),
                     Write::PutCertificate(_) => Change::PutCertificate(sealed_iter.next()?),
                     Write::DeleteCertificate(id) => Change::DeleteCertificate(id),
@@ -293,13 +369,29 @@ impl Service {
         })
     }
 
+    /// `keys` as the store keeps them: each secret sealed under the master key.
+    fn seal_keys(&self, keys: &RotatingKeys) -> Result<Vec<StoredCookieKey>, ApiError> {
+        keys.keys()
+            .iter()
+            .map(|key| {
+                let sealed = self
+                    .config
+                    .master_key
+                    .seal(&cookie_key_record(key.id, key.created_at), &hex::encode(key.secret))
+                    .map_err(ApiError::internal)?;
+                Ok(StoredCookieKey {
+                    id: key.id,
+                    secret: sealed.into_bytes(),
+                    created_at: key.created_at,
+                    retired_at: key.retired_at,
+                })
+            })
+            .collect()
+    }
+
     /// `certificate` as the store keeps it: its private key sealed under the master key.
     fn seal(&self, certificate: &crate::certificates::ServerCertificate) -> Result<SealedCertificate, ApiError> {
-        let master_key = self.config.master_key.as_ref().ok_or_else(|| {
-            ApiError::invalid_configuration(
-                "This service has no master key to seal private keys at rest: start it with --master-key-file",
-            )
-        })?;
+        let master_key = &self.config.master_key;
         let key = certificate
             .private_key
             .as_ref()
@@ -317,10 +409,12 @@ impl Service {
 
     /// Takes the state another replica committed, if newer than what this one holds.
     pub fn catch_up(&self, snapshot: Snapshot) {
-        let certificates = match open_certificates(self.config.master_key.as_ref(), snapshot.certificates) {
-            Ok(certificates) => certificates,
+        let opened = open_certificates(&self.config.master_key, snapshot.certificates)
+            .and_then(|(certificates, _)| Ok((certificates, open_keys(&self.config.master_key, snapshot.keys)?.0)));
+        let (certificates, keys) = match opened {
+            Ok(opened) => opened,
             Err(error) => {
-                tracing::error!(%error, "the store's certificates do not open: this replica keeps the state it has");
+                tracing::error!(%error, "the store's secrets do not open: this replica keeps the state it has");
                 return;
             }
         };
@@ -331,7 +425,7 @@ impl Service {
         inner.certificates = certificates;
         inner.load_balancers = snapshot.load_balancers;
         inner.registry = snapshot.registry;
-        if let Some(keys) = snapshot.keys {
+        if let Some(keys) = keys {
             inner.keys = keys;
             inner.keys_stored = true;
         }
@@ -510,7 +604,7 @@ pub(crate) fn example_service(test: &str) -> (Arc<Service>, std::path::PathBuf) 
         listener_binding: Default::default(),
         target_connect_timeout: crate::xds::resources::DEFAULT_TARGET_CONNECT_TIMEOUT,
         replica: Default::default(),
-        master_key: Some(crate::sealing::MasterKey::generate().unwrap()),
+        master_key: crate::sealing::MasterKey::generate().unwrap(),
     };
     (Service::open(config, store, Some(bootstrap)).unwrap(), dir)
 }

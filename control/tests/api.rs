@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime};
 
 use common::{ACCESS_KEY, Control, SECRET_KEY, Style, bootstrap};
+use sticky_testing::control_process::FEED_TOKEN;
 use sticky_testing::eventually;
 
 fn fake(port: u16) -> SocketAddr {
@@ -570,6 +571,7 @@ fn a_waiting_long_poll_is_woken_by_the_change() {
             let response = ureq::get(&format!(
                 "{url}/v1/state/terraform-balancer/80?version={version}&timeout_ms=20000&poller=waiter{trial}"
             ))
+            .set("authorization", &format!("Bearer {FEED_TOKEN}"))
             .call()
             .unwrap();
             let received = Instant::now();

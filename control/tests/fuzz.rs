@@ -216,7 +216,7 @@ fn fuzz_the_oapi_calls() {
         listener_binding: Default::default(),
         target_connect_timeout: Duration::from_secs(1),
         replica: Default::default(),
-        master_key: None,
+        master_key: sticky_control::sealing::MasterKey::generate().unwrap(),
     };
     let instances = [
         ("i-1".to_owned(), "127.0.0.1:9001".parse().unwrap()),

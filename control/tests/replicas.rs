@@ -10,7 +10,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Replicas, bootstrap};
+use common::{Control, Replicas, bootstrap};
 use sticky_demo_target::DemoTargets;
 use sticky_testing::eventually;
 
@@ -50,7 +50,8 @@ fn a_change_answered_by_one_replica_is_seen_by_every_other() {
         .replicas
         .iter()
         .map(|r| {
-            ureq::get(&format!("{}/v1/hosts", r.url()))
+            r.client()
+                .peer_get(&format!("{}/v1/hosts", r.url()))
                 .call()
                 .unwrap()
                 .into_string()
@@ -181,25 +182,35 @@ fn acknowledged_writes_survive_the_death_of_every_replica() {
     );
 }
 
+/// Starts the service on `store` (with `master_key`, if any), which must refuse to start; what
+/// it said.
+fn refused_start(store: &str, master_key: Option<&str>) -> String {
+    let binary = std::path::Path::new(env!("CARGO_BIN_EXE_sticky-control"));
+    let mut command = std::process::Command::new(binary);
+    command.args([
+        "--listen",
+        "127.0.0.1:0",
+        "--plain-http",
+        "--feed-token",
+        "t",
+        "--access-key",
+        "A:B",
+    ]);
+    command.args(["--store", store]);
+    if let Some(key) = master_key {
+        command.env("STICKY_MASTER_KEY", key);
+    }
+    let output = command.output().unwrap();
+    assert!(!output.status.success(), "started on {store}");
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
 #[test]
 fn a_store_migrated_by_a_newer_binary_is_refused_with_a_clear_error() {
     let mut cluster = Replicas::start(1, &bootstrap(&[], &[]), &[]);
     cluster.sql("INSERT INTO schema_migrations (version) VALUES (99)");
     cluster.replicas[0].kill();
-    let binary = std::path::Path::new(env!("CARGO_BIN_EXE_sticky-control"));
-    let output = std::process::Command::new(binary)
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--access-key",
-            "A:B",
-            "--store",
-            &cluster.url,
-        ])
-        .output()
-        .unwrap();
-    assert!(!output.status.success());
-    let text = String::from_utf8_lossy(&output.stderr);
+    let text = refused_start(&cluster.url, Some(sticky_testing::control_process::REPLICAS_MASTER_KEY));
     assert!(
         text.contains("store schema is at version 99, newer than this binary's 2"),
         "{text}"
@@ -349,19 +360,59 @@ fn a_certificate_uploaded_on_one_replica_serves_on_every_other_and_its_key_is_se
         assert_eq!(listed.fields("ServerCertificateName"), ["shop"]);
     }
     // Without the master key a replica refuses to start on this store, saying why.
-    let binary = std::path::Path::new(env!("CARGO_BIN_EXE_sticky-control"));
-    let output = std::process::Command::new(binary)
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--access-key",
-            "A:B",
-            "--store",
-            &cluster.url,
-        ])
-        .output()
-        .unwrap();
-    assert!(!output.status.success());
-    let text = String::from_utf8_lossy(&output.stderr);
+    let text = refused_start(&cluster.url, None);
     assert!(text.contains("--master-key-file"), "{text}");
+}
+
+/// PostgreSQL offering TLS: the replicas' connections are encrypted (libpq's `prefer`, the
+/// default); with `sslrootcert` the server must also prove itself against that CA.
+#[test]
+fn connections_to_postgresql_use_tls_when_it_offers_it_and_verify_it_with_sslrootcert() {
+    let ca = sticky_testing::tls::TestCa::new("postgres").unwrap();
+    let issued = ca.issue(&["127.0.0.1"]).unwrap();
+    let server = sticky_testing::postgres::PostgresServer::start_tls(
+        &format!("{}{}", issued.body, issued.chain),
+        &issued.private_key,
+    )
+    .unwrap();
+    let url = server.create_database("sticky").unwrap();
+    let sessions = |ssl: bool| -> u64 {
+        server
+            .psql(
+                "sticky",
+                &format!(
+                    "SELECT count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
+                     WHERE a.application_name = 'sticky-control' AND s.ssl = {ssl}"
+                ),
+            )
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    let control = Control::start(&bootstrap(&[], &[]), &["--store", &url]);
+    control.call("DescribeLoadBalancers", &[]).ok();
+    assert!(sessions(true) >= 1, "encrypted connections");
+    assert_eq!(sessions(false), 0, "no connection in clear");
+    drop(control);
+
+    // Verified against the right CA: it starts; against another CA: it refuses, saying why.
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root.pem");
+    std::fs::write(&root, ca.root_pem()).unwrap();
+    let verified = format!("{url}?sslrootcert={}", root.display());
+    let control = Control::start(&bootstrap(&[], &[]), &["--store", &verified]);
+    control.call("DescribeLoadBalancers", &[]).ok();
+    drop(control);
+    let stranger = dir.path().join("stranger.pem");
+    std::fs::write(
+        &stranger,
+        sticky_testing::tls::TestCa::new("stranger").unwrap().root_pem(),
+    )
+    .unwrap();
+    let text = refused_start(
+        &format!("{url}?sslrootcert={}", stranger.display()),
+        Some(sticky_testing::control_process::REPLICAS_MASTER_KEY),
+    );
+    assert!(text.to_lowercase().contains("certificate"), "{text}");
 }

@@ -68,7 +68,7 @@ fn aws_cli_drives_policies() {
 #[test]
 fn osc_cli_runs_the_seed_commands() {
     let control = control();
-    let cli = OscCli::new(&control.dir, &control.url(), (ACCESS_KEY, SECRET_KEY)).unwrap();
+    let cli = OscCli::new(&control.dir, &control.url(), (ACCESS_KEY, SECRET_KEY), None).unwrap();
     let osc = |args: &[&str]| cli.lbu(args);
     // The seed's commands, verbatim.
     osc(&[
@@ -127,7 +127,7 @@ fn osc_cli_runs_the_seed_commands() {
 #[test]
 fn osc_cli_drives_attributes_tags_and_generic_policies() {
     let control = control();
-    let cli = OscCli::new(&control.dir, &control.url(), (ACCESS_KEY, SECRET_KEY)).unwrap();
+    let cli = OscCli::new(&control.dir, &control.url(), (ACCESS_KEY, SECRET_KEY), None).unwrap();
     let osc = |args: &[&str]| cli.lbu(args);
     let lb = ["--LoadBalancerName", "terraform-balancer"];
     let with_lb = |args: &[&str]| -> Vec<String> { lb.iter().chain(args).map(|a| (*a).to_owned()).collect() };
@@ -218,7 +218,7 @@ fn osc_sdk_python_drives_the_oapi_load_balancer_calls() {
 #[test]
 fn osc_cli_api_drives_stickiness_through_oapi() {
     let control = control();
-    let cli = OscCli::new(&control.dir, &control.url(), (ACCESS_KEY, SECRET_KEY)).unwrap();
+    let cli = OscCli::new(&control.dir, &control.url(), (ACCESS_KEY, SECRET_KEY), None).unwrap();
     let lb = ["--LoadBalancerName", "terraform-balancer"];
     let api = |call: &str, args: &[&str]| {
         let mut all = vec![call];

@@ -22,7 +22,7 @@ use sticky_testing::artifacts::{build_bouncer_release, build_control_release, wo
 use sticky_testing::bouncer::{BouncerFile, BouncerProcess, HttpsListener};
 use sticky_testing::control_client::QueryClient;
 use sticky_testing::flask::FlaskTargets;
-use sticky_testing::tls::{PKCS_ECDSA_P256_SHA256, TestCa, Validity};
+use sticky_testing::tls::{PKCS_ECDSA_P256_SHA256, TestCa, Validity, agent_trusting};
 
 use crate::topology::Topology;
 
@@ -189,6 +189,8 @@ fn main() -> anyhow::Result<()> {
         ),
     };
     let tls = demo_certificate(&dir)?;
+    // The control plane's CA: the launcher makes it on the first start, the clients trust it.
+    let control_ca = (dir.join("ca/ca.pem"), dir.join("ca/ca-key.pem"));
     let file = BouncerFile {
         runtime_dir: dir.join("run"),
         api,
@@ -216,6 +218,7 @@ fn main() -> anyhow::Result<()> {
             private_key_file: tls.join("key.pem"),
             chain_file: tls.join("chain.pem"),
         }),
+        control_ca: Some(control_ca.clone()),
     };
     let config = dir.join("bouncer.toml");
     std::fs::write(&config, file.render()).with_context(|| format!("writing {}", config.display()))?;
@@ -237,12 +240,17 @@ fn main() -> anyhow::Result<()> {
         log.display()
     );
     let mut bouncer = BouncerProcess::spawn(command, &log).context("starting sticky-bouncer")?;
-    let api_url = format!("http://{api}");
-    let api_client = QueryClient::new(api.to_string(), key_id, secret);
+    let api_url = format!("https://{api}");
+    let ca = &control_ca.0;
+    let envoy_identity = (
+        file.runtime_dir.join("tls/envoy.pem"),
+        file.runtime_dir.join("tls/envoy-key.pem"),
+    );
     let url = wait_serving(
         &mut bouncer,
         &api_url,
-        &api_client,
+        (key_id, secret),
+        (ca, &envoy_identity),
         instance_ids.len(),
         port_offset,
         &log,
@@ -251,7 +259,7 @@ fn main() -> anyhow::Result<()> {
     let osc_config = dir.join("osc-config.json");
     let profile = serde_json::json!({"default": {
         "access_key": key_id, "secret_key": secret, "endpoint": api_url,
-        "https": false, "region_name": "eu-west-2", "method": "POST"
+        "https": true, "ssl_verify": ca.display().to_string(), "region_name": "eu-west-2", "method": "POST"
     }});
     std::fs::write(&osc_config, serde_json::to_string_pretty(&profile)?)?;
     let venv = workspace_root().join(".venv/bin");
@@ -278,8 +286,15 @@ fn main() -> anyhow::Result<()> {
             topology.bouncer_address()
         );
     }
-    println!("  control service  {api_url}   (LBU/ELB Query API)");
-    println!("  operator page    {api_url}/ui   (sign in with access key {key_id} and its secret {secret})");
+    println!("  control service  {api_url}   (LBU/ELB Query API, OAPI; TLS)");
+    println!(
+        "  control CA       {}   (the API's clients verify the control service with it)",
+        ca.display()
+    );
+    println!(
+        "  operator page    {api_url}/ui   (sign in with access key {key_id} and its secret {secret}; import {} as an authority in the browser)",
+        ca.display()
+    );
     println!(
         "  envoy            {url}   (load balancer terraform-balancer, port 80; {} shell)",
         shell.0
@@ -288,7 +303,12 @@ fn main() -> anyhow::Result<()> {
         "  listener rule    each load balancer gets the next address of {}; its port P is served on P + {}",
         file.address_pool, port_offset
     );
-    println!("                   (DNSName -> address, as /etc/hosts lines: curl {api_url}/v1/hosts)");
+    println!(
+        "                   (DNSName -> address, as /etc/hosts lines, for Envoys' certificates only: curl --cacert {} --cert {} --key {} {api_url}/v1/hosts)",
+        ca.display(),
+        envoy_identity.0.display(),
+        envoy_identity.1.display()
+    );
     match &topology {
         Some(topology) => println!(
             "  envoy admin      ip netns exec {} curl http://127.0.0.1:{}/stats?filter=sticky",
@@ -331,7 +351,10 @@ fn main() -> anyhow::Result<()> {
     );
     println!();
     println!("aws CLI:");
-    println!("  export AWS_ACCESS_KEY_ID={key_id} AWS_SECRET_ACCESS_KEY={secret} AWS_DEFAULT_REGION=eu-west-2");
+    println!(
+        "  export AWS_ACCESS_KEY_ID={key_id} AWS_SECRET_ACCESS_KEY={secret} AWS_DEFAULT_REGION=eu-west-2 AWS_CA_BUNDLE={}",
+        ca.display()
+    );
     println!(
         "  {} elb describe-load-balancers --endpoint-url {api_url}",
         venv.join("aws").display()
@@ -401,12 +424,13 @@ fn demo_certificate(dir: &std::path::Path) -> anyhow::Result<std::path::PathBuf>
 fn wait_serving(
     bouncer: &mut BouncerProcess,
     api_url: &str,
-    api: &QueryClient,
+    access_key: (&str, &str),
+    (ca, envoy_identity): (&std::path::Path, &(std::path::PathBuf, std::path::PathBuf)),
     instances: usize,
     port_offset: u16,
     log: &std::path::Path,
 ) -> anyhow::Result<String> {
-    let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(2)).build();
+    let plain = ureq::AgentBuilder::new().timeout(Duration::from_secs(2)).build();
     let deadline = Instant::now() + Duration::from_secs(90);
     let mut said = Instant::now();
     eprintln!(
@@ -416,6 +440,16 @@ fn wait_serving(
         if let Some(status) = bouncer.try_wait() {
             anyhow::bail!("sticky-bouncer exited ({status}); its log: {}", log.display());
         }
+        // The launcher makes the CA and issues the certificates as it starts (read again until
+        // they are whole). The host map goes to Envoys only: asked with Envoy's certificate.
+        let agents = agent_trusting(ca, None)
+            .and_then(|api| Ok((api, agent_trusting(ca, Some((&envoy_identity.0, &envoy_identity.1)))?)));
+        let Ok((api_agent, agent)) = agents else {
+            std::thread::sleep(Duration::from_millis(200));
+            continue;
+        };
+        let api =
+            QueryClient::new(api_url.trim_start_matches("https://"), access_key.0, access_key.1).over_tls(api_agent);
         let url = agent
             .get(&format!("{api_url}/v1/hosts"))
             .call()
@@ -452,7 +486,7 @@ fn wait_serving(
             })
         };
         if let Some(url) = url
-            && agent.get(&format!("{url}/")).call().is_ok()
+            && plain.get(&format!("{url}/")).call().is_ok()
             && following()
             && in_service()
         {

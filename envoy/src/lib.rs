@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use sticky_core::{ControlSource, FilterState, PluginConfig};
 pub use sticky_envoy_bootstrap::{
-    CONTROL_API_CLUSTER, CONTROL_CLUSTER, DEFAULT_CONNECT_TIMEOUT, FilterShell, XDS_CLUSTER, XdsBootstrap,
+    CONTROL_API_CLUSTER, CONTROL_CLUSTER, ControlClientTls, DEFAULT_CONNECT_TIMEOUT, FilterShell, XDS_CLUSTER,
+    XdsBootstrap,
 };
 use sticky_envoy_bootstrap::{dynamic_module_filter, extend, timeout_ms, upstream_report, wasm_filter};
 
@@ -111,8 +112,13 @@ pub enum HttpFilters {
 pub enum Endpoints {
     /// Listed in the bootstrap.
     Static(Vec<SocketAddr>),
-    /// From the control service's REST EDS, which the `control` cluster reaches.
-    Eds { control: SocketAddr, service_name: String },
+    /// From the control service's REST EDS, which the `control` cluster reaches (over TLS
+    /// with `tls`: REST EDS cannot carry a token, so a control service on plain HTTP refuses it).
+    Eds {
+        control: SocketAddr,
+        service_name: String,
+        tls: Option<ControlClientTls>,
+    },
 }
 
 /// Everything the bootstrap template needs.
@@ -157,11 +163,13 @@ impl EnvoyBootstrap {
         })
     }
 
-    /// A bootstrap following the control service at `control` for listener `port` of load
-    /// balancer `load_balancer`: EDS for the endpoints, the state long-poll for the filter.
+    /// A bootstrap following the control service at `control` (over TLS, with `tls`) for
+    /// listener `port` of load balancer `load_balancer`: EDS for the endpoints, the state
+    /// long-poll for the filter.
     pub fn following(
         shell: FilterShell,
         control: SocketAddr,
+        tls: Option<ControlClientTls>,
         load_balancer: &str,
         port: u16,
         node_id: &str,
@@ -183,6 +191,7 @@ impl EnvoyBootstrap {
             endpoints: Endpoints::Eds {
                 control,
                 service_name: format!("{load_balancer}_{port}"),
+                tls,
             },
             filters: HttpFilters::Sticky {
                 shell: shell.clone(),
@@ -290,7 +299,11 @@ impl EnvoyBootstrap {
                 );
                 None
             }
-            Endpoints::Eds { control, service_name } => {
+            Endpoints::Eds {
+                control,
+                service_name,
+                tls,
+            } => {
                 extend(
                     &mut targets,
                     json!({
@@ -310,12 +323,19 @@ impl EnvoyBootstrap {
                         },
                     }),
                 );
-                Some(json!({
+                let mut cluster = json!({
                     "name": CONTROL_CLUSTER,
                     "connect_timeout": "1s",
                     "type": "STATIC",
                     "load_assignment": {"cluster_name": CONTROL_CLUSTER, "endpoints": [{"lb_endpoints": [{"endpoint": {"address": address(control)}}]}]},
-                }))
+                });
+                if let Some(tls) = tls {
+                    extend(
+                        &mut cluster,
+                        json!({"transport_socket": tls.transport_socket("http/1.1")}),
+                    );
+                }
+                Some(cluster)
             }
         };
         json!([targets].into_iter().chain(control_cluster).collect::<Vec<_>>())

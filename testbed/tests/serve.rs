@@ -107,6 +107,8 @@ fn serve_follows_the_control_service() {
         control.address().to_string(),
         "--load-balancer".into(),
         "terraform-balancer".into(),
+        "--feed-token".into(),
+        control.feed_token.clone().expect("plain HTTP, behind a token"),
     ]);
     let client = control.client(key);
     let lb = ("LoadBalancerName", "terraform-balancer");

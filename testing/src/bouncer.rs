@@ -35,6 +35,9 @@ pub struct BouncerFile {
     pub health_target: String,
     /// An HTTPS listener beside HTTP 80, with its certificate's files.
     pub https: Option<HttpsListener>,
+    /// `[api.tls]`: the control plane's CA files (made on the first start when missing);
+    /// `None`: `plain_http = true`.
+    pub control_ca: Option<(PathBuf, PathBuf)>,
 }
 
 /// An HTTPS listener of the load balancer (to instance port 80) and its certificate's files.
@@ -59,12 +62,20 @@ fn path(path: &Path) -> String {
 impl BouncerFile {
     pub fn render(&self) -> String {
         let mut text = format!(
-            "runtime_dir = {runtime}\n\n[api]\nlisten = {api}\naccess_keys = [{key}]\n\n[store]\nlocation = {store}\n\n\
+            "runtime_dir = {runtime}\n\n[api]\nlisten = {api}\naccess_keys = [{key}]\n{transport}\n[store]\nlocation = {store}\n\n\
              [listeners]\naddress_pool = {pool}\nport_offset = {offset}\n\n[control]\nbinary = {control}\nextra_args = [{args}]\n\n\
              [envoy]\nbinary = {envoy}\nshell = {shell}\nartifact = {artifact}\nadmin_port = {admin}\nconcurrency = {concurrency}\n\n",
             runtime = path(&self.runtime_dir),
             api = quoted(&self.api.to_string()),
             key = quoted(&format!("{}:{}", self.access_key.0, self.access_key.1)),
+            transport = match &self.control_ca {
+                Some((certificate, key)) => format!(
+                    "\n[api.tls]\nca_certificate = {}\nca_private_key = {}\n",
+                    path(certificate),
+                    path(key)
+                ),
+                None => "plain_http = true\n".to_owned(),
+            },
             store = quoted(&self.store),
             pool = quoted(&self.address_pool),
             offset = self.port_offset,
@@ -199,8 +210,10 @@ mod tests {
             load_balancer: "terraform-balancer".into(),
             health_target: "HTTP:80/health".into(),
             https: None,
+            control_ca: Some(("/ca/ca.pem".into(), "/ca/ca-key.pem".into())),
         };
         let text = file.render();
+        assert!(text.contains("[api.tls]\nca_certificate = \"/ca/ca.pem\""), "{text}");
         assert!(text.contains(r#"runtime_dir = "/tmp/run \"x\"""#), "{text}");
         assert!(text.contains(r#"access_keys = ["AKID:se\"cret"]"#), "{text}");
         assert!(

@@ -20,19 +20,31 @@ pub fn venv_bin(name: &str) -> PathBuf {
     path
 }
 
+/// The environment that makes the Python clients (boto3, the aws CLI, osc-sdk-python) trust
+/// the CA file `ca`, and only it.
+pub fn trusting(command: &mut Command, ca: Option<&Path>) {
+    if let Some(ca) = ca {
+        command.env("AWS_CA_BUNDLE", ca).env("REQUESTS_CA_BUNDLE", ca);
+    }
+}
+
 /// osc-cli with a profile of its own (`--config_path`).
 pub struct OscCli {
     config: PathBuf,
 }
 
 impl OscCli {
-    /// Writes a profile for the service at `endpoint` (`http://…`) with `access_key` into
-    /// `dir/osc-config.json`.
-    pub fn new(dir: &Path, endpoint: &str, access_key: (&str, &str)) -> std::io::Result<Self> {
-        let profile = serde_json::json!({"default": {
+    /// Writes a profile for the service at `endpoint` (`http://…`, or `https://…` verified with
+    /// the CA file `ca`) with `access_key` into `dir/osc-config.json`.
+    pub fn new(dir: &Path, endpoint: &str, access_key: (&str, &str), ca: Option<&Path>) -> std::io::Result<Self> {
+        let mut profile = serde_json::json!({"default": {
             "access_key": access_key.0, "secret_key": access_key.1, "endpoint": endpoint,
-            "https": false, "region_name": "eu-west-2", "method": "POST"
+            "https": endpoint.starts_with("https://"), "region_name": "eu-west-2", "method": "POST"
         }});
+        if let Some(ca) = ca {
+            // osc-cli hands it to requests' `verify`.
+            profile["default"]["ssl_verify"] = ca.display().to_string().into();
+        }
         let config = dir.join("osc-config.json");
         std::fs::write(&config, profile.to_string())?;
         Ok(Self { config })

@@ -82,6 +82,11 @@ pub struct QueryClient {
     pub access_key: String,
     pub secret_key: String,
     agent: ureq::Agent,
+    /// `http` or `https`.
+    scheme: &'static str,
+    /// What the peer routes (the state feed, EDS) get: the bearer token of a control service
+    /// on plain HTTP (over TLS the agent presents a client certificate instead).
+    feed_token: Option<String>,
 }
 
 impl QueryClient {
@@ -92,11 +97,36 @@ impl QueryClient {
             access_key: access_key.into(),
             secret_key: secret_key.into(),
             agent,
+            scheme: "http",
+            feed_token: None,
         }
     }
 
+    /// The same client presenting `token` to the peer routes.
+    pub fn with_feed_token(mut self, token: Option<String>) -> Self {
+        self.feed_token = token;
+        self
+    }
+
+    /// The same client over TLS, through `agent` (which trusts the control service's CA).
+    pub fn over_tls(mut self, agent: ureq::Agent) -> Self {
+        self.agent = agent;
+        self.scheme = "https";
+        self
+    }
+
     pub fn url(&self) -> String {
-        format!("http://{}", self.authority)
+        format!("{}://{}", self.scheme, self.authority)
+    }
+
+    /// A GET of a peer route (`/v1/state`, `/v1/hosts`, `/v1/in-force`), with the feed token
+    /// when there is one.
+    pub fn peer_get(&self, url: &str) -> ureq::Request {
+        let request = self.agent.get(url);
+        match &self.feed_token {
+            Some(token) => request.set("authorization", &format!("Bearer {token}")),
+            None => request,
+        }
     }
 
     /// A correctly signed call, as boto3 sends it.
@@ -169,7 +199,7 @@ impl QueryClient {
             .into();
         let signable = SignableRequest::new(
             method,
-            format!("http://{}{path}", self.authority),
+            format!("{}://{}{path}", self.scheme, self.authority),
             headers.iter().map(|(n, v)| (n.as_str(), v.as_str())),
             SignableBody::Bytes(&body),
         )
@@ -239,7 +269,7 @@ impl QueryClient {
         if let Some(poller) = poller {
             url.push_str(&format!("&poller={poller}"));
         }
-        let response = match self.agent.get(&url).call() {
+        let response = match self.peer_get(&url).call() {
             Ok(r) => r,
             Err(ureq::Error::Status(_, r)) => r,
             Err(e) => return Err(ClientError(format!("{url}: {e}"))),
@@ -271,9 +301,11 @@ impl QueryClient {
             type_url: Some(sticky_control::feed::EDS_TYPE_URL.to_owned()),
         };
         let body = serde_json::to_string(&request).map_err(|e| ClientError(e.to_string()))?;
-        let response = self
-            .agent
-            .post(&format!("{}/v3/discovery:endpoints", self.url()))
+        let mut request = self.agent.post(&format!("{}/v3/discovery:endpoints", self.url()));
+        if let Some(token) = &self.feed_token {
+            request = request.set("authorization", &format!("Bearer {token}"));
+        }
+        let response = request
             .set("content-type", "application/json")
             .send_string(&body)
             .map_err(|e| ClientError(e.to_string()))?;

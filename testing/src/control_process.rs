@@ -18,18 +18,28 @@ pub enum ProcessError {
     NotReady(String),
 }
 
+/// The token the tests' control services on plain HTTP require of their peers.
+pub const FEED_TOKEN: &str = "test-feed-token";
+
+/// The master key the tests' replicas on PostgreSQL share (each needs the same one).
+pub const REPLICAS_MASTER_KEY: &str = "5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e";
+
 pub struct ControlProcess {
     binary: PathBuf,
     child: Option<Child>,
     pub port: u16,
     pub dir: PathBuf,
     args: Vec<String>,
+    /// On plain HTTP: the token its peers present.
+    pub feed_token: Option<String>,
+    /// Over TLS: the control plane's certificates (the agent trusts its CA).
+    pub tls: Option<crate::tls::ControlPlaneCa>,
 }
 
 impl ControlProcess {
     /// Starts `binary` on 127.0.0.1:`port` (tests take one from `sticky_testing::free_port`) in `dir` (database `control.db`
     /// unless `extra` has `--store`, log `control.log`) with `bootstrap` and one access key,
-    /// plus `extra` arguments.
+    /// plus `extra` arguments; on plain HTTP with [`FEED_TOKEN`] unless `extra` gives a token.
     pub fn start(
         binary: &Path,
         dir: &Path,
@@ -38,12 +48,36 @@ impl ControlProcess {
         access_key: (&str, &str),
         extra: &[&str],
     ) -> Result<Self, ProcessError> {
+        Self::start_with(binary, dir, port, bootstrap, access_key, extra, None)
+    }
+
+    /// [`ControlProcess::start`], over TLS with the certificates of `tls` when given.
+    pub fn start_with(
+        binary: &Path,
+        dir: &Path,
+        port: u16,
+        bootstrap: &BootstrapFile,
+        access_key: (&str, &str),
+        extra: &[&str],
+        tls: Option<crate::tls::ControlPlaneCa>,
+    ) -> Result<Self, ProcessError> {
         std::fs::create_dir_all(dir)?;
         std::fs::write(dir.join("bootstrap.json"), bootstrap.to_json())?;
         let mut args: Vec<String> = vec!["--listen".into(), format!("127.0.0.1:{port}")];
-        // A store of its own unless `extra` names one (replicas sharing PostgreSQL).
+        // A store of its own unless `extra` names one (replicas sharing PostgreSQL, and then
+        // one master key).
+        let shared = extra
+            .iter()
+            .position(|a| *a == "--store")
+            .and_then(|i| extra.get(i + 1))
+            .is_some_and(|store| store.starts_with("postgres"));
         if !extra.contains(&"--store") {
             args.extend(["--store".into(), dir.join("control.db").display().to_string()]);
+        }
+        if shared && !extra.contains(&"--master-key-file") {
+            let file = dir.join("master.key");
+            std::fs::write(&file, REPLICAS_MASTER_KEY)?;
+            args.extend(["--master-key-file".into(), file.display().to_string()]);
         }
         args.extend([
             "--bootstrap".into(),
@@ -51,6 +85,19 @@ impl ControlProcess {
             "--access-key".into(),
             format!("{}:{}", access_key.0, access_key.1),
         ]);
+        let mut feed_token = None;
+        match &tls {
+            Some(tls) => args.extend(tls.control_args()),
+            None => {
+                args.push("--plain-http".into());
+                let given = extra.iter().position(|a| *a == "--feed-token");
+                let token = given.and_then(|i| extra.get(i + 1)).copied().unwrap_or(FEED_TOKEN);
+                if given.is_none() {
+                    args.extend(["--feed-token".into(), token.to_owned()]);
+                }
+                feed_token = Some(token.to_owned());
+            }
+        }
         args.extend(extra.iter().map(|s| (*s).to_owned()));
         let mut control = Self {
             binary: binary.to_owned(),
@@ -58,6 +105,8 @@ impl ControlProcess {
             port,
             dir: dir.to_owned(),
             args,
+            feed_token,
+            tls,
         };
         control.launch()?;
         Ok(control)
@@ -78,7 +127,7 @@ impl ControlProcess {
             .spawn()?;
         self.child = Some(child);
         let start = Instant::now();
-        let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(2)).build();
+        let agent = self.agent();
         while start.elapsed() < Duration::from_secs(20) {
             if agent.get(&format!("{}/healthz", self.url())).call().is_ok() {
                 return Ok(());
@@ -97,7 +146,17 @@ impl ControlProcess {
     }
 
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
+    }
+
+    /// An agent for its URL: over TLS, trusting its CA and presenting an Envoy's certificate
+    /// (a peer); on plain HTTP, a plain one (peer routes need [`ControlProcess::feed_token`]).
+    pub fn agent(&self) -> ureq::Agent {
+        match &self.tls {
+            Some(tls) => tls.agent(true),
+            None => ureq::AgentBuilder::new().timeout(Duration::from_secs(2)).build(),
+        }
     }
 
     pub fn address(&self) -> std::net::SocketAddr {
@@ -145,8 +204,14 @@ impl ControlProcess {
     }
 
     /// A client signing with `access_key`.
+    /// A client signing with `access_key`, which reads the peer routes as an Envoy would.
     pub fn client(&self, access_key: (&str, &str)) -> QueryClient {
-        QueryClient::new(format!("127.0.0.1:{}", self.port), access_key.0, access_key.1)
+        let client = QueryClient::new(format!("127.0.0.1:{}", self.port), access_key.0, access_key.1)
+            .with_feed_token(self.feed_token.clone());
+        match &self.tls {
+            Some(tls) => client.over_tls(tls.agent(true)),
+            None => client,
+        }
     }
 }
 

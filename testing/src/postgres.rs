@@ -51,6 +51,16 @@ fn is_root() -> bool {
 impl PostgresServer {
     /// Initialises and starts a server; its superuser is `sticky` (trusted on loopback).
     pub fn start() -> Result<Self, PostgresError> {
+        Self::start_with(None)
+    }
+
+    /// [`PostgresServer::start`], offering TLS with `certificate` (PEM chain, leaf first) and
+    /// its `private_key`.
+    pub fn start_tls(certificate: &str, private_key: &str) -> Result<Self, PostgresError> {
+        Self::start_with(Some((certificate, private_key)))
+    }
+
+    fn start_with(tls: Option<(&str, &str)>) -> Result<Self, PostgresError> {
         let bin = server_binaries()?;
         let run_as = is_root().then_some("postgres");
         let nanos = std::time::SystemTime::now()
@@ -78,11 +88,31 @@ impl PostgresServer {
             "UTF8",
             "--no-sync",
         ]))?;
-        let options = format!(
+        let mut options = format!(
             "-p {} -k {} -c listen_addresses=127.0.0.1 -c max_connections=400 -c shared_buffers=32MB",
             server.port,
             server.dir.display()
         );
+        if let Some((certificate, private_key)) = tls {
+            let (cert_file, key_file) = (server.dir.join("server.crt"), server.dir.join("server.key"));
+            std::fs::write(&cert_file, certificate)?;
+            std::fs::write(&key_file, private_key)?;
+            // PostgreSQL refuses a key others can read.
+            std::fs::set_permissions(&key_file, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+            if let Some(user) = run_as {
+                server.run(
+                    Command::new("chown")
+                        .arg(format!("{user}:"))
+                        .arg(&cert_file)
+                        .arg(&key_file),
+                )?;
+            }
+            options.push_str(&format!(
+                " -c ssl=on -c ssl_cert_file={} -c ssl_key_file={}",
+                cert_file.display(),
+                key_file.display()
+            ));
+        }
         let log = server.dir.join("server.log").display().to_string();
         server.run(
             server

@@ -3,6 +3,7 @@
 //! trust the root ([`TestCa::root_pem`]).
 
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, SignatureAlgorithm};
+use sticky_envoy_bootstrap::CONTROL_SERVER_NAME;
 use time::{Duration, OffsetDateTime};
 
 /// The key algorithms a test may ask for.
@@ -160,4 +161,166 @@ pub fn openssl_rsa_certificate(host: &str, bits: u32) -> std::io::Result<IssuedC
     };
     let _ = std::fs::remove_dir_all(&dir);
     Ok(issued)
+}
+
+/// The control plane's certificates in a directory, as the launcher issues them: a CA
+/// (`ca.pem`), the control service's certificate (`control.pem`, `control-key.pem`; it names
+/// [`CONTROL_SERVER_NAME`], 127.0.0.1 and localhost) and an Envoy's client certificate
+/// (`envoy.pem`, `envoy-key.pem`); and, to be refused, a client certificate of another CA
+/// (`stranger.pem`, `stranger-key.pem`).
+#[derive(Clone)]
+pub struct ControlPlaneCa {
+    pub dir: std::path::PathBuf,
+    ca: std::sync::Arc<CertifiedIssuer<'static, KeyPair>>,
+    /// Trusting the CA, presenting no certificate (an API client).
+    client: ureq::Agent,
+    /// Trusting the CA, presenting the Envoy's certificate (a peer).
+    peer: ureq::Agent,
+}
+
+impl std::fmt::Debug for ControlPlaneCa {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ControlPlaneCa").field("dir", &self.dir).finish()
+    }
+}
+
+/// A TLS set-up of the tests that did not work out.
+pub type TlsSetupError = Box<dyn std::error::Error + Send + Sync>;
+
+impl ControlPlaneCa {
+    pub fn new(dir: &std::path::Path) -> Result<Self, TlsSetupError> {
+        use rcgen::ExtendedKeyUsagePurpose::{ClientAuth, ServerAuth};
+        std::fs::create_dir_all(dir)?;
+        let write = |name: &str, text: &str| std::fs::write(dir.join(name), text);
+        let ca = CertifiedIssuer::self_signed(ca_params("sticky control plane test CA"), KeyPair::generate()?)?;
+        let stranger_ca = CertifiedIssuer::self_signed(ca_params("another CA"), KeyPair::generate()?)?;
+        write("ca.pem", &ca.pem())?;
+        write("stranger-ca.pem", &stranger_ca.pem())?;
+        for (name, (certificate, key)) in [
+            (
+                "control",
+                control_plane_leaf(control_names(), vec![ServerAuth, ClientAuth], &ca, "control")?,
+            ),
+            ("envoy", control_plane_leaf(Vec::new(), vec![ClientAuth], &ca, "envoy")?),
+            // Everything right but the issuer.
+            (
+                "stranger",
+                control_plane_leaf(control_names(), vec![ServerAuth, ClientAuth], &stranger_ca, "envoy")?,
+            ),
+        ] {
+            write(&format!("{name}.pem"), &certificate)?;
+            write(&format!("{name}-key.pem"), &key)?;
+        }
+        let client = agent_trusting(&dir.join("ca.pem"), None)?;
+        let peer = agent_trusting(
+            &dir.join("ca.pem"),
+            Some((&dir.join("envoy.pem"), &dir.join("envoy-key.pem"))),
+        )?;
+        Ok(Self {
+            dir: dir.to_owned(),
+            ca: std::sync::Arc::new(ca),
+            client,
+            peer,
+        })
+    }
+
+    /// A renewal: a new certificate and key for the control service from the same CA, written
+    /// over its files (the key first, as an operator's tooling would).
+    pub fn renew_control(&self) -> Result<(), TlsSetupError> {
+        use rcgen::ExtendedKeyUsagePurpose::{ClientAuth, ServerAuth};
+        let (certificate, key) =
+            control_plane_leaf(control_names(), vec![ServerAuth, ClientAuth], &self.ca, "control")?;
+        std::fs::write(self.file("control-key.pem"), key)?;
+        std::fs::write(self.file("control.pem"), certificate)?;
+        Ok(())
+    }
+
+    pub fn file(&self, name: &str) -> std::path::PathBuf {
+        self.dir.join(name)
+    }
+
+    /// The control service's flags.
+    pub fn control_args(&self) -> Vec<String> {
+        [
+            ("--tls-certificate", "control.pem"),
+            ("--tls-private-key", "control-key.pem"),
+            ("--tls-client-ca", "ca.pem"),
+        ]
+        .into_iter()
+        .flat_map(|(flag, file)| [flag.to_owned(), self.file(file).display().to_string()])
+        .collect()
+    }
+
+    /// An agent trusting the CA; presenting the Envoy's certificate when `peer`.
+    pub fn agent(&self, peer: bool) -> ureq::Agent {
+        if peer { self.peer.clone() } else { self.client.clone() }
+    }
+
+    /// An agent trusting the CA, presenting certificate `name` (`envoy`, `stranger`).
+    pub fn agent_presenting(&self, name: &str) -> Result<ureq::Agent, TlsSetupError> {
+        agent_trusting(
+            &self.file("ca.pem"),
+            Some((
+                &self.file(&format!("{name}.pem")),
+                &self.file(&format!("{name}-key.pem")),
+            )),
+        )
+    }
+}
+
+/// What the control service's certificate names.
+fn control_names() -> Vec<String> {
+    vec![
+        CONTROL_SERVER_NAME.to_owned(),
+        "127.0.0.1".to_owned(),
+        "localhost".to_owned(),
+    ]
+}
+
+/// A leaf of the control plane for `sans` with `usages`, by `issuer`: (certificate, key) PEM.
+fn control_plane_leaf(
+    sans: Vec<String>,
+    usages: Vec<rcgen::ExtendedKeyUsagePurpose>,
+    issuer: &CertifiedIssuer<'static, KeyPair>,
+    name: &str,
+) -> Result<(String, String), rcgen::Error> {
+    let mut params = CertificateParams::new(sans)?;
+    params.distinguished_name.push(DnType::CommonName, name);
+    params.extended_key_usages = usages;
+    let validity = Validity::days(30);
+    params.not_before = validity.not_before;
+    params.not_after = validity.not_after;
+    let key = KeyPair::generate()?;
+    let certificate = params.signed_by(&key, issuer)?;
+    Ok((certificate.pem(), key.serialize_pem()))
+}
+
+/// An HTTPS agent trusting only the CA in `ca` (PEM), presenting `identity` (certificate and
+/// key files) when given.
+pub fn agent_trusting(
+    ca: &std::path::Path,
+    identity: Option<(&std::path::Path, &std::path::Path)>,
+) -> Result<ureq::Agent, TlsSetupError> {
+    use rustls_pki_types::pem::PemObject as _;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let mut roots = rustls::RootCertStore::empty();
+    for certificate in CertificateDer::pem_file_iter(ca)? {
+        roots.add(certificate?)?;
+    }
+    #[allow(deprecated)]
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots);
+    let config = match identity {
+        Some((certificate, key)) => {
+            let chain = CertificateDer::pem_file_iter(certificate)?.collect::<Result<Vec<_>, _>>()?;
+            builder.with_client_auth_cert(chain, PrivateKeyDer::from_pem_file(key)?)?
+        }
+        None => builder.with_no_client_auth(),
+    };
+    Ok(ureq::AgentBuilder::new()
+        .timeout(std::time::Duration::from_secs(60))
+        .tls_config(std::sync::Arc::new(config))
+        .build())
 }

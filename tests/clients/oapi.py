@@ -13,7 +13,7 @@ gateway = Gateway(
     access_key=access_key,
     secret_key=secret_key,
     region="eu-west-2",
-    protocol="http",
+    protocol=endpoint.split("://")[0],
     endpoints=Endpoint(api=f"{endpoint}/api/v1"),
     max_retries=0,
 )

@@ -214,3 +214,26 @@ impl Drop for Browser {
         let _ = self.driver.wait();
     }
 }
+
+/// The base64 SHA-256 of a PEM certificate's public key: what Chromium's
+/// `--ignore-certificate-errors-spki-list` trusts.
+pub fn spki_hash(pem: &str) -> String {
+    use std::io::Write as _;
+    let script =
+        "openssl x509 -pubkey -noout | openssl pkey -pubin -outform der | openssl dgst -sha256 -binary | base64";
+    let Ok(mut child) = Command::new("sh")
+        .args(["-c", script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+    else {
+        return String::new();
+    };
+    if let Some(mut stdin) = child.stdin.take() {
+        let _ = stdin.write_all(pem.as_bytes());
+    }
+    child
+        .wait_with_output()
+        .map(|output| String::from_utf8_lossy(&output.stdout).trim().to_owned())
+        .unwrap_or_default()
+}

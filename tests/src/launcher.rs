@@ -44,12 +44,25 @@ impl LauncherSetup {
             load_balancer: crate::LOAD_BALANCER.to_owned(),
             health_target: "HTTP:80/health".to_owned(),
             https: None,
+            control_ca: Some((dir.join("ca/ca.pem"), dir.join("ca/ca-key.pem"))),
         };
         Self {
             file,
             address: Ipv4Addr::from(u32::from(pool) + 1),
             port_offset,
         }
+    }
+
+    /// A client of its API over TLS, trusting the CA the launcher made (as the aws CLI given
+    /// `--ca-bundle`).
+    pub fn api(&self) -> sticky_testing::control_client::QueryClient {
+        let (ca, _) = self.file.control_ca.as_ref().expect("the launcher's control plane CA");
+        sticky_testing::control_client::QueryClient::new(
+            self.file.api.to_string(),
+            &self.file.access_key.0,
+            &self.file.access_key.1,
+        )
+        .over_tls(sticky_testing::tls::agent_trusting(ca, None).expect("the launcher's CA"))
     }
 
     /// Where listener `port` of the load balancer is served.

@@ -73,6 +73,18 @@ impl Live {
         let specs: Vec<(&str, u16)> = TARGET_IDS.iter().map(|id| (*id, 0)).collect();
         Self::start_with(DemoTargets::start(&specs).expect("demo targets"), envoys, control_args)
     }
+
+    /// [`Live::start`] with the control service on TLS (Envoys present client certificates).
+    pub fn start_over_tls(envoys: usize, control_args: &[&str]) -> Self {
+        Self::start_replicated_over_tls(envoys, 1, control_args)
+    }
+
+    /// [`Live::start_replicated`] over TLS: replicas ask each other presenting their certificate.
+    pub fn start_replicated_over_tls(envoys: usize, replicas: usize, control_args: &[&str]) -> Self {
+        let specs: Vec<(&str, u16)> = TARGET_IDS.iter().map(|id| (*id, 0)).collect();
+        let targets = DemoTargets::start(&specs).expect("demo targets");
+        Self::start_all(targets, envoys, replicas, control_args, true)
+    }
 }
 
 impl Live<TargetProcesses> {
@@ -93,7 +105,14 @@ impl<T: Targets> Live<T> {
     /// PostgreSQL of their own when more than one (Envoys follow any of them; Envoy 0 serves
     /// their API in front of them, where [`Live::api`] calls).
     pub fn start_replicated(targets: T, envoys: usize, replicas: usize, control_args: &[&str]) -> Self {
+        Self::start_all(targets, envoys, replicas, control_args, false)
+    }
+
+    fn start_all(targets: T, envoys: usize, replicas: usize, control_args: &[&str], tls: bool) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
+        let pki = tls.then(|| {
+            sticky_testing::tls::ControlPlaneCa::new(&dir.path().join("pki")).expect("the control plane's certificates")
+        });
         let bootstrap = BootstrapFile::one_listener(LOAD_BALANCER, &targets.addresses());
         let binary = build_control().unwrap_or_else(|e| panic!("{e}"));
         // The load balancer is the pool's first: it binds `a.b.c.1`, port 80 + the offset.
@@ -109,15 +128,12 @@ impl<T: Targets> Live<T> {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let mut controls: Vec<ControlProcess> = (0..replicas.max(1))
             .map(|n| {
-                ControlProcess::start(
-                    &binary,
-                    &dir.path().join(format!("control-{n}")),
+                let (control_dir, port) = (
+                    dir.path().join(format!("control-{n}")),
                     sticky_testing::free_port().expect("a free port"),
-                    &bootstrap,
-                    ACCESS_KEY,
-                    &args,
-                )
-                .unwrap_or_else(|e| panic!("{e}"))
+                );
+                ControlProcess::start_with(&binary, &control_dir, port, &bootstrap, ACCESS_KEY, &args, pki.clone())
+                    .unwrap_or_else(|e| panic!("{e}"))
             })
             .collect();
         let control = controls.remove(0);
@@ -133,7 +149,7 @@ impl<T: Targets> Live<T> {
         let envoys = (0..envoys)
             .map(|i| {
                 let front = if i == 0 { api_front } else { None };
-                let mut envoy = start_envoy_following(&shell, &addresses, front, None, dir.path(), i);
+                let mut envoy = start_envoy_following(&shell, &control, &addresses, front, dir.path(), i);
                 envoy.serve_at(std::net::SocketAddr::from((
                     [a, b, c, 1],
                     80 + port_offset + envoy_shift(i),
@@ -164,7 +180,10 @@ impl<T: Targets> Live<T> {
 
     /// The API: through Envoy 0's front when there are replicas, else the control service.
     pub fn api(&self) -> QueryClient {
-        QueryClient::new(self.api_authority(), ACCESS_KEY.0, ACCESS_KEY.1)
+        match self.api_front {
+            Some(front) => QueryClient::new(front.to_string(), ACCESS_KEY.0, ACCESS_KEY.1),
+            None => self.control.client(ACCESS_KEY),
+        }
     }
 
     /// Where [`Live::api`] calls (`host:port`).
@@ -196,7 +215,9 @@ impl<T: Targets> Live<T> {
             } else {
                 &self.more_replicas[n - 1]
             };
-            ureq::get(&format!("{}/metrics", replica.url()))
+            replica
+                .agent()
+                .get(&format!("{}/metrics", replica.url()))
                 .call()
                 .ok()
                 .and_then(|r| r.into_string().ok())

@@ -10,12 +10,13 @@ use std::time::Duration;
 
 use sticky_control::BootstrapFile;
 use sticky_demo_target::DemoTargets;
-use sticky_envoy::{EnvoyProcess, FilterShell, XdsBootstrap};
+use sticky_envoy::{ControlClientTls, EnvoyProcess, FilterShell, XdsBootstrap};
 use sticky_testing::artifacts::build_control;
-use sticky_testing::clients::{OscCli, venv_bin};
+use sticky_testing::clients::{OscCli, trusting, venv_bin};
 use sticky_testing::control_client::QueryClient;
 use sticky_testing::control_process::ControlProcess;
 pub use sticky_testing::eventually;
+use sticky_testing::tls::ControlPlaneCa;
 
 use crate::live::{ACCESS_KEY, HEALTH_CHECK};
 use crate::{Reply, TARGET_IDS, agent, get};
@@ -33,7 +34,6 @@ pub struct XdsBouncer {
     pub pool: Ipv4Addr,
     pub port_offset: u16,
     shell: FilterShell,
-    token: Option<String>,
     /// osc-cli with a profile for this control service.
     osc: OscCli,
     agent: ureq::Agent,
@@ -83,25 +83,30 @@ pub fn free_pool() -> (Ipv4Addr, u16) {
     panic!("no free 127.x.y.0/24 pool with free ports");
 }
 
-/// Starts Envoy number `index` (in `dir/envoy-<index>`) following the control service at
-/// `control` over xDS; it shifts its listener ports by [`envoy_shift`]`(index)`.
-pub fn start_envoy(
-    shell: &FilterShell,
-    control: SocketAddr,
-    token: Option<&str>,
-    dir: &Path,
-    index: usize,
-) -> EnvoyProcess {
-    start_envoy_following(shell, &[control], None, token, dir, index)
+/// How an Envoy authenticates to `control`: its token on plain HTTP, the control plane's
+/// certificates over TLS.
+pub fn envoy_credentials(control: &ControlProcess, bootstrap: &mut XdsBootstrap) {
+    bootstrap.token = control.feed_token.clone();
+    bootstrap.tls = control.tls.as_ref().map(|tls| ControlClientTls {
+        ca: tls.file("ca.pem"),
+        certificate: tls.file("envoy.pem"),
+        private_key: tls.file("envoy-key.pem"),
+    });
 }
 
-/// [`start_envoy`] following any of the control service's `replicas`, and serving its API in
-/// front of them at `api_listener` when given.
+/// Starts Envoy number `index` (in `dir/envoy-<index>`) following the control service
+/// `control` over xDS; it shifts its listener ports by [`envoy_shift`]`(index)`.
+pub fn start_envoy(shell: &FilterShell, control: &ControlProcess, dir: &Path, index: usize) -> EnvoyProcess {
+    start_envoy_following(shell, control, &[control.address()], None, dir, index)
+}
+
+/// [`start_envoy`] following any of the control service's `replicas` (authenticating as to
+/// `control`, one of them), and serving its API in front of them at `api_listener` when given.
 pub fn start_envoy_following(
     shell: &FilterShell,
+    control: &ControlProcess,
     replicas: &[SocketAddr],
     api_listener: Option<SocketAddr>,
-    token: Option<&str>,
     dir: &Path,
     index: usize,
 ) -> EnvoyProcess {
@@ -112,14 +117,17 @@ pub fn start_envoy_following(
     bootstrap.control = replicas.to_vec();
     bootstrap.api_listener = api_listener;
     bootstrap.port_offset = envoy_shift(index);
-    bootstrap.token = token.map(str::to_owned);
+    envoy_credentials(control, &mut bootstrap);
     EnvoyProcess::start_xds(&bootstrap, &dir.join(format!("envoy-{index}")), 1).unwrap_or_else(|e| panic!("{e}"))
 }
 
-/// One ELB call through boto3 (`tests/clients/elb.py`) against `endpoint`; its output.
-pub fn boto3_at(endpoint: &str, args: &[&str]) -> String {
+/// One ELB call through boto3 (`tests/clients/elb.py`) against `endpoint` (verified with the
+/// CA file `ca` over HTTPS); its output.
+pub fn boto3_at(endpoint: &str, ca: Option<&Path>, args: &[&str]) -> String {
     let script = sticky_testing::artifacts::workspace_root().join("tests/clients/elb.py");
-    let output = Command::new(venv_bin("python"))
+    let mut command = Command::new(venv_bin("python"));
+    trusting(&mut command, ca);
+    let output = command
         .arg(script)
         .args([endpoint, ACCESS_KEY.0, ACCESS_KEY.1])
         .args(args)
@@ -134,10 +142,13 @@ pub fn boto3_at(endpoint: &str, args: &[&str]) -> String {
     text
 }
 
-/// One OAPI call through osc-sdk-python (`tests/clients/oapi.py`) against `endpoint`; its answer.
-pub fn oapi_at(endpoint: &str, call: &str, parameters: &serde_json::Value) -> serde_json::Value {
+/// One OAPI call through osc-sdk-python (`tests/clients/oapi.py`) against `endpoint` (verified
+/// with the CA file `ca` over HTTPS); its answer.
+pub fn oapi_at(endpoint: &str, ca: Option<&Path>, call: &str, parameters: &serde_json::Value) -> serde_json::Value {
     let script = sticky_testing::artifacts::workspace_root().join("tests/clients/oapi.py");
-    let output = Command::new(venv_bin("python"))
+    let mut command = Command::new(venv_bin("python"));
+    trusting(&mut command, ca);
+    let output = command
         .arg(script)
         .args([endpoint, ACCESS_KEY.0, ACCESS_KEY.1, call, &parameters.to_string()])
         .output()
@@ -160,11 +171,20 @@ impl XdsBouncer {
     /// Three demo targets in the registry (no load balancer yet), the control service, and
     /// `envoys` Envoys following it over xDS.
     pub fn start(envoys: usize) -> Self {
-        Self::start_with_token(envoys, None)
+        Self::start_with(envoys, None, false)
     }
 
-    /// [`XdsBouncer::start`], the control service requiring `token` on its feed and xDS.
-    pub fn start_with_token(envoys: usize, token: Option<&str>) -> Self {
+    /// [`XdsBouncer::start`], the control service on plain HTTP requiring `token` of its peers.
+    pub fn start_with_token(envoys: usize, token: &str) -> Self {
+        Self::start_with(envoys, Some(token), false)
+    }
+
+    /// [`XdsBouncer::start`], the control service on TLS: Envoys present client certificates.
+    pub fn start_over_tls(envoys: usize) -> Self {
+        Self::start_with(envoys, None, true)
+    }
+
+    fn start_with(envoys: usize, token: Option<&str>, tls: bool) -> Self {
         let specs: Vec<(&str, u16)> = TARGET_IDS.iter().map(|id| (*id, 0)).collect();
         let targets = DemoTargets::start(&specs).expect("demo targets");
         let dir = tempfile::tempdir().expect("temp dir");
@@ -176,17 +196,17 @@ impl XdsBouncer {
         if let Some(token) = token {
             args.extend(["--feed-token".to_owned(), token.to_owned()]);
         }
-        let control = ControlProcess::start(
-            &binary,
-            &dir.path().join("control"),
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (port, control_dir) = (
             sticky_testing::free_port().expect("a free port"),
-            &bootstrap,
-            ACCESS_KEY,
-            &args.iter().map(String::as_str).collect::<Vec<_>>(),
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
+            dir.path().join("control"),
+        );
+        let pki = tls.then(|| ControlPlaneCa::new(&dir.path().join("pki")).expect("the control plane's certificates"));
+        let control = ControlProcess::start_with(&binary, &control_dir, port, &bootstrap, ACCESS_KEY, &args, pki)
+            .unwrap_or_else(|e| panic!("{e}"));
         let shell = crate::shell_under_test().build().unwrap_or_else(|e| panic!("{e}"));
-        let osc = OscCli::new(dir.path(), &control.url(), ACCESS_KEY).expect("osc-cli profile");
+        let ca = control.tls.as_ref().map(|tls| tls.file("ca.pem"));
+        let osc = OscCli::new(dir.path(), &control.url(), ACCESS_KEY, ca.as_deref()).expect("osc-cli profile");
         let mut bouncer = Self {
             targets,
             control,
@@ -194,7 +214,6 @@ impl XdsBouncer {
             pool,
             port_offset,
             shell,
-            token: token.map(str::to_owned),
             osc,
             agent: agent(),
             dir,
@@ -207,13 +226,7 @@ impl XdsBouncer {
 
     /// Starts one more Envoy following the control service.
     pub fn add_envoy(&mut self) {
-        let envoy = start_envoy(
-            &self.shell,
-            self.control.address(),
-            self.token.as_deref(),
-            self.dir.path(),
-            self.envoys.len(),
-        );
+        let envoy = start_envoy(&self.shell, &self.control, self.dir.path(), self.envoys.len());
         self.envoys.push(envoy);
     }
 
@@ -241,9 +254,14 @@ impl XdsBouncer {
             .unwrap_or_else(|e| panic!("GET {at}{path}: {e}"))
     }
 
+    /// Over TLS: the CA the API's clients verify the control service with.
+    pub fn control_ca(&self) -> Option<std::path::PathBuf> {
+        self.control.tls.as_ref().map(|tls| tls.file("ca.pem"))
+    }
+
     /// One ELB call through boto3 (`tests/clients/elb.py`); its output.
     pub fn boto3(&self, args: &[&str]) -> String {
-        boto3_at(&self.control.url(), args)
+        boto3_at(&self.control.url(), self.control_ca().as_deref(), args)
     }
 
     /// One `osc-cli lbu` call, as an operator types it; its output.
@@ -263,7 +281,7 @@ impl XdsBouncer {
 
     /// One OAPI call through osc-sdk-python; its answer.
     pub fn oapi(&self, call: &str, parameters: &serde_json::Value) -> serde_json::Value {
-        oapi_at(&self.control.url(), call, parameters)
+        oapi_at(&self.control.url(), self.control_ca().as_deref(), call, parameters)
     }
 
     /// Load balancer `name` with HTTP listeners `ports` (instance port 80), created with boto3,

@@ -120,7 +120,10 @@ fn serves_and_sticks(demo: &Demo, instances: &[&str]) {
     let expected: HashSet<String> = instances.iter().map(|i| (*i).to_owned()).collect();
     assert_eq!(answered, expected, "every VM answers through the load balancer");
     let api = demo.url("control service");
-    let api = QueryClient::new(api.trim_start_matches("http://"), ACCESS_KEY.0, ACCESS_KEY.1);
+    // Over TLS, verified with the CA the demo printed.
+    let ca = std::path::PathBuf::from(demo.url("control CA"));
+    let api = QueryClient::new(api.trim_start_matches("https://"), ACCESS_KEY.0, ACCESS_KEY.1)
+        .over_tls(sticky_testing::tls::agent_trusting(&ca, None).expect("the CA"));
     let lb = ("LoadBalancerName", "terraform-balancer");
     api.call(
         "CreateLBCookieStickinessPolicy",
@@ -218,7 +221,7 @@ fn the_demo_builds_the_seeds_topology_of_a_bouncer_and_private_vms_and_removes_i
     }
     // This host reaches the bouncer (API and load balancer) only: no route of its own to the
     // VMs' private network goes to the bouncer.
-    assert!(demo.url("control service").starts_with("http://198.19.201.2:"));
+    assert!(demo.url("control service").starts_with("https://198.19.201.2:"));
     let route = Command::new("ip").args(["route", "get", "10.0.1.11"]).output().unwrap();
     let route = String::from_utf8_lossy(&route.stdout);
     assert!(

@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 use sticky_demo_target::{DemoTargets, Echo};
 use sticky_testing::artifacts::build_bouncer;
 use sticky_testing::bouncer::BouncerProcess;
-use sticky_testing::control_client::QueryClient;
 use sticky_testing::eventually;
 use sticky_tests::launcher::LauncherSetup;
 use sticky_tests::{STICKY_COOKIE, TARGET_IDS, agent, get};
@@ -33,11 +32,7 @@ fn launch(setup: &LauncherSetup, dir: &std::path::Path) -> BouncerProcess {
     eventually(Duration::from_secs(40), "the launcher's Envoy serves", || {
         get(&client, &url, "/", &[], &[]).is_ok_and(|r| r.status == 200 && r.try_target().is_some())
     });
-    let api = QueryClient::new(
-        setup.file.api.to_string(),
-        &setup.file.access_key.0,
-        &setup.file.access_key.1,
-    );
+    let api = setup.api();
     let lb = ("LoadBalancerName", sticky_tests::LOAD_BALANCER);
     api.call(
         "CreateLBCookieStickinessPolicy",

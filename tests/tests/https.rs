@@ -481,23 +481,6 @@ fn server_certificates_are_managed_through_iam_and_oapi_and_bad_ones_refused_who
     assert_eq!(boto3(&bouncer, &["list"]).as_array().unwrap().len(), 1);
 }
 
-/// The base64 SHA-256 of a PEM certificate's public key: what Chromium's
-/// `--ignore-certificate-errors-spki-list` trusts.
-fn spki_hash(pem: &str) -> String {
-    let script =
-        "openssl x509 -pubkey -noout | openssl pkey -pubin -outform der | openssl dgst -sha256 -binary | base64";
-    let mut child = Command::new("sh")
-        .args(["-c", script])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(pem.as_bytes()).unwrap();
-    String::from_utf8_lossy(&child.wait_with_output().unwrap().stdout)
-        .trim()
-        .to_owned()
-}
-
 /// A process killed when dropped.
 struct Child(std::process::Child);
 
@@ -583,7 +566,11 @@ fn in_chromium_over_https_the_cors_twin_keeps_a_cross_site_frame_on_its_target()
         .unwrap();
     assert_eq!(ready.trim(), "serving");
 
-    let trusted = format!("{},{}", spki_hash(&issued.body), spki_hash(&issued.chain));
+    let trusted = format!(
+        "{},{}",
+        sticky_tests::browser::spki_hash(&issued.body),
+        sticky_tests::browser::spki_hash(&issued.chain)
+    );
     let browser = sticky_tests::browser::Browser::start_with(
         "https-cors-twin",
         &[

@@ -209,8 +209,11 @@ fn the_readmes_install_commands_install_a_bouncer_that_serves() {
         // The load balancer serves once its targets pass their first health check.
         std::thread::sleep(Duration::from_millis(100));
     }
-    // The installed access key signs API calls.
-    let api = sticky_testing::control_client::QueryClient::new(api, key_id, secret);
+    // The installed access key signs API calls, over TLS verified with the CA the launcher made
+    // on its first start.
+    let ca = root.join("var/lib/sticky-bouncer/ca/ca.pem");
+    let api = sticky_testing::control_client::QueryClient::new(api, key_id, secret)
+        .over_tls(sticky_testing::tls::agent_trusting(&ca, None).expect("the CA"));
     let described = api.call("DescribeLoadBalancers", &[]).unwrap().ok();
     assert_eq!(
         described.field("LoadBalancerName").as_deref(),

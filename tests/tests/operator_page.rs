@@ -28,11 +28,22 @@ fn count_at_least(at_least: u64) -> impl Fn(&str) -> bool {
 #[test]
 fn an_operator_signs_in_watches_health_sets_a_policy_and_inspects_a_cookie() {
     // Polls answered every 2 s at the latest: the counters they report reach the page soon.
-    let mut live = Live::start(1, &["--long-poll-timeout", "2"]);
+    // Over HTTPS, the control service's certificate trusted by its key (as an operator's
+    // browser trusting the control plane's CA would).
+    let mut live = Live::start_over_tls(1, &["--long-poll-timeout", "2"]);
     live.wait_all_in_service();
     {
-        let mut browser = Browser::start("operator-page").unwrap_or_else(|e| panic!("{e:#}"));
+        let pki = live.control.tls.clone().expect("TLS");
+        let certificate = std::fs::read_to_string(pki.file("control.pem")).unwrap();
+        let trusted = sticky_tests::browser::spki_hash(&certificate);
+        assert!(!trusted.is_empty(), "the certificate's key hash");
+        let mut browser = Browser::start_with(
+            "operator-page",
+            &[format!("--ignore-certificate-errors-spki-list={trusted}")],
+        )
+        .unwrap_or_else(|e| panic!("{e:#}"));
         let page = format!("{}/ui", live.control.url());
+        assert!(page.starts_with("https://"), "{page}");
         browser.goto(&page).expect("the page loads");
 
         // Signing in takes one of the API's access keys; a wrong secret is refused.

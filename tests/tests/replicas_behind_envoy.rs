@@ -116,7 +116,7 @@ fn writes_acknowledged_to_boto3_and_osc_cli_survive_the_leaders_death_in_a_burst
         })
     };
     let dir = tempfile::tempdir().unwrap();
-    let osc = OscCli::new(dir.path(), &endpoint, ACCESS_KEY).unwrap();
+    let osc = OscCli::new(dir.path(), &endpoint, ACCESS_KEY, None).unwrap();
     let osc_burst = std::thread::spawn(move || {
         (0..6)
             .map(|i| {

@@ -156,7 +156,9 @@ fn load_balancers_created_with_boto3_and_osc_cli_are_served_and_a_deleted_listen
     let plain = bouncer.get(cart_plain, "/", &[]);
     assert_eq!(plain.status, 200);
     assert_eq!(plain.sticky_cookie(), None, "no policy on cart:80, no cookie");
-    let hosts = ureq::get(&format!("{}/v1/hosts", bouncer.control.url()))
+    let hosts = bouncer
+        .api()
+        .peer_get(&format!("{}/v1/hosts", bouncer.control.url()))
         .call()
         .unwrap()
         .into_string()
@@ -393,7 +395,7 @@ fn a_listener_envoy_cannot_bind_is_refused_and_the_answer_says_so() {
 
 #[test]
 fn with_a_feed_token_envoys_that_present_it_are_served_over_xds_and_their_filters_follow() {
-    let bouncer = XdsBouncer::start_with_token(1, Some("feed-secret"));
+    let bouncer = XdsBouncer::start_with_token(1, "feed-secret");
     bouncer.create_with_targets("shop", &["80"]);
     bouncer.boto3(&["lb-policy", "shop", "80", "300"]);
     // Sticky: the filter served over xDS polls its state with the token it was given.

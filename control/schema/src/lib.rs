@@ -257,7 +257,9 @@ impl std::str::FromStr for StoreLocation {
 
     fn from_str(text: &str) -> Result<Self, String> {
         if text.starts_with("postgres://") || text.starts_with("postgresql://") {
-            text.parse::<::postgres::Config>()
+            without_sslrootcert(text)
+                .0
+                .parse::<::postgres::Config>()
                 .map_err(|e| format!("not a PostgreSQL connection URL: {e}"))?;
             return Ok(Self::Postgres(text.to_owned()));
         }
@@ -287,6 +289,30 @@ impl std::fmt::Display for StoreLocation {
             Self::Sqlite(path) => write!(f, "sqlite:{}", path.display()),
             Self::Postgres(url) => f.write_str(&redacted(url)),
         }
+    }
+}
+
+/// `url` without its `sslrootcert` parameter (which rust-postgres does not know), and that
+/// parameter's value.
+pub fn without_sslrootcert(url: &str) -> (String, Option<String>) {
+    let Some((base, query)) = url.split_once('?') else {
+        return (url.to_owned(), None);
+    };
+    let mut root = None;
+    let rest: Vec<&str> = query
+        .split('&')
+        .filter(|pair| match pair.strip_prefix("sslrootcert=") {
+            Some(value) => {
+                root = Some(value.to_owned());
+                false
+            }
+            None => true,
+        })
+        .collect();
+    if rest.is_empty() {
+        (base.to_owned(), root)
+    } else {
+        (format!("{base}?{}", rest.join("&")), root)
     }
 }
 
@@ -323,6 +349,30 @@ pub fn redacted(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sslrootcert_is_taken_out_of_a_postgres_url_for_the_tls_set_up() {
+        for (url, rest, root) in [
+            ("postgres://u@h/db", "postgres://u@h/db", None),
+            (
+                "postgres://u@h/db?sslrootcert=/ca.pem",
+                "postgres://u@h/db",
+                Some("/ca.pem"),
+            ),
+            (
+                "postgres://u@h/db?sslmode=require&sslrootcert=/ca.pem&connect_timeout=3",
+                "postgres://u@h/db?sslmode=require&connect_timeout=3",
+                Some("/ca.pem"),
+            ),
+        ] {
+            assert_eq!(
+                without_sslrootcert(url),
+                (rest.to_owned(), root.map(str::to_owned)),
+                "{url}"
+            );
+        }
+        assert!("postgres://u@h/db?sslrootcert=/ca.pem".parse::<StoreLocation>().is_ok());
+    }
 
     #[test]
     fn passwords_stay_out_of_logs() {

@@ -14,7 +14,6 @@
 use std::collections::{BTreeMap, HashMap};
 
 use crate::health::InstanceHealth;
-use crate::keys::RotatingKeys;
 use crate::model::{LoadBalancer, Registry};
 
 pub mod postgres;
@@ -45,12 +44,33 @@ pub struct SealedCertificate {
     pub sealed_key: String,
 }
 
+/// A cookie key as stored: its secret sealed under the master key ([`crate::sealing`]), or,
+/// in a store written before keys were sealed, the 32 bytes in clear (sealed again at start).
+#[derive(Clone, PartialEq, Eq)]
+pub struct StoredCookieKey {
+    pub id: u16,
+    pub secret: Vec<u8>,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Unix seconds; `None` for the active key.
+    pub retired_at: Option<i64>,
+}
+
+impl std::fmt::Debug for StoredCookieKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoredCookieKey")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
 /// One durable change.
 pub enum Change<'a> {
     PutLoadBalancer(&'a LoadBalancer),
     DeleteLoadBalancer(&'a str),
     ReplaceRegistry(&'a Registry),
-    ReplaceKeys(&'a RotatingKeys),
+    /// The whole ring, oldest first.
+    ReplaceKeys(&'a [StoredCookieKey]),
     /// A health flip of (load balancer, instance); only shared stores keep it.
     PutHealth(&'a (String, String), &'a InstanceHealth),
     PutCertificate(&'a SealedCertificate),
@@ -62,7 +82,8 @@ pub enum Change<'a> {
 pub struct Snapshot {
     pub load_balancers: BTreeMap<String, LoadBalancer>,
     pub registry: Registry,
-    pub keys: Option<RotatingKeys>,
+    /// The cookie key ring, oldest first (empty before the first start).
+    pub keys: Vec<StoredCookieKey>,
     /// Health of registered instances (empty from a store that does not keep it).
     pub health: HashMap<(String, String), InstanceHealth>,
     pub certificates: Vec<SealedCertificate>,
@@ -181,30 +202,4 @@ fn registered_health(
     rows.into_iter()
         .filter(|((lb, id), _)| load_balancers.get(lb).is_some_and(|lb| lb.has_target(id)))
         .collect()
-}
-
-/// A cookie key as stored: its secret must be 32 bytes.
-fn stored_key(
-    id: u16,
-    secret: Vec<u8>,
-    created_at: i64,
-    retired_at: Option<i64>,
-) -> Result<crate::keys::CookieKey, StoreError> {
-    let secret: [u8; 32] = secret
-        .try_into()
-        .map_err(|_| StoreError::Corrupt(format!("key {id} is not 32 bytes")))?;
-    Ok(crate::keys::CookieKey {
-        id,
-        secret,
-        created_at,
-        retired_at,
-    })
-}
-
-/// The key ring from stored keys (oldest first), none when empty.
-fn key_ring(keys: Vec<crate::keys::CookieKey>) -> Result<Option<RotatingKeys>, StoreError> {
-    if keys.is_empty() {
-        return Ok(None);
-    }
-    RotatingKeys::from_keys(keys).map(Some).map_err(StoreError::Corrupt)
 }

@@ -8,11 +8,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use fallible_iterator::FallibleIterator;
-use postgres::{Client, IsolationLevel, NoTls};
+use postgres::{Client, IsolationLevel};
 
-use super::{
-    Change, Snapshot, StoreError, from_doc, key_ring, registered_health, stored_certificate, stored_key, to_doc,
-};
+use super::{Change, Snapshot, StoreError, StoredCookieKey, from_doc, registered_health, stored_certificate, to_doc};
 use crate::model::Registry;
 
 /// The channel every commit notifies, with the new version as payload.
@@ -41,8 +39,12 @@ const MIGRATIONS: &[&str] = &[
     "CREATE TABLE server_certificates (id TEXT PRIMARY KEY, doc TEXT NOT NULL, sealed_key TEXT NOT NULL);",
 ];
 
-/// A connection to `url`, with keepalives so a vanished server is noticed.
+/// A connection to `url`, with keepalives so a vanished server is noticed; over TLS as libpq
+/// would: when the server offers it (`sslmode=prefer`, the default; `require`; `disable`),
+/// and with `sslrootcert=FILE` in the URL the server's certificate must verify against that CA
+/// for the URL's host (as libpq's `verify-full`).
 pub fn connect(url: &str) -> Result<Client, StoreError> {
+    let (url, root) = sticky_control_schema::without_sslrootcert(url);
     let mut config: postgres::Config = url
         .parse()
         .map_err(|e| StoreError::Config(format!("not a PostgreSQL connection URL: {e}")))?;
@@ -51,7 +53,101 @@ pub fn connect(url: &str) -> Result<Client, StoreError> {
         config.connect_timeout(Duration::from_secs(5));
     }
     config.keepalives(true).keepalives_idle(Duration::from_secs(5));
-    Ok(config.connect(NoTls)?)
+    let tls = match root {
+        Some(root) => {
+            config.ssl_mode(postgres::config::SslMode::Require);
+            verified_tls(&root)?
+        }
+        None => encrypted_tls()?,
+    };
+    Ok(config.connect(tls)?)
+}
+
+#[allow(deprecated)] // ring, as the rest of the control service's TLS
+fn provider() -> std::sync::Arc<rustls::crypto::CryptoProvider> {
+    std::sync::Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// TLS verifying the server against the CA in `root`.
+fn verified_tls(root: &str) -> Result<tokio_postgres_rustls::MakeRustlsConnect, StoreError> {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject as _;
+    let fail = |reason: String| StoreError::Config(format!("sslrootcert {root}: {reason}"));
+    let mut roots = rustls::RootCertStore::empty();
+    for certificate in CertificateDer::pem_file_iter(root).map_err(|e| fail(e.to_string()))? {
+        roots
+            .add(certificate.map_err(|e| fail(e.to_string()))?)
+            .map_err(|e| fail(e.to_string()))?;
+    }
+    let config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| fail(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
+}
+
+/// TLS that encrypts without authenticating the server (libpq's `prefer` and `require`):
+/// against an eavesdropper, not against a man in the middle; `sslrootcert` is for that.
+fn encrypted_tls() -> Result<tokio_postgres_rustls::MakeRustlsConnect, StoreError> {
+    let provider = provider();
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::clone(&provider))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| StoreError::Config(e.to_string()))?
+        .dangerous()
+        .with_custom_certificate_verifier(std::sync::Arc::new(AnyServerCertificate(provider)))
+        .with_no_client_auth();
+    Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
+}
+
+/// Accepts the server's certificate unverified; the handshake's signatures are still checked
+/// (the server holds the key of the certificate it sent).
+#[derive(Debug)]
+struct AnyServerCertificate(std::sync::Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyServerCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &rustls_pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls_pki_types::CertificateDer<'_>],
+        _server_name: &rustls_pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls_pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        certificate: &rustls_pki_types::CertificateDer<'_>,
+        signature: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            certificate,
+            signature,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        certificate: &rustls_pki_types::CertificateDer<'_>,
+        signature: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            certificate,
+            signature,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
 }
 
 pub struct PostgresStore {
@@ -154,7 +250,12 @@ pub(super) fn load(tx: &mut postgres::Transaction<'_>) -> Result<Snapshot, Store
     )? {
         let id: i32 = row.get(0);
         let id = u16::try_from(id).map_err(|_| StoreError::Corrupt(format!("key id {id} out of range")))?;
-        keys.push(stored_key(id, row.get(1), row.get(2), row.get(3))?);
+        keys.push(StoredCookieKey {
+            id,
+            secret: row.get(1),
+            created_at: row.get(2),
+            retired_at: row.get(3),
+        });
     }
     let mut health = Vec::new();
     for row in tx.query("SELECT load_balancer, instance, doc FROM health", &[])? {
@@ -173,7 +274,7 @@ pub(super) fn load(tx: &mut postgres::Transaction<'_>) -> Result<Snapshot, Store
         health: registered_health(&load_balancers, health),
         load_balancers,
         registry,
-        keys: key_ring(keys)?,
+        keys,
         version,
         endpoints_version,
     })
@@ -217,7 +318,7 @@ pub(super) fn apply(tx: &mut postgres::Transaction<'_>, changes: &[Change<'_>]) 
             }
             Change::ReplaceKeys(ring) => {
                 tx.execute("DELETE FROM cookie_keys", &[])?;
-                for key in ring.keys() {
+                for key in ring.iter() {
                     tx.execute(
                         "INSERT INTO cookie_keys (id, secret, created_at, retired_at) VALUES ($1, $2, $3, $4)",
                         &[

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
-use super::{Change, Snapshot, StoreError, from_doc, key_ring, stored_certificate, stored_key, to_doc};
+use super::{Change, Snapshot, StoreError, StoredCookieKey, from_doc, stored_certificate, to_doc};
 use crate::model::Registry;
 
 /// Schema versions, applied in order (`PRAGMA user_version` records the last). Version 1 is
@@ -83,7 +83,12 @@ pub(super) fn load(tx: &rusqlite::Transaction<'_>) -> Result<Snapshot, StoreErro
         ))
     })? {
         let (id, secret, created_at, retired_at) = row?;
-        keys.push(stored_key(id, secret, created_at, retired_at)?);
+        keys.push(StoredCookieKey {
+            id,
+            secret,
+            created_at,
+            retired_at,
+        });
     }
     let mut certificates = Vec::new();
     let mut statement = tx.prepare("SELECT doc, sealed_key FROM server_certificates")?;
@@ -101,7 +106,7 @@ pub(super) fn load(tx: &rusqlite::Transaction<'_>) -> Result<Snapshot, StoreErro
     Ok(Snapshot {
         load_balancers,
         registry,
-        keys: key_ring(keys)?,
+        keys,
         health: HashMap::new(),
         certificates,
         version,
@@ -133,7 +138,7 @@ pub(super) fn apply(tx: &rusqlite::Transaction<'_>, changes: &[Change<'_>]) -> R
             }
             Change::ReplaceKeys(ring) => {
                 tx.execute("DELETE FROM cookie_keys", [])?;
-                for key in ring.keys() {
+                for key in ring.iter() {
                     tx.execute(
                         "INSERT INTO cookie_keys (id, secret, created_at, retired_at) VALUES (?1, ?2, ?3, ?4)",
                         params![key.id, key.secret.as_slice(), key.created_at, key.retired_at],

@@ -74,7 +74,7 @@ impl Control {
     }
 
     pub fn client(&self) -> QueryClient {
-        QueryClient::new(format!("127.0.0.1:{}", self.port), ACCESS_KEY, SECRET_KEY)
+        self.process.client((ACCESS_KEY, SECRET_KEY))
     }
 
     /// A correctly signed call.

@@ -58,10 +58,54 @@ pub struct XdsBootstrap {
     /// Shifts this Envoy's listener ports beyond the control service's rule (several Envoys
     /// on one host; 0 otherwise).
     pub port_offset: u16,
-    /// The control service's `--feed-token`, sent on the xDS stream.
+    /// With a control service on plain HTTP: its `--feed-token`, sent on the xDS stream.
     pub token: Option<String>,
+    /// With a control service on TLS: how this Envoy verifies it and authenticates to it.
+    pub tls: Option<ControlClientTls>,
     /// The edge's bounds under load (Envoy's overload manager).
     pub limits: EdgeLimits,
+}
+
+/// The name every certificate of the control service carries (a SAN), which Envoys verify: a
+/// certificate the same CA issued to an Envoy (without it) cannot pose as the control service.
+pub const CONTROL_SERVER_NAME: &str = "control.sticky.internal";
+
+/// How an Envoy reaches a control service that serves TLS: it trusts `ca` for the control
+/// service's certificate (which must name [`CONTROL_SERVER_NAME`]) and presents `certificate`
+/// (issued by the control service's client CA).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ControlClientTls {
+    pub ca: PathBuf,
+    pub certificate: PathBuf,
+    pub private_key: PathBuf,
+}
+
+impl ControlClientTls {
+    /// The clusters' `transport_socket`, offering `alpn` (`h2` for xDS, `http/1.1` for the feed).
+    pub fn transport_socket(&self, alpn: &str) -> serde_json::Value {
+        let file = |path: &Path| json!({"filename": path.display().to_string()});
+        json!({
+            "name": "envoy.transport_sockets.tls",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+                "sni": CONTROL_SERVER_NAME,
+                "common_tls_context": {
+                    "alpn_protocols": [alpn],
+                    "tls_certificates": [{
+                        "certificate_chain": file(&self.certificate),
+                        "private_key": file(&self.private_key)
+                    }],
+                    "validation_context": {
+                        "trusted_ca": file(&self.ca),
+                        "match_typed_subject_alt_names": [{
+                            "san_type": "DNS",
+                            "matcher": {"exact": CONTROL_SERVER_NAME}
+                        }]
+                    }
+                }
+            }
+        })
+    }
 }
 
 /// What Envoy's overload manager holds a bouncer to, as Envoy's edge proxy guidance sets it:
@@ -120,6 +164,7 @@ impl XdsBootstrap {
             shell,
             port_offset: 0,
             token: None,
+            tls: None,
             limits: EdgeLimits::default(),
         }
     }
@@ -185,6 +230,16 @@ impl XdsBootstrap {
                     "load_assignment": replicas(CONTROL_CLUSTER)
                 }
         ]);
+        if let (Some(tls), Some(clusters)) = (&self.tls, clusters.as_array_mut()) {
+            for cluster in clusters.iter_mut() {
+                let alpn = if cluster["name"] == XDS_CLUSTER {
+                    "h2"
+                } else {
+                    "http/1.1"
+                };
+                extend(cluster, json!({"transport_socket": tls.transport_socket(alpn)}));
+            }
+        }
         if self.api_listener.is_some() {
             // API calls spread over every live replica; a retry goes to another one.
             let endpoints: Vec<serde_json::Value> = self
@@ -193,13 +248,20 @@ impl XdsBootstrap {
                 .map(|a| json!({"endpoint": {"address": {"socket_address": {"address": a.ip().to_string(), "port_value": a.port()}}}}))
                 .collect();
             if let Some(clusters) = clusters.as_array_mut() {
-                clusters.push(json!({
+                let mut cluster = json!({
                     "name": CONTROL_API_CLUSTER,
                     "connect_timeout": "1s",
                     "type": "STATIC",
                     "health_checks": replica_checks,
                     "load_assignment": {"cluster_name": CONTROL_API_CLUSTER, "endpoints": [{"lb_endpoints": endpoints}]}
-                }));
+                });
+                if let Some(tls) = &self.tls {
+                    extend(
+                        &mut cluster,
+                        json!({"transport_socket": tls.transport_socket("http/1.1")}),
+                    );
+                }
+                clusters.push(cluster);
             }
         }
         json!({

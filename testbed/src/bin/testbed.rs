@@ -41,6 +41,9 @@ enum Command {
         /// With --control: the listener's load balancer port.
         #[arg(long, default_value_t = 80)]
         port: u16,
+        /// With --control on plain HTTP: the token the control service requires of its peers.
+        #[arg(long, env = "STICKY_FEED_TOKEN")]
+        feed_token: Option<String>,
         /// Without --control: a plugin configuration file (JSON) carrying the state; its targets are the endpoints.
         #[arg(long, conflicts_with = "control")]
         config: Option<PathBuf>,
@@ -54,6 +57,7 @@ fn main() -> anyhow::Result<()> {
         control,
         load_balancer,
         port,
+        feed_token,
         config,
     } = Cli::parse().command;
     let wasm = match wasm {
@@ -70,7 +74,7 @@ fn main() -> anyhow::Result<()> {
                 load_balancer: load_balancer.clone().unwrap_or_default(),
                 listener_port: port,
                 poll_timeout_ms: sticky_core::plugin::DEFAULT_POLL_TIMEOUT_MS,
-                token: None,
+                token: feed_token.clone(),
             });
             (config, HashMap::from([("control".to_owned(), control)]), Vec::new())
         }
@@ -122,7 +126,12 @@ fn main() -> anyhow::Result<()> {
             });
         }
         if let (Some(control), Some(lb)) = (control, load_balancer) {
-            tokio::spawn(follow_eds(control, format!("{lb}_{port}"), endpoints));
+            tokio::spawn(follow_eds(
+                control,
+                feed_token.clone(),
+                format!("{lb}_{port}"),
+                endpoints,
+            ));
         }
         let listener = tokio::net::TcpListener::bind(listen).await?;
         eprintln!("testbed serving on http://{}", listener.local_addr()?);
@@ -133,16 +142,21 @@ fn main() -> anyhow::Result<()> {
 }
 
 /// Polls the control service's REST EDS every 200 ms for the cluster's endpoints and health.
-async fn follow_eds(control: SocketAddr, cluster: String, endpoints: sticky_testbed::serve::Endpoints) {
+async fn follow_eds(
+    control: SocketAddr,
+    token: Option<String>,
+    cluster: String,
+    endpoints: sticky_testbed::serve::Endpoints,
+) {
     let client = reqwest::Client::new();
     let request = serde_json::json!({"node": {"id": "testbed", "cluster": "testbed"}, "resource_names": [cluster],
         "type_url": "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"});
     loop {
-        if let Ok(response) = client
-            .post(format!("http://{control}/v3/discovery:endpoints"))
-            .json(&request)
-            .send()
-            .await
+        let mut call = client.post(format!("http://{control}/v3/discovery:endpoints"));
+        if let Some(token) = &token {
+            call = call.bearer_auth(token);
+        }
+        if let Ok(response) = call.json(&request).send().await
             && let Ok(body) = response.json::<serde_json::Value>().await
         {
             let found: Vec<(SocketAddr, bool)> = body["resources"][0]["endpoints"][0]["lb_endpoints"]

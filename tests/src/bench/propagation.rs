@@ -86,9 +86,19 @@ pub fn measure(trials: usize, wait_health: bool) -> anyhow::Result<Propagation> 
         lags.push(listener_lags(&live, trials)?);
     }
     {
-        let mut live = Live::start(0, &[]);
+        // REST EDS carries no token: over TLS, Envoy presents its certificate.
+        let mut live = Live::start_over_tls(0, &[]);
         let shell = crate::shell_under_test().build()?;
-        let bootstrap = EnvoyBootstrap::following(shell, live.control.address(), LOAD_BALANCER, 80, "rest-eds")?;
+        let mut bootstrap = sticky_envoy::XdsBootstrap::new(shell.clone(), live.control.address(), "rest-eds", 0);
+        crate::xds::envoy_credentials(&live.control, &mut bootstrap);
+        let bootstrap = EnvoyBootstrap::following(
+            shell,
+            live.control.address(),
+            bootstrap.tls,
+            LOAD_BALANCER,
+            80,
+            "rest-eds",
+        )?;
         let dir = tempfile::tempdir()?;
         live.envoys.push(EnvoyProcess::start(&bootstrap, dir.path(), 1)?);
         live.create_lb_cookie_policy("LBCookie", 300);

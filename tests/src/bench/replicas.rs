@@ -300,10 +300,15 @@ fn follower_scale(followers: usize, changes: usize) -> anyhow::Result<FollowerSc
         .worker_threads(1)
         .enable_all()
         .build()?;
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(token) = &replica.feed_token {
+        headers.insert(reqwest::header::AUTHORIZATION, format!("Bearer {token}").parse()?);
+    }
     let client = reqwest::Client::builder()
         .no_proxy()
         .pool_max_idle_per_host(usize::MAX)
         .timeout(Duration::from_secs(30))
+        .default_headers(headers)
         .build()?;
     let arrivals: Arrivals = Arc::default();
     let feed = format!("{}/v1/state/{LOAD_BALANCER}/80", replica.url());

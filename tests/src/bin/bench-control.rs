@@ -12,6 +12,7 @@ use sticky_control::store::Store;
 use sticky_control::{BootstrapFile, HttpOptions, Service, ServiceConfig, app};
 use sticky_core::CookieSettings;
 use sticky_testing::control_client::QueryClient;
+use sticky_testing::control_process::FEED_TOKEN;
 
 /// Benchmarks the control service: mixed signed API load, and long-poll propagation.
 #[derive(Parser)]
@@ -57,7 +58,7 @@ fn main() -> anyhow::Result<()> {
         listener_binding: Default::default(),
         target_connect_timeout: sticky_control::xds::resources::DEFAULT_TARGET_CONNECT_TIMEOUT,
         replica: Default::default(),
-        master_key: None,
+        master_key: sticky_control::sealing::MasterKey::generate()?,
     };
     let service = Service::open(
         config,
@@ -69,7 +70,7 @@ fn main() -> anyhow::Result<()> {
     // Kept to see when the measured long-poll is open at the service.
     let observed = Arc::clone(&service);
     runtime.spawn(async move {
-        let _ = axum::serve(listener, app(service, HttpOptions { feed_token: None })).await;
+        let _ = axum::serve(listener, app(service, HttpOptions::with_token(FEED_TOKEN))).await;
     });
 
     // 1. Mixed load: per round, three reads and a write pair (create + delete a policy).
@@ -79,7 +80,7 @@ fn main() -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(args.seconds);
     let workers: Vec<_> = (0..args.clients)
         .map(|worker| {
-            let client = QueryClient::new(authority.clone(), KEY, SECRET);
+            let client = QueryClient::new(authority.clone(), KEY, SECRET).with_feed_token(Some(FEED_TOKEN.to_owned()));
             let (calls, writes, failures) = (Arc::clone(&calls), Arc::clone(&writes), Arc::clone(&failures));
             std::thread::spawn(move || {
                 let lb = ("LoadBalancerName", "bench");
@@ -126,7 +127,7 @@ fn main() -> anyhow::Result<()> {
     );
 
     // 2. Long-poll propagation: API answer → waiting caller's answer.
-    let client = QueryClient::new(authority.clone(), KEY, SECRET);
+    let client = QueryClient::new(authority.clone(), KEY, SECRET).with_feed_token(Some(FEED_TOKEN.to_owned()));
     client
         .call(
             "CreateLBCookieStickinessPolicy",
