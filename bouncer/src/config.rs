@@ -115,7 +115,7 @@ pub struct Listeners {
 impl Default for Listeners {
     fn default() -> Self {
         Self {
-            address_pool: "127.0.100.0/24".to_owned(),
+            address_pool: "127.0.100.0/22".to_owned(),
             port_offset: 0,
         }
     }
@@ -316,7 +316,7 @@ impl BouncerConfig {
         self.listeners.address_pool.parse::<ipnet::IpNet>().map_err(|e| {
             field(
                 "listeners.address_pool",
-                format!("{e}: a CIDR block such as 127.0.100.0/24"),
+                format!("{e}: a CIDR block such as 127.0.100.0/22"),
             )
         })?;
         for (name, binary) in [
@@ -491,7 +491,7 @@ plain_http = true
 location = "{dir}/sticky.db"
 
 [listeners]
-address_pool = "127.0.100.0/24"
+address_pool = "127.0.100.0/22"
 port_offset = 8000
 
 [control]
@@ -602,7 +602,7 @@ listeners = [{{ load_balancer_port = 80, instance_port = 80 }}]
                 "store.location",
             ),
             (
-                good.replace("127.0.100.0/24", "127.0.100.0/33"),
+                good.replace("127.0.100.0/22", "127.0.100.0/33"),
                 "listeners.address_pool",
             ),
             (good.replace("/envoy\"", "/no-envoy\""), "envoy.binary"),

@@ -187,6 +187,10 @@ fn build(files: &TlsFiles) -> Result<ServerConfig, ControlTlsError> {
     Ok(config)
 }
 
+/// HTTP/2 streams one connection may hold open: an Envoy's worker holds one state long-poll per
+/// listener (1,022 load balancers in the default pool) on one connection, beside its xDS stream.
+const STREAMS_PER_CONNECTION: u32 = 4_096;
+
 /// Serves `router` over TLS on `listener` until `stop` completes, then lets the connections
 /// in flight finish (at most [`STOP_GRACE`]).
 pub async fn serve(listener: TcpListener, router: Router, tls: Arc<ControlTls>, stop: impl Future<Output = ()>) {
@@ -225,7 +229,9 @@ pub async fn serve(listener: TcpListener, router: Router, tls: Arc<ControlTls>, 
                 }
                 tower::ServiceExt::oneshot(router.clone(), request)
             });
-            let connection = auto::Builder::new(TokioExecutor::new())
+            let mut builder = auto::Builder::new(TokioExecutor::new());
+            builder.http2().max_concurrent_streams(STREAMS_PER_CONNECTION);
+            let connection = builder
                 .serve_connection_with_upgrades(TokioIo::new(stream), service)
                 .into_owned();
             let _ = watcher.watch(connection).await;

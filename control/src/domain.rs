@@ -68,9 +68,39 @@ pub struct Domain {
     pub(crate) health: HashMap<(String, String), InstanceHealth>,
     /// Server certificates by id, with their private keys (in memory only in clear).
     pub(crate) certificates: BTreeMap<String, ServerCertificate>,
+    /// The version at which what each load balancer is served last changed (its listeners,
+    /// policies, targets, their addresses and health, its certificates): what is built per
+    /// load balancer (xDS resources, filter states) is rebuilt only when this moves.
+    pub(crate) revisions: HashMap<String, u64>,
+    /// The version at which the cookie keys last changed (every filter state holds them).
+    pub(crate) keys_revision: u64,
 }
 
 impl Domain {
+    /// A domain at `version`, everything in it last changed then.
+    pub(crate) fn new(
+        load_balancers: BTreeMap<String, LoadBalancer>,
+        registry: Registry,
+        (keys, keys_stored): (RotatingKeys, bool),
+        (version, endpoints_version): (u64, u64),
+        health: HashMap<(String, String), InstanceHealth>,
+        certificates: BTreeMap<String, ServerCertificate>,
+    ) -> Self {
+        let revisions = load_balancers.keys().map(|name| (name.clone(), version)).collect();
+        Self {
+            load_balancers,
+            registry,
+            keys,
+            keys_stored,
+            version,
+            endpoints_version,
+            health,
+            certificates,
+            revisions,
+            keys_revision: version,
+        }
+    }
+
     /// Applies writes the store committed as `version` (and `endpoints_version`).
     pub(crate) fn apply(&mut self, writes: Vec<Write>, version: u64, endpoints_version: u64) {
         for write in writes {
@@ -79,20 +109,56 @@ impl Domain {
                     let name = lb.name.clone();
                     self.load_balancers.insert(name.clone(), lb);
                     self.prune_health(&name);
+                    self.revisions.insert(name, version);
                 }
                 Write::DeleteLoadBalancer(name) => {
                     self.load_balancers.remove(&name);
                     self.prune_health(&name);
+                    self.revisions.remove(&name);
                 }
-                Write::ReplaceRegistry(registry) => self.registry = registry,
+                Write::ReplaceRegistry(registry) => {
+                    let moved: BTreeSet<&String> = registry
+                        .instances
+                        .iter()
+                        .filter(|(id, entry)| self.registry.instances.get(*id) != Some(*entry))
+                        .map(|(id, _)| id)
+                        .chain(
+                            self.registry
+                                .instances
+                                .keys()
+                                .filter(|id| !registry.instances.contains_key(*id)),
+                        )
+                        .collect();
+                    for lb in self.load_balancers.values() {
+                        if lb
+                            .instances
+                            .iter()
+                            .chain(lb.draining.keys())
+                            .any(|id| moved.contains(id))
+                        {
+                            self.revisions.insert(lb.name.clone(), version);
+                        }
+                    }
+                    self.registry = registry;
+                }
                 Write::ReplaceKeys(keys) => {
                     self.keys = keys;
                     self.keys_stored = true;
+                    self.keys_revision = version;
                 }
                 Write::PutHealth(key, health) => {
+                    self.touch(&key.0, version);
                     self.health.insert(key, health);
                 }
                 Write::PutCertificate(certificate) => {
+                    let users: BTreeSet<String> = self
+                        .certificate_users(&certificate.id)
+                        .into_iter()
+                        .map(|(lb, _)| lb.to_owned())
+                        .collect();
+                    for lb in users {
+                        self.touch(&lb, version);
+                    }
                     self.certificates.insert(certificate.id.clone(), certificate);
                 }
                 Write::DeleteCertificate(id) => {
@@ -103,6 +169,58 @@ impl Domain {
         self.version = version;
         self.endpoints_version = endpoints_version;
     }
+
+    /// Load balancer `name` (if it exists) changed at `version`.
+    pub(crate) fn touch(&mut self, name: &str, version: u64) {
+        if let Some(revision) = self.revisions.get_mut(name) {
+            *revision = version;
+        }
+    }
+
+    /// Takes everything another replica stored at `newer.version`; what differs is changed then.
+    pub(crate) fn replace(&mut self, newer: Domain) {
+        let version = newer.version;
+        let old = std::mem::replace(self, newer);
+        self.keys_revision = if old.keys == self.keys {
+            old.keys_revision
+        } else {
+            version
+        };
+        self.revisions = self
+            .load_balancers
+            .values()
+            .map(|lb| {
+                let unchanged = old.load_balancers.get(&lb.name) == Some(lb)
+                    && old.registry == self.registry
+                    && lb
+                        .listeners
+                        .values()
+                        .filter_map(|l| l.certificate.as_ref())
+                        .all(|id| old.certificates.get(id) == self.certificates.get(id))
+                    && lb.instances.iter().chain(lb.draining.keys()).all(|id| {
+                        let key = (lb.name.clone(), id.clone());
+                        old.health.get(&key).map(|h| h.status) == self.health.get(&key).map(|h| h.status)
+                    });
+                let revision = match old.revisions.get(&lb.name) {
+                    Some(revision) if unchanged => *revision,
+                    _ => version,
+                };
+                (lb.name.clone(), revision)
+            })
+            .collect();
+    }
+
+    /// The version at which what load balancer `name` is served last changed.
+    pub fn revision(&self, name: &str) -> Option<u64> {
+        self.revisions.get(name).copied()
+    }
+
+    /// The version of the filter states of load balancer `name`'s listeners: they change with
+    /// it and with the cookie keys. A filter's long-poll is answered when this moves.
+    pub fn state_version(&self, name: &str) -> Option<u64> {
+        Some(self.revision(name)?.max(self.keys_revision))
+    }
+
     pub fn load_balancer(&self, name: &str) -> Option<&LoadBalancer> {
         self.load_balancers.get(name)
     }

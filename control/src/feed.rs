@@ -48,7 +48,8 @@ pub fn filter_state(inner: &Domain, cookie: &CookieSettings, name: &str, port: u
         .collect();
     let draining_endpoints = draining.into_iter().map(|t| t.address.to_string()).collect();
     Some(FilterState {
-        version: inner.version(),
+        // Moves only when this state does (not with other load balancers' changes).
+        version: inner.state_version(name)?,
         load_balancer: name.to_owned(),
         listener_port: port,
         policy,

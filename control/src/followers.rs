@@ -51,11 +51,16 @@ impl Entry {
 }
 
 /// The HTTP listeners some live Envoy holds whose filters do not all follow yet: fewer live
-/// filters of the listener hold `version` than live Envoys hold the listener (each Envoy's copy
-/// of a listener has at least one filter, which polls as soon as Envoy built it). Closes the
-/// gap between an Envoy accepting a new listener and its filter's first state: an answer then
-/// also means in force on a listener created moments before. `(listener, following, held)`.
-fn unfollowed(entries: &HashMap<Follower, Entry>, version: u64) -> Vec<(String, usize, usize)> {
+/// filters of the listener hold what `version` serves them than live Envoys hold the listener
+/// (each Envoy's copy of a listener has at least one filter, which polls as soon as Envoy built
+/// it). Closes the gap between an Envoy accepting a new listener and its filter's first state:
+/// an answer then also means in force on a listener created moments before.
+/// `(listener, following, held)`.
+fn unfollowed(
+    entries: &HashMap<Follower, Entry>,
+    version: u64,
+    states: &StateVersions<'_>,
+) -> Vec<(String, usize, usize)> {
     let mut counts: HashMap<&str, (usize, usize)> = HashMap::new();
     for (key, entry) in entries {
         match key {
@@ -64,7 +69,7 @@ fn unfollowed(entries: &HashMap<Follower, Entry>, version: u64) -> Vec<(String, 
                     counts.entry(listener).or_default().1 += 1;
                 }
             }
-            Follower::Poller(_) if is_live(key, entry) && entry.version >= version => {
+            Follower::Poller(_) if is_live(key, entry) && entry.version >= needed(key, entry, version, 0, states) => {
                 if let Some(listener) = entry.listeners.first() {
                     counts.entry(listener).or_default().0 += 1;
                 }
@@ -79,6 +84,16 @@ fn unfollowed(entries: &HashMap<Follower, Entry>, version: u64) -> Vec<(String, 
         .collect();
     short.sort();
     short
+}
+
+/// The version of the filter state of each load balancer's listeners (`None`: no such load
+/// balancer): a filter holds what a change served it once it holds that version (changes of
+/// other load balancers leave its state, and its long-poll, alone).
+pub type StateVersions<'a> = dyn Fn(&str) -> Option<u64> + Sync + 'a;
+
+/// [`StateVersions`] where every change changes every listener's state.
+pub fn every_state_changes(_: &str) -> Option<u64> {
+    Some(u64::MAX)
 }
 
 #[derive(Debug)]
@@ -134,11 +149,20 @@ fn is_live(key: &Follower, entry: &Entry) -> bool {
     }
 }
 
-/// The version `key` must hold: filters follow every change, Envoys only those of what EDS
-/// and xDS serve.
-fn needed(key: &Follower, version: u64, endpoints_version: u64) -> u64 {
+/// The version `key` must hold after the change that made `version`: a filter, the state of
+/// its listener as of that change (its load balancer's `states`, or `version` when it changed
+/// again since); Envoys, only what EDS and xDS serve.
+fn needed(key: &Follower, entry: &Entry, version: u64, endpoints_version: u64, states: &StateVersions<'_>) -> u64 {
     match key {
-        Follower::Poller(_) => version,
+        Follower::Poller(_) => {
+            let load_balancer = entry
+                .listeners
+                .first()
+                .and_then(|listener| listener.split_once('_'))
+                .map(|(load_balancer, _)| load_balancer);
+            // A filter of a load balancer that is gone follows nothing any more.
+            load_balancer.and_then(states).map_or(0, |state| state.min(version))
+        }
         Follower::Eds(_) | Follower::Xds(_) => endpoints_version,
     }
 }
@@ -258,11 +282,13 @@ impl Followers {
 
     /// Live followers still behind: filters behind `version`, Envoys behind `endpoints_version`
     /// (the version at which what EDS serves last changed).
-    pub fn lagging(&self, version: u64, endpoints_version: u64) -> Vec<String> {
+    pub fn lagging(&self, version: u64, endpoints_version: u64, states: &StateVersions<'_>) -> Vec<String> {
         let entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
         entries
             .iter()
-            .filter(|(key, entry)| is_live(key, entry) && entry.version < needed(key, version, endpoints_version))
+            .filter(|(key, entry)| {
+                is_live(key, entry) && entry.version < needed(key, entry, version, endpoints_version, states)
+            })
             .map(|(key, entry)| match key {
                 Follower::Poller(id) => format!("filter {id} at version {}", entry.version),
                 Follower::Eds(node) => format!("Envoy {node} (EDS) at version {}", entry.version),
@@ -272,7 +298,7 @@ impl Followers {
                 },
             })
             .chain(
-                unfollowed(&entries, version)
+                unfollowed(&entries, version, states)
                     .into_iter()
                     .map(|(listener, following, held)| {
                         format!(
@@ -284,21 +310,20 @@ impl Followers {
     }
 
     /// Whether a live follower is behind (see [`Followers::lagging`]); cheaper than it.
-    fn any_lagging(&self, version: u64, endpoints_version: u64) -> bool {
+    fn any_lagging(&self, version: u64, endpoints_version: u64, states: &StateVersions<'_>) -> bool {
         let entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
-        entries
-            .iter()
-            .any(|(key, entry)| entry.version < needed(key, version, endpoints_version) && is_live(key, entry))
-            || !unfollowed(&entries, version).is_empty()
+        entries.iter().any(|(key, entry)| {
+            is_live(key, entry) && entry.version < needed(key, entry, version, endpoints_version, states)
+        }) || !unfollowed(&entries, version, states).is_empty()
     }
 
     /// Whether every follower in `lagging` refused the change: waiting longer is pointless.
-    fn all_refused(&self, version: u64, endpoints_version: u64) -> bool {
+    fn all_refused(&self, version: u64, endpoints_version: u64, states: &StateVersions<'_>) -> bool {
         let entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut behind = entries
-            .iter()
-            .filter(|(key, entry)| is_live(key, entry) && entry.version < needed(key, version, endpoints_version));
-        behind.all(|(_, entry)| entry.refusal.is_some()) && unfollowed(&entries, version).is_empty()
+        let mut behind = entries.iter().filter(|(key, entry)| {
+            is_live(key, entry) && entry.version < needed(key, entry, version, endpoints_version, states)
+        });
+        behind.all(|(_, entry)| entry.refusal.is_some()) && unfollowed(&entries, version, states).is_empty()
     }
 
     /// Waits until no live follower is behind (see [`Followers::lagging`]), at most `limit`; on
@@ -308,6 +333,7 @@ impl Followers {
         version: u64,
         endpoints_version: u64,
         limit: Duration,
+        states: &StateVersions<'_>,
     ) -> Result<(), Vec<String>> {
         let deadline = tokio::time::Instant::now() + limit;
         let discovered = tokio::time::Instant::from_std(self.discovered_at);
@@ -318,11 +344,11 @@ impl Followers {
             let notified = self.changed.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            if !self.any_lagging(version, endpoints_version) {
+            if !self.any_lagging(version, endpoints_version, states) {
                 return Ok(());
             }
-            if tokio::time::Instant::now() >= deadline || self.all_refused(version, endpoints_version) {
-                let lagging = self.lagging(version, endpoints_version);
+            if tokio::time::Instant::now() >= deadline || self.all_refused(version, endpoints_version, states) {
+                let lagging = self.lagging(version, endpoints_version, states);
                 if lagging.is_empty() {
                     return Ok(());
                 }
@@ -346,16 +372,18 @@ mod tests {
     async fn waits_for_open_polls_and_recent_eds_fetches_to_catch_up() {
         let followers = Followers::default();
         assert_eq!(
-            followers.wait_until_current(5, 5, Duration::ZERO).await,
+            followers
+                .wait_until_current(5, 5, Duration::ZERO, &every_state_changes)
+                .await,
             Ok(()),
             "nobody follows"
         );
         let poll = followers.poll_opened("aa", "lb_80", 4);
         followers.eds_fetched("envoy-1", 4);
-        assert_eq!(followers.lagging(5, 5).len(), 2);
+        assert_eq!(followers.lagging(5, 5, &every_state_changes).len(), 2);
         assert!(
             followers
-                .wait_until_current(5, 5, Duration::from_millis(10))
+                .wait_until_current(5, 5, Duration::from_millis(10), &every_state_changes)
                 .await
                 .is_err()
         );
@@ -363,7 +391,9 @@ mod tests {
         let _again = followers.poll_opened("aa", "lb_80", 5);
         followers.eds_fetched("envoy-1", 5);
         assert_eq!(
-            followers.wait_until_current(5, 5, Duration::from_millis(10)).await,
+            followers
+                .wait_until_current(5, 5, Duration::from_millis(10), &every_state_changes)
+                .await,
             Ok(())
         );
     }
@@ -374,7 +404,11 @@ mod tests {
         let _poll = followers.poll_opened("bb", "lb_80", 1);
         let waiter = {
             let followers = std::sync::Arc::clone(&followers);
-            tokio::spawn(async move { followers.wait_until_current(2, 2, Duration::from_secs(5)).await })
+            tokio::spawn(async move {
+                followers
+                    .wait_until_current(2, 2, Duration::from_secs(5), &every_state_changes)
+                    .await
+            })
         };
         tokio::time::sleep(Duration::from_millis(20)).await;
         let started = Instant::now();
@@ -390,7 +424,12 @@ mod tests {
     async fn after_a_start_changes_wait_until_every_follower_had_time_to_reconnect() {
         let followers = Followers::new(Duration::from_millis(100));
         let started = Instant::now();
-        assert_eq!(followers.wait_until_current(1, 1, Duration::from_secs(1)).await, Ok(()));
+        assert_eq!(
+            followers
+                .wait_until_current(1, 1, Duration::from_secs(1), &every_state_changes)
+                .await,
+            Ok(())
+        );
         assert!(started.elapsed() >= Duration::from_millis(90));
     }
 
@@ -400,11 +439,47 @@ mod tests {
         let _poll = followers.poll_opened("cc", "lb_80", 7);
         followers.eds_fetched("envoy-1", 4);
         // Version 7 changed a policy; the endpoints last changed at 4, which Envoy holds.
-        assert_eq!(followers.wait_until_current(7, 4, Duration::ZERO).await, Ok(()));
+        assert_eq!(
+            followers
+                .wait_until_current(7, 4, Duration::ZERO, &every_state_changes)
+                .await,
+            Ok(())
+        );
         // Version 7 registered a target: Envoy must fetch it first.
         assert_eq!(
-            followers.wait_until_current(7, 7, Duration::ZERO).await,
+            followers
+                .wait_until_current(7, 7, Duration::ZERO, &every_state_changes)
+                .await,
             Err(vec!["Envoy envoy-1 (EDS) at version 4".to_owned()])
+        );
+    }
+
+    #[tokio::test]
+    async fn a_change_waits_only_for_the_filters_of_the_load_balancer_it_changed() {
+        let followers = Followers::default();
+        // Version 9 changed shop; cart's state last changed at 4, gone's load balancer is gone.
+        let states = |lb: &str| match lb {
+            "shop" => Some(9),
+            "cart" => Some(4),
+            _ => None,
+        };
+        let _shop = followers.poll_opened("aa", "shop_80", 8);
+        let _cart = followers.poll_opened("bb", "cart_80", 4);
+        let _gone = followers.poll_opened("cc", "gone_80", 2);
+        assert_eq!(
+            followers.wait_until_current(9, 4, Duration::ZERO, &states).await,
+            Err(vec!["filter aa at version 8".to_owned()])
+        );
+        let _shop = followers.poll_opened("aa", "shop_80", 9);
+        assert_eq!(
+            followers.wait_until_current(9, 4, Duration::ZERO, &states).await,
+            Ok(())
+        );
+        // Waiting for version 7 after shop changed again (at 9): its filters must hold 7 or later.
+        let _late = followers.poll_opened("dd", "shop_81", 6);
+        assert_eq!(
+            followers.lagging(7, 4, &states),
+            vec!["filter dd at version 6".to_owned()]
         );
     }
 
@@ -424,12 +499,19 @@ mod tests {
         let _old = followers.poll_opened("aa", "lb_80", 3);
         // Envoy built listener 81, whose filter has not polled yet.
         assert_eq!(
-            followers.wait_until_current(3, 3, Duration::ZERO).await,
+            followers
+                .wait_until_current(3, 3, Duration::ZERO, &every_state_changes)
+                .await,
             Err(vec![
                 "listener lb_81: the filters of 0 of the 1 Envoys holding it follow".to_owned()
             ])
         );
         let _new = followers.poll_opened("bb", "lb_81", 3);
-        assert_eq!(followers.wait_until_current(3, 3, Duration::ZERO).await, Ok(()));
+        assert_eq!(
+            followers
+                .wait_until_current(3, 3, Duration::ZERO, &every_state_changes)
+                .await,
+            Ok(())
+        );
     }
 }

@@ -354,7 +354,6 @@ async fn in_force(State(app): State<AppState>, Query(query): Query<InForceQuery>
     }
     let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
     match service
-        .followers
         .wait_until_current(query.version, query.endpoints_version, remaining)
         .await
     {
@@ -404,15 +403,15 @@ async fn state_feed(
     }
     let listener = crate::feed::cluster_name(&load_balancer, port);
     let _open = poller.map(|p| service.followers.poll_opened(p, &listener, query.version.unwrap_or(0)));
-    let mut changes = service.subscribe();
-    let current = *changes.borrow_and_update();
-    if query.version == Some(current) {
+    let mut state_version = service.watch_state(&load_balancer);
+    if query.version.is_some() && query.version == *state_version.borrow_and_update() {
+        // Woken only by a change of this load balancer's state (or the keys).
         let limit = service.config.long_poll_timeout;
         let wait = query
             .timeout_ms
             .map_or(limit, |ms| Duration::from_millis(ms).min(limit));
         tokio::select! {
-            _ = tokio::time::timeout(wait, changes.changed()) => {}
+            _ = tokio::time::timeout(wait, state_version.changed()) => {}
             () = service.stopping() => {}
         }
     }
@@ -438,7 +437,7 @@ async fn state_feed(
 /// holds the current version.
 fn feed_state(app: &AppState, load_balancer: &str, port: u16) -> Option<(u64, Bytes)> {
     let key = (load_balancer.to_owned(), port);
-    let current = app.service.version();
+    let current = app.service.read(|inner| inner.state_version(load_balancer))?;
     let mut cache = app.feed_cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     if let Some((version, json)) = cache.get(&key)
         && *version == current
@@ -587,7 +586,7 @@ mod tests {
         .await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(
-            service.followers.lagging(u64::MAX, 0),
+            service.lagging(),
             vec!["filter def at version 1".to_owned()],
             "only the filter of a listener that exists is waited for"
         );
@@ -595,7 +594,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_feed_xds_in_force_and_hosts_answer_authenticated_peers_only() {
-        let ads = "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources";
+        let ads = "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources";
         let guarded = |token: Option<&str>| {
             [
                 get("/v1/state/terraform-balancer/80", token),
@@ -703,6 +702,55 @@ mod tests {
             .expect("answered when the service stopped, not at its 60 s time-out")
             .unwrap();
         assert_eq!(status, StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn a_long_poll_is_answered_by_a_change_of_its_own_load_balancer_only() {
+        let service = service();
+        let app = app(Arc::clone(&service), HttpOptions::with_token(TOKEN));
+        let put = |name: &str, expiration: u64| {
+            service
+                .write(|inner| {
+                    let mut lb = inner.load_balancer("terraform-balancer").unwrap().clone();
+                    if name != lb.name {
+                        lb.name = name.to_owned();
+                        lb.address = inner.load_balancer(name).and_then(|lb| lb.address);
+                    }
+                    lb.policies.insert(
+                        "sticky".to_owned(),
+                        crate::model::Policy::LbCookie {
+                            cookie_expiration_period: Some(expiration),
+                            max_lifetime: None,
+                        },
+                    );
+                    Ok((vec![crate::domain::Write::PutLoadBalancer(lb)], ()))
+                })
+                .unwrap();
+            service.version()
+        };
+        put("shop", 60);
+        let held = service.read(|inner| inner.state_version("terraform-balancer")).unwrap();
+        let poll = tokio::spawn({
+            let app = app.clone();
+            async move {
+                let uri = format!("/v1/state/terraform-balancer/80?version={held}&poller=aa&timeout_ms=60000");
+                app.oneshot(get(&uri, Some(TOKEN))).await.unwrap()
+            }
+        });
+        while service.followers.census().open_polls == 0 {
+            tokio::task::yield_now().await;
+        }
+        let shop_changed = put("shop", 120);
+        let terraform_changed = put("terraform-balancer", 60);
+        let answer = tokio::time::timeout(Duration::from_secs(10), poll)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            answer.headers()["x-sticky-version"].to_str().unwrap(),
+            terraform_changed.to_string(),
+            "not woken by shop's change (version {shop_changed}), by its own"
+        );
     }
 
     /// A JSON request to the operator page's API, with the session cookie when given.

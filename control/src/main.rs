@@ -106,7 +106,7 @@ struct Args {
     /// lowest free one, given at creation and kept): `<name>.lbu.sticky.internal` (its DNSName)
     /// resolves to it through `GET /v1/hosts`. On one machine, any 127.0.0.0/8 range works
     /// without configuring an interface.
-    #[arg(long, default_value = "127.0.100.0/24")]
+    #[arg(long, default_value = "127.0.100.0/22")]
     lb_address_pool: ipnet::IpNet,
     /// Listener port P binds P + this offset (an unprivileged bouncer serving port 80 on 8080).
     #[arg(long, default_value_t = 0)]

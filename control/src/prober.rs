@@ -74,6 +74,11 @@ async fn probe(service: &Arc<Service>) {
     // A change (e.g. a registration) is looked at at once: a new instance's first probe, which
     // decides its health, does not wait for the next tick.
     let mut changes = service.subscribe();
+    // The checks to run, rebuilt only when the domain changed: a bouncer of 1,000 load
+    // balancers runs thousands, and each result or tick must not cost as much as all of them.
+    let mut probes: HashMap<(String, String), Probe> = HashMap::new();
+    let mut revisions: HashMap<String, u64> = HashMap::new();
+    let mut probes_at = None;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -83,19 +88,24 @@ async fn probe(service: &Arc<Service>) {
                 if let Some(health) = health {
                     states.insert(key.clone(), health);
                 }
-                if let Some(probe) = current_probes(service).into_iter().find(|p| p.key == key) {
-                    slots.insert(key, Slot::DueAt(Instant::now() + probe.interval, probe.interval, probe.target, probe.path));
+                if let Some(probe) = probes.get(&key) {
+                    let (interval, target, path) = (probe.interval, probe.target, probe.path.clone());
+                    slots.insert(key, Slot::DueAt(Instant::now() + interval, interval, target, path));
                 } else {
                     slots.remove(&key);
                 }
                 continue;
             }
         }
-        let probes = current_probes(service);
-        slots.retain(|key, _| probes.iter().any(|p| &p.key == key));
-        states.retain(|key, _| probes.iter().any(|p| &p.key == key));
+        let version = service.version();
+        if probes_at != Some(version) {
+            update_probes(service, &mut probes, &mut revisions);
+            probes_at = Some(version);
+            slots.retain(|key, _| probes.contains_key(key));
+            states.retain(|key, _| probes.contains_key(key));
+        }
         let now = Instant::now();
-        for probe in probes {
+        for probe in probes.values() {
             let due = match slots.get(&probe.key) {
                 None => true,
                 // A reconfigured check starts over at once.
@@ -108,6 +118,7 @@ async fn probe(service: &Arc<Service>) {
             if !due {
                 continue;
             }
+            let probe = probe.clone();
             slots.insert(probe.key.clone(), Slot::InFlight);
             let previous = match states.get(&probe.key) {
                 Some(state) => state.clone(),
@@ -150,11 +161,34 @@ async fn probe(service: &Arc<Service>) {
     }
 }
 
-/// Every (load balancer, registered instance) with its check.
-fn current_probes(service: &Service) -> Vec<Probe> {
+/// Brings `probes` (every registered instance of every load balancer, with its check) up to
+/// date: only the load balancers whose revision moved since `revisions` are looked at again.
+fn update_probes(
+    service: &Service,
+    probes: &mut HashMap<(String, String), Probe>,
+    revisions: &mut HashMap<String, u64>,
+) {
     service.read(|inner| {
-        let mut probes = Vec::new();
+        let mut changed: Vec<String> = revisions
+            .keys()
+            .filter(|name| inner.revision(name).is_none())
+            .cloned()
+            .collect();
         for lb in inner.load_balancers() {
+            let revision = inner.revision(&lb.name);
+            if revision.is_some() && revisions.get(&lb.name).copied() != revision {
+                changed.push(lb.name.clone());
+            }
+        }
+        for name in changed {
+            probes.retain(|(lb, _), _| *lb != name);
+            let Some(lb) = inner.load_balancer(&name) else {
+                revisions.remove(&name);
+                continue;
+            };
+            if let Some(revision) = inner.revision(&name) {
+                revisions.insert(name.clone(), revision);
+            }
             let Ok((target, path)) = lb.health_check.parsed_target() else {
                 continue;
             };
@@ -165,8 +199,9 @@ fn current_probes(service: &Service) -> Vec<Probe> {
                 let Some(address) = inner.registry().resolve(id, port) else {
                     continue;
                 };
-                probes.push(Probe {
-                    key: (lb.name.clone(), id.clone()),
+                let key = (lb.name.clone(), id.clone());
+                let probe = Probe {
+                    key: key.clone(),
                     address,
                     target,
                     path: path.clone(),
@@ -174,11 +209,11 @@ fn current_probes(service: &Service) -> Vec<Probe> {
                     interval: Duration::from_secs(u64::from(lb.health_check.interval)),
                     healthy_threshold: lb.health_check.healthy_threshold,
                     unhealthy_threshold: lb.health_check.unhealthy_threshold,
-                });
+                };
+                probes.insert(key, probe);
             }
         }
-        probes
-    })
+    });
 }
 
 async fn check(client: &reqwest::Client, probe: &Probe) -> Result<(), String> {

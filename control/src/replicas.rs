@@ -138,7 +138,7 @@ pub async fn wait_in_force(
     endpoints_version: u64,
     limit: Duration,
 ) -> Result<(), Vec<String>> {
-    let local = service.followers.wait_until_current(version, endpoints_version, limit);
+    let local = service.wait_until_current(version, endpoints_version, limit);
     let peers = service.replica.peers().into_iter().map(|peer| async move {
         let url = format!(
             "{}/v1/in-force?version={version}&endpoints_version={endpoints_version}&wait_ms={}",

@@ -144,6 +144,9 @@ pub struct Service {
     store: Mutex<Store>,
     inner: Mutex<Domain>,
     version: watch::Sender<u64>,
+    /// Per load balancer with a filter waiting, its state version ([`Domain::state_version`]):
+    /// a change wakes the long-polls of the load balancers it changed, not every one.
+    state_versions: Mutex<std::collections::HashMap<String, watch::Sender<Option<u64>>>>,
     /// Set once the service is stopping: waiting long-polls answer at once.
     stop: watch::Sender<bool>,
     pub metrics: Metrics,
@@ -205,16 +208,14 @@ impl Service {
         let endpoints_version = if shared { snapshot.endpoints_version } else { version };
         let (certificates, stale_certificates) =
             open_certificates(&config.master_key, snapshot.certificates).map_err(|e| anyhow::anyhow!("{e}"))?;
-        let inner = Domain {
+        let inner = Domain::new(
+            snapshot.load_balancers,
+            snapshot.registry,
+            (keys, keys_stored),
+            (version, endpoints_version),
+            snapshot.health,
             certificates,
-            load_balancers: snapshot.load_balancers,
-            registry: snapshot.registry,
-            keys,
-            keys_stored,
-            version,
-            endpoints_version,
-            health: snapshot.health,
-        };
+        );
         // Filters retry a lost control service within their longest backoff (5 s).
         let discovery = if config.sync_timeout.is_zero() {
             Duration::ZERO
@@ -227,6 +228,7 @@ impl Service {
             store: Mutex::new(store),
             inner: Mutex::new(inner),
             version: watch::channel(version).0,
+            state_versions: Mutex::default(),
             stop: watch::channel(false).0,
             metrics: Metrics::default(),
             followers: Followers::new(discovery),
@@ -359,7 +361,7 @@ impl Service {
         inner.apply(writes, version, endpoints_version);
         drop(inner);
         drop(store);
-        self.version.send_replace(version);
+        self.published(version);
         Ok(Done {
             value: result,
             committed: Some(Committed {
@@ -422,20 +424,23 @@ impl Service {
         if snapshot.version <= inner.version {
             return;
         }
-        inner.certificates = certificates;
-        inner.load_balancers = snapshot.load_balancers;
-        inner.registry = snapshot.registry;
-        if let Some(keys) = keys {
-            inner.keys = keys;
-            inner.keys_stored = true;
-        }
-        inner.health = snapshot.health;
-        inner.version = snapshot.version;
-        inner.endpoints_version = snapshot.endpoints_version;
+        let (keys, keys_stored) = match keys {
+            Some(keys) => (keys, true),
+            None => (inner.keys.clone(), inner.keys_stored),
+        };
+        let newer = Domain::new(
+            snapshot.load_balancers,
+            snapshot.registry,
+            (keys, keys_stored),
+            (snapshot.version, snapshot.endpoints_version),
+            snapshot.health,
+            certificates,
+        );
+        inner.replace(newer);
         let version = inner.version;
         drop(inner);
         self.metrics.count("sticky_control_catch_ups_total", &[]);
-        self.version.send_replace(version);
+        self.published(version);
     }
 
     /// Records a probe's result. A flip (a change of status) is a new version: alone on its
@@ -467,12 +472,13 @@ impl Service {
                 ))
             })?;
         } else {
-            inner.health.insert(key, health);
+            inner.health.insert(key.clone(), health);
             inner.version += 1;
             inner.endpoints_version = inner.version;
             let version = inner.version;
+            inner.touch(&key.0, version);
             drop(inner);
-            self.version.send_replace(version);
+            self.published(version);
         }
         self.metrics.count("sticky_control_health_flips_total", &[]);
         Ok(())
@@ -496,6 +502,41 @@ impl Service {
 
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.version.subscribe()
+    }
+
+    /// Announces `version`, and the state versions it moved to the long-polls waiting on them.
+    fn published(&self, version: u64) {
+        let mut senders = self
+            .state_versions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        senders.retain(|_, sender| sender.receiver_count() > 0);
+        if !senders.is_empty() {
+            self.read(|inner| {
+                for (load_balancer, sender) in senders.iter() {
+                    sender.send_if_modified(|held| {
+                        let now = inner.state_version(load_balancer);
+                        std::mem::replace(held, now) != now
+                    });
+                }
+            });
+        }
+        drop(senders);
+        self.version.send_replace(version);
+    }
+
+    /// The state version of load balancer `name`'s listeners, as it moves (`None`: gone).
+    pub fn watch_state(&self, name: &str) -> watch::Receiver<Option<u64>> {
+        let mut senders = self
+            .state_versions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(sender) = senders.get(name) {
+            return sender.subscribe();
+        }
+        let (sender, receiver) = watch::channel(self.read(|inner| inner.state_version(name)));
+        senders.insert(name.to_owned(), sender);
+        receiver
     }
 
     pub fn version(&self) -> u64 {
@@ -581,6 +622,26 @@ impl Service {
     }
 
     /// The filter state of listener `port` of load balancer `name`.
+    /// Waits until every live follower of this replica holds what `version` (and
+    /// `endpoints_version`) serves it: see [`crate::followers::Followers::wait_until_current`].
+    pub async fn wait_until_current(
+        &self,
+        version: u64,
+        endpoints_version: u64,
+        limit: Duration,
+    ) -> Result<(), Vec<String>> {
+        let states = |load_balancer: &str| self.read(|inner| inner.state_version(load_balancer));
+        self.followers
+            .wait_until_current(version, endpoints_version, limit, &states)
+            .await
+    }
+
+    /// The live followers of this replica still behind what they are served now.
+    pub fn lagging(&self) -> Vec<String> {
+        let states = |load_balancer: &str| self.read(|inner| inner.state_version(load_balancer));
+        self.followers.lagging(u64::MAX, 0, &states)
+    }
+
     pub fn filter_state(&self, name: &str, port: u16) -> Option<FilterState> {
         self.read(|inner| crate::feed::filter_state(inner, &self.config.cookie, name, port))
     }

@@ -43,7 +43,7 @@ struct Args {
     target_port: u16,
     /// Addresses the load balancers' listeners bind, one per load balancer (Linux routes all of
     /// 127.0.0.0/8 to loopback).
-    #[arg(long, default_value = "127.0.100.0/24")]
+    #[arg(long, default_value = "127.0.100.0/22")]
     lb_address_pool: String,
     /// Listener port P is served on P + this offset (so the demo needs no privilege for port 80).
     #[arg(long, default_value_t = 8000)]

@@ -197,7 +197,7 @@ mod tests {
             api: "127.0.0.1:8000".parse().unwrap(),
             access_key: ("AKID".into(), "se\"cret".into()),
             store: "/tmp/db".into(),
-            address_pool: "127.0.100.0/24".into(),
+            address_pool: "127.0.100.0/22".into(),
             port_offset: 8000,
             control_binary: "/bin/control".into(),
             control_args: vec!["--key-rotation".into(), "60".into()],

@@ -76,8 +76,10 @@ fn replica_benchmark_smoke_run_prints_every_table() {
         "| PostgreSQL, 3 replicas |",
         "| policy change, 3 replicas, xDS |",
         "| registration, 3 replicas, xDS |",
-        "| 10 | 3 |",
-        "| 100 | 3 |",
+        "| 10 | 1 | 3 |",
+        "| 10 | 10 | 3 |",
+        "| 100 | 1 | 3 |",
+        "| 100 | 10 | 3 |",
     ] {
         let line = tables
             .lines()

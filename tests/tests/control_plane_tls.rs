@@ -14,7 +14,7 @@ use sticky_testing::eventually;
 use sticky_tests::xds::XdsBouncer;
 use sticky_tests::{LOAD_BALANCER, STICKY_COOKIE};
 
-const ADS: &str = "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources";
+const ADS: &str = "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources";
 
 /// The routes that carry key material or the fleet's state, as (method, path).
 fn peer_routes(lb: &str) -> Vec<(&'static str, String)> {

@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use envoy_types::pb::envoy::config::cluster::v3 as cluster;
@@ -30,7 +31,7 @@ use sticky_core::{ControlSource, PluginConfig};
 use crate::domain::Domain;
 use crate::feed::EndpointHealth;
 use crate::feed::cluster_name;
-use crate::model::ListenerBinding;
+use crate::model::{ListenerBinding, LoadBalancer};
 
 pub const LISTENER_TYPE: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
 pub const ROUTE_TYPE: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration";
@@ -111,10 +112,20 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    /// Everything the domain serves `node`, built from scratch.
     pub fn build(inner: &Domain, options: &ServeOptions, node: &EnvoyNode) -> Self {
         let mut snapshot = Snapshot::default();
         for lb in inner.load_balancers() {
-            let Some(address) = lb.address else { continue };
+            snapshot.add(&Self::of_load_balancer(inner, lb, options, node));
+        }
+        snapshot
+    }
+
+    /// What load balancer `lb` alone is served (its listeners, routes, clusters, endpoints and
+    /// certificates): rebuilt only when it changes.
+    pub fn of_load_balancer(inner: &Domain, lb: &LoadBalancer, options: &ServeOptions, node: &EnvoyNode) -> Self {
+        let mut snapshot = Snapshot::default();
+        if let Some(address) = lb.address {
             for (port, l) in &lb.listeners {
                 let bound = options.binding.socket(address, *port).ok().and_then(|socket| {
                     Some(SocketAddr::new(
@@ -187,6 +198,180 @@ impl Snapshot {
             super::tls::SECRET_TYPE => Some(&self.secrets),
             _ => None,
         }
+    }
+
+    fn types_mut(&mut self) -> [&mut Resources; 5] {
+        [
+            &mut self.listeners,
+            &mut self.routes,
+            &mut self.clusters,
+            &mut self.endpoints,
+            &mut self.secrets,
+        ]
+    }
+
+    fn types(&self) -> [&Resources; 5] {
+        [
+            &self.listeners,
+            &self.routes,
+            &self.clusters,
+            &self.endpoints,
+            &self.secrets,
+        ]
+    }
+
+    /// The names of `type_url` whose resources differ between `self` and `other` (added,
+    /// changed or removed), into `changed`.
+    fn differences(&self, other: &Snapshot, changed: &mut Changed) {
+        for ((type_url, mine), theirs) in TYPE_ORDER.into_iter().zip(self.types()).zip(other.types()) {
+            let names = mine.keys().chain(theirs.keys());
+            for name in names {
+                if mine.get(name) != theirs.get(name) {
+                    changed.entry(type_url).or_default().insert(name.clone());
+                }
+            }
+        }
+    }
+
+    /// Adds `part`'s resources.
+    fn add(&mut self, part: &Snapshot) {
+        for (mine, theirs) in self.types_mut().into_iter().zip(part.types()) {
+            mine.extend(theirs.iter().map(|(name, resource)| (name.clone(), resource.clone())));
+        }
+    }
+
+    /// Removes `part`'s resources but its certificates, which other load balancers may share.
+    fn remove(&mut self, part: &Snapshot) {
+        for (mine, theirs) in self.types_mut().into_iter().zip(part.types()).take(4) {
+            for name in theirs.keys() {
+                mine.remove(name);
+            }
+        }
+    }
+}
+
+/// The types in the order of [`Snapshot`]'s fields.
+const TYPE_ORDER: [&str; 5] = [
+    LISTENER_TYPE,
+    ROUTE_TYPE,
+    CLUSTER_TYPE,
+    ENDPOINT_TYPE,
+    super::tls::SECRET_TYPE,
+];
+
+/// The names whose resources a change added, changed or removed, per type.
+pub type Changed = BTreeMap<&'static str, std::collections::BTreeSet<String>>;
+
+/// One load balancer's resources, and the revision they were built at.
+type Part = (u64, Arc<Snapshot>);
+
+/// What load balancers are built, per kind of Envoy, shared by every xDS stream: a change
+/// builds and encodes what it changed once, whatever the number of load balancers and Envoys.
+#[derive(Debug, Default)]
+pub struct PartCache {
+    parts: std::sync::Mutex<std::collections::HashMap<(EnvoyNode, String), Part>>,
+    /// Parts built so far.
+    builds: std::sync::atomic::AtomicU64,
+}
+
+impl PartCache {
+    /// Load balancer `lb`'s part at `revision`, built unless cached.
+    fn part(
+        &self,
+        inner: &Domain,
+        lb: &LoadBalancer,
+        revision: u64,
+        options: &ServeOptions,
+        node: &EnvoyNode,
+    ) -> Arc<Snapshot> {
+        let mut parts = self.parts.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let key = (node.clone(), lb.name.clone());
+        if let Some((built, part)) = parts.get(&key)
+            && *built == revision
+        {
+            return Arc::clone(part);
+        }
+        let part = Arc::new(Snapshot::of_load_balancer(inner, lb, options, node));
+        self.builds.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        parts.insert(key, (revision, Arc::clone(&part)));
+        part
+    }
+
+    /// Forgets the parts of load balancers that are gone.
+    fn forget(&self, node: &EnvoyNode, name: &str) {
+        let mut parts = self.parts.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        parts.remove(&(node.clone(), name.to_owned()));
+    }
+}
+
+/// One Envoy's snapshot, kept up to date by patching in the parts of the load balancers that
+/// changed since it was last brought up to date (found by their revisions).
+#[derive(Debug, Default)]
+pub struct Assembled {
+    pub snapshot: Snapshot,
+    /// The domain version it is up to date with.
+    pub version: u64,
+    parts: std::collections::HashMap<String, Part>,
+}
+
+impl Assembled {
+    /// Brings the snapshot up to date with `inner`: builds (once for every stream of the same
+    /// kind of Envoy, in `cache`) and patches in only what changed.
+    pub fn update(&mut self, inner: &Domain, cache: &PartCache, options: &ServeOptions, node: &EnvoyNode) -> Changed {
+        let mut changed = Changed::new();
+        let mut certificates_changed = false;
+        let gone: Vec<String> = self
+            .parts
+            .keys()
+            .filter(|name| inner.revision(name).is_none())
+            .cloned()
+            .collect();
+        for name in gone {
+            if let Some((_, part)) = self.parts.remove(&name) {
+                certificates_changed |= !part.secrets.is_empty();
+                part.differences(&Snapshot::default(), &mut changed);
+                self.snapshot.remove(&part);
+            }
+            cache.forget(node, &name);
+        }
+        for lb in inner.load_balancers() {
+            let Some(revision) = inner.revision(&lb.name) else {
+                continue;
+            };
+            if self.parts.get(&lb.name).is_some_and(|(at, _)| *at == revision) {
+                continue;
+            }
+            let part = cache.part(inner, lb, revision, options, node);
+            certificates_changed |= !part.secrets.is_empty();
+            match self.parts.insert(lb.name.clone(), (revision, Arc::clone(&part))) {
+                Some((_, old)) => {
+                    certificates_changed |= !old.secrets.is_empty();
+                    old.differences(&part, &mut changed);
+                    self.snapshot.remove(&old);
+                }
+                None => Snapshot::default().differences(&part, &mut changed),
+            }
+            self.snapshot.add(&part);
+        }
+        // Certificates are diffed as a whole: two load balancers may share one.
+        changed.remove(super::tls::SECRET_TYPE);
+        if certificates_changed {
+            // Only certificates some listener still uses are served.
+            let secrets: Resources = self
+                .parts
+                .values()
+                .flat_map(|(_, part)| part.secrets.iter())
+                .map(|(name, resource)| (name.clone(), resource.clone()))
+                .collect();
+            for name in self.snapshot.secrets.keys().chain(secrets.keys()) {
+                if self.snapshot.secrets.get(name) != secrets.get(name) {
+                    changed.entry(super::tls::SECRET_TYPE).or_default().insert(name.clone());
+                }
+            }
+            self.snapshot.secrets = secrets;
+        }
+        self.version = inner.version();
+        changed
     }
 }
 
@@ -680,5 +865,97 @@ fn load_assignment(name: &str, targets: &[(SocketAddr, EndpointHealth)]) -> endp
             ..Default::default()
         }],
         ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+
+    use super::*;
+    use crate::domain::Write;
+    use crate::model::Policy;
+    use crate::service::example_service;
+
+    #[test]
+    fn a_change_rebuilds_only_its_load_balancer_and_the_patched_snapshot_is_the_whole_one() {
+        let (service, dir) = example_service("xds-parts");
+        let put = |name: &str, change: &dyn Fn(&mut LoadBalancer)| {
+            service
+                .write(|inner| {
+                    let mut lb = inner.load_balancer("terraform-balancer").unwrap().clone();
+                    if name != lb.name {
+                        lb.name = name.to_owned();
+                        lb.address = inner.load_balancer(name).and_then(|lb| lb.address);
+                    }
+                    change(&mut lb);
+                    Ok((vec![Write::PutLoadBalancer(lb)], ()))
+                })
+                .unwrap();
+        };
+        put("shop", &|_| {});
+        let options = ServeOptions {
+            binding: ListenerBinding::default(),
+            feed_token: None,
+            poll_timeout_ms: 1_000,
+            connect_timeout: DEFAULT_TARGET_CONNECT_TIMEOUT,
+        };
+        let node = EnvoyNode {
+            artifact: FilterArtifact::Native {
+                module: "sticky".to_owned(),
+            },
+            port_offset: 0,
+        };
+        let (cache, mut assembled) = (PartCache::default(), Assembled::default());
+        let mut builds = 0;
+        let mut step = |what: &str, rebuilt: u64| {
+            service.read(|inner| {
+                assembled.update(inner, &cache, &options, &node);
+                assert!(
+                    assembled.snapshot == Snapshot::build(inner, &options, &node),
+                    "{what}: patched as built from scratch"
+                );
+            });
+            let now = cache.builds.load(Ordering::Relaxed);
+            assert_eq!(now - builds, rebuilt, "{what}: load balancers built");
+            builds = now;
+        };
+        step("first", 2);
+        let versions =
+            || service.read(|inner| (inner.state_version("shop"), inner.state_version("terraform-balancer")));
+        let (shop, terraform) = versions();
+
+        put("shop", &|lb| {
+            lb.policies.insert(
+                "sticky".to_owned(),
+                Policy::LbCookie {
+                    cookie_expiration_period: Some(60),
+                    max_lifetime: None,
+                },
+            );
+        });
+        step("a policy of shop", 1);
+        assert!(versions().0 > shop, "shop's filters get a new state");
+        assert_eq!(
+            versions().1,
+            terraform,
+            "terraform-balancer's keep theirs (and their long-polls)"
+        );
+
+        put("shop", &|lb| {
+            lb.instances.pop_last();
+        });
+        step("a target of shop", 1);
+
+        service.rotate_keys().unwrap();
+        step("a key rotation (not in xDS)", 0);
+        assert!(versions().1 > terraform, "every filter state holds the keys");
+
+        service
+            .write(|_| Ok((vec![Write::DeleteLoadBalancer("shop".to_owned())], ())))
+            .unwrap();
+        step("shop deleted", 0);
+        assert_eq!(versions().0, None);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -81,7 +81,7 @@ pub struct ControlClientTls {
 }
 
 impl ControlClientTls {
-    /// The clusters' `transport_socket`, offering `alpn` (`h2` for xDS, `http/1.1` for the feed).
+    /// The clusters' `transport_socket`, offering `alpn` (`h2` for xDS and the feed, `http/1.1` for the API).
     pub fn transport_socket(&self, alpn: &str) -> serde_json::Value {
         let file = |path: &Path| json!({"filename": path.display().to_string()});
         json!({
@@ -197,47 +197,48 @@ impl XdsBootstrap {
             json!({"cluster_name": cluster, "endpoints": endpoints})
         };
         // With several replicas, one that died or lost its store is left within ~2 s.
-        let replica_checks = if self.control.len() > 1 {
-            json!([{
-                "timeout": "1s", "interval": "1s", "no_traffic_interval": "1s",
-                "unhealthy_threshold": 2, "healthy_threshold": 1,
-                "http_health_check": {"path": "/healthz"}
-            }])
-        } else {
-            json!([])
+        let replica_checks = |codec: &str| {
+            if self.control.len() > 1 {
+                json!([{
+                    "timeout": "1s", "interval": "1s", "no_traffic_interval": "1s",
+                    "unhealthy_threshold": 2, "healthy_threshold": 1,
+                    "http_health_check": {"path": "/healthz", "codec_client_type": codec}
+                }])
+            } else {
+                json!([])
+            }
         };
         let ads = json!({"ads": {}, "resource_api_version": "V3"});
+        // HTTP/2 to the control service: xDS, and every filter's state long-poll of a worker
+        // multiplexed on one connection (not one connection per listener).
+        let http2 = json!({"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+            "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+            "explicit_http_config": {"http2_protocol_options": {
+                // A stream that goes silent (control service host gone) is noticed.
+                "connection_keepalive": {"interval": "5s", "timeout": "5s"}
+            }}
+        }});
         let mut clusters = json!([
                 {
                     "name": XDS_CLUSTER,
                     "connect_timeout": "1s",
                     "type": "STATIC",
-                    "typed_extension_protocol_options": {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-                        "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
-                        "explicit_http_config": {"http2_protocol_options": {
-                            // A stream that goes silent (control service host gone) is noticed.
-                            "connection_keepalive": {"interval": "5s", "timeout": "5s"}
-                        }}
-                    }},
-                    "health_checks": replica_checks,
+                    "typed_extension_protocol_options": http2,
+                    "health_checks": replica_checks("HTTP2"),
                     "load_assignment": replicas(XDS_CLUSTER)
                 },
                 {
                     "name": CONTROL_CLUSTER,
                     "connect_timeout": "1s",
                     "type": "STATIC",
-                    "health_checks": replica_checks,
+                    "typed_extension_protocol_options": http2,
+                    "health_checks": replica_checks("HTTP2"),
                     "load_assignment": replicas(CONTROL_CLUSTER)
                 }
         ]);
         if let (Some(tls), Some(clusters)) = (&self.tls, clusters.as_array_mut()) {
             for cluster in clusters.iter_mut() {
-                let alpn = if cluster["name"] == XDS_CLUSTER {
-                    "h2"
-                } else {
-                    "http/1.1"
-                };
-                extend(cluster, json!({"transport_socket": tls.transport_socket(alpn)}));
+                extend(cluster, json!({"transport_socket": tls.transport_socket("h2")}));
             }
         }
         if self.api_listener.is_some() {
@@ -252,7 +253,7 @@ impl XdsBootstrap {
                     "name": CONTROL_API_CLUSTER,
                     "connect_timeout": "1s",
                     "type": "STATIC",
-                    "health_checks": replica_checks,
+                    "health_checks": replica_checks("HTTP1"),
                     "load_assignment": {"cluster_name": CONTROL_API_CLUSTER, "endpoints": [{"lb_endpoints": endpoints}]}
                 });
                 if let Some(tls) = &self.tls {
@@ -273,7 +274,7 @@ impl XdsBootstrap {
             "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": self.admin_port}}},
             "dynamic_resources": {
                 "ads_config": {
-                    "api_type": "GRPC",
+                    "api_type": "DELTA_GRPC",
                     "transport_api_version": "V3",
                     "set_node_on_first_message_only": true,
                     "grpc_services": [{

@@ -36,6 +36,8 @@ pub struct Sizes {
     pub client_threads: usize,
     pub trials: usize,
     pub followers: Vec<usize>,
+    /// The load balancers the followers spread over (1: all follow one listener).
+    pub spreads: Vec<usize>,
     pub changes: usize,
     /// Only the follower scale (no API rates, no propagation).
     pub scale_only: bool,
@@ -53,6 +55,10 @@ pub struct ApiRate {
 #[derive(Debug, Clone)]
 pub struct FollowerScale {
     pub followers: usize,
+    /// The load balancers they follow (one listener each), evenly; changes go to the first.
+    pub load_balancers: usize,
+    /// Long-polls answered per change (the changed load balancer's followers only, ideally).
+    pub answers_per_change: f64,
     pub changes: usize,
     /// API call sent -> each follower holding the change, over every follower and change.
     pub held: Vec<Duration>,
@@ -80,8 +86,10 @@ pub fn measure(sizes: &Sizes) -> anyhow::Result<ReplicaBench> {
     if sizes.scale_only {
         let mut scale = Vec::new();
         for followers in &sizes.followers {
-            eprintln!("  {followers} followers on one replica…");
-            scale.push(follower_scale(*followers, sizes.changes)?);
+            for spread in &sizes.spreads {
+                eprintln!("  {followers} followers of {spread} load balancers on one replica…");
+                scale.push(follower_scale(*followers, *spread, sizes.changes)?);
+            }
         }
         return Ok(ReplicaBench {
             rates: Vec::new(),
@@ -110,8 +118,10 @@ pub fn measure(sizes: &Sizes) -> anyhow::Result<ReplicaBench> {
     };
     let mut scale = Vec::new();
     for followers in &sizes.followers {
-        eprintln!("  {followers} followers on one replica…");
-        scale.push(follower_scale(*followers, sizes.changes)?);
+        for spread in &sizes.spreads {
+            eprintln!("  {followers} followers of {spread} load balancers on one replica…");
+            scale.push(follower_scale(*followers, *spread, sizes.changes)?);
+        }
     }
     Ok(ReplicaBench {
         rates,
@@ -147,8 +157,11 @@ fn start_replicas(
         })
         .collect();
     let bootstrap = BootstrapFile::one_listener(LOAD_BALANCER, &unreachable);
-    let (pool, offset) = crate::xds::free_pool();
-    let mut args = crate::xds::listener_rule_args(pool, offset);
+    let mut args = Vec::new();
+    if !extra.contains(&"--lb-address-pool") {
+        let (pool, offset) = crate::xds::free_pool();
+        args = crate::xds::listener_rule_args(pool, offset);
+    }
     if let Some(url) = store {
         args.extend(["--store".to_owned(), url.to_owned()]);
     }
@@ -280,10 +293,16 @@ fn process_usage(pid: u32) -> anyhow::Result<(f64, f64)> {
 /// When each follower first held each version; the condition is notified at each arrival.
 type Arrivals = Arc<(Mutex<HashMap<u64, Vec<Instant>>>, Condvar)>;
 
-fn follower_scale(followers: usize, changes: usize) -> anyhow::Result<FollowerScale> {
+fn follower_scale(followers: usize, spread: usize, changes: usize) -> anyhow::Result<FollowerScale> {
     let dir = tempfile::tempdir()?;
     let (_server, url) = postgres()?;
-    let replicas = start_replicas(dir.path(), 1, Some(&url), &["--long-poll-timeout", "20"])?;
+    // Room for 1,022 load balancers; no Envoy binds them here.
+    let replicas = start_replicas(
+        dir.path(),
+        1,
+        Some(&url),
+        &["--long-poll-timeout", "20", "--lb-address-pool", "127.77.0.0/22"],
+    )?;
     let replica = &replicas[0];
     let pid = replica.pid().context("the replica runs")?;
     let api = replica.client(ACCESS_KEY);
@@ -296,6 +315,21 @@ fn follower_scale(followers: usize, changes: usize) -> anyhow::Result<FollowerSc
         ],
     )?
     .ok();
+    let mut names = vec![LOAD_BALANCER.to_owned()];
+    for i in 1..spread {
+        let name = format!("spread-{i}");
+        api.call(
+            "CreateLoadBalancer",
+            &[
+                ("LoadBalancerName", &name),
+                ("Listeners.member.1.Protocol", "HTTP"),
+                ("Listeners.member.1.LoadBalancerPort", "80"),
+                ("Listeners.member.1.InstancePort", "80"),
+            ],
+        )?
+        .ok();
+        names.push(name);
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -304,16 +338,25 @@ fn follower_scale(followers: usize, changes: usize) -> anyhow::Result<FollowerSc
     if let Some(token) = &replica.feed_token {
         headers.insert(reqwest::header::AUTHORIZATION, format!("Bearer {token}").parse()?);
     }
-    let client = reqwest::Client::builder()
-        .no_proxy()
-        .pool_max_idle_per_host(usize::MAX)
-        .timeout(Duration::from_secs(30))
-        .default_headers(headers)
-        .build()?;
+    // As Envoy polls: over HTTP/2, many long-polls on one connection (one per 100 followers,
+    // under the server's streams per connection).
+    let clients = (0..followers.div_ceil(100))
+        .map(|_| {
+            reqwest::Client::builder()
+                .no_proxy()
+                .http2_prior_knowledge()
+                .timeout(Duration::from_secs(30))
+                .default_headers(headers.clone())
+                .build()
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     let arrivals: Arrivals = Arc::default();
-    let feed = format!("{}/v1/state/{LOAD_BALANCER}/80", replica.url());
+    let connected = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let answers = Arc::new(std::sync::atomic::AtomicU64::new(0));
     for n in 0..followers {
-        let (client, arrivals, feed) = (client.clone(), Arc::clone(&arrivals), feed.clone());
+        let client = clients[n / 100].clone();
+        let (arrivals, connected, answers) = (Arc::clone(&arrivals), Arc::clone(&connected), Arc::clone(&answers));
+        let feed = format!("{}/v1/state/{}/80", replica.url(), names[n % spread]);
         runtime.spawn(async move {
             let mut version = 0u64;
             loop {
@@ -330,8 +373,12 @@ fn follower_scale(followers: usize, changes: usize) -> anyhow::Result<FollowerSc
                     }
                     Err(_) => None,
                 };
+                answers.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 match held {
                     Some(held) if held != version => {
+                        if version == 0 {
+                            connected.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
                         version = held;
                         let (times, arrived) = &*arrivals;
                         times
@@ -349,6 +396,8 @@ fn follower_scale(followers: usize, changes: usize) -> anyhow::Result<FollowerSc
             }
         });
     }
+    // The followers of the load balancer the changes go to.
+    let reached = followers.div_ceil(spread);
     let holding = |version: u64| {
         arrivals
             .0
@@ -357,12 +406,12 @@ fn follower_scale(followers: usize, changes: usize) -> anyhow::Result<FollowerSc
             .get(&version)
             .map_or(0, Vec::len)
     };
-    // Until every follower holds `version`, at most `limit`.
+    // Until every follower of the changed load balancer holds `version`, at most `limit`.
     let wait_all = |version: u64, limit: Duration| -> bool {
         let (times, arrived) = &*arrivals;
         let held = times.lock().unwrap_or_else(PoisonError::into_inner);
         let (held, timeout) = arrived
-            .wait_timeout_while(held, limit, |held| held.get(&version).map_or(0, Vec::len) < followers)
+            .wait_timeout_while(held, limit, |held| held.get(&version).map_or(0, Vec::len) < reached)
             .unwrap_or_else(PoisonError::into_inner);
         drop(held);
         !timeout.timed_out()
@@ -375,11 +424,19 @@ fn follower_scale(followers: usize, changes: usize) -> anyhow::Result<FollowerSc
             .context("no state version")
     };
     let mut version = current()?;
-    if !wait_all(version, Duration::from_secs(60)) {
-        bail!("only {} of {followers} followers connected", holding(version));
+    let connecting = Instant::now();
+    while connected.load(std::sync::atomic::Ordering::Relaxed) < followers {
+        if connecting.elapsed() > Duration::from_secs(60) {
+            bail!(
+                "only {} of {followers} followers connected",
+                connected.load(std::sync::atomic::Ordering::Relaxed)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
     }
     let (_, rss_mib) = process_usage(pid)?;
     let (cpu_before, _) = process_usage(pid)?;
+    let answers_before = answers.load(std::sync::atomic::Ordering::Relaxed);
     let window = Instant::now();
     let mut held = Vec::new();
     let mut answered = Vec::new();
@@ -400,7 +457,7 @@ fn follower_scale(followers: usize, changes: usize) -> anyhow::Result<FollowerSc
         }
         version = next;
         if !wait_all(version, Duration::from_secs(10)) {
-            missed += followers - holding(version);
+            missed += reached - holding(version);
         }
         let times = arrivals
             .0
@@ -413,11 +470,14 @@ fn follower_scale(followers: usize, changes: usize) -> anyhow::Result<FollowerSc
     }
     let busy = window.elapsed();
     let (cpu_after, _) = process_usage(pid)?;
+    let answered_polls = answers.load(std::sync::atomic::Ordering::Relaxed) - answers_before;
     runtime.shutdown_background();
     held.sort();
     answered.sort();
     Ok(FollowerScale {
         followers,
+        load_balancers: spread,
+        answers_per_change: answered_polls as f64 / changes.max(1) as f64,
         changes,
         held,
         answered,
@@ -450,18 +510,23 @@ impl ReplicaBench {
         out.push_str(&Lags::table(&self.propagation));
         out.push_str(
             "\n### Followers per replica (simulated state long-polls, one replica on PostgreSQL)\n\n\
-             | followers | changes | API call → follower holds it: p50 / p99 / max ms | API call → answered: p50 / p99 ms | missed | replica CPU per change ms (cores while propagating) | replica memory (MiB) |\n|---:|---:|---:|---:|---:|---:|---:|\n",
+             Followers poll over HTTP/2 (100 per connection), as Envoy's filters do; they follow \
+             the load balancers evenly, and every change goes to the first: only its followers \
+             get it.\n\n\
+             | followers | load balancers | changes | API call → follower holds it: p50 / p99 / max ms | API call → answered: p50 / p99 ms | polls answered per change | missed | replica CPU per change ms (cores while propagating) | replica memory (MiB) |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
         );
         for s in &self.scale {
             out.push_str(&format!(
-                "| {} | {} | {:.1} / {:.1} / {:.1} | {:.1} / {:.1} | {} | {:.2} ({:.2}) | {:.0} |\n",
+                "| {} | {} | {} | {:.1} / {:.1} / {:.1} | {:.1} / {:.1} | {:.0} | {} | {:.2} ({:.2}) | {:.0} |\n",
                 s.followers,
+                s.load_balancers,
                 s.changes,
                 ms(percentile(&s.held, 0.5)),
                 ms(percentile(&s.held, 0.99)),
                 ms(s.held.last().copied().unwrap_or_default()),
                 ms(percentile(&s.answered, 0.5)),
                 ms(percentile(&s.answered, 0.99)),
+                s.answers_per_change,
                 s.missed,
                 ms(s.cpu_per_change),
                 s.cpu_cores,

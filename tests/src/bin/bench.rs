@@ -88,8 +88,11 @@ struct Args {
     #[arg(long)]
     replicas: bool,
     /// Simulated followers of the `--replicas` scale measurement.
-    #[arg(long, value_delimiter = ',', default_values_t = [100usize, 1_000, 3_000, 10_000])]
+    #[arg(long, value_delimiter = ',', default_values_t = [1_000usize, 10_000, 30_000])]
     followers: Vec<usize>,
+    /// The load balancers the simulated followers spread over (1: all follow one listener).
+    #[arg(long, value_delimiter = ',', default_values_t = [1usize, 1_000])]
+    spreads: Vec<usize>,
 }
 
 /// Where each process runs: the proxies on one CPU, wrk and the targets on the other.
@@ -991,6 +994,7 @@ fn replicas_only(args: &Args) -> anyhow::Result<()> {
             client_threads: 4,
             trials: 4,
             followers: vec![10, 100],
+            spreads: vec![1, 10],
             changes: 3,
             scale_only: false,
         }
@@ -1000,6 +1004,7 @@ fn replicas_only(args: &Args) -> anyhow::Result<()> {
             client_threads: 8,
             trials: args.trials,
             followers: args.followers.clone(),
+            spreads: args.spreads.clone(),
             changes: 20,
             scale_only: args.only.iter().any(|o| o == "followers"),
         }
